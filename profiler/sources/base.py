@@ -1,0 +1,393 @@
+"""What every power source produces: channels, readings and power logs.
+
+A *channel* is one counter or gauge of one device (``gpu0.energy``,
+``gpu0.power_instant``, ``rapl.package-0``). A *reading* is one call to the
+sensor: the value, its status, and the CLOCK_REALTIME nanoseconds just before
+and just after the call. Readings of all channels of a source share one numpy
+record layout, declared once by the native sampler (``READING_DTYPE``).
+
+A :class:`PowerLog` is a span of readings with the channel table and the
+(monotonic, realtime) clock pairs taken around it. It knows how to turn a
+device's readings into an energy total, and says how it did so: from an
+energy counter (measured), or by integrating a power gauge (an estimate when
+the sensor only sees part of the time), or not at all.
+"""
+from __future__ import annotations
+
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# The record layout of phprof._sampler, repeated here only as numpy needs it;
+# tests check that the two agree field by field.
+READING_DTYPE = np.dtype(
+    {
+        "names": ["t_before_ns", "t_after_ns", "value", "seq", "channel", "status"],
+        "formats": ["<i8", "<i8", "<i8", "<u4", "<u2", "<u2"],
+        "offsets": [0, 8, 16, 24, 28, 30],
+        "itemsize": 32,
+    }
+)
+
+
+# NVML return codes a reading may carry (nvml.h).
+NVML_STATUS = {
+    1: "NVML not initialised",
+    2: "invalid argument",
+    3: "not supported",
+    4: "no permission",
+    9: "driver not loaded",
+    10: "timeout",
+    13: "function not found in the NVML library",
+    15: "GPU is lost",
+    999: "unknown NVML error",
+}
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One counter or gauge of one device."""
+
+    name: str  # unique in a source: "gpu0.energy", "rapl.package-0"
+    device: str  # "gpu0", "package-0"
+    quantity: str  # "energy" (a cumulative counter) or "power" (a gauge)
+    unit: str  # "mJ", "uJ", "mW"
+    description: str  # what the sensor is, in words
+    wrap: int | None = None  # counter range: it wraps to 0 after this value (RAPL)
+    status_codes: str = "nvml"  # what a non-zero status means: an NVML return code, or an errno
+
+    def status_text(self, status: int) -> str:
+        if status == 0:
+            return "ok"
+        if self.status_codes == "errno":
+            return os.strerror(status)
+        return NVML_STATUS.get(status, f"NVML error {status}")
+
+    @property
+    def joules_per_unit(self) -> float:
+        return {"mJ": 1e-3, "uJ": 1e-6, "J": 1.0}[self.unit]
+
+    @property
+    def watts_per_unit(self) -> float:
+        return {"mW": 1e-3, "W": 1.0}[self.unit]
+
+
+@dataclass(frozen=True)
+class EnergyTotal:
+    """Energy of one device over a log, with how it was obtained."""
+
+    device: str
+    joules: float | None  # None: this source cannot give energy
+    seconds: float  # span of the readings used
+    method: str  # "energy counter", "integrated power_instant", ...
+    measured: bool  # False: an estimate (partial sensor windows, assumed power)
+    channel: str | None = None
+    notes: tuple[str, ...] = ()
+    counter_resets: int = 0
+
+    @property
+    def kind(self) -> str:
+        return "measured" if self.measured else "estimated"
+
+
+def clock_pair() -> tuple[int, int]:
+    """(CLOCK_MONOTONIC, CLOCK_REALTIME) ns taken together; the realtime read
+    is bracketed by two monotonic reads and paired with their midpoint."""
+    m0 = time.monotonic_ns()
+    r = time.time_ns()
+    m1 = time.monotonic_ns()
+    return (m0 + m1) // 2, r
+
+
+def value_changes(readings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where a channel's value changed, bracketed by the two readings around it.
+
+    The sensor updated after the earlier reading's call began and before the
+    later one's ended, so each change lies in ``[lo, hi]``. Takes the readings
+    of one channel in time order (status 0 only); returns ``(lo, hi)`` arrays.
+    """
+    r = readings[readings["status"] == 0]
+    changed = np.flatnonzero(np.diff(r["value"]) != 0) + 1
+    return r["t_before_ns"][changed - 1], r["t_after_ns"][changed]
+
+
+@dataclass
+class PowerLog:
+    """Readings of a source over a span of time, with what is needed to read them."""
+
+    source: str
+    channels: tuple[Channel, ...]
+    readings: np.ndarray = field(default_factory=lambda: np.empty(0, READING_DTYPE))
+    clock_pairs: np.ndarray = field(default_factory=lambda: np.empty((0, 2), np.int64))
+    settings: dict = field(default_factory=dict)
+    dropped: int = 0  # readings lost because the buffer was full
+
+    def __post_init__(self) -> None:
+        if self.readings.dtype != READING_DTYPE:
+            raise TypeError(f"readings must have dtype READING_DTYPE, not {self.readings.dtype}")
+        self.clock_pairs = np.asarray(self.clock_pairs, dtype=np.int64).reshape(-1, 2)
+
+    @classmethod
+    def concat(cls, logs: Iterable[PowerLog]) -> PowerLog:
+        logs = list(logs)
+        if not logs:
+            raise ValueError("no logs to join")
+        first = logs[0]
+        for log in logs[1:]:
+            if log.source != first.source or log.channels != first.channels:
+                raise ValueError("cannot join logs of different sources or channels")
+        return cls(
+            source=first.source,
+            channels=first.channels,
+            readings=np.concatenate([log.readings for log in logs]),
+            clock_pairs=np.concatenate([log.clock_pairs for log in logs]),
+            settings=first.settings,
+            dropped=sum(log.dropped for log in logs),
+        )
+
+    def channel_index(self, name: str) -> int:
+        for i, c in enumerate(self.channels):
+            if c.name == name:
+                return i
+        known = ", ".join(c.name for c in self.channels) or "none"
+        raise KeyError(f"no channel {name!r} in this {self.source} log (channels: {known})")
+
+    def of(self, name: str) -> np.ndarray:
+        """The readings of one channel, in time order."""
+        return self.readings[self.readings["channel"] == self.channel_index(name)]
+
+    @property
+    def devices(self) -> list[str]:
+        return list(dict.fromkeys(c.device for c in self.channels))
+
+    def energy(self, device: str) -> EnergyTotal:
+        """Energy of one device: its energy counter when it has one that
+        answered, else its best power gauge integrated over time."""
+        chans = [c for c in self.channels if c.device == device]
+        if not chans:
+            raise KeyError(f"no device {device!r} in this log (devices: {', '.join(self.devices) or 'none'})")
+        notes: list[str] = []
+        for c in chans:
+            if c.quantity != "energy":
+                continue
+            r = self.of(c.name)
+            ok = r[r["status"] == 0]
+            if len(ok) >= 2:
+                return _counter_energy(device, c, ok, notes)
+            notes.append(_why_unusable(c, r))
+        for c in chans:  # channels are listed best first (instant before average)
+            if c.quantity != "power":
+                continue
+            r = self.of(c.name)
+            ok = r[r["status"] == 0]
+            if len(ok) >= 2:
+                return _integrated_energy(device, c, ok, notes)
+            notes.append(_why_unusable(c, r))
+        return EnergyTotal(device, None, 0.0, "none", False, None, tuple(notes))
+
+
+def _why_unusable(c: Channel, r: np.ndarray) -> str:
+    bad = r[r["status"] != 0]
+    if len(bad):
+        return f"{c.name} unusable: {c.status_text(int(bad['status'][0]))}"
+    return f"{c.name} unusable: fewer than two readings"
+
+
+def _counter_energy(device: str, c: Channel, r: np.ndarray, notes: list[str]) -> EnergyTotal:
+    v = r["value"]
+    d = np.diff(v)
+    neg = d < 0
+    resets = 0
+    if neg.any():
+        if c.wrap:
+            d = np.where(neg, d + c.wrap + 1, d)  # a wrapping counter (RAPL) went round
+        else:
+            # A 64-bit counter that goes down was reset (driver reload): it
+            # counts again from 0, so the new value is the energy since then.
+            resets = int(neg.sum())
+            d = np.where(neg, v[1:], d)
+            notes.append(
+                f"{c.name} was reset {resets} time(s) during the run (driver reload?); energy between the "
+                "last reading before a reset and the reset itself is lost"
+            )
+    seconds = (r["t_after_ns"][-1] - r["t_before_ns"][0]) / 1e9
+    return EnergyTotal(
+        device,
+        float(d.sum()) * c.joules_per_unit,
+        seconds,
+        "energy counter",
+        True,
+        c.name,
+        tuple(notes),
+        resets,
+    )
+
+
+def _integrated_energy(device: str, c: Channel, r: np.ndarray, notes: list[str]) -> EnergyTotal:
+    # Each value holds from its reading until the next: integrate the steps.
+    t = (r["t_before_ns"] + r["t_after_ns"]) // 2
+    joules = float(np.sum(r["value"][:-1] * c.watts_per_unit * np.diff(t) / 1e9))
+    notes.append(
+        f"no usable energy counter: integrated {c.name} ({c.description}); the sensor averages only part "
+        "of the time, so this is an estimate"
+    )
+    return EnergyTotal(
+        device, joules, (t[-1] - t[0]) / 1e9, f"integrated {c.name}", False, c.name, tuple(notes)
+    )
+
+
+@dataclass(frozen=True)
+class Availability:
+    """What `phprof devices` says about a source on this machine."""
+
+    source: str
+    available: bool
+    measures: str  # what it measures, in words
+    reason: str = ""  # why it is missing, or how it was found
+    devices: tuple[dict, ...] = ()  # per device: name and details
+
+
+class PowerSource(ABC):
+    """A sensor read in the background while a workload runs.
+
+    ``start()`` begins sampling; ``drain()`` takes the readings gathered since
+    the last drain as a :class:`PowerLog` while sampling goes on; ``stop()``
+    ends sampling and returns what was left. Each of the three records a clock
+    pair. Use :func:`recording` to keep everything in one log.
+    """
+
+    name: str = ""
+
+    def __init__(self, channels: tuple[Channel, ...], settings: dict) -> None:
+        self.channels = channels
+        self.settings = settings
+        self._pairs: list[tuple[int, int]] = []
+        self._running = False
+
+    @classmethod
+    @abstractmethod
+    def probe(cls) -> Availability:
+        """Whether this source works on this machine, and what it would measure."""
+
+    @abstractmethod
+    def _start(self) -> None: ...
+
+    @abstractmethod
+    def _stop(self) -> None: ...
+
+    @abstractmethod
+    def _take(self) -> tuple[np.ndarray, int]:
+        """Readings gathered since the last call, and how many were dropped."""
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def start(self) -> None:
+        if self._running:
+            raise RuntimeError(f"{self.name} source is already running")
+        self._pairs.append(clock_pair())
+        self._start()
+        self._running = True
+
+    def drain(self) -> PowerLog:
+        self._pairs.append(clock_pair())
+        return self._chunk()
+
+    def stop(self) -> PowerLog:
+        if self._running:
+            self._stop()
+            self._running = False
+        self._pairs.append(clock_pair())
+        return self._chunk()
+
+    def _chunk(self) -> PowerLog:
+        readings, dropped = self._take()
+        pairs, self._pairs = self._pairs, []
+        return PowerLog(self.name, self.channels, readings, np.array(pairs), dict(self.settings), dropped)
+
+    def __enter__(self) -> PowerSource:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class Recording:
+    """Everything a source read between entering and leaving :func:`recording`."""
+
+    def __init__(self, source: PowerSource) -> None:
+        self.source = source
+        self._chunks: list[PowerLog] = []
+
+    def drain(self) -> PowerLog:
+        chunk = self.source.drain()
+        self._chunks.append(chunk)
+        return chunk
+
+    @property
+    def log(self) -> PowerLog:
+        return PowerLog.concat(self._chunks)
+
+
+@contextmanager
+def recording(source: PowerSource) -> Iterator[Recording]:
+    """``with recording(src) as rec: ...`` then ``rec.log`` holds every reading."""
+    rec = Recording(source)
+    source.start()
+    try:
+        yield rec
+    finally:
+        rec._chunks.append(source.stop())
+
+
+@dataclass(frozen=True)
+class ObservedBehaviour:
+    """How one channel behaved in a log: the cost of a read and how often its value changed."""
+
+    channel: str
+    readings: int
+    errors: int
+    reads_per_s: float
+    call_us_p50: float
+    call_us_p99: float
+    changes: int
+    change_interval_ms_median: float | None  # None: fewer than two changes seen
+    change_interval_ms_p10: float | None
+    change_interval_ms_p90: float | None
+
+
+def observed_behaviour(log: PowerLog) -> list[ObservedBehaviour]:
+    """Per channel: read cost (t_after - t_before) and the intervals between
+    value changes (midpoints of the brackets from :func:`value_changes`).
+    Meaningful on a log taken without ``changed_only``."""
+    out = []
+    for c in log.channels:
+        r = log.of(c.name)
+        ok = r[r["status"] == 0]
+        cost_us = (r["t_after_ns"] - r["t_before_ns"]) / 1e3
+        span_s = (r["t_after_ns"][-1] - r["t_before_ns"][0]) / 1e9 if len(r) > 1 else 0.0
+        lo, hi = value_changes(ok)
+        gaps = np.diff((lo + hi) / 2) / 1e6
+        pct = (lambda q: float(np.percentile(gaps, q))) if len(gaps) else (lambda q: None)
+        out.append(
+            ObservedBehaviour(
+                c.name,
+                len(r),
+                int((r["status"] != 0).sum()),
+                len(r) / span_s if span_s > 0 else 0.0,
+                float(np.percentile(cost_us, 50)) if len(r) else float("nan"),
+                float(np.percentile(cost_us, 99)) if len(r) else float("nan"),
+                len(lo),
+                pct(50),
+                pct(10),
+                pct(90),
+            )
+        )
+    return out

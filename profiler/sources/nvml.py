@@ -1,0 +1,150 @@
+"""NVIDIA GPUs through NVML, read by the native sampling thread (csrc/sampler.cpp).
+
+The library is dlopen'ed at run time: ``PHPROF_NVML_LIB`` names another file
+(the fake library of the tests, a driver in a non-standard place), otherwise
+the driver's ``libnvidia-ml.so.1`` is used.
+"""
+from __future__ import annotations
+
+import os
+
+from .base import Availability, Channel
+from .native import NativeSource, native_module
+
+LIBRARY_ENV = "PHPROF_NVML_LIB"
+DEFAULT_LIBRARY = "libnvidia-ml.so.1"
+
+MEASURES = "GPU board energy and power through NVIDIA's NVML: energy counter, instant power, 1 s average power"
+
+# Per field: quantity, unit, what the driver says it is. Listed best first:
+# energy falls back to integrating the first power field that answers.
+FIELDS = {
+    "energy": ("energy", "mJ", "NVML total energy counter (mJ since driver load)"),
+    "power_instant": ("power", "mW", "NVML instant power field (NVML_FI_DEV_POWER_INSTANT)"),
+    "power_average": ("power", "mW", "NVML average power field (NVML_FI_DEV_POWER_AVERAGE)"),
+}
+
+# Nominal sensor behaviour by GPU family, from published measurements
+# (../shared/docs/sensors.md). Not measured on this GPU: calibration does that.
+_NOMINAL = {
+    "energy": "mJ counter, Volta and newer; updates every 10-100 ms (reported)",
+    "power_instant": "update period and averaging window not characterised for this GPU",
+    "power_average": "1 s average on Ampere (not GA100) and newer; the instant value on GA100 and older",
+}
+_NOMINAL_BY_FAMILY = {
+    "A100": {
+        "power_instant": "refreshed every ~100 ms from a ~25 ms window: ~75% of the time is never seen "
+        "(A100: 101 ms / 25 ms, Yang et al. 2023)",
+    },
+    "H100": {
+        "power_instant": "refreshed every ~100 ms from a 21-25 ms window, rise time 75-120 ms (H100, Yang et al. 2023)",
+        "power_average": "1 s average, rise time ~900 ms",
+    },
+}
+_NOMINAL_BY_FAMILY["H200"] = _NOMINAL_BY_FAMILY["GH200"] = _NOMINAL_BY_FAMILY["H100"]
+
+
+def library_path() -> str:
+    """The NVML library phprof loads: $PHPROF_NVML_LIB, else the driver's."""
+    return os.environ.get(LIBRARY_ENV) or DEFAULT_LIBRARY
+
+
+def nominal_behaviour(gpu_name: str, field: str) -> str:
+    """What the literature says of this field on this GPU family (not a measurement)."""
+    for family, table in _NOMINAL_BY_FAMILY.items():
+        if family in gpu_name.upper() and field in table:
+            return table[field]
+    return _NOMINAL[field]
+
+
+def _unavailable_hint(library: str) -> str:
+    if os.environ.get(LIBRARY_ENV):
+        return f"{LIBRARY_ENV} is set to {library!r}; point it at a working libnvidia-ml.so.1."
+    return (
+        "No NVIDIA driver is installed or visible to this process (no GPU, or a container without the "
+        f"driver mounted). If the library is elsewhere, set {LIBRARY_ENV}=/path/to/libnvidia-ml.so.1."
+    )
+
+
+class NvmlSource(NativeSource):
+    """Samples NVML fields of the given GPUs from a native thread.
+
+    ``interval_s``: polling period (default 1 ms); ``None`` or 0 polls as fast
+    as NVML answers. ``changed_only`` keeps only readings whose value changed,
+    each with the last unchanged reading before it, so every sensor update
+    stays bracketed. ``capacity``: readings buffered between drains; when it is
+    full, new readings are dropped and counted (``PowerLog.dropped``).
+    """
+
+    name = "nvml"
+
+    def __init__(
+        self,
+        gpus=(0,),
+        fields=None,
+        interval_s: float | None = 1e-3,
+        changed_only: bool = False,
+        capacity: int = 1 << 20,
+        library: str | None = None,
+    ) -> None:
+        native = native_module()
+        library = library or library_path()
+        fields = tuple(fields) if fields is not None else native.FIELDS
+        interval_ns = 0 if not interval_s else round(interval_s * 1e9)
+        try:
+            sampler = native.Sampler(
+                library=library,
+                gpus=list(gpus),
+                fields=list(fields),
+                interval_ns=interval_ns,
+                changed_only=changed_only,
+                capacity=capacity,
+            )
+        except native.NvmlUnavailable as e:
+            raise native.NvmlUnavailable(f"{e}. {_unavailable_hint(library)}") from None
+        channels = tuple(
+            Channel(f"gpu{gpu}.{field}", f"gpu{gpu}", *FIELDS[field]) for _, gpu, field in sampler.channels
+        )
+        settings = {
+            "library": library,
+            "gpus": list(gpus),
+            "fields": list(fields),
+            "interval_ns": interval_ns,
+            "changed_only": changed_only,
+            "capacity": sampler.stats()["capacity"],
+        }
+        super().__init__(sampler, channels, settings)
+
+    @classmethod
+    def probe(cls, library: str | None = None) -> Availability:
+        library = library or library_path()
+        try:
+            native = native_module()
+        except ImportError as e:
+            return Availability(cls.name, False, MEASURES, str(e))
+        try:
+            info = native.nvml_probe(library)
+        except native.NvmlUnavailable as e:
+            return Availability(cls.name, False, MEASURES, f"{e}. {_unavailable_hint(library)}")
+        except native.NvmlError as e:
+            return Availability(cls.name, False, MEASURES, f"the NVML library loaded but {e}")
+        if not info["devices"]:
+            return Availability(cls.name, False, MEASURES, f"NVML ({library}) answers but sees no GPU")
+        devices = []
+        for d in info["devices"]:
+            fields = {}
+            for field, r in d["fields"].items():
+                fields[field] = {
+                    "status": r["status"],
+                    "ok": r["status"] == 0,
+                    "error": r["error"],
+                    "value": r["value"],
+                    "unit": FIELDS[field][1],
+                    "call_us": r["call_ns"] / 1e3,
+                    "behaviour": nominal_behaviour(d["name"], field),
+                }
+            devices.append({"index": d["index"], "name": d["name"], "uuid": d["uuid"], "fields": fields})
+        driver = info["driver_version"] or "unknown"
+        return Availability(
+            cls.name, True, MEASURES, f"library {library}, driver {driver}", tuple(devices)
+        )
