@@ -249,6 +249,7 @@ struct Core {
     std::mutex wake_mu;
     std::condition_variable wake;
     bool running = false;  // owned by the Python side (GIL)
+    bool first_poll_done = false;  // guarded by wake_mu
 
     // statistics (written by the thread, read while running: atomics)
     std::atomic<uint64_t> polls{0};
@@ -322,27 +323,36 @@ struct Core {
     void run() {
         prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);  // 1 us timer slack: tighter wake-ups
         const int64_t cpu0 = thread_cpu_ns();
-        for (Channel &c : channels) {
+        for (Channel &c : channels) {  // each run records every channel's status afresh
+            c.enabled = true;
             c.has_last = c.has_pending = false;
         }
         auto next = std::chrono::steady_clock::now();
         const auto interval = std::chrono::nanoseconds(interval_ns);
-        uint64_t n = 0;
+        poll_once();  // the first reading precedes the caller's work: start() waits for it
+        {
+            std::lock_guard<std::mutex> lk(wake_mu);
+            first_poll_done = true;
+        }
+        wake.notify_all();
+        uint64_t n = 1;
         while (!stop_requested.load(std::memory_order_acquire)) {
-            poll_once();
-            if ((++n & 255) == 0) cpu_ns_run.store(thread_cpu_ns() - cpu0, std::memory_order_relaxed);
             if (interval_ns > 0) {
                 next += interval;
                 auto now = std::chrono::steady_clock::now();
                 if (next <= now) {  // fell behind: do not burst to catch up
                     late.fetch_add(1, std::memory_order_relaxed);
                     next = now;
-                    continue;
+                } else {
+                    std::unique_lock<std::mutex> lk(wake_mu);
+                    if (wake.wait_until(lk, next, [this] { return stop_requested.load(std::memory_order_acquire); }))
+                        break;
                 }
-                std::unique_lock<std::mutex> lk(wake_mu);
-                wake.wait_until(lk, next, [this] { return stop_requested.load(std::memory_order_acquire); });
             }
+            poll_once();
+            if ((++n & 255) == 0) cpu_ns_run.store(thread_cpu_ns() - cpu0, std::memory_order_relaxed);
         }
+        poll_once();  // ... and the last one follows it: every run is bracketed by readings
         // The last observation of each value ends the run: keep it.
         for (Channel &c : channels)
             if (c.has_pending) push(c.pending), c.has_pending = false;
@@ -350,10 +360,14 @@ struct Core {
         cpu_ns_run.store(0, std::memory_order_relaxed);
     }
 
+    // Returns once the thread has taken its first poll.
     void start() {
         stop_requested.store(false, std::memory_order_release);
+        first_poll_done = false;
         thread = std::thread([this] { run(); });
         running = true;
+        std::unique_lock<std::mutex> lk(wake_mu);
+        wake.wait(lk, [this] { return first_poll_done; });
     }
 
     void stop() {
@@ -623,10 +637,16 @@ PyObject *Sampler_start(SamplerObject *self, PyObject *) {
         PyErr_SetString(PyExc_RuntimeError, "Sampler is already running");
         return nullptr;
     }
+    std::string error;
+    Py_BEGIN_ALLOW_THREADS
     try {
         self->core->start();
     } catch (const std::system_error &e) {
-        PyErr_Format(PyExc_RuntimeError, "cannot start the sampling thread: %s", e.what());
+        error = e.what();
+    }
+    Py_END_ALLOW_THREADS
+    if (!error.empty()) {
+        PyErr_Format(PyExc_RuntimeError, "cannot start the sampling thread: %s", error.c_str());
         return nullptr;
     }
     std::lock_guard<std::mutex> lk(live_mutex());

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 
 import click
@@ -94,7 +95,9 @@ def _measure(found, seconds: float) -> dict:
             sources["rapl"] = RaplSource(interval_s=None)
     observed = {}
     for name, src in sources.items():
-        with click.progressbar(length=int(seconds * 10), label=f"sampling {name} for {seconds:g} s", file=None) as bar:
+        with click.progressbar(
+            length=int(seconds * 10), label=f"sampling {name} for {seconds:g} s", file=sys.stderr
+        ) as bar:
             src.start()
             for _ in range(int(seconds * 10)):
                 time.sleep(0.1)

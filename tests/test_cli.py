@@ -1,0 +1,64 @@
+"""`phprof devices` as a user runs it."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from phprof.cli import main
+
+
+def test_devices_on_a_machine_without_gpu_or_rapl_says_why(tmp_path):
+    env = {**os.environ, "PHPROF_NVML_LIB": "", "PHPROF_POWERCAP_ROOT": str(tmp_path / "no-powercap")}
+    env.pop("PHPROF_FAKE_NVML_STATE", None)
+    env["LD_LIBRARY_PATH"] = ""  # no fake library in the way
+    p = subprocess.run(
+        [Path(sys.executable).parent / "phprof", "devices"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    if "nvml  available" not in out:  # this machine has no NVIDIA driver (CI, the developers' machines)
+        assert "nvml  not available" in out and "cannot load the NVML library 'libnvidia-ml.so.1'" in out
+        assert "No NVIDIA driver" in out
+    assert "rapl  not available" in out and "does not exist" in out
+    assert "none  available" in out and "energy is never measured" in out
+
+
+def test_devices_lists_the_fake_gpus_and_their_fields(fake, fake_lib):
+    fake.set_name(1, "NVIDIA H100 80GB HBM3")
+    runner = CliRunner()
+    result = runner.invoke(main, ["devices"], env={"PHPROF_NVML_LIB": str(fake_lib)})
+    assert result.exit_code == 0, result.output
+    assert "nvml  available: library" in result.output
+    assert "GPU 1: NVIDIA H100 80GB HBM3" in result.output
+    assert "refreshed every ~100 ms from a 21-25 ms window" in result.output  # nominal, H100
+    for field in ("energy", "power_instant", "power_average"):
+        assert f"{field}" in result.output
+
+
+def test_devices_measure_reports_read_cost_and_update_interval(fake, fake_lib):
+    runner = CliRunner()
+    env = {"PHPROF_NVML_LIB": str(fake_lib), "PHPROF_POWERCAP_ROOT": "/nonexistent"}
+    result = runner.invoke(main, ["devices", "--json", "--measure", "1"], env=env)
+    assert result.exit_code == 0, result.output
+    nvml = next(s for s in json.loads(result.stdout) if s["source"] == "nvml")
+    rows = {o["channel"]: o for o in nvml["observed"]}
+    # the a100 preset: instant power every 101 ms, energy counter every 20 ms
+    assert rows["gpu0.power_instant"]["change_interval_ms_median"] == pytest_approx(101, 3)
+    assert rows["gpu0.energy"]["change_interval_ms_median"] == pytest_approx(20, 3)
+    assert rows["gpu0.energy"]["reads_per_s"] > 1000
+
+
+def test_bad_option_is_refused():
+    result = CliRunner().invoke(main, ["devices", "--measure", "-1"])
+    assert result.exit_code == 2 and "Invalid value for '--measure'" in result.output
+
+
+def pytest_approx(value, abs_):
+    import pytest
+
+    return pytest.approx(value, abs=abs_)
