@@ -19,6 +19,18 @@ from phprof import _sampler
 from phprof.sources import READING_DTYPE, NvmlSource, recording, value_changes
 
 
+def sampler_threads() -> int:
+    """Sampling threads alive in this process (the native thread names itself)."""
+    names = []
+    for t in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{t}/comm") as f:
+                names.append(f.read().strip())
+        except FileNotFoundError:  # a thread that just ended
+            pass
+    return names.count("phprof-sampler")
+
+
 def _levels_until(fake, stop: threading.Event, devices=(0,), period_s=0.004, seed=0):
     """Changes each device's true power every few ms, like a model's layers."""
     rng = np.random.default_rng(seed)
@@ -68,17 +80,20 @@ def test_energy_readings_are_the_fake_counter_exactly(fake, fake_lib):
 
 
 def test_instant_power_samples_land_at_the_update_instants(fake, fake_lib):
-    log = _sample(NvmlSource(gpus=[0], fields=["power_instant"], library=str(fake_lib)), 1.5, fake)
+    log = _sample(NvmlSource(gpus=[0], fields=["power_instant"], library=str(fake_lib)), 2.5, fake)
     r = log.of("gpu0.power_instant")
     lo, hi = value_changes(r)
     truth = fake.update_times(0, "power_instant", int(r["t_after_ns"][0]), int(r["t_before_ns"][-1]))
-    assert len(truth) >= 12  # ~101 ms updates over 1.5 s
-    seen = (lo + hi) / 2
-    # every change seen is an update of the sensor, found within 2 ms
-    nearest = np.abs(seen[:, None] - truth[None, :]).min(axis=1)
-    assert nearest.max() <= 2e6, nearest
-    # and every update of the sensor was seen
-    assert len(seen) == len(truth)
+    assert len(truth) >= 20  # ~101 ms updates over 2.5 s
+    assert len(lo) == len(truth)  # every update of the sensor was seen, and nothing else
+    # each change's bracket holds the true update instant: the stamps are right
+    assert ((lo <= truth) & (truth <= hi)).all()
+    # and at 1 kHz the midpoint finds it within 2 ms, unless the OS woke the thread late
+    # (this VM does, now and then, by up to ~10 ms): then the bracket widens and says so
+    error_ms = np.abs((lo + hi) / 2 - truth) / 1e6
+    assert np.median(error_ms) <= 1.0
+    assert (error_ms <= 2.0).mean() >= 0.9, error_ms
+    assert (error_ms[error_ms > 2.0] <= (hi - lo)[error_ms > 2.0] / 2e6).all()
 
 
 def test_timestamps_are_monotonic_and_bracket_each_call(fake, fake_lib):
@@ -122,29 +137,26 @@ def test_start_stop_drain_1000_times_leaks_no_threads_or_memory(fake, fake_lib):
             source.stop()
             assert not source.running
 
-    def threads():
-        return len(os.listdir("/proc/self/task"))
-
     def rss_kib():
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
     cycle(100)  # warm up allocators
-    before_threads, before_rss, before_fds = threads(), rss_kib(), len(os.listdir("/proc/self/fd"))
+    before_rss, before_fds = rss_kib(), len(os.listdir("/proc/self/fd"))
     cycle(1000)
-    assert threads() == before_threads
+    assert sampler_threads() == 0
     assert len(os.listdir("/proc/self/fd")) == before_fds
     assert rss_kib() - before_rss < 1024, "RSS grew by more than 1 MiB over 1000 cycles"
     assert source.stats()["polls"] >= 2 * 1100  # every run is bracketed by a first and a last poll
 
 
 def test_samplers_come_and_go_without_leaking(fake, fake_lib):
-    before = len(os.listdir("/proc/self/task"))
     for _ in range(200):
         s = NvmlSource(gpus=[0, 1], library=str(fake_lib))
         s.start()
+        assert sampler_threads() == 1
         del s  # dropped while running: the thread is stopped and joined
-    assert len(os.listdir("/proc/self/task")) == before
+    assert sampler_threads() == 0
 
 
 @pytest.mark.parametrize(
