@@ -9,7 +9,7 @@ import time
 import click
 
 from . import __version__
-from .sources import NvmlSource, RaplSource, observed_behaviour, probe_all
+from .sources import BehaviourTally, NvmlSource, RaplSource, probe_all
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,8 +18,9 @@ def main() -> None:
     """phprof: where the joules of ML inference go.
 
     A native thread samples the GPU's (or CPU's) power and energy counters at
-    high rate; phprof stores the readings with their exact times so that energy
-    can be attributed to kernels and layers.
+    high rate and records each reading with the exact time of the driver call,
+    on the clock torch.profiler uses, so that energy can later be attributed to
+    kernels and layers.
     """
 
 
@@ -51,8 +52,10 @@ def devices(as_json: bool, measure: float | None) -> None:
         out = [dataclasses.asdict(a) for a in found]
         for entry in out:
             if entry["source"] in observed:
-                entry["observed"] = [dataclasses.asdict(o) for o in observed[entry["source"]]]
+                rows, dropped = observed[entry["source"]]
+                entry["observed"] = [dataclasses.asdict(o) for o in rows]
                 entry["observed_seconds"] = measure
+                entry["observed_dropped"] = dropped
         click.echo(json.dumps(out, indent=2))
         return
     for a in found:
@@ -84,7 +87,7 @@ def _echo_device(source: str, d: dict) -> None:
 
 
 def _measure(found, seconds: float) -> dict:
-    """Sample each available sensor as fast as it answers for `seconds`."""
+    """Sample each available sensor as fast as it answers for `seconds`, draining as it goes."""
     sources = {}
     for a in found:
         if not a.available:
@@ -95,20 +98,25 @@ def _measure(found, seconds: float) -> dict:
             sources["rapl"] = RaplSource(interval_s=None)
     observed = {}
     for name, src in sources.items():
-        with click.progressbar(
-            length=int(seconds * 10), label=f"sampling {name} for {seconds:g} s", file=sys.stderr
-        ) as bar:
+        tally = BehaviourTally(src.channels)
+        with click.progressbar(length=100, label=f"sampling {name} for {seconds:g} s", file=sys.stderr) as bar:
             src.start()
-            for _ in range(int(seconds * 10)):
-                time.sleep(0.1)
-                bar.update(1)
-            log = src.stop()
-        observed[name] = observed_behaviour(log)
+            start = time.monotonic()
+            end = start + seconds
+            while (now := time.monotonic()) < end:
+                time.sleep(min(0.05, end - now))
+                tally.add(src.drain())
+                bar.update(min(100, round(100 * (time.monotonic() - start) / seconds)) - bar.pos)
+            tally.add(src.stop())
+        observed[name] = (tally.result(), tally.dropped)
     return observed
 
 
-def _echo_observed(rows, seconds: float) -> None:
+def _echo_observed(observed, seconds: float) -> None:
+    rows, dropped = observed
     click.echo(f"      measured here over {seconds:g} s, polling as fast as the sensor answers:")
+    if dropped:
+        click.echo(f"      ({dropped} readings dropped: the buffer filled between drains; figures cover the rest)")
     click.echo(f"        {'channel':<22} {'reads/s':>9} {'read p50':>9} {'read p99':>9} {'changes':>8}  change interval")
     for o in rows:
         if o.change_interval_ms_median is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from .base import (
     READING_DTYPE,
     Availability,
+    BehaviourTally,
     Channel,
     EnergyTotal,
     ObservedBehaviour,
@@ -49,6 +50,7 @@ __all__ = [
     "READING_DTYPE",
     "SOURCES",
     "Availability",
+    "BehaviourTally",
     "Channel",
     "EnergyTotal",
     "NvmlSource",

@@ -363,31 +363,68 @@ class ObservedBehaviour:
     change_interval_ms_p90: float | None
 
 
+class BehaviourTally:
+    """Accumulates :class:`ObservedBehaviour` over the chunks of a long sampling run,
+    keeping only each read's cost and the two readings around each value change,
+    so memory does not grow with the number of reads."""
+
+    def __init__(self, channels: tuple[Channel, ...]) -> None:
+        self.channels = channels
+        self.dropped = 0
+        self._costs: dict[str, list[np.ndarray]] = {c.name: [] for c in channels}
+        self._errors = dict.fromkeys(self._costs, 0)
+        self._span: dict[str, list[int]] = {}
+        self._around_changes: dict[str, list[np.ndarray]] = {c.name: [] for c in channels}
+        self._last: dict[str, np.ndarray] = {}
+
+    def add(self, log: PowerLog) -> None:
+        self.dropped += log.dropped
+        for c in self.channels:
+            r = log.of(c.name)
+            if not len(r):
+                continue
+            self._costs[c.name].append(((r["t_after_ns"] - r["t_before_ns"]) / 1e3).astype(np.float32))
+            self._errors[c.name] += int((r["status"] != 0).sum())
+            span = self._span.setdefault(c.name, [int(r["t_before_ns"][0]), 0])
+            span[1] = int(r["t_after_ns"][-1])
+            ok = r[r["status"] == 0]
+            if c.name in self._last:
+                ok = np.concatenate([self._last[c.name], ok])
+            if len(ok):
+                changed = np.flatnonzero(np.diff(ok["value"]) != 0) + 1
+                self._around_changes[c.name].append(ok[np.sort(np.r_[changed - 1, changed])])
+                self._last[c.name] = ok[-1:]
+
+    def result(self) -> list[ObservedBehaviour]:
+        out = []
+        for c in self.channels:
+            costs = np.concatenate(self._costs[c.name]) if self._costs[c.name] else np.empty(0)
+            t0, t1 = self._span.get(c.name, (0, 0))
+            kept = self._around_changes[c.name]
+            lo, hi = value_changes(np.unique(np.concatenate(kept))) if kept else (np.empty(0), np.empty(0))
+            gaps = np.diff((lo + hi) / 2) / 1e6
+            pct = (lambda q: float(np.percentile(gaps, q))) if len(gaps) else (lambda q: None)
+            out.append(
+                ObservedBehaviour(
+                    c.name,
+                    len(costs),
+                    self._errors[c.name],
+                    len(costs) / ((t1 - t0) / 1e9) if t1 > t0 else 0.0,
+                    float(np.percentile(costs, 50)) if len(costs) else float("nan"),
+                    float(np.percentile(costs, 99)) if len(costs) else float("nan"),
+                    len(lo),
+                    pct(50),
+                    pct(10),
+                    pct(90),
+                )
+            )
+        return out
+
+
 def observed_behaviour(log: PowerLog) -> list[ObservedBehaviour]:
     """Per channel: read cost (t_after - t_before) and the intervals between
     value changes (midpoints of the brackets from :func:`value_changes`).
     Meaningful on a log taken without ``changed_only``."""
-    out = []
-    for c in log.channels:
-        r = log.of(c.name)
-        ok = r[r["status"] == 0]
-        cost_us = (r["t_after_ns"] - r["t_before_ns"]) / 1e3
-        span_s = (r["t_after_ns"][-1] - r["t_before_ns"][0]) / 1e9 if len(r) > 1 else 0.0
-        lo, hi = value_changes(ok)
-        gaps = np.diff((lo + hi) / 2) / 1e6
-        pct = (lambda q: float(np.percentile(gaps, q))) if len(gaps) else (lambda q: None)
-        out.append(
-            ObservedBehaviour(
-                c.name,
-                len(r),
-                int((r["status"] != 0).sum()),
-                len(r) / span_s if span_s > 0 else 0.0,
-                float(np.percentile(cost_us, 50)) if len(r) else float("nan"),
-                float(np.percentile(cost_us, 99)) if len(r) else float("nan"),
-                len(lo),
-                pct(50),
-                pct(10),
-                pct(90),
-            )
-        )
-    return out
+    tally = BehaviourTally(log.channels)
+    tally.add(log)
+    return tally.result()
