@@ -14,6 +14,7 @@ the sensor only sees part of the time), or not at all.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from abc import ABC, abstractmethod
@@ -166,39 +167,68 @@ class PowerLog:
         return list(dict.fromkeys(c.device for c in self.channels))
 
     def energy(self, device: str) -> EnergyTotal:
-        """Energy of one device: its energy counter when it has one that
-        answered, else its best power gauge integrated over time."""
+        """Energy of one device over the whole log: its energy counter when it has
+        one that answered, else its best power gauge integrated over time."""
+        curve = self._energy_curve(device)
+        if curve.t is None:
+            return EnergyTotal(device, None, 0.0, "none", False, None, curve.notes)
+        return curve.total(device, curve.t[0], curve.t[-1])
+
+    def energy_between(self, device: str, t0_ns: int, t1_ns: int) -> EnergyTotal:
+        """Energy of one device between two CLOCK_REALTIME instants, read off the
+        cumulative energy at the readings around each instant (linear between
+        them): within one sensor update at each end."""
+        curve = self._energy_curve(device)
+        if curve.t is None:
+            return EnergyTotal(device, None, (t1_ns - t0_ns) / 1e9, "none", False, None, curve.notes)
+        notes = list(curve.notes)
+        if t0_ns < curve.t[0] or t1_ns > curve.t[-1]:
+            notes.append(f"{curve.channel.name} readings do not cover the whole span: its ends are clipped")
+        return dataclasses.replace(curve.total(device, t0_ns, t1_ns), notes=tuple(notes))
+
+    def _energy_curve(self, device: str) -> _EnergyCurve:
         chans = [c for c in self.channels if c.device == device]
         if not chans:
             raise KeyError(f"no device {device!r} in this log (devices: {', '.join(self.devices) or 'none'})")
         notes: list[str] = []
-        for c in chans:
-            if c.quantity != "energy":
-                continue
-            r = self.of(c.name)
-            ok = r[r["status"] == 0]
-            if len(ok) >= 2:
-                return _counter_energy(device, c, ok, notes)
-            notes.append(_why_unusable(c, r))
-        for c in chans:  # channels are listed best first (instant before average)
-            if c.quantity != "power":
-                continue
-            r = self.of(c.name)
-            ok = r[r["status"] == 0]
-            if len(ok) >= 2:
-                return _integrated_energy(device, c, ok, notes)
-            notes.append(_why_unusable(c, r))
-        return EnergyTotal(device, None, 0.0, "none", False, None, tuple(notes))
+        # channels are listed best first: the counter, then instant before average power
+        for quantity in ("energy", "power"):
+            for c in chans:
+                if c.quantity != quantity:
+                    continue
+                r = self.of(c.name)
+                ok = r[r["status"] == 0]
+                if len(ok) >= 2:
+                    return (_counter_curve if quantity == "energy" else _power_curve)(c, ok, notes)
+                notes.append(_why_unusable(c, r))
+        return _EnergyCurve(None, None, None, "none", False, tuple(notes))
 
 
-def _why_unusable(c: Channel, r: np.ndarray) -> str:
-    bad = r[r["status"] != 0]
-    if len(bad):
-        return f"{c.name} unusable: {c.status_text(int(bad['status'][0]))}"
-    return f"{c.name} unusable: fewer than two readings"
+@dataclass(frozen=True)
+class _EnergyCurve:
+    """Cumulative energy (J) of a device at the times of its readings."""
+
+    channel: Channel | None
+    t: np.ndarray | None  # ns, the middle of each reading's call
+    joules: np.ndarray | None
+    method: str
+    measured: bool
+    notes: tuple[str, ...]
+    counter_resets: int = 0
+
+    def total(self, device: str, t0_ns: int, t1_ns: int) -> EnergyTotal:
+        e0, e1 = np.interp([t0_ns, t1_ns], self.t, self.joules)
+        return EnergyTotal(
+            device, float(e1 - e0), (t1_ns - t0_ns) / 1e9, self.method, self.measured, self.channel.name,
+            self.notes, self.counter_resets,
+        )
 
 
-def _counter_energy(device: str, c: Channel, r: np.ndarray, notes: list[str]) -> EnergyTotal:
+def _mid_times(r: np.ndarray) -> np.ndarray:
+    return r["t_before_ns"] + (r["t_after_ns"] - r["t_before_ns"]) // 2
+
+
+def _counter_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve:
     v = r["value"]
     d = np.diff(v)
     neg = d < 0
@@ -215,30 +245,26 @@ def _counter_energy(device: str, c: Channel, r: np.ndarray, notes: list[str]) ->
                 f"{c.name} was reset {resets} time(s) during the run (driver reload?); energy between the "
                 "last reading before a reset and the reset itself is lost"
             )
-    seconds = (r["t_after_ns"][-1] - r["t_before_ns"][0]) / 1e9
-    return EnergyTotal(
-        device,
-        float(d.sum()) * c.joules_per_unit,
-        seconds,
-        "energy counter",
-        True,
-        c.name,
-        tuple(notes),
-        resets,
-    )
+    joules = np.concatenate([[0.0], np.cumsum(d) * c.joules_per_unit])
+    return _EnergyCurve(c, _mid_times(r), joules, "energy counter", True, tuple(notes), resets)
 
 
-def _integrated_energy(device: str, c: Channel, r: np.ndarray, notes: list[str]) -> EnergyTotal:
+def _power_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve:
     # Each value holds from its reading until the next: integrate the steps.
-    t = (r["t_before_ns"] + r["t_after_ns"]) // 2
-    joules = float(np.sum(r["value"][:-1] * c.watts_per_unit * np.diff(t) / 1e9))
+    t = _mid_times(r)
+    joules = np.concatenate([[0.0], np.cumsum(r["value"][:-1] * c.watts_per_unit * np.diff(t) / 1e9)])
     notes.append(
         f"no usable energy counter: integrated {c.name} ({c.description}); the sensor averages only part "
         "of the time, so this is an estimate"
     )
-    return EnergyTotal(
-        device, joules, (t[-1] - t[0]) / 1e9, f"integrated {c.name}", False, c.name, tuple(notes)
-    )
+    return _EnergyCurve(c, t, joules, f"integrated {c.name}", False, tuple(notes))
+
+
+def _why_unusable(c: Channel, r: np.ndarray) -> str:
+    bad = r[r["status"] != 0]
+    if len(bad):
+        return f"{c.name} unusable: {c.status_text(int(bad['status'][0]))}"
+    return f"{c.name} unusable: fewer than two readings"
 
 
 @dataclass(frozen=True)

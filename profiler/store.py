@@ -1,0 +1,300 @@
+"""The trace file: one HDF5 file per run. The only module that reads or writes it.
+
+Schema version 1 (every table is a chunked, compressed, appendable dataset):
+
+    /                   attrs: format="phprof-trace", schema_version, status
+                        ("recording" | "complete" | "interrupted" | "failed"),
+                        complete (bool), created_ns, phprof_version
+    /meta               attrs: the run's metadata (model, config hash, task, shapes,
+                        dtype, device, driver, library versions, sensor, units...);
+                        nested values are JSON strings
+    /strings            UTF-8 strings; events, phases and stacks refer to them by row
+    /stacks             (parent u4, scope u4): the scope-stack trie; row 0 is the root,
+                        every other row is its parent's stack plus one scope (a string)
+    /events             EVENT_DTYPE: CPU ops, annotations, kernels, memcpy/memset
+    /inferences         (index i4, start_ns i8, end_ns i8, window i4)
+    /phases             (inference i4, name u4, start_ns i8, end_ns i8)
+    /windows            (index i4, first_inference i4, last_inference i4,
+                         start_ns i8, end_ns i8, events i8)
+    /power/readings     the power source's readings (phprof.sources.READING_DTYPE)
+    /power/clock_pairs  (monotonic_ns, realtime_ns) pairs taken by the source
+    /power              attrs: source, channels (JSON), settings (JSON), dropped
+    /idle/...           the same as /power, for the idle period sampled before the run
+    /summary            attrs: the end-of-run summary (JSON values)
+
+Times are CLOCK_REALTIME nanoseconds (the clock of torch.profiler and of the
+power readings). A window's rows are appended and flushed together when the
+window completes, so a run that is interrupted leaves every finished window
+readable and the file marked incomplete.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .sources import READING_DTYPE, Channel, PowerLog
+
+FORMAT = "phprof-trace"
+SCHEMA_VERSION = 1
+
+EVENT_DTYPE = np.dtype(
+    [
+        ("start_ns", "<i8"),
+        ("end_ns", "<i8"),
+        ("name", "<u4"),  # row of /strings
+        ("stack", "<u4"),  # row of /stacks: the scopes the event ran in
+        ("inference", "<i4"),  # -1: outside any inference
+        ("op", "<i4"),  # device events: row of the CPU op that launched them; -1 otherwise
+        ("stream", "<i4"),  # CUDA stream, or the CPU thread id for CPU events
+        ("device", "<i2"),  # -1: CPU
+        ("kind", "u1"),  # EventKind
+    ]
+)
+STACK_DTYPE = np.dtype([("parent", "<u4"), ("scope", "<u4")])
+INFERENCE_DTYPE = np.dtype([("index", "<i4"), ("start_ns", "<i8"), ("end_ns", "<i8"), ("window", "<i4")])
+PHASE_DTYPE = np.dtype([("inference", "<i4"), ("name", "<u4"), ("start_ns", "<i8"), ("end_ns", "<i8")])
+WINDOW_DTYPE = np.dtype(
+    [
+        ("index", "<i4"),
+        ("first_inference", "<i4"),
+        ("last_inference", "<i4"),
+        ("start_ns", "<i8"),
+        ("end_ns", "<i8"),
+        ("events", "<i8"),
+    ]
+)
+
+_TABLES = {
+    "stacks": STACK_DTYPE,
+    "events": EVENT_DTYPE,
+    "inferences": INFERENCE_DTYPE,
+    "phases": PHASE_DTYPE,
+    "windows": WINDOW_DTYPE,
+}
+_CHUNK_ROWS = 16384
+_STR = h5py.string_dtype("utf-8")
+
+
+class TraceFileError(Exception):
+    """A file that is not a readable phprof trace."""
+
+
+def _json_attrs(attrs: h5py.AttributeManager, values: dict) -> None:
+    for k, v in values.items():
+        attrs[k] = v if isinstance(v, (str, int, float, bool, np.integer, np.floating)) else json.dumps(v)
+
+
+def _read_attrs(attrs: h5py.AttributeManager) -> dict:
+    out = {}
+    for k, v in attrs.items():
+        if isinstance(v, bytes):
+            v = v.decode()
+        if isinstance(v, str) and v[:1] in "[{":
+            try:
+                v = json.loads(v)
+            except json.JSONDecodeError:
+                pass
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def _appendable(group: h5py.Group, name: str, dtype, shape_tail=()) -> h5py.Dataset:
+    return group.create_dataset(
+        name,
+        shape=(0, *shape_tail),
+        maxshape=(None, *shape_tail),
+        dtype=dtype,
+        chunks=(_CHUNK_ROWS, *shape_tail),
+        compression="gzip",
+        compression_opts=4,
+        shuffle=True,
+    )
+
+
+def _append(ds: h5py.Dataset, rows) -> None:
+    rows = np.asarray(rows, dtype=ds.dtype) if ds.dtype != _STR else rows
+    n = len(rows)
+    if n:
+        ds.resize(ds.shape[0] + n, axis=0)
+        ds[-n:] = rows
+
+
+class TraceWriter:
+    """Writes one trace file, window by window.
+
+    Created with the run's metadata, the file is marked ``status="recording"``
+    at once; :meth:`close` sets the final status. Everything appended before a
+    :meth:`flush` survives an interrupted run.
+    """
+
+    def __init__(self, path: str | Path, meta: dict, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise FileExistsError(f"{self.path} exists (choose another -o/--output, or remove it)")
+        if not self.path.parent.is_dir():
+            raise FileNotFoundError(f"cannot write {self.path}: the folder {self.path.parent} does not exist")
+        try:
+            self._f = h5py.File(self.path, "w")
+        except OSError as e:
+            raise PermissionError(f"cannot write {self.path}: {e}") from None
+        f = self._f
+        f.attrs.update(
+            format=FORMAT,
+            schema_version=SCHEMA_VERSION,
+            status="recording",
+            complete=False,
+            created_ns=time.time_ns(),
+            phprof_version=__version__,
+        )
+        _json_attrs(f.create_group("meta").attrs, meta)
+        _appendable(f, "strings", _STR)
+        for name, dtype in _TABLES.items():
+            _appendable(f, name, dtype)
+        f["stacks"].resize(1, axis=0)  # the root stack
+        f["stacks"][0] = (0, 0)
+        _append(f["strings"], [""])  # string 0: the root's scope name
+        self._power: dict[str, h5py.Group] = {}
+        f.flush()
+
+    @property
+    def strings_written(self) -> int:
+        return self._f["strings"].shape[0]
+
+    @property
+    def stacks_written(self) -> int:
+        return self._f["stacks"].shape[0]
+
+    @property
+    def events_written(self) -> int:
+        return self._f["events"].shape[0]
+
+    def append_strings(self, strings: list[str]) -> None:
+        _append(self._f["strings"], list(strings))
+
+    def append_stacks(self, rows: np.ndarray) -> None:
+        _append(self._f["stacks"], rows)
+
+    def append_window(self, events: np.ndarray, inferences: np.ndarray, phases: np.ndarray, window) -> None:
+        f = self._f
+        _append(f["events"], events)
+        _append(f["inferences"], inferences)
+        _append(f["phases"], phases)
+        _append(f["windows"], np.array([window], dtype=WINDOW_DTYPE))
+
+    def append_power(self, log: PowerLog, group: str = "power") -> None:
+        """Appends a power log chunk to /power (or /idle)."""
+        g = self._power.get(group)
+        if g is None:
+            g = self._power[group] = self._f.create_group(group)
+            _appendable(g, "readings", READING_DTYPE)
+            _appendable(g, "clock_pairs", np.int64, (2,))
+            g.attrs["source"] = log.source
+            g.attrs["channels"] = json.dumps([c.__dict__ for c in log.channels])
+            g.attrs["settings"] = json.dumps(log.settings)
+            g.attrs["dropped"] = 0
+        _append(g["readings"], log.readings)
+        _append(g["clock_pairs"], log.clock_pairs)
+        g.attrs["dropped"] = int(g.attrs["dropped"]) + log.dropped
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self, status: str, summary: dict | None = None) -> None:
+        if status not in ("complete", "interrupted", "failed"):
+            raise ValueError(f"unknown final status {status!r}")
+        if summary:
+            _json_attrs(self._f.require_group("summary").attrs, summary)
+        self._f.attrs["status"] = status
+        self._f.attrs["complete"] = status == "complete"
+        self._f.close()
+
+
+@dataclass
+class Trace:
+    """A trace file, read whole."""
+
+    path: Path
+    status: str
+    schema_version: int
+    meta: dict
+    strings: list[str]
+    stacks: np.ndarray
+    events: np.ndarray
+    inferences: np.ndarray
+    phases: np.ndarray
+    windows: np.ndarray
+    power: PowerLog | None
+    idle: PowerLog | None
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    def name(self, string_id: int) -> str:
+        return self.strings[string_id]
+
+    def stack_path(self, stack_id: int) -> list[str]:
+        """The scopes of a stack, outermost first."""
+        path = []
+        while stack_id:
+            parent, scope = self.stacks[stack_id]
+            path.append(self.strings[scope])
+            stack_id = int(parent)
+        return path[::-1]
+
+
+def _power_log(g: h5py.Group | None) -> PowerLog | None:
+    if g is None:
+        return None
+    channels = tuple(Channel(**c) for c in json.loads(g.attrs["channels"]))
+    return PowerLog(
+        source=str(g.attrs["source"]),
+        channels=channels,
+        readings=g["readings"][:],
+        clock_pairs=g["clock_pairs"][:],
+        settings=json.loads(g.attrs["settings"]),
+        dropped=int(g.attrs["dropped"]),
+    )
+
+
+def load(path: str | Path) -> Trace:
+    """Reads a trace file written by phprof (complete or not)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such trace file: {path}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise TraceFileError(f"{path} is not a readable HDF5 file ({e})") from None
+    with f:
+        if f.attrs.get("format") != FORMAT:
+            raise TraceFileError(f"{path} is not a phprof trace (no format={FORMAT!r} mark)")
+        version = int(f.attrs["schema_version"])
+        if version > SCHEMA_VERSION:
+            raise TraceFileError(
+                f"{path} has schema version {version}; this phprof reads up to {SCHEMA_VERSION}: upgrade phprof"
+            )
+        return Trace(
+            path=path,
+            status=str(f.attrs["status"]),
+            schema_version=version,
+            meta=_read_attrs(f["meta"].attrs),
+            strings=[s.decode() if isinstance(s, bytes) else s for s in f["strings"][:]],
+            stacks=f["stacks"][:],
+            events=f["events"][:],
+            inferences=f["inferences"][:],
+            phases=f["phases"][:],
+            windows=f["windows"][:],
+            power=_power_log(f.get("power")),
+            idle=_power_log(f.get("idle")),
+            summary=_read_attrs(f["summary"].attrs) if "summary" in f else {},
+        )
