@@ -34,6 +34,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <new>
 #include <mutex>
 #include <set>
 #include <string>
@@ -75,7 +76,6 @@ inline int64_t thread_cpu_ns() {
 // NVML, loaded once per library path and never unloaded (unloading a driver
 // library while other code may hold its handles is not worth the risk).
 struct NvmlLib {
-    std::string path;
     nvmlInit_v2_fn init = nullptr;
     nvmlShutdown_fn shutdown = nullptr;
     nvmlErrorString_fn error_string = nullptr;
@@ -110,7 +110,6 @@ NvmlLib *load_nvml(const std::string &path) {
         return nullptr;
     }
     auto *lib = new NvmlLib();
-    lib->path = path;
     auto sym = [h](const char *name) { return dlsym(h, name); };
     lib->init = reinterpret_cast<nvmlInit_v2_fn>(sym("nvmlInit_v2"));
     lib->shutdown = reinterpret_cast<nvmlShutdown_fn>(sym("nvmlShutdown"));
@@ -152,17 +151,23 @@ void set_nvml_error(const NvmlLib *lib, const char *what, nvmlReturn_t rc) {
     Py_DECREF(exc);
 }
 
-// nvmlInit_v2 + the device count; on failure sets a Python exception.
+// nvmlInit_v2 + the device count, without holding the GIL (a driver can take
+// seconds to initialise); on failure sets a Python exception.
 bool nvml_init(NvmlLib *lib, unsigned *count) {
-    nvmlReturn_t rc = lib->init();
-    if (rc != NVML_SUCCESS) {
-        set_nvml_error(lib, "nvmlInit_v2", rc);
+    nvmlReturn_t init_rc, count_rc = NVML_SUCCESS;
+    Py_BEGIN_ALLOW_THREADS
+    init_rc = lib->init();
+    if (init_rc == NVML_SUCCESS) {
+        count_rc = lib->device_count(count);
+        if (count_rc != NVML_SUCCESS) lib->shutdown();
+    }
+    Py_END_ALLOW_THREADS
+    if (init_rc != NVML_SUCCESS) {
+        set_nvml_error(lib, "nvmlInit_v2", init_rc);
         return false;
     }
-    rc = lib->device_count(count);
-    if (rc != NVML_SUCCESS) {
-        lib->shutdown();
-        set_nvml_error(lib, "nvmlDeviceGetCount_v2", rc);
+    if (count_rc != NVML_SUCCESS) {
+        set_nvml_error(lib, "nvmlDeviceGetCount_v2", count_rc);
         return false;
     }
     return true;
@@ -246,10 +251,11 @@ struct Core {
     std::mutex drain_mu;
 
     std::thread thread;
+    std::mutex life_mu;  // serialises start() and stop() from any number of threads
+    std::atomic<bool> running{false};
     std::atomic<bool> stop_requested{false};
     std::mutex wake_mu;
     std::condition_variable wake;
-    bool running = false;  // owned by the Python side (GIL)
     bool first_poll_done = false;  // guarded by wake_mu
 
     // statistics (written by the thread, read while running: atomics)
@@ -259,7 +265,7 @@ struct Core {
     std::atomic<uint64_t> late{0};  // polls that started after their deadline
     std::atomic<int64_t> cpu_ns_total{0};  // CPU time of finished runs
     std::atomic<int64_t> cpu_ns_run{0};    // CPU time of the current run so far
-    uint32_t seq = 0;
+    uint32_t seq = 0;  // wraps after 2**32 polls (~50 days at 1 kHz)
 
     void push(const Reading &r) {
         uint64_t h = head.load(std::memory_order_relaxed);
@@ -362,41 +368,28 @@ struct Core {
         cpu_ns_run.store(0, std::memory_order_relaxed);
     }
 
-    // Returns once the thread has taken its first poll.
-    void start() {
-        stop_requested.store(false, std::memory_order_release);
-        first_poll_done = false;
-        thread = std::thread([this] { run(); });
-        running = true;
-        std::unique_lock<std::mutex> lk(wake_mu);
-        wake.wait(lk, [this] { return first_poll_done; });
-    }
+    // Starts the thread and returns once it has taken its first poll; false if
+    // it was already running. Throws std::system_error if no thread can start.
+    bool start();
+    // Stops and joins the thread (no-op when not running).
+    void stop();
 
-    void stop() {
-        {
-            std::lock_guard<std::mutex> lk(wake_mu);
-            stop_requested.store(true, std::memory_order_release);
-        }
-        wake.notify_all();
-        if (thread.joinable()) thread.join();
-        running = false;
-    }
-
-    // Copies every reading not yet drained into out (resized); returns count.
-    size_t drain(std::string &out) {
+    // Takes every reading not yet drained, as a bytes object (GIL held).
+    PyObject *drain() {
         std::lock_guard<std::mutex> lk(drain_mu);
         const uint64_t t = tail.load(std::memory_order_relaxed);
         const uint64_t h = head.load(std::memory_order_acquire);
         const size_t n = size_t(h - t);
-        out.resize(n * sizeof(Reading));
-        char *dst = &out[0];
+        PyObject *out = PyBytes_FromStringAndSize(nullptr, Py_ssize_t(n * sizeof(Reading)));
+        if (!out) return nullptr;
+        char *dst = PyBytes_AS_STRING(out);
         const size_t cap = size_t(mask) + 1;
         const size_t first = size_t(t & mask);
         const size_t n1 = std::min(n, cap - first);
         std::memcpy(dst, &ring[first], n1 * sizeof(Reading));
         if (n > n1) std::memcpy(dst + n1 * sizeof(Reading), &ring[0], (n - n1) * sizeof(Reading));
         tail.store(h, std::memory_order_release);
-        return n;
+        return out;
     }
 
     ~Core() {
@@ -407,19 +400,65 @@ struct Core {
 };
 
 // Samplers whose thread runs; stopped by an exit handler if Python never did.
-std::mutex &live_mutex() {
-    static std::mutex *m = new std::mutex();
-    return *m;
+std::mutex *live_mu = new std::mutex();
+std::set<Core *> *live = new std::set<Core *>();
+
+bool Core::start() {
+    std::lock_guard<std::mutex> life(life_mu);
+    if (running.load()) return false;
+    stop_requested.store(false, std::memory_order_release);
+    {
+        std::lock_guard<std::mutex> lk(wake_mu);
+        first_poll_done = false;
+    }
+    thread = std::thread([this] { run(); });
+    running.store(true);
+    {
+        std::lock_guard<std::mutex> lk(*live_mu);
+        live->insert(this);
+    }
+    std::unique_lock<std::mutex> lk(wake_mu);
+    wake.wait(lk, [this] { return first_poll_done; });
+    return true;
 }
-std::set<Core *> &live_cores() {
-    static std::set<Core *> *s = new std::set<Core *>();
-    return *s;
+
+void Core::stop() {
+    std::lock_guard<std::mutex> life(life_mu);
+    if (!running.load()) return;
+    {
+        std::lock_guard<std::mutex> lk(wake_mu);
+        stop_requested.store(true, std::memory_order_release);
+    }
+    wake.notify_all();
+    thread.join();
+    running.store(false);
+    std::lock_guard<std::mutex> lk(*live_mu);
+    live->erase(this);
 }
 
 void stop_live_cores_at_exit() {
-    std::lock_guard<std::mutex> lk(live_mutex());
-    for (Core *c : live_cores()) c->stop();
-    live_cores().clear();
+    std::vector<Core *> running;
+    {
+        std::lock_guard<std::mutex> lk(*live_mu);
+        running.assign(live->begin(), live->end());
+    }
+    for (Core *c : running) c->stop();
+}
+
+// In a child forked while sampling, the sampling threads do not exist: forget
+// them (their std::thread handles and the locks they may have held) so that
+// the child neither joins a thread that is not there nor deadlocks.
+void forget_threads_in_child() {
+    new (live_mu) std::mutex();
+    for (Core *c : *live) {
+        new (&c->thread) std::thread();
+        new (&c->life_mu) std::mutex();
+        new (&c->wake_mu) std::mutex();
+        new (&c->drain_mu) std::mutex();
+        new (&c->wake) std::condition_variable();
+        c->running.store(false);
+    }
+    live->clear();
 }
 
 // ---------------------------------------------------------------------------
@@ -432,10 +471,6 @@ struct SamplerObject {
 };
 
 void stop_core(Core *core) {
-    {
-        std::lock_guard<std::mutex> lk(live_mutex());
-        live_cores().erase(core);
-    }
     Py_BEGIN_ALLOW_THREADS
     core->stop();
     Py_END_ALLOW_THREADS
@@ -443,7 +478,7 @@ void stop_core(Core *core) {
 
 void Sampler_dealloc(SamplerObject *self) {
     if (self->core) {
-        if (self->core->running) stop_core(self->core);
+        stop_core(self->core);
         delete self->core;
     }
     Py_XDECREF(self->channels);
@@ -500,15 +535,15 @@ int Sampler_init(SamplerObject *self, PyObject *args, PyObject *kwds) {
         return true;
     };
     bool ok = as_list(gpus, "gpus must be a sequence of GPU indices", [&](PyObject *x) {
-        long g = PyLong_AsLong(x);
+        long long g = PyLong_AsLongLong(x);
         if (g == -1 && PyErr_Occurred()) return false;
-        if (g < 0) {
-            PyErr_Format(PyExc_ValueError, "GPU index %ld is negative", g);
+        if (g < 0 || g > 0xffffffffLL) {
+            PyErr_Format(PyExc_ValueError, "GPU index %lld is %s", g, g < 0 ? "negative" : "out of range");
             return false;
         }
         for (unsigned have : gpu_list)
             if (have == unsigned(g)) {
-                PyErr_Format(PyExc_ValueError, "GPU %ld is listed twice", g);
+                PyErr_Format(PyExc_ValueError, "GPU %lld is listed twice", g);
                 return false;
             }
         gpu_list.push_back(unsigned(g));
@@ -622,10 +657,12 @@ int Sampler_init(SamplerObject *self, PyObject *args, PyObject *kwds) {
         return fail();
     }
     core->mask = cap - 1;
-    self->core = core;
-    self->channels = PyList_AsTuple(channels);
+    PyObject *channel_tuple = PyList_AsTuple(channels);
+    if (!channel_tuple) return fail();
     Py_DECREF(channels);
-    return self->channels ? 0 : -1;
+    self->core = core;
+    self->channels = channel_tuple;
+    return 0;
 }
 
 bool require_core(SamplerObject *self) {
@@ -635,14 +672,11 @@ bool require_core(SamplerObject *self) {
 
 PyObject *Sampler_start(SamplerObject *self, PyObject *) {
     if (!require_core(self)) return nullptr;
-    if (self->core->running) {
-        PyErr_SetString(PyExc_RuntimeError, "Sampler is already running");
-        return nullptr;
-    }
     std::string error;
+    bool started = false;
     Py_BEGIN_ALLOW_THREADS
     try {
-        self->core->start();
+        started = self->core->start();
     } catch (const std::system_error &e) {
         error = e.what();
     }
@@ -651,22 +685,22 @@ PyObject *Sampler_start(SamplerObject *self, PyObject *) {
         PyErr_Format(PyExc_RuntimeError, "cannot start the sampling thread: %s", error.c_str());
         return nullptr;
     }
-    std::lock_guard<std::mutex> lk(live_mutex());
-    live_cores().insert(self->core);
+    if (!started) {
+        PyErr_SetString(PyExc_RuntimeError, "Sampler is already running");
+        return nullptr;
+    }
     Py_RETURN_NONE;
 }
 
 PyObject *Sampler_stop(SamplerObject *self, PyObject *) {
     if (!require_core(self)) return nullptr;
-    if (self->core->running) stop_core(self->core);
+    stop_core(self->core);
     Py_RETURN_NONE;
 }
 
 PyObject *Sampler_drain(SamplerObject *self, PyObject *) {
     if (!require_core(self)) return nullptr;
-    std::string out;
-    self->core->drain(out);
-    return PyBytes_FromStringAndSize(out.data(), Py_ssize_t(out.size()));
+    return self->core->drain();
 }
 
 PyObject *Sampler_stats(SamplerObject *self, PyObject *) {
@@ -676,13 +710,13 @@ PyObject *Sampler_stats(SamplerObject *self, PyObject *) {
     return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:L,s:n}", "polls", (unsigned long long)c->polls.load(),
                          "stored", (unsigned long long)c->stored.load(), "dropped",
                          (unsigned long long)c->dropped.load(), "late", (unsigned long long)c->late.load(),
-                         "pending", (unsigned long long)(h - t), "thread_cpu_ns",
+                         "undrained", (unsigned long long)(h - t), "thread_cpu_ns",
                          (long long)(c->cpu_ns_total.load() + c->cpu_ns_run.load()), "capacity",
                          Py_ssize_t(c->mask + 1));
 }
 
 PyObject *Sampler_get_running(SamplerObject *self, void *) {
-    return PyBool_FromLong(self->core && self->core->running);
+    return PyBool_FromLong(self->core && self->core->running.load());
 }
 
 PyObject *Sampler_get_channels(SamplerObject *self, void *) {
@@ -703,7 +737,8 @@ PyMethodDef Sampler_methods[] = {
     {"drain", (PyCFunction)Sampler_drain, METH_NOARGS,
      "Take every buffered reading, as bytes of READING_SIZE records (see READING_LAYOUT)."},
     {"stats", (PyCFunction)Sampler_stats, METH_NOARGS,
-     "Counters: polls, stored, dropped (ring full), late (missed deadlines), pending, thread_cpu_ns, capacity."},
+     "Counters: polls, stored, dropped (ring full), late (missed deadlines), undrained, thread_cpu_ns, "
+     "capacity."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyGetSetDef Sampler_getset[] = {
@@ -837,10 +872,11 @@ PyMODINIT_FUNC PyInit__sampler(void) {
     }
     Py_INCREF(NvmlError);  // module holds one reference, the C globals another
     Py_INCREF(NvmlUnavailable);
-    static bool exit_hook = false;
-    if (!exit_hook) {
+    static bool hooks = false;
+    if (!hooks) {
         std::atexit(stop_live_cores_at_exit);  // never leave a thread inside NVML at exit
-        exit_hook = true;
+        pthread_atfork(nullptr, nullptr, forget_threads_in_child);
+        hooks = true;
     }
     return m;
 }

@@ -102,7 +102,10 @@ def test_energy_follows_the_counter_through_a_wrap(powercap):
     assert i1 - i0 > 20 and written[i1] < written[i0]  # went round
     total = log.energy("package-0")
     assert total.measured and total.method == "energy counter" and total.counter_resets == 0
-    assert total.joules == pytest.approx((i1 - i0) * 1.0, abs=1e-9)  # 1 J per write
+    # 1 J per write, between the first and last readings: within one write at each end
+    # (none at the end, where the counter was seen unchanged for longer than a write period)
+    assert 0.5 < total.uncertainty_j <= 2.0 + 1e-9
+    assert abs(total.joules - (i1 - i0)) <= total.uncertainty_j
 
 
 def test_a_counter_file_that_cannot_be_read_is_recorded(powercap):
@@ -115,5 +118,5 @@ def test_a_counter_file_that_cannot_be_read_is_recorded(powercap):
     r = log.of("rapl.dram-0")
     assert len(r) > 5 and (r["status"] == 22).all()  # EINVAL, an errno
     total = log.energy("dram-0")
-    assert total.joules is None and "Invalid argument" in total.notes[0]
+    assert total.joules is None and "does not hold an integer" in total.notes[0]
     assert np.all(r["value"] == 0)

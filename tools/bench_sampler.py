@@ -135,13 +135,14 @@ class PynvmlThread:
 
 def measure(sampler, pairs: int, segment: float) -> dict:
     """ABBA pairs: the change of the Python loop's rate with the sampler running."""
-    ratios, off_cpu, runs = [], [], []
+    ratios, off_cpu, runs, baselines = [], [], [], []
     for _ in range(pairs):
         a1 = python_loop(segment)
         ops1, run1 = sampler.run(segment)
         ops2, run2 = sampler.run(segment)
         a2 = python_loop(segment)
         ratios += [ops1 / a1, ops2 / a2]
+        baselines += [a1, a2]
         off_cpu += [ops1.off_cpu - a1.off_cpu, ops2.off_cpu - a2.off_cpu]
         runs += [run1, run2]
     span = sum(r["span_s"] for r in runs)
@@ -153,6 +154,7 @@ def measure(sampler, pairs: int, segment: float) -> dict:
         "dropped": sum(r["dropped"] for r in runs),
         "change": np.array(ratios) - 1,
         "off_cpu": np.array(off_cpu),
+        "baselines": baselines,
     }
 
 
@@ -206,9 +208,13 @@ def main() -> None:
         ("pynvml thread, as fast as NVML answers", PynvmlThread, None),
     ]
     rows = []
+    baseline_rates = []
     for name, cls, interval in configs:
         print(f"\r{name:<45}", end="", file=sys.stderr, flush=True)
-        rows.append(row(name, measure(cls(lib, interval), args.pairs, args.segment), interval))
+        m = measure(cls(lib, interval), args.pairs, args.segment)
+        baseline_rates += m["baselines"]
+        rows.append(row(name, m, interval))
+    cv = 100 * np.std(baseline_rates) / np.mean(baseline_rates)
     print("\r" + " " * 45 + "\r", end="", file=sys.stderr)
 
     header = ["sampler", "polls/s", "thread CPU", "interval p50", "|jitter| p50", "|jitter| p99", "dropped",
@@ -232,8 +238,8 @@ def main() -> None:
         "polls/s and thread CPU: the sampling thread's own counters over the sampled time. Interval and jitter: "
         "between poll starts; where 'dropped' > 0 the ring was full (nothing drained it during a segment) and "
         "only the readings kept count.\nloop rate: change of the main thread's pure-Python iterations/s against the "
-        "adjacent no-sampler segments (negative = slower); this machine's CPU speed varies by ~15% on its own, "
-        "hence the wide intervals.\nloop off-CPU: change of the share of wall time the main thread was not "
+        f"adjacent no-sampler segments (negative = slower); the no-sampler segments alone varied by {cv:.0f}% "
+        "(coefficient of variation) in this run, hence the wide intervals.\nloop off-CPU: change of the share of wall time the main thread was not "
         "running (waiting for the GIL or preempted), in percentage points: insensitive to CPU speed."
     )
     pynvml.nvmlShutdown()

@@ -15,7 +15,9 @@ the sensor only sees part of the time), or not at all.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -66,6 +68,8 @@ class Channel:
         if status == 0:
             return "ok"
         if self.status_codes == "errno":
+            if status == errno.EINVAL:
+                return "the counter file does not hold an integer"
             return os.strerror(status)
         return NVML_STATUS.get(status, f"NVML error {status}")
 
@@ -90,6 +94,7 @@ class EnergyTotal:
     channel: str | None = None
     notes: tuple[str, ...] = ()
     counter_resets: int = 0
+    uncertainty_j: float | None = None  # bound on the error from the sensor's steps; None: unknown
 
     @property
     def kind(self) -> str:
@@ -206,21 +211,47 @@ class PowerLog:
 
 @dataclass(frozen=True)
 class _EnergyCurve:
-    """Cumulative energy (J) of a device at the times of its readings."""
+    """Cumulative energy (J) of a device at known instants, linear in between.
+
+    For a counter the instants are its updates (each found between the two
+    readings around a change of value), so the curve is exact at every update
+    and, between updates, wrong by at most the energy of that update period: the
+    stated uncertainty is that energy at each end of a span. (The counter's lag
+    behind the true energy is taken as 0 until calibration measures it.)
+    """
 
     channel: Channel | None
-    t: np.ndarray | None  # ns, the middle of each reading's call
+    t: np.ndarray | None  # ns
     joules: np.ndarray | None
     method: str
     measured: bool
     notes: tuple[str, ...]
     counter_resets: int = 0
+    bounded: bool = False  # whether the error at an instant is bounded by one update's energy
+    update_s: float | None = None  # the counter's update period, as seen in the readings
+
+    def update_energy(self, t_ns: int) -> float:
+        """Energy of the counter update period around an instant (the nearest one
+        outside the curve)."""
+        if self.update_s is None:  # no update seen: one step of the readings
+            steps = np.diff(self.joules)
+            return float(steps[np.clip(np.searchsorted(self.t, t_ns) - 1, 0, len(steps) - 1)])
+        i = int(np.clip(np.searchsorted(self.t, t_ns) - 1, 0, len(self.t) - 2))
+        return float((self.joules[i + 1] - self.joules[i]) / (self.t[i + 1] - self.t[i]) * self.update_s * 1e9)
 
     def total(self, device: str, t0_ns: int, t1_ns: int) -> EnergyTotal:
         e0, e1 = np.interp([t0_ns, t1_ns], self.t, self.joules)
+        notes, uncertainty = self.notes, None
+        if self.bounded:
+            uncertainty = self.update_energy(t0_ns) + self.update_energy(t1_ns)
+            if e1 - e0 < 10 * uncertainty:
+                notes += (
+                    f"the span covers few updates of {self.channel.name}: the energy is uncertain to "
+                    f"+-{uncertainty:.3g} J (one counter update at each end)",
+                )
         return EnergyTotal(
             device, float(e1 - e0), (t1_ns - t0_ns) / 1e9, self.method, self.measured, self.channel.name,
-            self.notes, self.counter_resets,
+            notes, self.counter_resets, uncertainty,
         )
 
 
@@ -245,8 +276,28 @@ def _counter_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve:
                 f"{c.name} was reset {resets} time(s) during the run (driver reload?); energy between the "
                 "last reading before a reset and the reset itself is lost"
             )
-    joules = np.concatenate([[0.0], np.cumsum(d) * c.joules_per_unit])
-    return _EnergyCurve(c, _mid_times(r), joules, "energy counter", True, tuple(notes), resets)
+    cum = np.concatenate([[0.0], np.cumsum(d) * c.joules_per_unit])
+    changed = np.flatnonzero(d != 0) + 1  # first reading showing each new value
+    if len(changed) < 2:
+        # no update period seen: the counter's value at each reading is all we know
+        notes.append(f"{c.name} changed fewer than twice: its update instants are unknown")
+        return _EnergyCurve(c, _mid_times(r), cum, "energy counter", True, tuple(notes), resets, bounded=True)
+    # The counter's value at each update instant u_k is the energy up to u_k. The
+    # first value read belongs to the update one period before the first change;
+    # after the last change, a whole period without a change means no energy
+    # (the curve stays flat), and a span ending within it is extended at the
+    # power of the last period.
+    u = (r["t_before_ns"][changed - 1] + r["t_after_ns"][changed]) / 2
+    period = float(np.median(np.diff(u)))
+    t = np.concatenate([[u[0] - period], u])
+    e = np.concatenate([[cum[0]], cum[changed]])
+    t_last = float(r["t_after_ns"][-1])
+    if t_last >= u[-1] + period:
+        t, e = np.append(t, u[-1] + period), np.append(e, e[-1])
+    elif t_last > u[-1]:
+        slope = (e[-1] - e[-2]) / (t[-1] - t[-2])
+        t, e = np.append(t, t_last), np.append(e, e[-1] + slope * (t_last - u[-1]))
+    return _EnergyCurve(c, t, e, "energy counter", True, tuple(notes), resets, bounded=True, update_s=period / 1e9)
 
 
 def _power_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve:
@@ -294,6 +345,7 @@ class PowerSource(ABC):
         self.settings = settings
         self._pairs: list[tuple[int, int]] = []
         self._running = False
+        self._lock = threading.Lock()  # start, drain and stop may come from several threads
 
     @classmethod
     @abstractmethod
@@ -315,22 +367,25 @@ class PowerSource(ABC):
         return self._running
 
     def start(self) -> None:
-        if self._running:
-            raise RuntimeError(f"{self.name} source is already running")
-        self._pairs.append(clock_pair())
-        self._start()
-        self._running = True
+        with self._lock:
+            if self.running:
+                raise RuntimeError(f"{self.name} source is already running")
+            self._pairs.append(clock_pair())
+            self._start()
+            self._running = True
 
     def drain(self) -> PowerLog:
-        self._pairs.append(clock_pair())
-        return self._chunk()
+        with self._lock:
+            self._pairs.append(clock_pair())
+            return self._chunk()
 
     def stop(self) -> PowerLog:
-        if self._running:
-            self._stop()
-            self._running = False
-        self._pairs.append(clock_pair())
-        return self._chunk()
+        with self._lock:
+            if self.running:
+                self._stop()
+                self._running = False
+            self._pairs.append(clock_pair())
+            return self._chunk()
 
     def _chunk(self) -> PowerLog:
         readings, dropped = self._take()
@@ -391,8 +446,8 @@ class ObservedBehaviour:
 
 class BehaviourTally:
     """Accumulates :class:`ObservedBehaviour` over the chunks of a long sampling run,
-    keeping only each read's cost and the two readings around each value change,
-    so memory does not grow with the number of reads."""
+    keeping only each read's cost (4 bytes) and the two readings around each
+    value change, instead of every 32-byte reading."""
 
     def __init__(self, channels: tuple[Channel, ...]) -> None:
         self.channels = channels

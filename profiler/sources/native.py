@@ -25,6 +25,11 @@ class NativeSource(PowerSource):
         self._sampler = sampler
         self._dropped_seen = 0
 
+    @property
+    def running(self) -> bool:
+        # the native thread's own state: in a forked child it is not running
+        return self._sampler.running
+
     def _start(self) -> None:
         self._sampler.start()
 

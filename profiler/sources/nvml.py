@@ -7,6 +7,7 @@ the driver's ``libnvidia-ml.so.1`` is used.
 from __future__ import annotations
 
 import os
+import re
 
 from .base import Availability, Channel
 from .native import NativeSource, native_module
@@ -51,8 +52,9 @@ def library_path() -> str:
 
 def nominal_behaviour(gpu_name: str, field: str) -> str:
     """What the literature says of this field on this GPU family (not a measurement)."""
+    words = set(re.findall(r"[A-Z0-9]+", gpu_name.upper()))
     for family, table in _NOMINAL_BY_FAMILY.items():
-        if family in gpu_name.upper() and field in table:
+        if family in words and field in table:
             return table[field]
     return _NOMINAL[field]
 
@@ -89,7 +91,14 @@ class NvmlSource(NativeSource):
     ) -> None:
         native = native_module()
         library = library or library_path()
-        fields = tuple(fields) if fields is not None else native.FIELDS
+        if not list(gpus):
+            raise ValueError("select at least one GPU, e.g. gpus=[0]")
+        if fields is not None:
+            unknown = [f for f in fields if f not in native.FIELDS]
+            if unknown:
+                raise ValueError(f"unknown NVML field {unknown[0]!r} (known: {', '.join(native.FIELDS)})")
+        # canonical order, best first: energy falls back to the first power field that answers
+        fields = tuple(f for f in native.FIELDS if fields is None or f in fields)
         interval_ns = 0 if not interval_s else round(interval_s * 1e9)
         try:
             sampler = native.Sampler(
