@@ -133,5 +133,97 @@ def _echo_observed(observed, seconds: float) -> None:
         )
 
 
+@main.command(name="trace")
+@click.argument("model_id")
+@click.option("--task", help="One of the study's tasks (see `phprof models`); default: the model's own task.")
+@click.option("-n", "--inferences", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Inferences to trace (the study's unit is 1,000).")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Inferences run first and not recorded.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Trace file to write "
+              "(default: traces/MODEL.TASK.TIME.h5).")
+@click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--seq-len", type=click.IntRange(min=1), help="Input tokens (default: the task's datasets).")
+@click.option("--new-tokens", type=click.IntRange(min=1), help="Generated tokens per inference (generation tasks).")
+@click.option("--steps", type=click.IntRange(min=1), help="Denoising steps (image generation).")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--weights", type=click.Choice(["random", "pretrained"]), default="random", show_default=True,
+              help="random: built offline from the architecture's config (energy depends on shapes, not "
+              "values); pretrained: from the local Hugging Face cache or a model directory.")
+@click.option("--source", type=click.Choice(["auto", "nvml", "rapl", "none"]), default="auto", show_default=True,
+              help="Power source (auto: NVML for a GPU, RAPL for the CPU when readable, else time only).")
+@click.option("--size", type=click.Choice(["full", "tiny"]), default="full", show_default=True,
+              help="tiny: the architecture shrunk to 2 narrow layers, for quick checks (its energy is not "
+              "the real model's).")
+@click.option("--idle", "idle_s", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Seconds of idle power sampled before the run.")
+def trace_command(model_id, task, inferences, warmup, output, overwrite, batch_size, seq_len, new_tokens, steps,
+                  dtype, device, weights, size, source, idle_s) -> None:
+    """Run MODEL_ID's inferences under the power sampler and torch.profiler, into one HDF5 file.
+
+    MODEL_ID is a model of the study (see `phprof models`), a path to a config.json, or a
+    model directory. Every module's forward, every inference and every generation or
+    denoising step is recorded as a scope; power readings are stored with their times.
+    Ctrl-C stops the run and leaves a valid file, marked incomplete.
+    """
+    from .tracing.run import TraceError, trace
+
+    with click.progressbar(length=inferences, label=f"tracing {model_id}", file=sys.stderr,
+                           show_eta=True, show_pos=True) as bar:
+        def progress(done, total):
+            bar.update(done - bar.pos)
+
+        try:
+            summary = trace(
+                model_id, task, inferences=inferences, warmup=warmup, output=output, batch_size=batch_size,
+                seq_len=seq_len, new_tokens=new_tokens, steps=steps, dtype=dtype, device=device, weights=weights,
+                size=size, source=source, idle_s=idle_s, progress=progress, overwrite=overwrite,
+            )
+        except TraceError as e:
+            raise click.ClickException(str(e)) from None
+    _echo_summary(summary)
+    if summary.status != "complete":
+        sys.exit(130)
+
+
+def _echo_summary(s) -> None:
+    click.echo(f"{s.status}: {s.inferences} inferences of {s.model} ({s.task}) in {s.wall_s:.2f} s "
+               f"({1e3 * s.seconds_per_inference:.2f} ms per inference, profiler overhead included)")
+    e = s.energy
+    if e is None or e.joules is None:
+        click.echo("energy: not measured (no power sensor on this device; see `phprof devices`)")
+    else:
+        j = s.joules_per_inference
+        pm = "" if e.uncertainty_j is None else f" +- {e.uncertainty_j / s.inferences:.2g}"
+        click.echo(f"energy: {j:.4g}{pm} J per inference, {j * 1000:.4g} J = {j * 1000 / 3.6e6:.3g} kWh per 1,000 "
+                   f"inferences ({e.kind}: {e.method}, {e.device})")
+    for note in dict.fromkeys(list(s.notes) + (list(e.notes) if e else [])):
+        click.echo(f"  note: {note}")
+    click.echo(f"written: {s.path}")
+
+
+@main.command()
+@click.option("--task", help="Only the models of this task.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def models(task, as_json) -> None:
+    """List the built-in models (the study's), with their task and parameter count.
+
+    Any other architecture works through a config.json path or a model directory.
+    """
+    from .models import TASKS, list_models
+
+    if task and task not in TASKS:
+        raise click.ClickException(f"unknown task {task!r} (tasks: {', '.join(TASKS)})")
+    infos = [m for m in list_models() if not task or m.task == task]
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(m) for m in infos], indent=2))
+        return
+    width = max(len(m.id) for m in infos)
+    for m in infos:
+        click.echo(f"{m.id:<{width}}  {m.task:<24} {m.model_type:<20} {m.params / 1e6:>9,.1f} M parameters")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -16,6 +16,10 @@ Schema version 1 (every table is a chunked, compressed, appendable dataset):
     /phases             (inference i4, name u4, start_ns i8, end_ns i8)
     /windows            (index i4, first_inference i4, last_inference i4,
                          start_ns i8, end_ns i8, events i8)
+    /modules            (path u4, type u4, parameters i8, calls i8): every module of
+                        the model (named_modules order), its class, its own
+                        parameters, and how often its forward ran while traced
+                        (0: never called, e.g. a ModuleList; it has no scope)
     /power/readings     the power source's readings (phprof.sources.READING_DTYPE)
     /power/clock_pairs  (monotonic_ns, realtime_ns) pairs taken by the source
     /power              attrs: source, channels (JSON), settings (JSON), dropped
@@ -53,7 +57,7 @@ EVENT_DTYPE = np.dtype(
         ("op", "<i4"),  # device events: row of the CPU op that launched them; -1 otherwise
         ("stream", "<i4"),  # CUDA stream, or the CPU thread id for CPU events
         ("device", "<i2"),  # -1: CPU
-        ("kind", "u1"),  # EventKind
+        ("kind", "u1"),  # phprof.tracing.kineto.Kind
     ]
 )
 STACK_DTYPE = np.dtype([("parent", "<u4"), ("scope", "<u4")])
@@ -70,12 +74,15 @@ WINDOW_DTYPE = np.dtype(
     ]
 )
 
+MODULE_DTYPE = np.dtype([("path", "<u4"), ("type", "<u4"), ("parameters", "<i8"), ("calls", "<i8")])
+
 _TABLES = {
     "stacks": STACK_DTYPE,
     "events": EVENT_DTYPE,
     "inferences": INFERENCE_DTYPE,
     "phases": PHASE_DTYPE,
     "windows": WINDOW_DTYPE,
+    "modules": MODULE_DTYPE,
 }
 _CHUNK_ROWS = 16384
 _STR = h5py.string_dtype("utf-8")
@@ -189,6 +196,9 @@ class TraceWriter:
         _append(f["phases"], phases)
         _append(f["windows"], np.array([window], dtype=WINDOW_DTYPE))
 
+    def append_modules(self, rows: np.ndarray) -> None:
+        _append(self._f["modules"], rows)
+
     def append_power(self, log: PowerLog, group: str = "power") -> None:
         """Appends a power log chunk to /power (or /idle)."""
         g = self._power.get(group)
@@ -231,6 +241,7 @@ class Trace:
     inferences: np.ndarray
     phases: np.ndarray
     windows: np.ndarray
+    modules: np.ndarray
     power: PowerLog | None
     idle: PowerLog | None
     summary: dict = field(default_factory=dict)
@@ -294,6 +305,7 @@ def load(path: str | Path) -> Trace:
             inferences=f["inferences"][:],
             phases=f["phases"][:],
             windows=f["windows"][:],
+            modules=f["modules"][:] if "modules" in f else np.empty(0, MODULE_DTYPE),
             power=_power_log(f.get("power")),
             idle=_power_log(f.get("idle")),
             summary=_read_attrs(f["summary"].attrs) if "summary" in f else {},

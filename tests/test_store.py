@@ -54,7 +54,8 @@ def test_round_trip(tmp_path):
     assert len(t.power.readings) == 8 and t.power.channels == CHANNELS and len(t.power.clock_pairs) == 2
     assert len(t.idle.readings) == 5
     assert t.summary == {"energy_j": 1.5}
-    assert t.power.energy("gpu0").joules == pytest.approx(((11_000 + 300) - 8_000) / 1000)
+    expected = np.concatenate([power_chunk(10_000_000 * (f + 1), 4, 8_000 + 1_000 * f).readings for f in (0, 3)])
+    assert np.array_equal(t.power.readings, expected)
 
 
 def test_every_table_is_chunked_and_compressed(tmp_path):

@@ -1,0 +1,805 @@
+"""Kineto (torch.profiler) Chrome-trace JSON as numpy tables.
+
+:func:`load_kineto` reads the JSON that ``torch.profiler`` writes
+(``prof.export_chrome_trace(path)``, or an ``on_trace_ready`` handler) and
+returns a :class:`KinetoTrace`: one structured array with a row per duration
+event (CPU ops, ``record_function`` annotations, CUDA runtime/driver calls,
+kernels, memcpys, memsets, GPU-side annotations), a string table, and a trie of
+scope stacks. No Python object per event survives the load.
+
+Clock. Every time is absolute CLOCK_REALTIME nanoseconds (``time.time_ns()``):
+``baseTimeNanoseconds + ts * 1000`` where ``ts``/``dur`` are microseconds with
+up to three decimals. Older traces have no base and hold absolute
+microseconds, so the base is 0. ``1712195495519689.047`` us does not fit a
+float64 to the nanosecond (the spacing of doubles there is 0.25 us), so the
+file is parsed with the decimal text of every number kept, and the text is
+turned into integer nanoseconds with integer arithmetic only. A dict parsed
+with ``parse_float=str`` (or ``decimal.Decimal``) is as exact. One parsed
+with plain floats has lost that precision where the times are absolute: its
+floats are read back through their shortest ``repr``, exact only while the
+double still carries every written digit (the relative ``ts`` of recent torch
+versions), and :attr:`KinetoTrace.exact_ns` says whether that held.
+
+Joins (all vectorised):
+
+* a kernel, memcpy or memset joins its launching runtime (or driver) call on
+  ``args.correlation`` (:attr:`KinetoTrace.launch`);
+* the launch joins its CPU op on ``args["External id"]``: among the CPU ops
+  with that id, the innermost (shortest) one on the launching thread that
+  contains the launch in time; when the id names a ``record_function``
+  annotation rather than an op, that annotation. Some traces carry ids that
+  name nothing useful (older Kineto wrote the correlation there); then the
+  innermost CPU op containing the launch on its thread is taken instead. A
+  device event without a launch falls back to its own External id;
+* ``gpu_user_annotation`` spans join the ``user_annotation`` they mirror on
+  External id.
+
+Scopes. ``user_annotation`` events (``record_function`` spans, e.g. module
+scopes ``transformer.h.3.attn`` or phase scopes ``phprof.phase.decode.3``)
+nest in time on one CPU thread. A sweep with a stack over each thread's
+sorted annotations gives every annotation its parent and a node in a trie of
+stacks; every other CPU-side event gets the innermost annotation enclosing it,
+and each device event inherits the stack of its CPU op (or of its launch when
+the op is unknown). ``scope_filter`` chooses which annotation names are scopes.
+"""
+from __future__ import annotations
+
+import gc
+import gzip
+import json
+import os
+import re
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CPU_OP",
+    "DEVICE_KINDS",
+    "EVENT_DTYPE",
+    "GPU_ANNOTATION",
+    "KERNEL",
+    "MEMCPY",
+    "MEMSET",
+    "RUNTIME",
+    "STACK_DTYPE",
+    "USER_ANNOTATION",
+    "Kind",
+    "KinetoTrace",
+    "load_kineto",
+]
+
+
+class Kind(IntEnum):
+    """What an event is; stored in ``EVENT_DTYPE['kind']``."""
+
+    CPU_OP = 0  # cat "cpu_op": an aten operator or other dispatched op
+    USER_ANNOTATION = 1  # cat "user_annotation": a record_function span on a CPU thread
+    KERNEL = 2  # cat "kernel"
+    MEMCPY = 3  # cat "gpu_memcpy"
+    MEMSET = 4  # cat "gpu_memset"
+    GPU_ANNOTATION = 5  # cat "gpu_user_annotation": a record_function span mirrored on a stream
+    RUNTIME = 6  # cat "cuda_runtime" / "cuda_driver": launches and other API calls
+
+
+# The kinds as module constants too: ``ev["kind"] == kineto.KERNEL``.
+CPU_OP = Kind.CPU_OP
+USER_ANNOTATION = Kind.USER_ANNOTATION
+KERNEL = Kind.KERNEL
+MEMCPY = Kind.MEMCPY
+MEMSET = Kind.MEMSET
+GPU_ANNOTATION = Kind.GPU_ANNOTATION
+RUNTIME = Kind.RUNTIME
+
+#: The kinds that run on a device and are launched by a runtime call.
+DEVICE_KINDS = (Kind.KERNEL, Kind.MEMCPY, Kind.MEMSET)
+
+EVENT_DTYPE = np.dtype(
+    [
+        ("start_ns", "<i8"),  # CLOCK_REALTIME ns
+        ("end_ns", "<i8"),
+        ("name", "<u4"),  # id in KinetoTrace.names
+        ("kind", "u1"),  # Kind
+        ("device", "<i2"),  # device index; -1 for CPU-side events
+        ("stream", "<i4"),  # CUDA stream for device events; CPU thread id otherwise
+        ("correlation", "<i8"),  # args.correlation; -1 if none
+        ("external_id", "<i8"),  # args["External id"]; -1 if none
+        ("op", "<i4"),  # kernel/memcpy/memset: row of the launching CPU op (gpu annotation:
+        # of the user_annotation it mirrors); -1 if not joined or not a device event
+        ("stack", "<u4"),  # row in KinetoTrace.stacks; 0 = no scope
+    ]
+)
+
+STACK_DTYPE = np.dtype([("parent", "<u4"), ("scope", "<u4")])
+
+# Chrome-trace "cat" -> Kind. Lower-case names are what Kineto writes today; the
+# capitalised ones are those of the first torch.profiler releases (1.8).
+_KIND_OF_CAT: dict[str, int] = {
+    "cpu_op": Kind.CPU_OP,
+    "Operator": Kind.CPU_OP,
+    "user_annotation": Kind.USER_ANNOTATION,
+    "kernel": Kind.KERNEL,
+    "Kernel": Kind.KERNEL,
+    "gpu_memcpy": Kind.MEMCPY,
+    "Memcpy": Kind.MEMCPY,
+    "gpu_memset": Kind.MEMSET,
+    "Memset": Kind.MEMSET,
+    "gpu_user_annotation": Kind.GPU_ANNOTATION,
+    "cuda_runtime": Kind.RUNTIME,
+    "cuda_driver": Kind.RUNTIME,
+    "Runtime": Kind.RUNTIME,
+}
+_KIND_OF_CAT = {cat: int(k) for cat, k in _KIND_OF_CAT.items()}  # plain ints for the hot loop
+
+# An External id shared by more candidate events than this is ambiguous, and
+# left to the time-containment join (guards the pairwise expansion below).
+_MAX_SHARED_EXTERNAL_ID = 16
+
+
+class _NumberText(str):
+    """A JSON number with a fraction or exponent, kept as its text."""
+
+    __slots__ = ()
+
+
+def _plain(obj: Any) -> Any:
+    """Metadata with the number texts turned back into floats."""
+    if isinstance(obj, _NumberText):
+        return float(obj)
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _read_json(path: Path) -> dict:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        text = f.read()
+    with _gc_paused():  # millions of new dicts would trigger many useless collections
+        return json.loads(text, parse_float=_NumberText)
+
+
+@contextmanager
+def _gc_paused():
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+# ----------------------------------------------------------------- numbers
+
+
+_POW10 = 10 ** np.arange(19, dtype=np.int64)
+_DECIMAL_WEIGHT = np.array([0, 100, 10, 1, 0], dtype=np.int64)  # ns per digit 1, 2, 3 after the dot
+_CHUNK = 4096
+
+
+def _text_us_to_ns(texts: np.ndarray) -> np.ndarray:
+    """Decimal texts of microseconds (numpy 'U' or 'S' array) -> int64 nanoseconds.
+
+    The texts are a byte matrix; each digit is weighted by its place relative
+    to the dot (integer part, then 100, 10, 1 ns for the first three decimals,
+    the fourth rounds half up), in chunks to bound memory. Texts with an
+    exponent go through Decimal one by one.
+    """
+    n = len(texts)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    raw = np.ascontiguousarray(texts.astype("S") if texts.dtype.kind == "U" else texts)
+    width = raw.dtype.itemsize
+    m = raw.view(np.uint8).reshape(n, width)
+    col = np.arange(width, dtype=np.int64)[None, :]
+    out = np.empty(n, np.int64)
+    for lo in range(0, n, _CHUNK):
+        mm = m[lo : lo + _CHUNK]
+        d = mm.astype(np.int64) - ord("0")
+        d[(d < 0) | (d > 9)] = 0
+        dot = mm == ord(".")
+        dotpos = np.where(dot.any(axis=1), dot.argmax(axis=1), (mm != 0).sum(axis=1))[:, None]
+        rel = col - dotpos  # < 0: integer part; 1, 2, 3: decimals kept; 4: rounding
+        whole = (d * (_POW10[np.clip(-rel - 1, 0, 18)] * (rel < 0))).sum(axis=1)
+        frac = (d * _DECIMAL_WEIGHT[np.clip(rel, 0, 4)]).sum(axis=1) + ((rel == 4) & (d >= 5)).any(axis=1)
+        ns = whole * 1000 + frac
+        out[lo : lo + _CHUNK] = np.where(mm[:, 0] == ord("-"), -ns, ns)
+    odd = np.flatnonzero(((m == ord("e")) | (m == ord("E"))).any(axis=1) | (m[:, 0] == 0))
+    for i in odd:
+        try:
+            out[i] = int((Decimal(raw[i].decode()) * 1000).to_integral_value(ROUND_HALF_UP))
+        except ArithmeticError:  # NaN, Infinity, empty
+            out[i] = 0
+    return out
+
+
+# Below 2**43 us (~100 days) doubles are spaced under 0.001 us, so the shortest
+# repr of a parsed float gives back the three written decimals exactly.
+_FLOAT_EXACT_US = 2.0**43
+
+
+def _us_to_ns(values: list) -> tuple[np.ndarray, bool]:
+    """JSON microsecond values (ints, number texts, floats) -> (int64 ns, exact).
+
+    ``exact`` is False when some value came as a binary float too large to
+    carry its nanoseconds.
+    """
+    if not values:
+        return np.zeros(0, np.int64), True
+    a = np.asarray(values)
+    if a.dtype.kind in "iu":
+        return a.astype(np.int64) * 1000, True
+    if a.dtype.kind == "U":
+        return _text_us_to_ns(a), True
+    # floats (a dict parsed with plain floats), Decimals, or a mix: through text
+    exact = True
+    texts = []
+    for v in values:
+        if isinstance(v, float):
+            exact = exact and abs(v) < _FLOAT_EXACT_US
+            texts.append(repr(v))
+        else:
+            texts.append(str(v))
+    return _text_us_to_ns(np.asarray(texts, dtype=str)), exact
+
+
+_INT_IN_TEXT = re.compile(r"-?\d+")
+
+
+def _int_column(values: list, default: int = -1) -> np.ndarray:
+    """JSON ints -> int64; anything else through int() or the last integer in its text."""
+    if not values:
+        return np.zeros(0, np.int64)
+    try:
+        a = np.asarray(values)
+        if a.dtype.kind in "iu":
+            return a.astype(np.int64)
+    except (OverflowError, ValueError):
+        pass
+    out = np.empty(len(values), np.int64)
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or v is None:
+            out[i] = default
+        elif isinstance(v, int):
+            out[i] = v
+        elif isinstance(v, float):
+            out[i] = int(v) if v == v else default
+        else:
+            found = _INT_IN_TEXT.findall(str(v))
+            out[i] = int(found[-1]) if found else default
+    return out
+
+
+# --------------------------------------------------------------- intervals
+
+
+def _nesting_parents(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Parent of each interval in a properly nested set, vectorised.
+
+    ``start``/``end`` must be sorted by start ascending, end descending, and
+    every interval must have positive length. Depth = intervals begun before
+    minus those ended by its start; the parent is the last earlier interval one
+    level up. Where nesting is broken the parent found is checked to contain
+    the child, and replaced by its own parent until one does (or none is left).
+    """
+    n = len(start)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    pos = np.arange(n, dtype=np.int64)
+    closed = np.searchsorted(np.sort(end), start, side="right")
+    depth = pos - closed
+    key = depth * n + pos
+    keys = np.sort(key)
+    j = np.searchsorted(keys, (depth - 1) * n + pos, side="left") - 1
+    cand = np.where(j >= 0, keys[np.maximum(j, 0)], -1)
+    parent = np.where((depth > 0) & (j >= 0) & (cand // max(n, 1) == depth - 1), cand % n, -1)
+    bad = np.flatnonzero((parent >= 0) & (end[np.maximum(parent, 0)] < end))
+    while bad.size:
+        parent[bad] = parent[parent[bad]]
+        keep = (parent[bad] >= 0) & (end[np.maximum(parent[bad], 0)] < end[bad])
+        bad = bad[keep]
+    return parent
+
+
+def _innermost(
+    start: np.ndarray, end: np.ndarray, parent: np.ndarray, q_start: np.ndarray, q_end: np.ndarray
+) -> np.ndarray:
+    """Innermost interval containing each query interval, or -1.
+
+    Intervals are sorted by (start asc, end desc) with ``parent`` pointers into
+    the same order. The candidate is the last interval starting at or before
+    the query; it or one of its ancestors is the innermost container.
+    """
+    idx = np.searchsorted(start, q_start, side="right") - 1
+    bad = np.flatnonzero((idx >= 0) & (end[np.maximum(idx, 0)] < q_end))
+    while bad.size:
+        idx[bad] = parent[idx[bad]]
+        keep = (idx[bad] >= 0) & (end[np.maximum(idx[bad], 0)] < q_end[bad])
+        bad = bad[keep]
+    return idx
+
+
+def _expand_ranges(lo: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(query index, position) for every position in lo[i]:lo[i]+count[i]."""
+    total = int(count.sum())
+    q = np.repeat(np.arange(len(lo)), count)
+    first = np.cumsum(count) - count
+    p = np.arange(total) - np.repeat(first, count) + np.repeat(lo, count)
+    return q, p
+
+
+# ------------------------------------------------------------------- trace
+
+
+@dataclass(eq=False)
+class KinetoTrace:
+    """A Kineto trace as tables. See the module docstring for the joins.
+
+    ``events`` is sorted by ``start_ns`` ascending, then ``end_ns`` descending
+    (an enclosing event comes before what it encloses); ``op`` and
+    :attr:`launch` are row indices into it.
+    """
+
+    events: np.ndarray = field(repr=False)  # EVENT_DTYPE
+    names: list[str] = field(repr=False)  # string table; names[0] == ""
+    stacks: np.ndarray = field(repr=False)  # STACK_DTYPE; row 0 is the root
+    #: per event row: for a device event, the row of its launching runtime call; else -1
+    launch: np.ndarray = field(repr=False)
+    base_time_ns: int = 0
+    schema_version: int | None = None
+    device_properties: list[dict] = field(default_factory=list, repr=False)
+    #: every top-level key of the JSON except traceEvents, numbers as floats
+    metadata: dict = field(default_factory=dict, repr=False)
+    #: counts: device events, launches found, ops found and by which rule
+    join_stats: dict = field(default_factory=dict, repr=False)
+    #: categories of duration events not kept ("cuda_sync", "python_function"...), with counts
+    skipped: dict = field(default_factory=dict, repr=False)
+    source: str | None = None
+    #: False when times came from a dict parsed with plain floats too large to
+    #: hold nanoseconds (absolute microseconds): they may be off by up to 0.125 us
+    exact_ns: bool = True
+
+    # ---- strings and stacks
+    def name_of(self, name_id: int) -> str:
+        return self.names[int(name_id)]
+
+    def names_of(self, name_ids) -> np.ndarray:
+        """Names for an array of ids (object array)."""
+        return self._name_array()[np.asarray(name_ids, dtype=np.int64)]
+
+    def name_id(self, name: str) -> int:
+        """Id of a name in the string table; KeyError if absent."""
+        index = self.__dict__.get("_name_index")
+        if index is None:
+            index = self.__dict__["_name_index"] = {s: i for i, s in enumerate(self.names)}
+        return index[name]
+
+    def stack_path(self, stack: int) -> list[str]:
+        """Scope names from the outermost to ``stack``'s own scope; [] for the root."""
+        path = []
+        i = int(stack)
+        while i != 0:
+            row = self.stacks[i]
+            path.append(self.names[int(row["scope"])])
+            i = int(row["parent"])
+        path.reverse()
+        return path
+
+    def stack_id(self, path) -> int:
+        """Row of the stack with these scope names (outermost first); KeyError if absent."""
+        children = self.__dict__.get("_children")
+        if children is None:
+            children = {
+                (int(p), int(s)): i
+                for i, (p, s) in enumerate(zip(self.stacks["parent"], self.stacks["scope"]))
+                if i
+            }
+            self.__dict__["_children"] = children
+        node = 0
+        for scope in path:
+            node = children[(node, self.name_id(scope))]
+        return node
+
+    # ---- views
+    def rows(self, *kinds: Kind) -> np.ndarray:
+        """Row indices of the events of these kinds, in table order."""
+        return np.flatnonzero(np.isin(self.events["kind"], np.asarray(kinds, dtype=np.uint8)))
+
+    def cpu_ops(self) -> np.ndarray:
+        return self.events[self.rows(Kind.CPU_OP)]
+
+    def kernels(self) -> np.ndarray:
+        """Kernels, memcpys and memsets: everything that runs on a device and has a launch."""
+        return self.events[self.rows(*DEVICE_KINDS)]
+
+    def annotations(self, gpu: bool = False) -> np.ndarray:
+        """record_function spans: on CPU threads, or (gpu=True) mirrored on streams."""
+        return self.events[self.rows(Kind.GPU_ANNOTATION if gpu else Kind.USER_ANNOTATION)]
+
+    def runtime_calls(self) -> np.ndarray:
+        return self.events[self.rows(Kind.RUNTIME)]
+
+    @property
+    def joined_fraction(self) -> float:
+        """Share of kernels/memcpys/memsets joined to a CPU op (1.0 when there are none)."""
+        dev = np.isin(self.events["kind"], np.asarray(DEVICE_KINDS, dtype=np.uint8))
+        n = int(dev.sum())
+        return float((self.events["op"][dev] >= 0).sum() / n) if n else 1.0
+
+    def summary(self) -> dict:
+        """Counts per kind, time span, table sizes and join rates (JSON-ready)."""
+        ev = self.events
+        counts = np.bincount(ev["kind"], minlength=len(Kind))
+        span = (int(ev["start_ns"].min()), int(ev["end_ns"].max())) if len(ev) else (0, 0)
+        devices = sorted({int(d) for d in np.unique(ev["device"]) if d >= 0})
+        return {
+            "source": self.source,
+            "events": int(len(ev)),
+            "kinds": {k.name: int(counts[k]) for k in Kind},
+            "start_ns": span[0],
+            "end_ns": span[1],
+            "span_ns": span[1] - span[0],
+            "names": len(self.names),
+            "stacks": int(len(self.stacks)),
+            "devices": devices,
+            "joined_fraction": self.joined_fraction,
+            "join": dict(self.join_stats),
+            "skipped": dict(self.skipped),
+            "base_time_ns": self.base_time_ns,
+            "schema_version": self.schema_version,
+            "exact_ns": self.exact_ns,
+        }
+
+    def _name_array(self) -> np.ndarray:
+        arr = self.__dict__.get("_names_arr")
+        if arr is None or len(arr) != len(self.names):
+            arr = np.empty(len(self.names), dtype=object)
+            arr[:] = self.names
+            self.__dict__["_names_arr"] = arr
+        return arr
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        kinds = ", ".join(f"{k.lower()}={v}" for k, v in s["kinds"].items() if v)
+        return (
+            f"KinetoTrace({s['events']} events: {kinds}; {s['span_ns'] / 1e9:.3f} s; "
+            f"joined {s['joined_fraction']:.1%})"
+        )
+
+
+# -------------------------------------------------------------------- load
+
+
+def load_kineto(
+    source: str | os.PathLike | dict,
+    scope_filter: Callable[[str], bool] | None = None,
+) -> KinetoTrace:
+    """Read a torch.profiler Chrome trace (``.json``, ``.json.gz``, or a parsed dict).
+
+    A dict keeps nanoseconds exactly when it was parsed with
+    ``json.loads(text, parse_float=str)``; see the module docstring.
+    ``scope_filter(name)`` says which ``user_annotation`` names form scopes
+    (default: all); the others stay as events but enter no stack.
+    """
+    if isinstance(source, dict):
+        doc, origin = source, None
+    else:
+        path = Path(source)
+        doc, origin = _read_json(path), str(path)
+    raw_events = doc.get("traceEvents") or []
+    base = doc.get("baseTimeNanoseconds")
+    base_ns = int(Decimal(str(base))) if base is not None else 0
+    metadata = _plain({k: v for k, v in doc.items() if k != "traceEvents"})
+
+    with _gc_paused():
+        names, columns, skipped = _collect(raw_events)
+    events, exact = _build_table(columns, base_ns)
+    launch, stats = _join(events)
+    trie = _assign_stacks(events, names, scope_filter, launch)
+    stacks = np.zeros(len(trie), STACK_DTYPE)
+    stacks["parent"], stacks["scope"] = zip(*trie)
+
+    schema = metadata.get("schemaVersion")
+    return KinetoTrace(
+        events=events,
+        names=names,
+        stacks=stacks,
+        launch=launch,
+        base_time_ns=base_ns,
+        schema_version=int(schema) if isinstance(schema, (int, float)) else None,
+        device_properties=list(metadata.get("deviceProperties") or []),
+        metadata=metadata,
+        join_stats=stats,
+        skipped=skipped,
+        source=origin,
+        exact_ns=exact,
+    )
+
+
+def _collect(raw_events: list) -> tuple[list[str], dict[str, list], dict[str, int]]:
+    """The one pass over the JSON events: columns as Python lists."""
+    index: dict[str, int] = {"": 0}
+    intern = index.setdefault
+    kind_of = _KIND_OF_CAT.get
+    ts, dur, name, kind, pid, tid = [], [], [], [], [], []
+    corr, ext, dev, stream = [], [], [], []
+    skipped: dict[str, int] = {}
+    empty: dict = {}
+    for e in raw_events:
+        if e.get("ph") != "X":
+            continue
+        cat = e.get("cat")
+        k = kind_of(cat)
+        if k is None:
+            key = str(cat)
+            skipped[key] = skipped.get(key, 0) + 1
+            continue
+        args = e.get("args") or empty
+        ts.append(e.get("ts", 0))
+        dur.append(e.get("dur", 0))
+        nm = e.get("name", "")
+        name.append(intern(nm, len(index)) if type(nm) is str else intern(str(nm), len(index)))
+        kind.append(k)
+        pid.append(e.get("pid", -1))
+        tid.append(e.get("tid", -1))
+        corr.append(args.get("correlation", -1))
+        ext.append(args.get("External id", -1))
+        dev.append(args.get("device", -1))
+        stream.append(args.get("stream", -1))
+    columns = dict(
+        ts=ts, dur=dur, name=name, kind=kind, pid=pid, tid=tid, corr=corr, ext=ext, dev=dev, stream=stream
+    )
+    return list(index), columns, skipped
+
+
+def _build_table(c: dict[str, list], base_ns: int) -> tuple[np.ndarray, bool]:
+    n = len(c["ts"])
+    start, exact_ts = _us_to_ns(c["ts"])
+    start += np.int64(base_ns)
+    dur, exact_dur = _us_to_ns(c["dur"])
+    dur = np.maximum(dur, 0)
+    kind = np.asarray(c["kind"], dtype=np.uint8) if n else np.zeros(0, np.uint8)
+    on_device = np.isin(kind, np.asarray([*DEVICE_KINDS, Kind.GPU_ANNOTATION], dtype=np.uint8))
+    pid = _int_column(c["pid"])
+    tid = _int_column(c["tid"])
+    dev_arg = _int_column(c["dev"])
+    stream_arg = _int_column(c["stream"])
+    device = np.where(on_device, np.where(dev_arg >= 0, dev_arg, pid), -1)
+    stream = np.where(on_device & (stream_arg >= 0), stream_arg, tid)
+
+    order = np.lexsort((-dur, start))
+    ev = np.zeros(n, EVENT_DTYPE)
+    ev["start_ns"] = start[order]
+    ev["end_ns"] = (start + dur)[order]
+    ev["name"] = np.asarray(c["name"], dtype=np.uint32)[order] if n else 0
+    ev["kind"] = kind[order]
+    ev["device"] = device[order]
+    ev["stream"] = stream[order]  # thread ids beyond int32 wrap (never on Linux)
+    ev["correlation"] = _int_column(c["corr"])[order]
+    ev["external_id"] = _int_column(c["ext"])[order]
+    ev["op"] = -1
+    return ev, exact_ts and exact_dur
+
+
+# -------------------------------------------------------------------- joins
+
+
+def _join(events: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Fill events['op'] for device events and GPU annotations; return the launch rows and counts."""
+    kind = events["kind"]
+    start = events["start_ns"]
+    end = events["end_ns"]
+    thread = events["stream"].astype(np.int64)
+    ext = events["external_id"]
+    corr = events["correlation"]
+    n = len(events)
+
+    # --- device event -> runtime call on correlation
+    dev_rows = np.flatnonzero(np.isin(kind, np.asarray(DEVICE_KINDS, dtype=np.uint8)))
+    rt_rows = np.flatnonzero((kind == Kind.RUNTIME) & (corr >= 0))
+    rt_rows = rt_rows[np.argsort(corr[rt_rows], kind="stable")]
+    rt_corr = corr[rt_rows]
+    launch = np.full(n, -1, np.int32)
+    dup_corr = int(len(rt_corr) - len(np.unique(rt_corr)))
+    if len(rt_rows) and len(dev_rows):
+        i = np.searchsorted(rt_corr, corr[dev_rows])
+        i_ok = np.minimum(i, len(rt_rows) - 1)
+        hit = (i < len(rt_rows)) & (rt_corr[i_ok] == corr[dev_rows]) & (corr[dev_rows] >= 0)
+        launch[dev_rows[hit]] = rt_rows[i_ok[hit]]
+    dev_launch = launch[dev_rows].astype(np.int64)
+    has_launch = dev_launch >= 0
+
+    # --- launch (or the device event itself) -> CPU op
+    op = np.full(len(dev_rows), -1, np.int64)
+    q_row = np.where(has_launch, dev_launch, dev_rows)  # whose External id, thread and time
+    by_ext = _match_external_id(events, q_row, has_launch)
+    op[:] = by_ext
+    via_ext = int(((by_ext >= 0) & has_launch).sum())
+    via_ext_only = int(((by_ext >= 0) & ~has_launch).sum())
+
+    # time containment for launches the External id did not place
+    need = np.flatnonzero((op < 0) & has_launch)
+    via_time = 0
+    if need.size:
+        cpu_rows = np.flatnonzero((kind == Kind.CPU_OP) & (end > start))
+        found = _enclose_by_thread(cpu_rows, start, end, thread, q_row[need])
+        op[need] = found
+        via_time = int((found >= 0).sum())
+    events["op"][dev_rows] = op
+
+    # gpu_user_annotation -> the user_annotation it mirrors
+    ga_rows = np.flatnonzero(kind == Kind.GPU_ANNOTATION)
+    ua_rows = np.flatnonzero(kind == Kind.USER_ANNOTATION)
+    if len(ga_rows) and len(ua_rows):
+        ua_sorted = ua_rows[np.argsort(ext[ua_rows], kind="stable")]
+        ua_ext = ext[ua_sorted]
+        i = np.searchsorted(ua_ext, ext[ga_rows])
+        i_ok = np.minimum(i, len(ua_sorted) - 1)
+        hit = (i < len(ua_sorted)) & (ua_ext[i_ok] == ext[ga_rows]) & (ext[ga_rows] >= 0)
+        events["op"][ga_rows[hit]] = ua_sorted[i_ok[hit]]
+
+    stats = {
+        "device_events": int(len(dev_rows)),
+        "with_launch": int(has_launch.sum()),
+        "op_by_external_id": via_ext,
+        "op_by_time": via_time,
+        "op_by_external_id_without_launch": via_ext_only,
+        "unjoined": int((op < 0).sum()),
+        "duplicate_correlations": dup_corr,
+        "gpu_annotations_joined": int((events["op"][ga_rows] >= 0).sum()),
+    }
+    return launch, stats
+
+
+def _match_external_id(events: np.ndarray, q_row: np.ndarray, has_launch: np.ndarray) -> np.ndarray:
+    """For each query row: the CPU op (or annotation) with its External id, or -1.
+
+    With a launch, only a candidate on the launch's thread that contains it in
+    time counts (CPU ops before annotations, then the shortest). Without one,
+    any candidate does (CPU ops first, then the shortest).
+    """
+    kind = events["kind"]
+    ext = events["external_id"]
+    result = np.full(len(q_row), -1, np.int64)
+    cand = np.flatnonzero(((kind == Kind.CPU_OP) | (kind == Kind.USER_ANNOTATION)) & (ext >= 0))
+    if not len(cand) or not len(q_row):
+        return result
+    cand = cand[np.argsort(ext[cand], kind="stable")]
+    c_ext = ext[cand]
+    q_ext = ext[q_row]
+    lo = np.searchsorted(c_ext, q_ext, side="left")
+    hi = np.searchsorted(c_ext, q_ext, side="right")
+    count = np.where((q_ext >= 0) & (hi - lo <= _MAX_SHARED_EXTERNAL_ID), hi - lo, 0)
+    qi, p = _expand_ranges(lo, count)
+    if not len(qi):
+        return result
+    ci = cand[p]
+    qr = q_row[qi]
+    contains = (
+        has_launch[qi]
+        & (events["stream"][ci] == events["stream"][qr])
+        & (events["start_ns"][ci] <= events["start_ns"][qr])
+        & (events["end_ns"][ci] >= events["end_ns"][qr])
+    )
+    not_op = kind[ci] != Kind.CPU_OP
+    acceptable = contains | ~has_launch[qi]
+    score = np.where(contains, 0, 2) + not_op
+    length = events["end_ns"][ci] - events["start_ns"][ci]
+    qi, ci, score, length = qi[acceptable], ci[acceptable], score[acceptable], length[acceptable]
+    order = np.lexsort((length, score, qi))
+    qi, ci = qi[order], ci[order]
+    first = np.ones(len(qi), bool)
+    first[1:] = qi[1:] != qi[:-1]
+    result[qi[first]] = ci[first]
+    return result
+
+
+def _enclose_by_thread(
+    rows: np.ndarray, start: np.ndarray, end: np.ndarray, thread: np.ndarray, q_rows: np.ndarray
+) -> np.ndarray:
+    """Innermost row of ``rows`` on the query's thread containing each query row, or -1.
+
+    Times are doubled and zero-length intervals given half a nanosecond, so
+    that every interval has positive length and touching intervals do not nest.
+    """
+    out = np.full(len(q_rows), -1, np.int64)
+    if not len(rows) or not len(q_rows):
+        return out
+    s2 = start * 2
+    e2 = np.maximum(end * 2, s2 + 1)
+    rows_of = dict(_groups(thread[rows]))
+    for t, qsel in _groups(thread[q_rows]):
+        if t not in rows_of:
+            continue
+        mine = rows[rows_of[t]]
+        mine = mine[np.lexsort((-e2[mine], s2[mine]))]
+        ms, me = s2[mine], e2[mine]
+        parent = _nesting_parents(ms, me)
+        q = q_rows[qsel]
+        idx = _innermost(ms, me, parent, s2[q], e2[q])
+        out[qsel] = np.where(idx >= 0, mine[np.maximum(idx, 0)], -1)
+    return out
+
+
+def _groups(keys: np.ndarray):
+    """(key, positions) for each distinct key; positions ascending within a group."""
+    if not len(keys):
+        return
+    order = np.argsort(keys, kind="stable")
+    cuts = np.flatnonzero(np.diff(keys[order])) + 1
+    for part in np.split(order, cuts):
+        yield int(keys[part[0]]), part
+
+
+def _assign_stacks(events: np.ndarray, names: list[str], scope_filter, launch: np.ndarray) -> list:
+    """Fill events['stack']; return the trie rows [(parent, scope name id)]."""
+    kind = events["kind"]
+    start = events["start_ns"]
+    end = events["end_ns"]
+    thread = events["stream"].astype(np.int64)
+    stack = np.zeros(len(events), np.int64)
+    trie: list[tuple[int, int]] = [(0, 0)]
+    children: dict[tuple[int, int], int] = {}
+
+    ua = np.flatnonzero(kind == Kind.USER_ANNOTATION)
+    if scope_filter is not None and len(ua):
+        ids = np.unique(events["name"][ua])
+        chosen = np.asarray([bool(scope_filter(names[i])) for i in ids], dtype=bool)
+        is_scope = np.zeros(len(names), bool)
+        is_scope[ids[chosen]] = True
+        scopes = ua[is_scope[events["name"][ua]]]
+    else:
+        scopes = ua
+
+    cpu_side = np.flatnonzero(
+        np.isin(kind, np.asarray([Kind.CPU_OP, Kind.USER_ANNOTATION, Kind.RUNTIME], dtype=np.uint8))
+    )
+    scope_set = np.zeros(len(events), bool)
+    scope_set[scopes] = True
+    queries = cpu_side[~scope_set[cpu_side]]
+
+    queries_of = dict(_groups(thread[queries]))
+    for t, pos in _groups(thread[scopes]):
+        mine = scopes[pos]  # table order: start asc, end desc
+        e, nm = end[mine].tolist(), events["name"][mine].tolist()
+        parent = [-1] * len(mine)
+        node = [0] * len(mine)
+        open_: list[int] = []
+        for i in range(len(mine)):
+            ei = e[i]
+            while open_ and e[open_[-1]] < ei:  # ended, or overlaps without containing
+                open_.pop()
+            p = open_[-1] if open_ else -1
+            pnode = node[p] if p >= 0 else 0
+            key = (pnode, nm[i])
+            nd = children.get(key)
+            if nd is None:
+                nd = children[key] = len(trie)
+                trie.append(key)
+            parent[i] = p
+            node[i] = nd
+            open_.append(i)
+        node_arr = np.asarray(node, dtype=np.int64)
+        stack[mine] = node_arr
+        if t in queries_of:
+            qsel = queries[queries_of[t]]
+            idx = _innermost(start[mine], end[mine], np.asarray(parent, np.int64), start[qsel], end[qsel])
+            stack[qsel] = np.where(idx >= 0, node_arr[np.maximum(idx, 0)], 0)
+
+    # device events: the stack of their CPU op, else of their launch
+    dev = np.flatnonzero(np.isin(kind, np.asarray([*DEVICE_KINDS, Kind.GPU_ANNOTATION], dtype=np.uint8)))
+    op = events["op"][dev].astype(np.int64)
+    ln = launch[dev].astype(np.int64)
+    src = np.where(op >= 0, op, ln)
+    stack[dev] = np.where(src >= 0, stack[np.maximum(src, 0)], 0)
+    events["stack"] = stack
+    return trie

@@ -1,0 +1,496 @@
+"""Running a model's inferences under the power sampler and torch.profiler.
+
+The run: resolve and build the model, synthesise the task's inputs, start the
+power source, sample idle power, run warm-up inferences (not recorded), then
+run the inferences under torch.profiler in *windows*. When a window completes,
+its trace is exported, parsed (phprof.tracing.kineto), joined to the run's
+string and scope tables, and appended to the trace file with the power
+readings taken so far; nothing of it is kept in memory. Window sizes adapt so
+that each holds about ``events_per_window`` events.
+
+Ctrl-C or SIGTERM ends the run after writing what was complete: the file is
+valid and marked ``interrupted``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import signal
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..sources import EnergyTotal, NvmlSource, PowerLog, PowerSource, RaplSource, TimeOnlySource
+from ..store import EVENT_DTYPE, INFERENCE_DTYPE, MODULE_DTYPE, PHASE_DTYPE, WINDOW_DTYPE, TraceWriter
+from .catalog import Catalog
+from .scopes import INFERENCE_PREFIX, PHASE_PREFIX, ModuleScopes, PhaseScopes, inference_scope, is_module_scope
+
+DEFAULT_TRACES_DIR = Path("traces")
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+class TraceError(Exception):
+    """A run that cannot start: bad model, task, shapes, device or output."""
+
+
+@dataclass
+class TraceSummary:
+    """What a run produced, for the end-of-run message and for callers."""
+
+    path: Path
+    status: str
+    model: str
+    task: str
+    inferences: int
+    wall_s: float  # the traced inferences' wall time, windows' export excluded
+    energy: EnergyTotal | None  # over the traced inferences; None without a sensor
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def seconds_per_inference(self) -> float:
+        return self.wall_s / self.inferences if self.inferences else float("nan")
+
+    @property
+    def joules_per_inference(self) -> float | None:
+        if self.energy is None or self.energy.joules is None or not self.inferences:
+            return None
+        return self.energy.joules / self.inferences
+
+    def as_dict(self) -> dict:
+        e = self.energy
+        return {
+            "status": self.status,
+            "model": self.model,
+            "task": self.task,
+            "inferences": self.inferences,
+            "wall_s": self.wall_s,
+            "seconds_per_inference": self.seconds_per_inference,
+            "energy_j": None if e is None else e.joules,
+            "energy_method": None if e is None else e.method,
+            "energy_kind": None if e is None else e.kind,
+            "energy_uncertainty_j": None if e is None else e.uncertainty_j,
+            "joules_per_inference": self.joules_per_inference,
+            "notes": list(self.notes) + (list(e.notes) if e else []),
+        }
+
+
+def default_output(model: str, task: str, directory: Path = DEFAULT_TRACES_DIR) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe = model.replace("/", "--").replace(os.sep, "--").strip("-.") or "model"
+    return directory / f"{safe}.{task}.{stamp}.h5"
+
+
+def open_power_source(name: str, device: str, interval_s: float | None = 1e-3) -> PowerSource:
+    """``auto``: NVML for a CUDA device, RAPL for the CPU when readable, else time only."""
+    gpu = int(device.split(":")[1]) if device.startswith("cuda:") else 0
+    if name == "auto":
+        if device.startswith("cuda") and NvmlSource.probe().available:
+            name = "nvml"
+        elif device == "cpu" and RaplSource.probe().available:
+            name = "rapl"
+        else:
+            name = "none"
+    if name == "nvml":
+        return NvmlSource(gpus=[gpu], interval_s=interval_s)
+    if name == "rapl":
+        return RaplSource(interval_s=interval_s)
+    if name == "none":
+        return TimeOnlySource()
+    raise TraceError(f"unknown power source {name!r} (choose auto, nvml, rapl or none)")
+
+
+class _Windows:
+    """A torch.profiler schedule whose windows hold about `budget` events each:
+    the first window is `first` inferences; later ones are sized from the
+    events per inference seen so far."""
+
+    def __init__(self, first: int, budget: int, total: int) -> None:
+        self.budget, self.total = budget, total
+        self.last_step = min(first, total) - 1  # the step that ends the current window
+
+    def __call__(self, step: int):
+        from torch.profiler import ProfilerAction
+
+        return ProfilerAction.RECORD_AND_SAVE if step == self.last_step else ProfilerAction.RECORD
+
+    def advance(self, events_per_inference: float) -> None:
+        size = int(np.clip(self.budget / max(events_per_inference, 1.0), 2, 1000))
+        self.last_step = min(self.last_step + size, self.total - 1)
+
+
+class _StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM asks the run to stop after the current
+    inference, so the profiler is never interrupted in the middle of a window's
+    hand-over (torch crashes then); a second signal aborts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, object] = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt(f"signal {signum} (second)")
+        self.requested = True
+        print("\nphprof: stopping after this inference and saving what is done (again to abort)",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self) -> _StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread: signals stay as they are
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self.requested and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
+
+
+class _Recorder:
+    """Turns each completed profiler window into rows of the trace file."""
+
+    def __init__(self, writer: TraceWriter, source: PowerSource, completed: list[int]) -> None:
+        self.writer, self.source, self.completed = writer, source, completed
+        self.catalog = Catalog()
+        self.windows = 0
+        self.inferences_written = 0
+        self.outside = 0  # events outside any inference (dropped, counted)
+        self.spans: list[tuple[int, int]] = []  # (start_ns, end_ns) of each window's inferences
+        self.energies: list[EnergyTotal] = []  # per window and device, over the window's inferences
+        self.schedule: _Windows | None = None
+        self._tail: PowerLog | None = None  # the last readings of each channel, for the next window's start
+
+    def write_modules(self, scopes: ModuleScopes) -> None:
+        rows = np.zeros(len(scopes.modules), dtype=MODULE_DTYPE)
+        for i, (name, module) in enumerate(scopes.modules):
+            rows[i] = (
+                self.catalog.string(name),
+                self.catalog.string(type(module).__name__),
+                sum(p.numel() for p in module.parameters(recurse=False)),
+                scopes.calls[i],
+            )
+        self.writer.append_strings(self.catalog.take_new()[0])
+        self.writer.append_modules(rows)
+
+    def on_trace_ready(self, prof) -> None:
+        from .kineto import load_kineto
+
+        with tempfile.TemporaryDirectory(prefix="phprof-window-") as tmp:
+            path = os.path.join(tmp, "window.json")
+            prof.export_chrome_trace(path)
+            trace = load_kineto(path, scope_filter=is_module_scope)
+        span = self._write(trace)
+        chunk = self.source.drain()
+        self.writer.append_power(chunk)
+        self.writer.flush()
+        log = PowerLog.concat([self._tail, chunk]) if self._tail is not None else chunk
+        if span is not None and log.channels:
+            self.energies += [log.energy_between(d, *span) for d in log.devices]
+        self._tail = _last_readings(log, 2)
+
+    def _write(self, trace) -> tuple[int, int] | None:
+        """Appends a parsed window; returns the span of its inferences."""
+        from . import kineto
+
+        ev = trace.events
+        names = trace.names
+        name_text = np.array(names, dtype=object)[ev["name"]]
+        is_ann = ev["kind"] == kineto.USER_ANNOTATION
+        inf_mask = is_ann & np.array([n.startswith(INFERENCE_PREFIX) for n in name_text], dtype=bool)
+        phase_mask = is_ann & np.array([n.startswith(PHASE_PREFIX) for n in name_text], dtype=bool)
+        step_mask = is_ann & np.array([n.startswith("ProfilerStep#") for n in name_text], dtype=bool)
+
+        # inferences of this window; an inference cut short by an interrupt is left out
+        if not inf_mask.any():
+            return None  # the empty trace torch.profiler closes after the last step
+        inf_ev = ev[inf_mask]
+        inf_idx = np.array([int(n[len(INFERENCE_PREFIX):]) for n in name_text[inf_mask]], dtype=np.int32)
+        done = set(self.completed)
+        keep_inf = np.array([i in done for i in inf_idx], dtype=bool)
+        inf_ev, inf_idx = inf_ev[keep_inf], inf_idx[keep_inf]
+        order = np.argsort(inf_ev["start_ns"])
+        inf_ev, inf_idx = inf_ev[order], inf_idx[order]
+
+        # every CPU event belongs to the inference whose span holds it; device
+        # events to the inference of the CPU op that launched them
+        is_cpu = ev["device"] < 0
+        inference = np.full(len(ev), -1, dtype=np.int32)
+        pos = np.searchsorted(inf_ev["start_ns"], ev["start_ns"], side="right") - 1
+        ok = (pos >= 0) & is_cpu
+        ok[ok] &= ev["end_ns"][ok] <= inf_ev["end_ns"][pos[ok]]
+        inference[ok] = inf_idx[pos[ok]]
+        launched = ~is_cpu & (ev["op"] >= 0)
+        inference[launched] = inference[ev["op"][launched]]
+
+        keep = ~(inf_mask | phase_mask | step_mask) & (inference >= 0)
+        self.outside += int((~(inf_mask | phase_mask | step_mask) & (inference < 0)).sum())
+        names_map = self.catalog.strings_map(names)
+        stacks_map = self.catalog.stacks_map(trace.stacks, names_map)
+        new_strings, new_stacks = self.catalog.take_new()
+        self.writer.append_strings(new_strings)
+        self.writer.append_stacks(new_stacks)
+
+        base = self.writer.events_written
+        new_row = np.cumsum(keep) - 1 + base
+        out = np.zeros(int(keep.sum()), dtype=EVENT_DTYPE)
+        k = ev[keep]
+        out["start_ns"], out["end_ns"] = k["start_ns"], k["end_ns"]
+        out["name"] = names_map[k["name"]]
+        out["stack"] = stacks_map[k["stack"]]
+        out["inference"] = inference[keep]
+        op = k["op"]
+        has_op = op >= 0
+        out["op"] = -1
+        out["op"][has_op] = np.where(keep[op[has_op]], new_row[op[has_op]], -1)
+        out["stream"], out["device"], out["kind"] = k["stream"], k["device"], k["kind"]
+
+        infs = np.zeros(len(inf_ev), dtype=INFERENCE_DTYPE)
+        infs["index"], infs["start_ns"], infs["end_ns"] = inf_idx, inf_ev["start_ns"], inf_ev["end_ns"]
+        infs["window"] = self.windows
+
+        ph_ev = ev[phase_mask]
+        ph_pos = np.searchsorted(inf_ev["start_ns"], ph_ev["start_ns"], side="right") - 1
+        ph_ok = ph_pos >= 0
+        phases = np.zeros(int(ph_ok.sum()), dtype=PHASE_DTYPE)
+        phases["inference"] = inf_idx[ph_pos[ph_ok]]
+        phases["name"] = [self.catalog.string(n[len(PHASE_PREFIX):]) for n in name_text[phase_mask][ph_ok]]
+        phases["start_ns"], phases["end_ns"] = ph_ev["start_ns"][ph_ok], ph_ev["end_ns"][ph_ok]
+        self.writer.append_strings(self.catalog.take_new()[0])
+
+        window = (
+            self.windows,
+            int(inf_idx.min()) if len(inf_idx) else -1,
+            int(inf_idx.max()) if len(inf_idx) else -1,
+            int(inf_ev["start_ns"].min()) if len(inf_ev) else 0,
+            int(inf_ev["end_ns"].max()) if len(inf_ev) else 0,
+            len(out),
+        )
+        self.writer.append_window(out, infs, phases, window)
+        self.inferences_written += len(inf_ev)
+        self.windows += 1
+        if not len(inf_ev):
+            return None
+        self.spans.append((window[3], window[4]))
+        if self.schedule is not None:
+            self.schedule.advance(len(out) / len(inf_ev))
+        return window[3], window[4]
+
+
+def _run_meta(spec, task, options: dict, source: PowerSource, device_name: str, driver: str) -> dict:
+    import torch
+
+    config = json.loads(json.dumps(dict(spec.config), default=str))
+    versions = {"phprof": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    for lib in ("transformers", "diffusers", "numpy", "h5py"):
+        try:
+            versions[lib] = __import__(lib).__version__
+        except ImportError:
+            pass
+    return {
+        "model": spec.id,
+        "model_source": spec.source,
+        "config": config,
+        "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16],
+        "task": task,
+        "options": options,
+        "device": options["device"],
+        "device_name": device_name,
+        "driver": driver,
+        "versions": versions,
+        "host": platform.node(),
+        "sensor": {"source": source.name, "settings": source.settings, "channels": [c.name for c in source.channels]},
+        "units": {"time": "ns, CLOCK_REALTIME", "energy_counter": "per channel (mJ/uJ)", "power": "mW"},
+    }
+
+
+def trace(
+    model: str,
+    task: str | None = None,
+    *,
+    inferences: int = 1000,
+    warmup: int = 10,
+    output: str | Path | None = None,
+    batch_size: int = 1,
+    seq_len: int | None = None,
+    new_tokens: int | None = None,
+    steps: int | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+    weights: str = "random",
+    size: str = "full",
+    source: str = "auto",
+    idle_s: float = 2.0,
+    events_per_window: int = 100_000,
+    progress=None,
+    overwrite: bool = False,
+) -> TraceSummary:
+    """Runs `inferences` inferences of `model` for `task` under the power sampler
+    and torch.profiler, streaming them to one HDF5 file; returns a summary.
+
+    ``size="tiny"`` shrinks the architecture (2 layers, narrow) for quick checks;
+    its energy is not the real model's. ``progress(done, total)`` is called
+    after each inference.
+    """
+    import torch
+
+    from .. import models
+
+    if inferences < 1:
+        raise TraceError("--inferences must be at least 1")
+    if warmup < 0:
+        raise TraceError("--warmup cannot be negative")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TraceError(
+            f"device {device!r} requested, but torch sees no CUDA GPU here "
+            f"(torch {torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)"
+        )
+    if dtype not in DTYPES:
+        raise TraceError(f"unknown dtype {dtype!r} (choose {', '.join(DTYPES)})")
+    if size not in ("full", "tiny"):
+        raise TraceError(f"unknown size {size!r} (choose full or tiny)")
+    try:
+        spec = models.resolve(model)
+        task = models.get_task(task).name if task else spec.task
+        built = models.build(spec, task, weights=weights, size=size, dtype=getattr(torch, dtype), device=device)
+        sized = models.tiny(spec) if size == "tiny" else spec
+        inputs = models.make_inputs(
+            sized, task, batch_size=batch_size, seq_len=seq_len, new_tokens=new_tokens, device=device,
+            dtype=getattr(torch, dtype),
+        )
+    except (models.UnknownModel, models.UnsupportedTask, models.ModelTooLarge, models.WeightsNotFound,
+            ValueError) as e:
+        raise TraceError(str(e)) from None
+
+    path = Path(output) if output else default_output(spec.id, task)
+    if output is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    power = open_power_source(source, device)
+    device_name, driver = _device_name(device, power)
+    options = {
+        "inferences": inferences, "warmup": warmup, "batch_size": batch_size, "seq_len": seq_len,
+        "new_tokens": new_tokens, "steps": steps, "dtype": dtype, "device": device, "weights": weights,
+        "idle_s": idle_s, "events_per_window": events_per_window, "size": size,
+    }
+    try:
+        writer = TraceWriter(path, _run_meta(sized, task, options, power, device_name, driver), overwrite=overwrite)
+    except (OSError, FileExistsError) as e:
+        raise TraceError(str(e)) from None
+
+    run = lambda: models.infer(built, task, inputs, new_tokens=new_tokens, steps=steps)  # noqa: E731
+    completed: list[int] = []
+    recorder = _Recorder(writer, power, completed)
+    status, notes = "failed", []
+    cuda = device.startswith("cuda")
+    scopes = phases = None
+    try:
+        with _StopRequest() as stop:
+            try:
+                power.start()
+                stop.sleep(idle_s)
+                writer.append_power(power.drain(), group="idle")
+                for _ in range(warmup):
+                    if stop.requested:
+                        break
+                    run()
+                if cuda:
+                    torch.cuda.synchronize()
+                scopes = ModuleScopes(built)
+                phases = PhaseScopes(models.phase_modules(built, task))
+                activities = [torch.profiler.ProfilerActivity.CPU]
+                if cuda:
+                    activities.append(torch.profiler.ProfilerActivity.CUDA)
+                schedule = recorder.schedule = _Windows(first=min(10, inferences), budget=events_per_window,
+                                                        total=inferences)
+                # torch warns that each cycle clears the last one's events: per-window clearing is the design
+                warnings.filterwarnings("ignore", message=".*Profiler clears events", category=UserWarning)
+                with torch.profiler.profile(
+                    activities=activities, schedule=schedule, on_trace_ready=recorder.on_trace_ready
+                ) as prof:
+                    for i in range(inferences):
+                        if stop.requested:
+                            break
+                        phases.new_inference()
+                        with inference_scope(i):
+                            run()
+                        if cuda and i == schedule.last_step:
+                            torch.cuda.synchronize()  # the window's kernels are done before it is saved
+                        completed.append(i)
+                        prof.step()
+                        if progress:
+                            progress(i + 1, inferences)
+                status = "interrupted" if stop.requested else "complete"
+                if stop.requested:
+                    notes.append(f"interrupted after {len(completed)} of {inferences} inferences")
+            except KeyboardInterrupt:
+                status = "interrupted"
+                notes.append(f"aborted after {len(completed)} of {inferences} inferences")
+    finally:
+        for s in (scopes, phases):
+            if s is not None:
+                s.remove()
+        if scopes is not None:
+            recorder.write_modules(scopes)
+        if power.running:
+            writer.append_power(power.stop())
+        summary = _summary(path, status, spec.id, task, recorder, power, notes)
+        writer.close(status, summary.as_dict())
+    return summary
+
+
+def _device_name(device: str, power: PowerSource) -> tuple[str, str]:
+    import torch
+
+    if device.startswith("cuda"):
+        idx = torch.device(device).index or 0
+        return torch.cuda.get_device_name(idx), f"CUDA {torch.version.cuda}"
+    return platform.processor() or platform.machine(), ""
+
+
+def _last_readings(log: PowerLog, n: int) -> PowerLog:
+    r = log.readings
+    idx = np.concatenate([np.flatnonzero(r["channel"] == c)[-n:] for c in range(len(log.channels))] or [[]])
+    return PowerLog(log.source, log.channels, r[np.sort(idx.astype(np.int64))], settings=log.settings)
+
+
+def _sum_energy(parts: list[EnergyTotal]) -> EnergyTotal | None:
+    """The run's energy over its traced inferences: the windows' energies added up."""
+    if not parts:
+        return None
+    notes = tuple(dict.fromkeys(n for p in parts for n in p.notes))
+    methods = sorted({p.method for p in parts})
+    devices = sorted({p.device for p in parts})
+    joules = None if any(p.joules is None for p in parts) else sum(p.joules for p in parts)
+    return EnergyTotal(
+        "+".join(devices), joules, sum(p.seconds for p in parts) / len(devices), " + ".join(methods),
+        all(p.measured for p in parts), None,
+        notes + ("summed over the profiler windows' inferences; the pauses between windows, while phprof "
+                 "saves a window, are left out",),
+        sum(p.counter_resets for p in parts),
+        None if any(p.uncertainty_j is None for p in parts) else sum(p.uncertainty_j for p in parts),
+    )
+
+
+def _summary(path, status, model, task, recorder: _Recorder, power: PowerSource, notes) -> TraceSummary:
+    wall = sum((e - s) for s, e in recorder.spans) / 1e9
+    if recorder.outside:
+        notes.append(f"{recorder.outside} profiler events fell outside every inference and were not stored")
+    if not power.channels:
+        notes.append("no power sensor (source 'none'): time only, energy not measured")
+    return TraceSummary(
+        path, status, model, task, recorder.inferences_written, wall, _sum_energy(recorder.energies), notes
+    )
