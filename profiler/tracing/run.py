@@ -209,17 +209,20 @@ class _Recorder:
 
         ev = trace.events
         names = trace.names
-        name_text = np.array(names, dtype=object)[ev["name"]]
+        # what each distinct name is, then per event by indexing (no per-event Python)
+        def named(prefix: str) -> np.ndarray:
+            return np.array([n.startswith(prefix) for n in names], dtype=bool)[ev["name"]]
+
         is_ann = ev["kind"] == kineto.USER_ANNOTATION
-        inf_mask = is_ann & np.array([n.startswith(INFERENCE_PREFIX) for n in name_text], dtype=bool)
-        phase_mask = is_ann & np.array([n.startswith(PHASE_PREFIX) for n in name_text], dtype=bool)
-        step_mask = is_ann & np.array([n.startswith("ProfilerStep#") for n in name_text], dtype=bool)
+        inf_mask = is_ann & named(INFERENCE_PREFIX)
+        phase_mask = is_ann & named(PHASE_PREFIX)
+        step_mask = is_ann & named("ProfilerStep#")
 
         # inferences of this window; an inference cut short by an interrupt is left out
         if not inf_mask.any():
             return None  # the empty trace torch.profiler closes after the last step
         inf_ev = ev[inf_mask]
-        inf_idx = np.array([int(n[len(INFERENCE_PREFIX):]) for n in name_text[inf_mask]], dtype=np.int32)
+        inf_idx = np.array([int(names[i][len(INFERENCE_PREFIX):]) for i in inf_ev["name"]], dtype=np.int32)
         done = set(self.completed)
         keep_inf = np.array([i in done for i in inf_idx], dtype=bool)
         inf_ev, inf_idx = inf_ev[keep_inf], inf_idx[keep_inf]
@@ -268,7 +271,7 @@ class _Recorder:
         ph_ok = ph_pos >= 0
         phases = np.zeros(int(ph_ok.sum()), dtype=PHASE_DTYPE)
         phases["inference"] = inf_idx[ph_pos[ph_ok]]
-        phases["name"] = [self.catalog.string(n[len(PHASE_PREFIX):]) for n in name_text[phase_mask][ph_ok]]
+        phases["name"] = [self.catalog.string(names[i][len(PHASE_PREFIX):]) for i in ph_ev["name"][ph_ok]]
         phases["start_ns"], phases["end_ns"] = ph_ev["start_ns"][ph_ok], ph_ev["end_ns"][ph_ok]
         self.writer.append_strings(self.catalog.take_new()[0])
 
