@@ -353,6 +353,10 @@ def trace(
 
     from .. import models
 
+    # Kineto prints two lines per profiler window to stderr (its USDT level sits
+    # above ERROR, so quieting them quiets its errors too): quiet unless the user
+    # chose a level. Read when the profiler starts, so setting it here works.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     if inferences < 1:
         raise TraceError("--inferences must be at least 1")
     if warmup < 0:
@@ -389,6 +393,7 @@ def trace(
         "new_tokens": new_tokens, "steps": steps, "dtype": dtype, "device": device, "weights": weights,
         "idle_s": idle_s, "events_per_window": events_per_window, "size": size,
     }
+    options["input_shapes"] = {k: list(v.shape) for k, v in inputs.items() if hasattr(v, "shape")}
     try:
         writer = TraceWriter(path, _run_meta(sized, task, options, power, device_name, driver), overwrite=overwrite)
     except (OSError, FileExistsError) as e:
