@@ -127,6 +127,7 @@ def test_timestamps_are_monotonic_and_bracket_each_call(fake, fake_lib):
 def test_two_gpus_are_sampled_together(fake, fake_lib):
     fake.set_power(0, 100.0)
     fake.set_power(1, 300.0)
+    time.sleep(0.06)  # three counter periods: every update the run sees is at these levels
     t0 = time.time_ns()
     log = _sample(NvmlSource(gpus=[0, 1], library=str(fake_lib)), 0.8)
     t1 = time.time_ns()

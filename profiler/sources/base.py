@@ -228,16 +228,13 @@ class _EnergyCurve:
     notes: tuple[str, ...]
     counter_resets: int = 0
     bounded: bool = False  # whether the error at an instant is bounded by one update's energy
-    update_s: float | None = None  # the counter's update period, as seen in the readings
+    update_j: np.ndarray | None = None  # per segment of the curve: the energy of the update it stands for
 
     def update_energy(self, t_ns: int) -> float:
-        """Energy of the counter update period around an instant (the nearest one
-        outside the curve)."""
-        if self.update_s is None:  # no update seen: one step of the readings
-            steps = np.diff(self.joules)
-            return float(steps[np.clip(np.searchsorted(self.t, t_ns) - 1, 0, len(steps) - 1)])
-        i = int(np.clip(np.searchsorted(self.t, t_ns) - 1, 0, len(self.t) - 2))
-        return float((self.joules[i + 1] - self.joules[i]) / (self.t[i + 1] - self.t[i]) * self.update_s * 1e9)
+        """The counter increment of the update period around an instant (the
+        nearest one outside the curve)."""
+        steps = self.update_j if self.update_j is not None else np.diff(self.joules)
+        return float(steps[np.clip(np.searchsorted(self.t, t_ns) - 1, 0, len(steps) - 1)])
 
     def total(self, device: str, t0_ns: int, t1_ns: int) -> EnergyTotal:
         e0, e1 = np.interp([t0_ns, t1_ns], self.t, self.joules)
@@ -284,20 +281,23 @@ def _counter_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve:
         return _EnergyCurve(c, _mid_times(r), cum, "energy counter", True, tuple(notes), resets, bounded=True)
     # The counter's value at each update instant u_k is the energy up to u_k. The
     # first value read belongs to the update one period before the first change;
-    # after the last change, a whole period without a change means no energy
+    # after the last change, a period (and a quarter) without a change means no energy
     # (the curve stays flat), and a span ending within it is extended at the
     # power of the last period.
     u = (r["t_before_ns"][changed - 1] + r["t_after_ns"][changed]) / 2
     period = float(np.median(np.diff(u)))
     t = np.concatenate([[u[0] - period], u])
     e = np.concatenate([[cum[0]], cum[changed]])
+    update_j = np.diff(e)  # each segment is one update of the counter: its increment
     t_last = float(r["t_after_ns"][-1])
-    if t_last >= u[-1] + period:
+    if t_last >= u[-1] + 1.25 * period:  # a margin for the error of the estimated instants
         t, e = np.append(t, u[-1] + period), np.append(e, e[-1])
+        update_j = np.append(update_j, 0.0)
     elif t_last > u[-1]:
         slope = (e[-1] - e[-2]) / (t[-1] - t[-2])
         t, e = np.append(t, t_last), np.append(e, e[-1] + slope * (t_last - u[-1]))
-    return _EnergyCurve(c, t, e, "energy counter", True, tuple(notes), resets, bounded=True, update_s=period / 1e9)
+        update_j = np.append(update_j, update_j[-1])  # the next update, not seen: like the last
+    return _EnergyCurve(c, t, e, "energy counter", True, tuple(notes), resets, bounded=True, update_j=update_j)
 
 
 def _power_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve:
