@@ -487,7 +487,8 @@ def _sum_energy(parts: list[EnergyTotal]) -> EnergyTotal | None:
         "+".join(devices), joules, sum(p.seconds for p in parts) / len(devices), " + ".join(methods),
         all(p.measured for p in parts), None,
         notes + ("summed over the profiler windows' inferences; the pauses between windows, while phprof "
-                 "saves a window, are left out",),
+                 "saves a window, are left out",
+                 "the device's whole draw, idle (static) power included: it is not yet split off"),
         sum(p.counter_resets for p in parts),
         None if any(p.uncertainty_j is None for p in parts) else sum(p.uncertainty_j for p in parts),
     )
