@@ -157,10 +157,13 @@ def _echo_observed(observed, seconds: float) -> None:
 @click.option("--size", type=click.Choice(["full", "tiny"]), default="full", show_default=True,
               help="tiny: the architecture shrunk to 2 narrow layers, for quick checks (its energy is not "
               "the real model's).")
+@click.option("--anti-alias/--no-anti-alias", default=True, show_default=True,
+              help="With a GPU sensor, pause a random time (up to one inference) once per sensor period so "
+              "that its short averaging windows fall on every part of the inferences.")
 @click.option("--idle", "idle_s", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Seconds of idle power sampled before the run.")
 def trace_command(model_id, task, inferences, warmup, output, overwrite, batch_size, seq_len, new_tokens, steps,
-                  dtype, device, weights, size, source, idle_s) -> None:
+                  dtype, device, weights, size, source, anti_alias, idle_s) -> None:
     """Run MODEL_ID's inferences under the power sampler and torch.profiler, into one HDF5 file.
 
     MODEL_ID is a model of the study (see `phprof models`), a path to a config.json, or a
@@ -179,7 +182,8 @@ def trace_command(model_id, task, inferences, warmup, output, overwrite, batch_s
             summary = trace(
                 model_id, task, inferences=inferences, warmup=warmup, output=output, batch_size=batch_size,
                 seq_len=seq_len, new_tokens=new_tokens, steps=steps, dtype=dtype, device=device, weights=weights,
-                size=size, source=source, idle_s=idle_s, progress=progress, overwrite=overwrite,
+                size=size, source=source, anti_alias=anti_alias, idle_s=idle_s, progress=progress,
+                overwrite=overwrite,
             )
         except TraceError as e:
             raise click.ClickException(str(e)) from None

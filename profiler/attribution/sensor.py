@@ -35,6 +35,11 @@ class SensorModel:
     source: str = ""  # where these numbers come from (a publication, a fit, a calibration file)
 
 
+# The instant power field of A100/H100 GPUs as published (../shared/docs/sensors.md):
+# used until a calibration of the GPU at hand says otherwise.
+NOMINAL_INSTANT = SensorModel(0.100, 0.025, 0.0, "nominal A100/H100 instant power (Yang et al., arXiv 2312.02741)")
+
+
 @dataclass(frozen=True)
 class SensorFit:
     """A sensor model fitted from readings under a two-level load schedule."""

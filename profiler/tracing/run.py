@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..sources import EnergyTotal, NvmlSource, PowerLog, PowerSource, RaplSource, TimeOnlySource
+from ..attribution.aliasing import AliasBreaker, phase_coverage
+from ..attribution.sensor import NOMINAL_INSTANT
+from ..sources import EnergyTotal, NvmlSource, PowerLog, PowerSource, RaplSource, TimeOnlySource, value_changes
 from ..store import EVENT_DTYPE, INFERENCE_DTYPE, MODULE_DTYPE, PHASE_DTYPE, WINDOW_DTYPE, TraceWriter
 from .catalog import Catalog
 from .scopes import INFERENCE_PREFIX, PHASE_PREFIX, ModuleScopes, PhaseScopes, inference_scope, is_module_scope
@@ -174,6 +176,9 @@ class _Recorder:
         self.energies: list[EnergyTotal] = []  # per window and device, over the window's inferences
         self.schedule: _Windows | None = None
         self._tail: PowerLog | None = None  # the last readings of each channel, for the next window's start
+        self.instant_updates: list[np.ndarray] = []  # when the instant power field changed (ns)
+        self.inference_starts: list[np.ndarray] = []  # every stored inference's span (ns)
+        self.inference_ends: list[np.ndarray] = []
 
     def write_modules(self, scopes: ModuleScopes) -> None:
         rows = np.zeros(len(scopes.modules), dtype=MODULE_DTYPE)
@@ -201,6 +206,10 @@ class _Recorder:
         log = PowerLog.concat([self._tail, chunk]) if self._tail is not None else chunk
         if span is not None and log.channels:
             self.energies += [log.energy_between(d, *span) for d in log.devices]
+        for c in log.channels:
+            if c.name.endswith(".power_instant"):
+                lo, hi = value_changes(log.of(c.name))
+                self.instant_updates.append((lo + hi) // 2)
         self._tail = _last_readings(log, 2)
 
     def _write(self, trace) -> tuple[int, int] | None:
@@ -265,6 +274,8 @@ class _Recorder:
         infs = np.zeros(len(inf_ev), dtype=INFERENCE_DTYPE)
         infs["index"], infs["start_ns"], infs["end_ns"] = inf_idx, inf_ev["start_ns"], inf_ev["end_ns"]
         infs["window"] = self.windows
+        self.inference_starts.append(infs["start_ns"])
+        self.inference_ends.append(infs["end_ns"])
 
         ph_ev = ev[phase_mask]
         ph_pos = np.searchsorted(inf_ev["start_ns"], ph_ev["start_ns"], side="right") - 1
@@ -338,6 +349,7 @@ def trace(
     size: str = "full",
     source: str = "auto",
     idle_s: float = 2.0,
+    anti_alias: bool = True,
     events_per_window: int = 100_000,
     progress=None,
     overwrite: bool = False,
@@ -345,6 +357,10 @@ def trace(
     """Runs `inferences` inferences of `model` for `task` under the power sampler
     and torch.profiler, streaming them to one HDF5 file; returns a summary.
 
+    ``anti_alias``: with a sensor that averages short windows (NVML), pause a
+    random time (up to one inference) once per sensor period, so that its
+    windows fall on every part of the inferences (see
+    phprof.attribution.aliasing); the pauses are idle time between inferences.
     ``size="tiny"`` shrinks the architecture (2 layers, narrow) for quick checks;
     its energy is not the real model's. ``progress(done, total)`` is called
     after each inference.
@@ -391,7 +407,7 @@ def trace(
     options = {
         "inferences": inferences, "warmup": warmup, "batch_size": batch_size, "seq_len": seq_len,
         "new_tokens": new_tokens, "steps": steps, "dtype": dtype, "device": device, "weights": weights,
-        "idle_s": idle_s, "events_per_window": events_per_window, "size": size,
+        "idle_s": idle_s, "events_per_window": events_per_window, "size": size, "anti_alias": anti_alias,
     }
     options["input_shapes"] = {k: list(v.shape) for k, v in inputs.items() if hasattr(v, "shape")}
     try:
@@ -400,6 +416,7 @@ def trace(
         raise TraceError(str(e)) from None
 
     run = lambda: models.infer(built, task, inputs, new_tokens=new_tokens, steps=steps)  # noqa: E731
+    breaker = AliasBreaker(NOMINAL_INSTANT.period_s) if anti_alias and power.name == "nvml" else None
     completed: list[int] = []
     recorder = _Recorder(writer, power, completed)
     status, notes = "failed", []
@@ -432,12 +449,16 @@ def trace(
                     for i in range(inferences):
                         if stop.requested:
                             break
+                        began = time.perf_counter()
                         phases.new_inference()
                         with inference_scope(i):
                             run()
                         if cuda and i == schedule.last_step:
                             torch.cuda.synchronize()  # the window's kernels are done before it is saved
                         completed.append(i)
+                        if breaker is not None:
+                            now = time.perf_counter()
+                            stop.sleep(breaker.pause_after(now - began, now))
                         prof.step()
                         if progress:
                             progress(i + 1, inferences)
@@ -455,6 +476,8 @@ def trace(
             recorder.write_modules(scopes)
         if power.running:
             writer.append_power(power.stop())
+        if breaker is not None and breaker.paused_s:
+            notes.append(f"anti-aliasing pauses between inferences: {breaker.paused_s:.2f} s in all")
         summary = _summary(path, status, spec.id, task, recorder, power, notes)
         writer.close(status, summary.as_dict())
     return summary
@@ -500,6 +523,12 @@ def _summary(path, status, model, task, recorder: _Recorder, power: PowerSource,
         notes.append(f"{recorder.outside} profiler events fell outside every inference and were not stored")
     if not power.channels:
         notes.append("no power sensor (source 'none'): time only, energy not measured")
+    if recorder.instant_updates and recorder.spans:
+        updates = np.concatenate(recorder.instant_updates)
+        centres = updates - int((NOMINAL_INSTANT.lag_s + NOMINAL_INSTANT.window_s / 2) * 1e9)
+        cov = phase_coverage(centres, np.concatenate(recorder.inference_starts),
+                             np.concatenate(recorder.inference_ends))
+        notes.append(cov.describe() + f" ({NOMINAL_INSTANT.source})")
     return TraceSummary(
         path, status, model, task, recorder.inferences_written, wall, _sum_energy(recorder.energies), notes
     )

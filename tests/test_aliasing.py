@@ -1,0 +1,64 @@
+"""Aliasing between a periodic workload and a windowed sensor: detected, and broken."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from phprof.attribution.aliasing import AliasBreaker, phase_coverage
+from phprof.store import load
+from phprof.tracing.run import trace
+
+
+def windows_over(inference_ms: float, n_updates: int = 300, period_ms: float = 100.0):
+    starts = np.arange(0, n_updates * period_ms + 1000, inference_ms) * 1e6
+    centres = (np.arange(n_updates) * period_ms + 37.0) * 1e6
+    return centres, starts, starts + inference_ms * 1e6
+
+
+def test_an_inference_period_dividing_the_sensor_period_is_aliasing():
+    cov = phase_coverage(*windows_over(25.0))  # 100 ms / 25 ms: every window at the same phase
+    assert cov.aliased and cov.covered <= 0.05 and "aliasing" in cov.describe()
+
+
+def test_an_incommensurate_period_is_not():
+    cov = phase_coverage(*windows_over(27.3))
+    assert not cov.aliased and cov.covered > 0.9
+
+
+def test_the_breakers_pauses_restore_coverage():
+    period, inference = 100.0, 25.0
+    breaker = AliasBreaker(period / 1e3, seed=3)
+    t, starts = 0.0, []
+    while t < 30_000:
+        starts.append(t)
+        t += inference
+        t += breaker.pause_after(inference / 1e3, t / 1e3) * 1e3
+    starts = np.array(starts) * 1e6
+    centres = (np.arange(290) * period + 37.0) * 1e6
+    cov = phase_coverage(centres, starts, starts + inference * 1e6)
+    assert not cov.aliased and cov.covered > 0.9
+    # at most one inference of pause per sensor period, half on average
+    assert breaker.paused_s < 0.75 * inference / 1e3 * (30_000 / period)
+
+
+def test_trace_pauses_and_reports_coverage_with_a_gpu_sensor(tmp_path, fake, fake_lib, monkeypatch):
+    monkeypatch.setenv("PHPROF_NVML_LIB", str(fake_lib))
+    out = tmp_path / "t.h5"
+    s = trace("gpt2", inferences=60, warmup=1, output=out, size="tiny", idle_s=0, source="nvml")
+    notes = " ".join(s.notes)
+    assert "anti-aliasing pauses between inferences" in notes
+    assert "windows covered" in notes or "aliasing:" in notes
+    t = load(out)
+    assert t.meta["options"]["anti_alias"] is True
+    gaps = t.inferences["start_ns"][1:] - t.inferences["end_ns"][:-1]
+    assert gaps.max() > 1e6  # at least one pause of more than a millisecond
+
+
+def test_no_pauses_without_a_gpu_sensor(tmp_path):
+    s = trace("gpt2", inferences=20, warmup=0, output=tmp_path / "t.h5", size="tiny", idle_s=0, source="none")
+    assert not any("anti-aliasing" in n for n in s.notes)
+
+
+@pytest.mark.parametrize("inference_ms", [10.0, 20.0, 50.0])
+def test_other_divisors_are_caught(inference_ms):
+    assert phase_coverage(*windows_over(inference_ms)).aliased
