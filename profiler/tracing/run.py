@@ -351,6 +351,7 @@ def trace(
     idle_s: float = 2.0,
     anti_alias: bool = True,
     events_per_window: int = 100_000,
+    setup=None,
     progress=None,
     overwrite: bool = False,
 ) -> TraceSummary:
@@ -361,6 +362,8 @@ def trace(
     random time (up to one inference) once per sensor period, so that its
     windows fall on every part of the inferences (see
     phprof.attribution.aliasing); the pauses are idle time between inferences.
+    ``setup(model)`` is called once the model is built, before warm-up (to add
+    the caller's own hooks, for instance).
     ``size="tiny"`` shrinks the architecture (2 layers, narrow) for quick checks;
     its energy is not the real model's. ``progress(done, total)`` is called
     after each inference.
@@ -415,6 +418,8 @@ def trace(
     except (OSError, FileExistsError) as e:
         raise TraceError(str(e)) from None
 
+    if setup is not None:
+        setup(built)
     run = lambda: models.infer(built, task, inputs, new_tokens=new_tokens, steps=steps)  # noqa: E731
     breaker = AliasBreaker(NOMINAL_INSTANT.period_s) if anti_alias and power.name == "nvml" else None
     completed: list[int] = []

@@ -485,3 +485,35 @@ class FakeNvml:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# Ground truth for attribution: a known power per module of a real model.
+OUTSIDE_W, OUTSIDE_TAG = 100.0, 1000
+
+
+def power_per_module(fake, levels: dict, tags: dict, device: int = 0):
+    """A ``setup`` for phprof.trace: every module's forward draws its own known
+    power on the fake GPU (random, 80-400 W; the innermost running module's level
+    holds, OUTSIDE_W between forwards), so the fake's per-tag energy is each
+    module's true energy. Fills ``levels`` and ``tags`` by module path."""
+
+    def setup(model):
+        rng = np.random.default_rng(0)
+        stack: list[str] = []
+        for i, (path, module) in enumerate(model.named_modules()):
+            name = path or type(model).__name__
+            tags[name], levels[name] = i + 1, float(rng.uniform(80, 400))
+
+            def pre(mod, args, name=name):
+                stack.append(name)
+                fake.set_power(device, levels[name], tags[name])
+
+            def post(mod, args, out, name=name):
+                stack.pop()
+                top = stack[-1] if stack else None
+                fake.set_power(device, levels[top] if top else OUTSIDE_W, tags[top] if top else OUTSIDE_TAG)
+
+            module.register_forward_pre_hook(pre)
+            module.register_forward_hook(post)
+
+    return setup
