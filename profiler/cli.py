@@ -193,8 +193,8 @@ def trace_command(model_id, task, inferences, warmup, output, overwrite, batch_s
 
 
 def _echo_summary(s) -> None:
-    click.echo(f"{s.status}: {s.inferences} inferences of {s.model} ({s.task}) in {s.wall_s:.2f} s "
-               f"({1e3 * s.seconds_per_inference:.2f} ms per inference, profiler overhead included)")
+    click.echo(f"{s.status}: {s.inferences} inferences of {s.model} ({s.task}), {s.inference_s:.2f} s of their "
+               f"own time ({1e3 * s.seconds_per_inference:.2f} ms per inference, profiler overhead included)")
     e = s.energy
     if e is None or e.joules is None:
         click.echo("energy: not measured (no power sensor on this device; see `phprof devices`)")

@@ -8,7 +8,7 @@ import pytest
 
 from phprof.attribution.estimate import estimate_label_power
 from phprof.attribution.sensor import SensorModel
-from phprof.sources import NvmlSource
+from phprof.sources import NvmlSource, sensor_updates
 
 NAMES = ["embed", "attn", "mlp", "head"]
 POWER_W = [90.0, 180.0, 320.0, 140.0]
@@ -37,14 +37,11 @@ def run_timeline(fake, fake_lib, seconds: float, seed: int = 0):
     source.start()
     time.sleep((end - time.time_ns()) / 1e9 + 0.3)
     log = source.stop()
-    r = log.of("gpu0.power_instant")
-    r = r[r["status"] == 0]
-    changed = np.flatnonzero(np.diff(r["value"]) != 0) + 1
-    updates = (r["t_before_ns"][changed - 1] + r["t_after_ns"][changed]) / 2
+    updates, milliwatts = sensor_updates(log.of("gpu0.power_instant"))
     fake.set_power(0, IDLE_W, tag=0)  # closes the last interval of the truth per tag
     truth = [fake.tag_energy(0, j + 1) for j in range(len(NAMES))]
     segments = (np.array(starts), np.array(ends), np.array(labels))
-    return segments, updates, r["value"][changed] / 1e3, (start, end), truth, log
+    return segments, updates, milliwatts / 1e3, (start, end), truth, log
 
 
 def test_windowed_least_squares_recovers_each_layers_energy(fake, fake_lib):

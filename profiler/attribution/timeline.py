@@ -12,6 +12,7 @@ import numpy as np
 from ..tracing.kineto import Kind
 
 OUTSIDE = "(inference, outside modules)"
+_OUTSIDE_ID = np.iinfo(np.uint32).max  # a name id no string table reaches
 
 
 def scope_timeline(trace) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -23,7 +24,7 @@ def scope_timeline(trace) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]
     # (generate()'s Python between forward calls, say)
     outside = np.zeros(len(trace.inferences), dtype=ann.dtype)
     outside["start_ns"], outside["end_ns"] = trace.inferences["start_ns"], trace.inferences["end_ns"]
-    outside["name"] = -1 & 0xFFFFFFFF
+    outside["name"] = _OUTSIDE_ID
     ann = np.concatenate([outside, ann])
     ann = ann[np.lexsort((-ann["end_ns"], ann["start_ns"]))]  # parents before their children
     names: list[str] = []
@@ -46,7 +47,7 @@ def scope_timeline(trace) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]
         label = index.get(name)
         if label is None:
             label = index[name] = len(names)
-            names.append(OUTSIDE if name == 0xFFFFFFFF else trace.strings[name])
+            names.append(OUTSIDE if name == _OUTSIDE_ID else trace.strings[name])
         open_.append((end, label))
         cursor = start
     while open_:

@@ -20,6 +20,7 @@ from .base import (
     Recording,
     observed_behaviour,
     recording,
+    sensor_updates,
     value_changes,
 )
 from .none import TimeOnlySource, assumed_energy
@@ -65,5 +66,6 @@ __all__ = [
     "open_source",
     "probe_all",
     "recording",
+    "sensor_updates",
     "value_changes",
 ]

@@ -117,9 +117,21 @@ def value_changes(readings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     later one's ended, so each change lies in ``[lo, hi]``. Takes the readings
     of one channel in time order (status 0 only); returns ``(lo, hi)`` arrays.
     """
-    r = readings[readings["status"] == 0]
-    changed = np.flatnonzero(np.diff(r["value"]) != 0) + 1
+    r, changed = _changes(readings)
     return r["t_before_ns"][changed - 1], r["t_after_ns"][changed]
+
+
+def sensor_updates(readings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each change of one channel's value: its instant (the middle of the bracket
+    of :func:`value_changes`, ns) and the new value (in the channel's unit)."""
+    r, changed = _changes(readings)
+    return (r["t_before_ns"][changed - 1] + r["t_after_ns"][changed]) // 2, r["value"][changed]
+
+
+def _changes(readings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The readings with status 0, and the index of each one that shows a new value."""
+    r = readings[readings["status"] == 0]
+    return r, np.flatnonzero(np.diff(r["value"]) != 0) + 1
 
 
 @dataclass

@@ -302,12 +302,18 @@ def _nesting_parents(start: np.ndarray, end: np.ndarray) -> np.ndarray:
     j = np.searchsorted(keys, (depth - 1) * n + pos, side="left") - 1
     cand = np.where(j >= 0, keys[np.maximum(j, 0)], -1)
     parent = np.where((depth > 0) & (j >= 0) & (cand // max(n, 1) == depth - 1), cand % n, -1)
-    bad = np.flatnonzero((parent >= 0) & (end[np.maximum(parent, 0)] < end))
+    return _climb(parent, parent.copy(), end, end)
+
+
+def _climb(idx: np.ndarray, parent: np.ndarray, end: np.ndarray, target_end: np.ndarray) -> np.ndarray:
+    """Moves each candidate ``idx`` up its ``parent`` chain until it ends at or
+    after ``target_end`` (so that it contains the target), or -1. In place."""
+    bad = np.flatnonzero((idx >= 0) & (end[np.maximum(idx, 0)] < target_end))
     while bad.size:
-        parent[bad] = parent[parent[bad]]
-        keep = (parent[bad] >= 0) & (end[np.maximum(parent[bad], 0)] < end[bad])
+        idx[bad] = parent[idx[bad]]
+        keep = (idx[bad] >= 0) & (end[np.maximum(idx[bad], 0)] < target_end[bad])
         bad = bad[keep]
-    return parent
+    return idx
 
 
 def _innermost(
@@ -319,13 +325,7 @@ def _innermost(
     the same order. The candidate is the last interval starting at or before
     the query; it or one of its ancestors is the innermost container.
     """
-    idx = np.searchsorted(start, q_start, side="right") - 1
-    bad = np.flatnonzero((idx >= 0) & (end[np.maximum(idx, 0)] < q_end))
-    while bad.size:
-        idx[bad] = parent[idx[bad]]
-        keep = (idx[bad] >= 0) & (end[np.maximum(idx[bad], 0)] < q_end[bad])
-        bad = bad[keep]
-    return idx
+    return _climb(np.searchsorted(start, q_start, side="right") - 1, parent, end, q_end)
 
 
 def _expand_ranges(lo: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ import numpy as np
 from .. import __version__
 from ..attribution.aliasing import AliasBreaker, phase_coverage
 from ..attribution.sensor import NOMINAL_INSTANT
-from ..sources import EnergyTotal, NvmlSource, PowerLog, PowerSource, RaplSource, TimeOnlySource, value_changes
+from ..sources import EnergyTotal, NvmlSource, PowerLog, PowerSource, RaplSource, TimeOnlySource, sensor_updates
 from ..store import EVENT_DTYPE, INFERENCE_DTYPE, MODULE_DTYPE, PHASE_DTYPE, WINDOW_DTYPE, TraceWriter
 from .catalog import Catalog
 from .scopes import INFERENCE_PREFIX, PHASE_PREFIX, ModuleScopes, PhaseScopes, inference_scope, is_module_scope
@@ -53,13 +53,14 @@ class TraceSummary:
     model: str
     task: str
     inferences: int
-    wall_s: float  # the traced inferences' wall time, windows' export excluded
-    energy: EnergyTotal | None  # over the traced inferences; None without a sensor
+    inference_s: float  # the traced inferences' own time, added up
+    span_s: float  # the windows' spans, first to last inference: also the gaps between inferences
+    energy: EnergyTotal | None  # over the windows' spans; None without a sensor
     notes: list[str] = field(default_factory=list)
 
     @property
     def seconds_per_inference(self) -> float:
-        return self.wall_s / self.inferences if self.inferences else float("nan")
+        return self.inference_s / self.inferences if self.inferences else float("nan")
 
     @property
     def joules_per_inference(self) -> float | None:
@@ -74,7 +75,8 @@ class TraceSummary:
             "model": self.model,
             "task": self.task,
             "inferences": self.inferences,
-            "wall_s": self.wall_s,
+            "inference_s": self.inference_s,
+            "span_s": self.span_s,
             "seconds_per_inference": self.seconds_per_inference,
             "energy_j": None if e is None else e.joules,
             "energy_method": None if e is None else e.method,
@@ -172,7 +174,7 @@ class _Recorder:
         self.windows = 0
         self.inferences_written = 0
         self.outside = 0  # events outside any inference (dropped, counted)
-        self.spans: list[tuple[int, int]] = []  # (start_ns, end_ns) of each window's inferences
+        self.spans: list[tuple[int, int]] = []  # (first start, last end) of each window's inferences
         self.energies: list[EnergyTotal] = []  # per window and device, over the window's inferences
         self.schedule: _Windows | None = None
         self._tail: PowerLog | None = None  # the last readings of each channel, for the next window's start
@@ -208,8 +210,7 @@ class _Recorder:
             self.energies += [log.energy_between(d, *span) for d in log.devices]
         for c in log.channels:
             if c.name.endswith(".power_instant"):
-                lo, hi = value_changes(log.of(c.name))
-                self.instant_updates.append((lo + hi) // 2)
+                self.instant_updates.append(sensor_updates(log.of(c.name))[0])
         self._tail = _last_readings(log, 2)
 
     def _write(self, trace) -> tuple[int, int] | None:
@@ -523,7 +524,11 @@ def _sum_energy(parts: list[EnergyTotal]) -> EnergyTotal | None:
 
 
 def _summary(path, status, model, task, recorder: _Recorder, power: PowerSource, notes) -> TraceSummary:
-    wall = sum((e - s) for s, e in recorder.spans) / 1e9
+    span = sum((e - s) for s, e in recorder.spans) / 1e9
+    own = (sum(int((e - s).sum()) for s, e in zip(recorder.inference_starts, recorder.inference_ends)) / 1e9)
+    if power.channels and span > 0:
+        notes.append(f"the energy covers the windows' spans, {span:.2f} s, of which {span - own:.2f} s "
+                     f"({(span - own) / span:.0%}) lies between inferences (loop overhead, anti-aliasing pauses)")
     if recorder.outside:
         notes.append(f"{recorder.outside} profiler events fell outside every inference and were not stored")
     if not power.channels:
@@ -535,5 +540,5 @@ def _summary(path, status, model, task, recorder: _Recorder, power: PowerSource,
                              np.concatenate(recorder.inference_ends))
         notes.append(cov.describe() + f" ({NOMINAL_INSTANT.source})")
     return TraceSummary(
-        path, status, model, task, recorder.inferences_written, wall, _sum_energy(recorder.energies), notes
+        path, status, model, task, recorder.inferences_written, own, span, _sum_energy(recorder.energies), notes
     )
