@@ -208,6 +208,145 @@ def _echo_summary(s) -> None:
     click.echo(f"written: {s.path}")
 
 
+def _report_options(f):
+    """Options shared by `report` and `attribute`: output form, carbon, parity, sensor."""
+    options = [
+        click.option("--json", "form", flag_value="json", help="Print the results as JSON (all tables)."),
+        click.option("--markdown", "form", flag_value="markdown", help="Print markdown tables."),
+        click.option("--top", type=click.IntRange(min=1), default=15, show_default=True,
+                     help="Layers (and kernels) listed."),
+        click.option("--region", help="Grid whose carbon intensity converts energy to gCO2eq: a country code "
+                     "(fr, us...), world, or a cloud region (aws:us-east-1, gcp:europe-west4...); see "
+                     "--list-regions. Default: world."),
+        click.option("--carbon-intensity", type=click.FloatRange(min=0, max=2000), metavar="G_PER_KWH",
+                     help="Your own grid intensity in gCO2eq/kWh, instead of --region."),
+        click.option("--pue", type=click.FloatRange(min=1.0), default=1.0, show_default=True,
+                     help="The facility's power usage effectiveness: energy at the wall over energy of the IT."),
+        click.option("--training-kwh", type=click.FloatRange(min=0, min_open=True), metavar="KWH",
+                     help="Training energy of the model: prints how many inferences use as much (the study's parity)."),
+        click.option("--sensor", "calibration", type=click.Path(dir_okay=False),
+                     help="Sensor calibration JSON (period_s, window_s, lag_s) instead of the published model; "
+                     "its lag and window are then used as given."),
+        click.option("--list-regions", is_flag=True, help="List the bundled grid intensities and exit."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _intensity(region, g_per_kwh):
+    from . import carbon
+
+    if region and g_per_kwh is not None:
+        raise click.UsageError("give --region or --carbon-intensity, not both")
+    try:
+        return carbon.custom(g_per_kwh) if g_per_kwh is not None else carbon.lookup(region or carbon.DEFAULT_REGION)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def _list_regions() -> None:
+    from . import carbon
+
+    for key, c in carbon.load_table().items():
+        click.echo(f"{key:<24} {c.g_co2eq_per_kwh:>7.0f} g/kWh  {c.name} ({c.year}; {c.source})")
+
+
+def _report(path, form, top, region, carbon_intensity, pue, training_kwh, calibration, recompute=False) -> None:
+    """Loads (or computes and stores) a trace's attribution and prints the report."""
+    from .attribution import AttributionError, attribute, load_sensor_model
+    from .attribution.results import rollups, to_results
+    from .report import render_json, render_markdown, render_text
+    from .store import TraceFileError, load, write_results
+
+    intensity = _intensity(region, carbon_intensity)
+    try:
+        t = load(path)
+    except (FileNotFoundError, TraceFileError) as e:
+        raise click.ClickException(str(e)) from None
+    if t.results is not None and not recompute and calibration is None:
+        summary, tables = t.results["summary"], t.results["tables"]
+        summary.pop("rollups", None)
+    else:
+        try:
+            sensor = load_sensor_model(calibration) if calibration else None
+            att = attribute(t, sensor=sensor, fit=calibration is None)
+        except AttributionError as e:
+            raise click.ClickException(str(e)) from None
+        summary, tables = to_results(att, t.meta)
+    roll = rollups(summary, intensity, pue, training_kwh)
+    if t.results is None or recompute or calibration is not None:
+        try:
+            write_results(path, {**summary, "rollups": roll}, tables)
+        except (PermissionError, TraceFileError) as e:
+            click.echo(f"note: results not stored ({e})", err=True)
+    if form == "json":
+        click.echo(render_json(summary, tables, roll), nl=False)
+    elif form == "markdown":
+        click.echo(render_markdown(summary, tables, roll, top), nl=False)
+    else:
+        click.echo(render_text(summary, tables, roll, top), nl=False)
+
+
+@main.command()
+@click.argument("trace_file", type=click.Path(dir_okay=False))
+@_report_options
+@click.option("--recompute", is_flag=True, help="Attribute again even if the file holds results.")
+def report(trace_file, form, top, region, carbon_intensity, pue, training_kwh, calibration, list_regions,
+           recompute) -> None:
+    """Where a trace's energy went: totals, per inference and per 1,000, carbon, top layers.
+
+    The first report of a trace attributes its measured energy to layers (windowed least
+    squares over the power sensor's updates, with bootstrap intervals) and stores the
+    results in the file (group /results); later reports read them back. Every figure
+    says whether it was measured or estimated, and how.
+    """
+    if list_regions:
+        _list_regions()
+        return
+    _report(trace_file, form, top, region, carbon_intensity, pue, training_kwh, calibration, recompute)
+
+
+@main.command(name="attribute")
+@click.argument("kineto_json", type=click.Path(dir_okay=False))
+@click.argument("power_csv", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Trace file to write (default: KINETO_JSON's name with .h5).")
+@click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
+@click.option("--device", default="gpu0", show_default=True, help="Name of the device the power log measured.")
+@_report_options
+def attribute_command(kineto_json, power_csv, output, overwrite, device, form, top, region, carbon_intensity, pue,
+                      training_kwh, calibration, list_regions) -> None:
+    """Attribute a trace recorded elsewhere: a torch.profiler JSON plus a power log CSV.
+
+    \b
+    KINETO_JSON  a Chrome-trace JSON from torch.profiler (.json or .json.gz);
+                 ProfilerStep#N spans become the inferences (else the whole trace is one)
+    POWER_CSV    a header line, then one row per reading: a time column
+                 (timestamp_ns, timestamp_us, timestamp_ms or timestamp_s: Unix epoch,
+                 CLOCK_REALTIME, the clock torch.profiler uses) and power_w / power_mw
+                 (instant power) and/or energy_j / energy_mj (a cumulative counter)
+
+    Both are converted into a phprof trace file, then reported as `phprof report` does.
+    """
+    from pathlib import Path
+
+    from .importing import TraceImportError, import_trace
+
+    if list_regions:
+        _list_regions()
+        return
+    _intensity(region, carbon_intensity)  # bad options fail before the import
+    src = Path(kineto_json)
+    out = Path(output) if output else src.with_name(src.name.removesuffix(".gz").removesuffix(".json") + ".h5")
+    try:
+        import_trace(src, Path(power_csv), out, device=device, overwrite=overwrite)
+    except (TraceImportError, FileNotFoundError, FileExistsError, PermissionError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"imported into {out}", err=True)
+    _report(out, form, top, region, carbon_intensity, pue, training_kwh, calibration, recompute=True)
+
+
 @main.command()
 @click.option("--task", help="Only the models of this task.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")

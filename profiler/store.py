@@ -25,6 +25,10 @@ Schema version 1 (every table is a chunked, compressed, appendable dataset):
     /power              attrs: source, channels (JSON), settings (JSON), dropped
     /idle/...           the same as /power, for the idle period sampled before the run
     /summary            attrs: the end-of-run summary (JSON values)
+    /results            written by `phprof report` (phprof.attribution): attrs: the
+                        attribution's summary and roll-ups (JSON values); one
+                        subgroup per table (layers, groups, phases, kernels,
+                        inferences), one 1-D dataset per column, strings UTF-8
 
 Times are CLOCK_REALTIME nanoseconds (the clock of torch.profiler and of the
 power readings). A window's rows are appended and flushed together when the
@@ -245,6 +249,7 @@ class Trace:
     power: PowerLog | None
     idle: PowerLog | None
     summary: dict = field(default_factory=dict)
+    results: dict | None = None  # {"summary": {...}, "tables": {name: {column: array}}}; None: not attributed yet
 
     @property
     def complete(self) -> bool:
@@ -285,28 +290,75 @@ def load(path: str | Path) -> Trace:
     try:
         f = h5py.File(path, "r")
     except OSError as e:
+        if "unable to lock file" in str(e):
+            raise TraceFileError(f"{path} is open for writing by another process (a trace still running?): "
+                                 "try again when it has finished") from None
         raise TraceFileError(f"{path} is not a readable HDF5 file ({e})") from None
+    try:
+        return _read(path, f)
+    except (KeyError, OSError, ValueError) as e:
+        raise TraceFileError(f"{path} is damaged: {e}") from None
+    finally:
+        f.close()
+
+
+def _read(path: Path, f: h5py.File) -> Trace:
+    if f.attrs.get("format") != FORMAT:
+        raise TraceFileError(f"{path} is not a phprof trace (no format={FORMAT!r} mark)")
+    version = int(f.attrs["schema_version"])
+    if version > SCHEMA_VERSION:
+        raise TraceFileError(
+            f"{path} has schema version {version}; this phprof reads up to {SCHEMA_VERSION}: upgrade phprof"
+        )
+    return Trace(
+        path=path,
+        status=str(f.attrs["status"]),
+        schema_version=version,
+        meta=_read_attrs(f["meta"].attrs),
+        strings=[s.decode() if isinstance(s, bytes) else s for s in f["strings"][:]],
+        stacks=f["stacks"][:],
+        events=f["events"][:],
+        inferences=f["inferences"][:],
+        phases=f["phases"][:],
+        windows=f["windows"][:],
+        modules=f["modules"][:] if "modules" in f else np.empty(0, MODULE_DTYPE),
+        power=_power_log(f.get("power")),
+        idle=_power_log(f.get("idle")),
+        summary=_read_attrs(f["summary"].attrs) if "summary" in f else {},
+        results=_read_results(f["results"]) if "results" in f else None,
+    )
+
+
+def _read_results(g: h5py.Group) -> dict:
+    tables = {}
+    for name, t in g.items():
+        tables[name] = {c: (np.array([x.decode() if isinstance(x, bytes) else x for x in t[c][:]], dtype=object)
+                            if t[c].dtype.kind == "O" else t[c][:]) for c in t.attrs.get("columns", list(t))}
+    return {"summary": _read_attrs(g.attrs), "tables": tables}
+
+
+def write_results(path: str | Path, summary: dict, tables: dict[str, dict[str, np.ndarray | list]]) -> None:
+    """Stores an attribution's results in a trace file's /results group, replacing
+    any earlier one. ``tables``: per table, its columns (equal lengths)."""
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r+")
+    except OSError as e:
+        raise PermissionError(f"cannot write the results into {path}: {e}") from None
     with f:
         if f.attrs.get("format") != FORMAT:
             raise TraceFileError(f"{path} is not a phprof trace (no format={FORMAT!r} mark)")
-        version = int(f.attrs["schema_version"])
-        if version > SCHEMA_VERSION:
-            raise TraceFileError(
-                f"{path} has schema version {version}; this phprof reads up to {SCHEMA_VERSION}: upgrade phprof"
-            )
-        return Trace(
-            path=path,
-            status=str(f.attrs["status"]),
-            schema_version=version,
-            meta=_read_attrs(f["meta"].attrs),
-            strings=[s.decode() if isinstance(s, bytes) else s for s in f["strings"][:]],
-            stacks=f["stacks"][:],
-            events=f["events"][:],
-            inferences=f["inferences"][:],
-            phases=f["phases"][:],
-            windows=f["windows"][:],
-            modules=f["modules"][:] if "modules" in f else np.empty(0, MODULE_DTYPE),
-            power=_power_log(f.get("power")),
-            idle=_power_log(f.get("idle")),
-            summary=_read_attrs(f["summary"].attrs) if "summary" in f else {},
-        )
+        if "results" in f:
+            del f["results"]
+        g = f.create_group("results")
+        _json_attrs(g.attrs, summary)
+        for name, columns in tables.items():
+            t = g.create_group(name)
+            t.attrs["columns"] = list(columns)
+            for c, values in columns.items():
+                values = list(values) if not isinstance(values, np.ndarray) else values
+                if len(values) and isinstance(values[0], str) or (isinstance(values, np.ndarray)
+                                                                  and values.dtype.kind in "OU"):
+                    t.create_dataset(c, data=np.array(values, dtype=object), dtype=_STR)
+                else:
+                    t.create_dataset(c, data=np.asarray(values, dtype=float if not len(values) else None))

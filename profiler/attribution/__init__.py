@@ -8,3 +8,6 @@ of the inferences, and the pauses that make them.
 sensor's updates by windowed non-negative least squares, with bootstrap
 intervals, or a time-proportional split when the updates cannot tell labels apart.
 """
+from .attribute import Attribution, AttributionError, attribute, load_sensor_model  # noqa: E402
+
+__all__ = ["Attribution", "AttributionError", "attribute", "load_sensor_model"]

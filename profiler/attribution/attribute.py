@@ -1,29 +1,263 @@
-"""Energy per layer of a trace file: the timeline, the sensor's updates, the estimate."""
+"""Energy per layer, kernel, phase and inference of a trace file.
+
+The steps, one way: check the clocks and what the file holds; take the
+sensor's model (a calibration file, else the nominal one for the GPU family,
+with its lag and window refitted to this run's updates); build the timeline
+(device kernels on a GPU, module scopes on a CPU); estimate each label's power
+(``estimate``); then every other figure is a sum of label power x label time
+over some intervals (a phase, an inference, a kernel), so each comes with an
+interval from the same bootstrap draws, and all of them add up to the
+measured total.
+"""
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
 from ..sources import sensor_updates
-from .estimate import Estimate, estimate_label_power
+from .aliasing import phase_coverage
+from .estimate import TIME_PROPORTIONAL, Estimate, LabelEnergy, estimate_label_power, fit_lag, instant_windows
 from .sensor import NOMINAL_INSTANT, SensorModel
-from .timeline import scope_timeline
+from .timeline import trace_timeline
+
+CLOCK_STEP_TOLERANCE_NS = 1_000_000  # realtime vs monotonic offset change that counts as a clock step
 
 
-def attribute(trace, sensor: SensorModel = NOMINAL_INSTANT, device: str | None = None, **options) -> Estimate:
-    """Each innermost module scope's energy over the trace's inferences, from the
-    instant power field's updates, scaled to the energy counter's total over the
-    same span when the device has a counter."""
-    if trace.power is None or not trace.power.channels:
-        raise ValueError(f"{trace.path} has no power readings: energy cannot be attributed")
-    device = device or trace.power.devices[0]
+class AttributionError(Exception):
+    """A trace whose energy cannot be attributed at all (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Amount:
+    """An energy with its interval (NaN bounds: none can be given) and how it was obtained."""
+
+    joules: float
+    low_j: float
+    high_j: float
+    method: str
+
+
+@dataclass
+class Attribution:
+    """Where a trace's energy went, with how each figure was obtained."""
+
+    path: str
+    device: str
+    status: str  # the trace file's status
+    inferences: int
+    span_s: float  # from the first inference's start to the last one's end
+    inference_s: float  # the inferences' own time (the span less the pauses between them)
+    total: Amount  # measured energy over the span (counter, else integrated power)
+    total_measured: bool
+    total_uncertainty_j: float | None
+    idle_w: float | None  # the device's power before the run (static), measured
+    estimate: Estimate
+    sensor: SensorModel
+    timeline: str  # "device kernels" or "module scopes (CPU)"
+    phases: dict[str, Amount] = field(default_factory=dict)  # prefill, decode, encode, denoise...
+    phase_counts: dict[str, int] = field(default_factory=dict)  # occurrences over the run
+    kernels: list[tuple[str, int, float, Amount]] = field(default_factory=list)  # (name, calls, seconds, energy)
+    per_inference: list[Amount] = field(default_factory=list)
+    inferences_energy: Amount | None = None  # the inferences' own energy: the total less the pauses between them
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def static_j(self) -> float | None:
+        """What the device would have drawn idle during the inferences: the idle
+        power measured before the run times the inferences' own time."""
+        return None if self.idle_w is None else self.idle_w * self.inference_s
+
+    @property
+    def layers(self) -> list[LabelEnergy]:
+        return self.estimate.labels
+
+
+def load_sensor_model(path: str | Path) -> SensorModel:
+    """A sensor model from a calibration file: JSON with ``period_s``,
+    ``window_s``, ``lag_s`` (and optionally ``source``)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        return SensorModel(float(data["period_s"]), float(data["window_s"]), float(data.get("lag_s", 0.0)),
+                           str(data.get("source", f"calibration file {path}")))
+    except FileNotFoundError:
+        raise AttributionError(f"no such calibration file: {path}") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise AttributionError(f"{path} is not a sensor calibration (JSON with period_s, window_s, lag_s): {e}") \
+            from None
+
+
+def nominal_sensor(device_name: str) -> SensorModel | None:
+    """The published model of a GPU family's instant power field, if known."""
+    if re.search(r"\b(A100|H100|H200|GH200)\b", device_name or ""):
+        return NOMINAL_INSTANT
+    return None
+
+
+def clock_steps(pairs: np.ndarray) -> list[tuple[int, int, int]]:
+    """Steps of CLOCK_REALTIME against CLOCK_MONOTONIC between consecutive
+    clock pairs: (from_ns, to_ns, step_ns) where the offset moved by more than
+    the tolerance (NTP slews far less than that over a run)."""
+    if len(pairs) < 2:
+        return []
+    pairs = pairs[np.argsort(pairs[:, 0])]
+    offset = pairs[:, 1] - pairs[:, 0]
+    jumps = np.flatnonzero(np.abs(np.diff(offset)) > CLOCK_STEP_TOLERANCE_NS)
+    return [(int(pairs[i, 1]), int(pairs[i + 1, 1]), int(offset[i + 1] - offset[i])) for i in jumps]
+
+
+def attribute(trace, sensor: SensorModel | None = None, device: str | None = None, fit: bool = True,
+              **options) -> Attribution:
+    """Attributes a trace's measured energy to its layers (see the module's docstring).
+
+    ``sensor``: the instant power field's model (default: the nominal one of
+    the GPU family, or of A100/H100 with a note); ``fit``: refit its lag and
+    window to this run's updates; ``options`` go to ``estimate_label_power``.
+    """
+    if len(trace.inferences) == 0:
+        raise AttributionError(f"{trace.path} holds no whole inference: nothing to attribute")
+    notes: list[str] = []
+    if not trace.complete:
+        notes.append(f"the trace is {trace.status}: only its {len(trace.inferences)} whole inferences are used")
+    inf = np.sort(trace.inferences, order="start_ns")
+    span = (int(inf["start_ns"][0]), int(inf["end_ns"][-1]))
+    span_s = (span[1] - span[0]) / 1e9
+    inference_s = float((inf["end_ns"] - inf["start_ns"]).sum()) / 1e9
+    timeline, what = trace_timeline(trace)
     log = trace.power
+    if log is None or not log.channels or len(log.readings) == 0:
+        raise AttributionError(f"{trace.path} has no power readings (source "
+                               f"{(trace.meta.get('sensor') or {}).get('source', 'none')!r}): energy cannot be attributed; "
+                               "`phprof report` still gives the time per layer")
+    device = device or log.devices[0]
+    if device not in log.devices:
+        raise AttributionError(f"no device {device!r} in {trace.path} (devices: {', '.join(log.devices)})")
+    t = log.readings["t_after_ns"]
+    if t.max() < span[0] or t.min() > span[1]:
+        raise AttributionError(
+            f"the power readings ({_utc(t.min())} to {_utc(t.max())}) do not overlap the inferences "
+            f"({_utc(span[0])} to {_utc(span[1])}): the two were stamped by different clocks")
+    if t.min() > span[0] or t.max() < span[1]:
+        notes.append("the power readings do not cover the whole run: its ends are clipped")
+    for a, b, step in clock_steps(log.clock_pairs):
+        notes.append(f"the system clock stepped by {step / 1e6:+.1f} ms between {_utc(a)} and {_utc(b)}: "
+                     "readings and kernels near it may be misaligned by that much")
+    measured = log.energy_between(device, *span)
+    notes.extend(measured.notes)
+    idle_w = _idle_power(trace, device)
     channel = f"{device}.power_instant"
+    names = [c.name for c in log.channels]
+    if channel not in names:
+        raise AttributionError(f"{trace.path} has no instant power readings of {device} "
+                               f"(channels: {', '.join(names)}): only the total can be given")
     instants, values = sensor_updates(log.of(channel))
     watts = values * log.channels[log.channel_index(channel)].watts_per_unit
-    span = (int(trace.inferences["start_ns"].min()), int(trace.inferences["end_ns"].max()))
-    measured = log.energy_between(device, *span)
-    starts, ends, labels, names = scope_timeline(trace)
-    est = estimate_label_power(
-        starts, ends, labels, names, instants, watts, sensor, span,
-        measured_j=measured.joules if measured.measured else None, **options,
-    )
-    est.notes.append(f"sensor model: {sensor.source}")
-    return est
+    if sensor is None:
+        sensor_name = ((trace.meta.get("sensor") or {}).get("devices") or {}).get(device, "")
+        sensor = nominal_sensor(sensor_name)
+        if sensor is None:
+            sensor = NOMINAL_INSTANT
+            notes.append(f"no published sensor model for {sensor_name or 'this device'!r}: "
+                         "the A100/H100 one is assumed, its lag and window refitted to this run")
+    if fit:
+        fitted, res, base = fit_lag(timeline, instants, watts, sensor, span)
+        if np.isfinite(res) and res < base:
+            notes.append(f"sensor lag {fitted.lag_s * 1e3:+.0f} ms and window {fitted.window_s * 1e3:.0f} ms "
+                         f"fitted to this run's updates (RMS residual {res:.2f} W, {base:.2f} W with "
+                         f"{sensor.lag_s * 1e3:+.0f} ms / {sensor.window_s * 1e3:.0f} ms)")
+            sensor = fitted
+    windows = instant_windows(instants, watts, sensor, span)
+    est = estimate_label_power(timeline, windows, span, measured_j=measured.joules if measured.joules else None,
+                               **options)
+    coverage = phase_coverage((windows.a_ns + windows.b_ns) // 2, inf["start_ns"], inf["end_ns"])
+    notes.append(coverage.describe())
+    if coverage.aliased and est.method != TIME_PROPORTIONAL:
+        notes.append("per-layer figures of an aliased run are unreliable even where intervals are narrow")
+    total_method = measured.method if measured.joules is not None else "sum of the estimate (no total measured)"
+    total = Amount(est.total_j, est.total_j - (measured.uncertainty_j or np.nan),
+                   est.total_j + (measured.uncertainty_j or np.nan), total_method)
+    out = Attribution(str(trace.path), device, trace.status, len(inf), span_s, inference_s, total,
+                      bool(measured.measured), measured.uncertainty_j, idle_w, est, sensor, what, notes=notes)
+    out.notes.extend(est.notes)
+    _phases(out, trace, timeline, span)
+    out.per_inference = _amounts(est, timeline, inf["start_ns"], inf["end_ns"])
+    out.inferences_energy = _total_of(est, timeline, inf["start_ns"], inf["end_ns"])
+    if what == "device kernels":
+        out.kernels = _kernels(trace, timeline, est)
+    return out
+
+
+def _idle_power(trace, device: str) -> float | None:
+    """The device's mean power over the idle period sampled before the run."""
+    if trace.idle is None or device not in trace.idle.devices or len(trace.idle.readings) < 2:
+        return None
+    e = trace.idle.energy(device)
+    return e.joules / e.seconds if e.joules is not None and e.seconds > 0 else None
+
+
+def _amounts(est: Estimate, timeline, a: np.ndarray, b: np.ndarray) -> list[Amount]:
+    """Energy over each interval [a_k, b_k]: each label's (scaled) power times its
+    time there, idle power for the rest; intervals from the bootstrap draws."""
+    sec = timeline.grouped(timeline.seconds_in(a, b), est.group_of, len(est.groups))
+    idle = np.maximum((np.asarray(b) - np.asarray(a)) / 1e9 - sec.sum(axis=1), 0.0)
+    g_sec = np.column_stack([sec, idle])
+    power = np.array([g.power_w for g in est.groups] + [est.idle.power_w])
+    energy = g_sec @ power
+    if np.isfinite(est.boot_w).all():
+        q = (1 - est.interval) / 2
+        low, high = np.quantile(g_sec @ est.boot_w.T, [q, 1 - q], axis=1)
+    else:
+        low = high = np.full(len(energy), np.nan)
+    return [Amount(float(e), float(lo), float(hi), est.method) for e, lo, hi in zip(energy, low, high)]
+
+
+def _total_of(est: Estimate, timeline, a: np.ndarray, b: np.ndarray) -> Amount:
+    """Energy over the union of disjoint intervals, with its interval."""
+    sec = timeline.grouped(timeline.seconds_in(a, b), est.group_of, len(est.groups)).sum(axis=0)
+    idle = max(float((np.asarray(b) - np.asarray(a)).sum()) / 1e9 - sec.sum(), 0.0)
+    g_sec = np.append(sec, idle)
+    power = np.array([g.power_w for g in est.groups] + [est.idle.power_w])
+    if np.isfinite(est.boot_w).all():
+        q = (1 - est.interval) / 2
+        low, high = np.quantile(est.boot_w @ g_sec, [q, 1 - q])
+    else:
+        low = high = np.nan
+    return Amount(float(power @ g_sec), float(low), float(high), est.method)
+
+
+def _phases(out: Attribution, trace, timeline, span) -> None:
+    """Energy of each kind of phase (decode.1, decode.2... count as decode)."""
+    ph = trace.phases
+    if len(ph) == 0:
+        return
+    kinds = np.array([trace.strings[n].split(".")[0] for n in ph["name"]])
+    for kind in dict.fromkeys(kinds.tolist()):
+        rows = ph[kinds == kind]
+        out.phases[kind] = _total_of(out.estimate, timeline, rows["start_ns"], rows["end_ns"])
+        out.phase_counts[kind] = len(rows)
+
+
+def _kernels(trace, timeline, est: Estimate) -> list[tuple[str, int, float, Amount]]:
+    """Energy per kernel name: each kernel's time on the timeline times its label's power."""
+    seg_event = timeline.events
+    names = trace.events["name"][seg_event]
+    secs = (timeline.ends_ns - timeline.starts_ns) / 1e9
+    power = np.array([est.labels[j].power_w for j in range(len(est.labels))])
+    energy = power[timeline.labels] * secs
+    uniq, inv = np.unique(names, return_inverse=True)
+    e = np.bincount(inv, energy, len(uniq))
+    s = np.bincount(inv, secs, len(uniq))
+    calls = np.bincount(inv, minlength=len(uniq))
+    order = np.argsort(-e)
+    return [(trace.strings[uniq[i]], int(calls[i]), float(s[i]),
+             Amount(float(e[i]), np.nan, np.nan, "its layer's power x its time")) for i in order]
+
+
+def _utc(ns) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(int(ns) / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f UTC")

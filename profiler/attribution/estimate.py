@@ -8,19 +8,35 @@ ran when), so each update is one equation
     y_k = sum_j (time of label j in window k / W) * p_j + (idle share of window k) * p_idle
 
 and the labels' power levels p_j follow by non-negative least squares over
-all updates. A label's energy is its power times its own time. Intervals come
-from a bootstrap over updates. When the updates cannot tell the labels apart
-(too few of them, or labels whose time always moves together), the estimate
-falls back to splitting the active energy in proportion to time, and says so.
+all updates. A label's energy is its power times its own time.
+
+Intervals come from a bootstrap that resamples whole blocks of consecutive
+updates (one block: about a second of run), so that slow drifts and a model
+that is slightly off count as uncertainty, not as independent noise.
+
+Labels the updates cannot tell apart (their time always moves together) get
+huge intervals. :func:`estimate_label_power` then merges the worst resolved
+label into its parent scope (``transformer.h.0.attn.c_proj`` into
+``transformer.h.0.attn``) and fits again, until every label's energy is known
+to within ``tolerance`` of the total; a merged label's members are split in
+proportion to their time, with bounds instead of an interval. When even that
+fails (too few updates), the whole estimate is time-proportional and says so.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
+from scipy.linalg import solve_triangular
 from scipy.optimize import nnls
 
 from .sensor import SensorModel
+
+WLS = "windowed least squares"
+WITHIN_GROUP = "time-proportional within {group} (the sensor cannot tell its members apart)"
+TIME_PROPORTIONAL = "time-proportional (the sensor's updates cannot tell the labels apart)"
+IDLE = "(idle)"
 
 
 @dataclass(frozen=True)
@@ -31,113 +47,317 @@ class LabelEnergy:
     energy_j: float
     low_j: float  # interval bounds (see Estimate.interval)
     high_j: float
+    method: str = WLS
+    group: str = ""  # the resolved label whose energy this one's is a share of ("" : itself)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Which label was active when: segments [starts_ns, ends_ns) of ``labels``
+    (indices into ``names``); the segments of one label do not overlap.
+    ``parents[j]``: the label enclosing label j (-1: none)."""
+
+    starts_ns: np.ndarray
+    ends_ns: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+    parents: np.ndarray
+    events: np.ndarray | None = None  # per segment: the trace event it came from (-1: none)
+
+    @cached_property
+    def _by_label(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Segments sorted by label then start, each label's first row, and the
+        running total of segment time (ns) in that order."""
+        order = np.lexsort((self.starts_ns, self.labels))
+        s, e = self.starts_ns[order], self.ends_ns[order]
+        bounds = np.searchsorted(self.labels[order], np.arange(len(self.names) + 1))
+        return s, e, bounds, np.concatenate([[0], np.cumsum(e - s)])
+
+    def seconds_in(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Seconds of each label inside each interval [a_k, b_k]: shape (len(a), labels)."""
+        a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+        s_all, e_all, bounds, cum_all = self._by_label
+        out = np.zeros((len(a), len(self.names)))
+        for j in range(len(self.names)):
+            lo, hi = bounds[j], bounds[j + 1]
+            if lo == hi:
+                continue
+            s, e, cum = s_all[lo:hi], e_all[lo:hi], cum_all[lo:hi + 1] - cum_all[lo]
+            # this label's time before x: whole segments that started before x, less
+            # what of the last of them lies after x
+            i = np.searchsorted(s, np.concatenate([a, b]), side="right")
+            last = np.maximum(i - 1, 0)
+            x = np.concatenate([a, b])
+            upto = np.where(i > 0, cum[i] - np.clip(e[last] - x, 0, None), 0)
+            out[:, j] = (upto[len(a):] - upto[:len(a)]) / 1e9
+        return out
+
+    def grouped(self, seconds: np.ndarray, col: np.ndarray, groups: int) -> np.ndarray:
+        """Columns of ``seconds_in``'s result summed by group (``col[label]``)."""
+        out = np.zeros((seconds.shape[0], groups))
+        for j, g in enumerate(col):
+            out[:, g] += seconds[:, j]
+        return out
+
+
+@dataclass(frozen=True)
+class SensorWindows:
+    """The sensor's equations: the mean power over [a_ns, b_ns] was ``watts``."""
+
+    a_ns: np.ndarray
+    b_ns: np.ndarray
+    watts: np.ndarray
+    sensor: SensorModel
+
+
+def instant_windows(update_ns, update_w, sensor: SensorModel, span_ns: tuple[int, int]) -> SensorWindows:
+    """The windows of an instant-power field's updates that lie inside ``span_ns``."""
+    b = np.asarray(update_ns, np.int64) - round(sensor.lag_s * 1e9)
+    a = b - round(sensor.window_s * 1e9)
+    use = (a >= span_ns[0]) & (b <= span_ns[1])
+    return SensorWindows(a[use], b[use], np.asarray(update_w, float)[use], sensor)
 
 
 @dataclass(frozen=True)
 class Estimate:
-    labels: list[LabelEnergy]
+    labels: list[LabelEnergy]  # every label of the timeline
     idle: LabelEnergy  # time covered by no label
-    method: str  # "windowed least squares" or "time-proportional (...)"
+    method: str  # WLS, or TIME_PROPORTIONAL for the whole estimate
     updates: int  # sensor updates whose windows lay inside the span
     residual_w: float  # RMS of the updates around the fitted model
     interval: float = 0.90
     notes: list[str] = field(default_factory=list)
+    groups: list[LabelEnergy] = field(default_factory=list)  # the resolved labels (merged ones whole)
+    sensor: SensorModel | None = None  # the model the windows were placed with
+    boot_w: np.ndarray | None = None  # (bootstrap, resolved labels + idle) power draws, scaled
+    group_of: np.ndarray | None = None  # timeline label -> index into groups
+    scale: float = 1.0  # measured / modelled energy over the span
 
     @property
     def total_j(self) -> float:
         return sum(x.energy_j for x in self.labels) + self.idle.energy_j
 
 
-def label_time(starts: np.ndarray, ends: np.ndarray, labels: np.ndarray, n_labels: int,
-               a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Seconds of each label inside each interval [a_k, b_k]: shape (len(a), n_labels).
-    The segments of one label must not overlap each other."""
-    out = np.zeros((len(a), n_labels))
-    for j in range(n_labels):
-        mine = labels == j
-        s, e = starts[mine], ends[mine]
-        order = np.argsort(s)
-        s, e = s[order], e[order]
-        cum = np.concatenate([[0.0], np.cumsum(e - s)])
+def _nnls_gram(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """argmin ||X p - y||^2 over p >= 0, given X'X and X'y (cheap for many rows):
+    with X'X = L L', the same problem is ||L' p - L^-1 X'y||^2."""
+    m = len(rhs)
+    lower = np.linalg.cholesky(gram + np.eye(m) * (1e-10 * np.trace(gram) / m + 1e-300))
+    p, _ = nnls(lower.T, solve_triangular(lower, rhs, lower=True, check_finite=False), maxiter=50 * m)
+    return p
 
-        def upto(x):  # covered time before x
-            i = np.searchsorted(s, x, side="right")  # segments starting before x
-            inside = np.where(i > 0, np.clip(x - s[np.maximum(i - 1, 0)], 0, None), 0.0)
-            inside = np.minimum(inside, np.where(i > 0, e[np.maximum(i - 1, 0)] - s[np.maximum(i - 1, 0)], 0))
-            return cum[np.maximum(i - 1, 0)] * (i > 0) + inside
 
-        out[:, j] = (upto(b) - upto(a)) / 1e9
-    return out
+ROBUST_ROUNDS = 4
+
+
+def _fit(design: np.ndarray, y: np.ndarray, blocks: np.ndarray, bootstrap: int, seed: int):
+    """NNLS powers, their block-bootstrap draws, and the RMS residual.
+
+    The fit is robust: updates far off the model (beyond 3 robust standard
+    deviations: a window placed wrong by a late poll, a preempted tracer) are
+    down-weighted (Huber weights, a few rounds), so that a handful of them do
+    not bias every label."""
+    weights = np.ones(len(y))
+    for _ in range(ROBUST_ROUNDS + 1):
+        wd = design * weights[:, None]
+        p = _nnls_gram(wd.T @ design, wd.T @ y)
+        if _ == ROBUST_ROUNDS:
+            break
+        r = design @ p - y
+        scale = 1.4826 * np.median(np.abs(r - np.median(r))) + 1e-9
+        weights = np.minimum(1.0, 3 * scale / np.maximum(np.abs(r), 1e-12))
+    wd = design * weights[:, None]
+    n_blocks = int(blocks.max()) + 1
+    # per block sums of X'WX and X'Wy: a bootstrap draw is a weighted sum of blocks
+    gram_b = np.zeros((n_blocks, design.shape[1], design.shape[1]))
+    rhs_b = np.zeros((n_blocks, design.shape[1]))
+    order = np.argsort(blocks, kind="stable")
+    edges = np.searchsorted(blocks[order], np.arange(n_blocks + 1))
+    for b in range(n_blocks):
+        rows = order[edges[b]:edges[b + 1]]
+        gram_b[b] = wd[rows].T @ design[rows]
+        rhs_b[b] = wd[rows].T @ y[rows]
+    rng = np.random.default_rng(seed)
+    draws = np.empty((bootstrap, design.shape[1]))
+    for i in range(bootstrap):
+        w = np.bincount(rng.integers(0, n_blocks, n_blocks), minlength=n_blocks).astype(float)
+        draws[i] = _nnls_gram(np.tensordot(w, gram_b, 1), w @ rhs_b)
+    residual = float(np.sqrt(np.mean((design @ p - y) ** 2)))
+    return p, draws, residual
+
+
+def _design(label_s: np.ndarray, windows: SensorWindows) -> np.ndarray:
+    """Each window's share of time per label (columns of ``label_s``, seconds per
+    window), and of idle in the last column."""
+    share = label_s / ((windows.b_ns - windows.a_ns) / 1e9)[:, None]
+    return np.column_stack([share, np.clip(1 - share.sum(axis=1), 0, 1)])
 
 
 def estimate_label_power(
-    starts_ns: np.ndarray,
-    ends_ns: np.ndarray,
-    labels: np.ndarray,
-    names: list[str],
-    update_ns: np.ndarray,
-    update_w: np.ndarray,
-    sensor: SensorModel,
+    timeline: Timeline,
+    windows: SensorWindows,
     span_ns: tuple[int, int],
     measured_j: float | None = None,
     bootstrap: int = 200,
     interval: float = 0.90,
+    tolerance: float = 0.01,
+    block_s: float = 1.0,
     seed: int = 0,
 ) -> Estimate:
     """Each label's power and energy over ``span_ns`` (see the module's docstring).
 
-    ``starts_ns``/``ends_ns``/``labels``: the activity segments (label = index
-    into ``names``); ``update_ns``/``update_w``: the instants at which the sensor
-    showed a new value, and the value in watts. ``measured_j``: the span's
-    measured energy (the energy counter's); the labels and idle are scaled to
-    add up to it exactly, and the scale is reported.
+    ``measured_j``: the span's measured energy (the energy counter's); the
+    labels and idle are scaled to add up to it exactly, and the scale is
+    reported. ``tolerance``: the largest standard error of one resolved
+    label's energy, as a share of the total, before it is merged into its parent.
     """
-    n = len(names)
+    n = len(timeline.names)
     t0, t1 = span_ns
-    w_ns = sensor.window_s * 1e9
-    b = update_ns - sensor.lag_s * 1e9
-    a = b - w_ns
-    use = (a >= t0) & (b <= t1)
-    a, b, y = a[use], b[use], np.asarray(update_w, float)[use]
-    share = label_time(starts_ns, ends_ns, labels, n, a, b) / sensor.window_s
-    design = np.column_stack([share, np.clip(1 - share.sum(axis=1), 0, 1)])  # last column: idle
-    seconds = label_time(starts_ns, ends_ns, labels, n, np.array([t0]), np.array([t1]))[0]
+    y = windows.watts
+    seconds = timeline.seconds_in(np.array([t0]), np.array([t1]))[0]
     idle_s = (t1 - t0) / 1e9 - seconds.sum()
-    times = np.append(seconds, idle_s)
+    blocks = ((windows.a_ns - t0) // round(block_s * 1e9)).astype(np.int64)
+    blocks = np.unique(blocks, return_inverse=True)[1].reshape(-1)
     notes: list[str] = []
-
-    def solve(rows) -> np.ndarray:
-        p, _ = nnls(design[rows], y[rows])
-        return p
-
-    identifiable = len(y) >= 3 * (n + 1) and np.linalg.matrix_rank(design) == n + 1
-    if identifiable:
-        p = solve(np.arange(len(y)))
-        rng = np.random.default_rng(seed)
-        boot = np.array([solve(rng.integers(0, len(y), len(y))) for _ in range(bootstrap)]) * times
-        q = (1 - interval) / 2
-        low, high = np.quantile(boot, q, axis=0), np.quantile(boot, 1 - q, axis=0)
-        method = "windowed least squares"
-        residual = float(np.sqrt(np.mean((design @ p - y) ** 2)))
+    group_of = np.arange(n)  # each timeline label's resolved label (an index into the timeline's names)
+    label_s = timeline.seconds_in(windows.a_ns, windows.b_ns)  # (windows, labels)
+    q = (1 - interval) / 2
+    if len(y) >= 3 * (n + 1) and len(np.unique(blocks)) >= 5:
+        # one fit of every label's power; labels too uncertain on their own are
+        # then reported together with their parent, from the same draws (the sum of
+        # labels that the windows confound is known far better than each of them)
+        p_label, d_label, residual = _fit(_design(label_s, windows), y, blocks, bootstrap, seed)
+        e_draws = d_label[:, :n] * seconds
+        total = float(p_label @ np.append(seconds, idle_s))
+        while True:
+            groups = np.unique(group_of)
+            col = np.searchsorted(groups, group_of)
+            g_draws = np.zeros((len(e_draws), len(groups)))
+            np.add.at(g_draws.T, col, e_draws.T)
+            se = g_draws.std(axis=0) / max(total, 1e-12)
+            mergeable = np.array([timeline.parents[g] >= 0 for g in groups], bool)
+            if not mergeable.any() or se[mergeable].max() <= tolerance:
+                break
+            worst = groups[np.flatnonzero(mergeable)[np.argmax(se[mergeable])]]
+            group_of[group_of == worst] = group_of[timeline.parents[worst]]
+        g_seconds = np.append([seconds[group_of == g].sum() for g in groups], idle_s)
+        g_energy = np.zeros(len(groups))
+        np.add.at(g_energy, col, p_label[:n] * seconds)
+        safe = np.maximum(g_seconds, 1e-12)
+        p = np.append(g_energy, p_label[n] * idle_s) / safe
+        draws = np.column_stack([g_draws, d_label[:, n] * idle_s]) / safe
+        method = WLS
     else:
         # the updates cannot separate the labels: idle power from the windows that
         # saw no activity (else the smallest update), active energy split by time
+        groups = np.array([0]) if n else np.array([], int)
+        group_of = np.zeros(n, int)
+        col = np.zeros(n, int)
+        g_seconds = np.array([seconds.sum(), idle_s])
+        design = _design(label_s.sum(axis=1, keepdims=True), windows)
         idle_rows = design[:, -1] > 0.99
-        p_idle = float(np.median(y[idle_rows])) if idle_rows.any() else float(y.min()) if len(y) else 0.0
-        active_j = float(np.mean(y)) * (t1 - t0) / 1e9 - p_idle * idle_s if len(y) else 0.0
-        p = np.append(np.full(n, active_j / max(seconds.sum(), 1e-12)), p_idle)
-        low = high = np.full(n + 1, np.nan)
-        method = "time-proportional (the sensor's updates cannot tell the labels apart)"
+        if len(y):
+            p_idle = float(np.median(y[idle_rows])) if idle_rows.any() else float(y.min())
+            active_j = float(np.mean(y)) * (t1 - t0) / 1e9 - p_idle * idle_s
+            p = np.array([active_j / max(seconds.sum(), 1e-12), p_idle])
+        else:  # no update at all: one power level for all the time (scaled to the measured energy below)
+            p = np.ones(2)
+            notes.append("the instant power field showed no new value during the run")
+        draws = np.full((1, 2), np.nan)
+        e_draws, p_label, total = None, None, 1.0
         residual = float("nan")
+        method = TIME_PROPORTIONAL
         notes.append(f"{len(y)} sensor updates for {n} labels and idle: too few, or labels whose time "
-                     "always moves together; no interval can be given")
-    energies = p * times
+                     "always moves together; the split is by time, with bounds instead of intervals")
+    energies = p * g_seconds
+    scale = 1.0
     if measured_j is not None and energies.sum() > 0:
         scale = measured_j / energies.sum()
-        energies, low, high = energies * scale, low * scale, high * scale
         notes.append(f"scaled by {scale:.4f} so that the labels and idle add up to the measured "
                      f"{measured_j:.4g} J")
-    rows = [LabelEnergy(names[j], float(seconds[j]), float(p[j]), float(energies[j]), float(low[j]),
-                        float(high[j])) for j in range(n)]
-    idle = LabelEnergy("(idle)", float(idle_s), float(p[n]), float(energies[n]), float(low[n]), float(high[n]))
-    return Estimate(rows, idle, method, int(len(y)), residual, interval, notes)
+    draws = draws * scale
+    p = p * scale
+    boot_j = draws * g_seconds
+    low, high = np.quantile(boot_j, q, axis=0), np.quantile(boot_j, 1 - q, axis=0)
+    names = timeline.names
+    group_rows = []
+    for k, g in enumerate(groups):
+        members = np.flatnonzero(group_of == g)
+        label = names[g] if len(members) == 1 else f"{names[g]} (+{len(members) - 1} merged)"
+        group_rows.append(LabelEnergy(label, float(g_seconds[k]), float(p[k]), float(p[k] * g_seconds[k]),
+                                      float(low[k]), float(high[k]), method))
+    # a member of a merged group keeps its own estimate where that alone is known to
+    # within the tolerance; the others share what is left of the group's energy in
+    # proportion to their time, with bounds: each drew at least the idle power (a
+    # busy device draws no less than an idle one), the rest holds the remainder
+    floor_w = max(float(np.nanquantile(draws[:, -1], q)) if method == WLS else float(p[-1]), 0.0)
+    own_se = e_draws.std(axis=0) / max(total, 1e-12) if method == WLS else np.full(n, np.inf)
+    rows: list[LabelEnergy | None] = [None] * n
+    for k, g in enumerate(groups):
+        members = np.flatnonzero(group_of == g)
+        if method == WLS and len(members) == 1:
+            j = members[0]
+            rows[j] = LabelEnergy(names[j], float(seconds[j]), float(p[k]), float(p[k] * seconds[j]),
+                                  float(low[k]), float(high[k]))
+            continue
+        alone = [j for j in members if own_se[j] <= tolerance]
+        shared = [j for j in members if own_se[j] > tolerance]
+        for j in alone:
+            lo_j, hi_j = np.quantile(e_draws[:, j] * scale, [q, 1 - q])
+            rows[j] = LabelEnergy(names[j], float(seconds[j]), float(p_label[j] * scale),
+                                  float(p_label[j] * scale * seconds[j]), float(lo_j), float(hi_j), WLS,
+                                  group_rows[k].label)
+        if not shared:
+            continue
+        rest_j = g_seconds[k] * p[k] - sum(rows[j].energy_j for j in alone)
+        if method == WLS:
+            rest_draws = boot_j[:, k] - (e_draws[:, alone].sum(axis=1) * scale if alone else 0.0)
+            rest_high = float(np.quantile(rest_draws, 1 - q))
+        else:
+            rest_high = rest_j
+        shared_s = max(float(seconds[shared].sum()), 1e-12)
+        how = WITHIN_GROUP.format(group=names[g]) if method == WLS else TIME_PROPORTIONAL
+        for j in shared:
+            e = rest_j * seconds[j] / shared_s
+            lo = floor_w * seconds[j]
+            hi = max(rest_high - floor_w * (shared_s - seconds[j]), lo)
+            rows[j] = LabelEnergy(names[j], float(seconds[j]), e / max(seconds[j], 1e-12), float(e), lo, hi, how,
+                                  group_rows[k].label if method == WLS else "")
+    idle = LabelEnergy(IDLE, float(idle_s), float(p[-1]), float(energies[-1] * scale), float(low[-1]),
+                       float(high[-1]), method)
+    merged = sum(1 for r in group_rows if "merged)" in r.label)
+    if method == WLS and merged:
+        notes.append(f"{merged} labels were merged with their children: the sensor could not resolve "
+                     f"the children to within {tolerance:.0%} of the total")
+    return Estimate(rows, idle, method, int(len(y)), residual, interval, notes, group_rows, windows.sensor,
+                    draws, col, scale)
+
+
+def fit_lag(timeline: Timeline, update_ns, update_w, sensor: SensorModel, span_ns: tuple[int, int],
+            lags_s=None, windows_s=None) -> tuple[SensorModel, float, float]:
+    """The sensor's lag and window that explain a run's updates best (least RMS
+    residual of an unconstrained-by-bootstrap fit), searched near ``sensor``:
+    returns the fitted model, its residual and the residual of ``sensor`` itself."""
+    coarse = lags_s is None
+    lags_s = np.arange(-0.02, 0.0401, 0.005) if lags_s is None else lags_s
+    windows_s = sensor.window_s + np.arange(-0.006, 0.0061, 0.002) if windows_s is None else windows_s
+
+    def residual(model: SensorModel) -> float:
+        w = instant_windows(update_ns, update_w, model, span_ns)
+        if len(w.watts) < 3 * (len(timeline.names) + 1):
+            return np.inf
+        design = _design(timeline.seconds_in(w.a_ns, w.b_ns), w)
+        p = _nnls_gram(design.T @ design, design.T @ w.watts)
+        return float(np.sqrt(np.mean((design @ p - w.watts) ** 2)))
+
+    base = residual(sensor)
+    best = min(((residual(SensorModel(sensor.period_s, sensor.window_s, float(lag))), float(lag))
+                for lag in lags_s))
+    if coarse:  # then to the millisecond around the best
+        best = min([best] + [(residual(SensorModel(sensor.period_s, sensor.window_s, best[1] + d)), best[1] + d)
+                             for d in (-0.002, -0.001, 0.001, 0.002)])
+    lag = best[1]
+    best = min(((residual(SensorModel(sensor.period_s, float(w), lag)), float(w)) for w in windows_s if w > 0))
+    model = SensorModel(sensor.period_s, best[1], lag,
+                        f"{sensor.source}; lag and window fitted to this run's updates")
+    return model, best[0], base

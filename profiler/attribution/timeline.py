@@ -2,22 +2,30 @@
 
 On the CPU, a module's scope is active while its forward runs and none of its
 children's does: the timeline is the exclusive time of each innermost scope,
-from the annotation spans of the trace. (On a GPU, the kernels' own intervals
-and their scopes will make the timeline; not built yet.)
+from the annotation spans of the trace (:func:`scope_timeline`).
+
+On a GPU the work is the kernels (and memory copies and sets), and a kernel
+belongs to the innermost module scope of the CPU op that launched it
+(:func:`kernel_timeline`). Kernels that overlap (several streams) are cut so
+that every instant belongs to one kernel: the one that started first keeps the
+overlap. Time inside an inference with no kernel running is its own label.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..tracing.kineto import Kind
+from .estimate import Timeline
 
 OUTSIDE = "(inference, outside modules)"
+NO_KERNEL = "(inference, no kernel running)"
+DEVICE_KINDS = (Kind.KERNEL, Kind.MEMCPY, Kind.MEMSET)
 _OUTSIDE_ID = np.iinfo(np.uint32).max  # a name id no string table reaches
 
 
-def scope_timeline(trace) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Exclusive-time segments of every module scope in a trace's inferences:
-    ``(starts_ns, ends_ns, labels, names)``, labels indexing names (scope paths)."""
+def scope_timeline(trace) -> Timeline:
+    """Exclusive-time segments of every module scope in a trace's inferences,
+    labelled by scope path; a scope's parent is the scope it first ran inside."""
     ev = trace.events
     ann = ev[(ev["kind"] == Kind.USER_ANNOTATION) & (ev["device"] < 0) & (ev["inference"] >= 0)]
     # each inference is the outermost scope: its own time is the work outside any module
@@ -28,6 +36,7 @@ def scope_timeline(trace) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]
     ann = np.concatenate([outside, ann])
     ann = ann[np.lexsort((-ann["end_ns"], ann["start_ns"]))]  # parents before their children
     names: list[str] = []
+    parents: list[int] = []
     index: dict[int, int] = {}
     starts, ends, labels = [], [], []
     open_: list[tuple[int, int]] = []  # (end_ns, label) of the enclosing scopes
@@ -48,9 +57,88 @@ def scope_timeline(trace) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]
         if label is None:
             label = index[name] = len(names)
             names.append(OUTSIDE if name == _OUTSIDE_ID else trace.strings[name])
+            parents.append(open_[-1][1] if open_ else -1)
         open_.append((end, label))
         cursor = start
     while open_:
         emit(open_[-1][0])
         cursor = open_.pop()[0]
-    return np.array(starts, np.int64), np.array(ends, np.int64), np.array(labels, np.int64), names
+    return Timeline(np.array(starts, np.int64), np.array(ends, np.int64), np.array(labels, np.int64), names,
+                    np.array(parents, np.int64))
+
+
+def kernel_timeline(trace, device: int | None = None) -> Timeline | None:
+    """The device work of a trace's inferences labelled by module scope; None
+    when the trace has no device events (a CPU run). ``device``: the CUDA
+    device index (default: the one with the most events)."""
+    ev = trace.events
+    work = np.flatnonzero(np.isin(ev["kind"], DEVICE_KINDS) & (ev["device"] >= 0) & (ev["inference"] >= 0))
+    if len(work) == 0:
+        return None
+    if device is None:
+        device = int(np.bincount(ev["device"][work]).argmax())
+    work = work[ev["device"][work] == device]
+    work = work[np.lexsort((ev["end_ns"][work], ev["start_ns"][work]))]
+    start, end = ev["start_ns"][work], ev["end_ns"][work]
+    # cut overlaps: each kernel keeps only what no earlier kernel covered
+    reach = np.maximum.accumulate(end)
+    start = np.maximum(start, np.concatenate([[np.iinfo(np.int64).min], reach[:-1]]))
+    keep = end > start
+    work, start, end = work[keep], start[keep], end[keep]
+    names: list[str] = [NO_KERNEL]
+    parents: list[int] = [-1]
+    of_stack: dict[int, int] = {0: 0}  # stack row -> label (the root stack: no module)
+    of_scope: dict[int, int] = {}
+
+    def label_of(stack: int) -> int:
+        if stack in of_stack:
+            return of_stack[stack]
+        parent_stack, scope = (int(x) for x in trace.stacks[stack])
+        if scope not in of_scope:
+            parent = label_of(parent_stack) if parent_stack else -1
+            of_scope[scope] = len(names)
+            names.append(trace.strings[scope])
+            parents.append(parent)
+        of_stack[stack] = of_scope[scope]
+        return of_stack[stack]
+
+    stacks = ev["stack"][work]
+    uniq, inv = np.unique(stacks, return_inverse=True)
+    labels = np.array([label_of(int(s)) for s in uniq], np.int64)[inv.reshape(-1)]
+    # inside each inference, the gaps between kernels
+    inf = np.sort(trace.inferences, order="start_ns")
+    gaps_s, gaps_e = _gaps(start, end, inf["start_ns"], inf["end_ns"])
+    starts = np.concatenate([start, gaps_s])
+    ends = np.concatenate([end, gaps_e])
+    all_labels = np.concatenate([labels, np.zeros(len(gaps_s), np.int64)])
+    events = np.concatenate([work, np.full(len(gaps_s), -1)])
+    order = np.argsort(starts, kind="stable")
+    return Timeline(starts[order], ends[order], all_labels[order], names, np.array(parents, np.int64),
+                    events[order])
+
+
+def _gaps(start, end, inf_start, inf_end) -> tuple[np.ndarray, np.ndarray]:
+    """The parts of the inferences [inf_start, inf_end) that no [start, end) covers
+    (the busy intervals must not overlap each other and be sorted)."""
+    # walk the boundaries: a gap runs from an inference start or a busy end to the
+    # next busy start or inference end, while inside an inference
+    points = np.concatenate([inf_start, inf_end, start, end])
+    kinds = np.concatenate([np.full(len(inf_start), 0), np.full(len(inf_end), 1),
+                            np.full(len(start), 2), np.full(len(end), 3)])
+    order = np.lexsort((kinds, points))
+    points, kinds = points[order], kinds[order]
+    inside = np.cumsum(np.where(kinds == 0, 1, np.where(kinds == 1, -1, 0)))
+    busy = np.cumsum(np.where(kinds == 2, 1, np.where(kinds == 3, -1, 0)))
+    free = (inside > 0) & (busy == 0)
+    s, e = points[:-1][free[:-1]], points[1:][free[:-1]]
+    keep = e > s
+    return s[keep], e[keep]
+
+
+def trace_timeline(trace) -> tuple[Timeline, str]:
+    """The timeline attribution uses, and what it is made of: the device's
+    kernels when the trace has any, else the module scopes on the CPU."""
+    kernels = kernel_timeline(trace)
+    if kernels is not None:
+        return kernels, "device kernels"
+    return scope_timeline(trace), "module scopes (CPU)"

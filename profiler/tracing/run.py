@@ -328,7 +328,8 @@ def _run_meta(spec, task, options: dict, source: PowerSource, device_name: str, 
         "driver": driver,
         "versions": versions,
         "host": platform.node(),
-        "sensor": {"source": source.name, "settings": source.settings, "channels": [c.name for c in source.channels]},
+        "sensor": {"source": source.name, "settings": source.settings, "channels": [c.name for c in source.channels],
+                   "devices": _sensor_devices(source)},
         "units": {"time": "ns, CLOCK_REALTIME", "energy_counter": "per channel (mJ/uJ)", "power": "mW"},
     }
 
@@ -363,8 +364,10 @@ def trace(
     random time (up to one inference) once per sensor period, so that its
     windows fall on every part of the inferences (see
     phprof.attribution.aliasing); the pauses are idle time between inferences.
-    ``setup(model)`` is called once the model is built, before warm-up (to add
-    the caller's own hooks, for instance).
+    ``setup(model)`` is called after warm-up, once the module scopes are
+    installed and before the first traced inference: hooks it adds run inside
+    the modules' scopes (to make each module draw a known power in a fake
+    GPU, for instance).
     ``size="tiny"`` shrinks the architecture (2 layers, narrow) for quick checks;
     its energy is not the real model's. ``progress(done, total)`` is called
     after each inference.
@@ -419,8 +422,6 @@ def trace(
     except (OSError, FileExistsError) as e:
         raise TraceError(str(e)) from None
 
-    if setup is not None:
-        setup(built)
     run = lambda: models.infer(built, task, inputs, new_tokens=new_tokens, steps=steps)  # noqa: E731
     breaker = AliasBreaker(NOMINAL_INSTANT.period_s) if anti_alias and power.name == "nvml" else None
     completed: list[int] = []
@@ -442,6 +443,8 @@ def trace(
                     torch.cuda.synchronize()
                 scopes = ModuleScopes(built)
                 phases = PhaseScopes(models.phase_modules(built, task))
+                if setup is not None:
+                    setup(built)
                 activities = [torch.profiler.ProfilerActivity.CPU]
                 if cuda:
                     activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -487,6 +490,14 @@ def trace(
         summary = _summary(path, status, spec.id, task, recorder, power, notes)
         writer.close(status, summary.as_dict())
     return summary
+
+
+def _sensor_devices(source: PowerSource) -> dict[str, str]:
+    """The measured devices' names (``gpu0``: its product name), which say what sensor it has."""
+    if source.name != "nvml":
+        return {}
+    found = NvmlSource.probe(source.settings.get("library"))
+    return {f"gpu{d['index']}": d["name"] for d in found.devices if d["index"] in source.settings.get("gpus", [])}
 
 
 def _device_name(device: str, power: PowerSource) -> tuple[str, str]:

@@ -25,6 +25,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -491,11 +492,23 @@ class FakeNvml:
 OUTSIDE_W, OUTSIDE_TAG = 100.0, 1000
 
 
-def power_per_module(fake, levels: dict, tags: dict, device: int = 0):
+def _dwell(seconds: float) -> None:
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+def power_per_module(fake, levels: dict, tags: dict, device: int = 0, dwell_s: float = 0.0):
     """A ``setup`` for phprof.trace: every module's forward draws its own known
     power on the fake GPU (random, 80-400 W; the innermost running module's level
     holds, OUTSIDE_W between forwards), so the fake's per-tag energy is each
-    module's true energy. Fills ``levels`` and ``tags`` by module path."""
+    module's true energy. Fills ``levels`` and ``tags`` by module path.
+
+    The hooks switch the power a few microseconds away from the edges of the
+    module's profiler scope, so a module whose forward lasts tens of
+    microseconds has no well-defined true power on phprof's timeline:
+    ``dwell_s`` makes each forward busy-wait that long after switching (and
+    each parent again after its child returns), which makes those edges small."""
 
     def setup(model):
         rng = np.random.default_rng(0)
@@ -507,11 +520,14 @@ def power_per_module(fake, levels: dict, tags: dict, device: int = 0):
             def pre(mod, args, name=name):
                 stack.append(name)
                 fake.set_power(device, levels[name], tags[name])
+                _dwell(dwell_s)
 
             def post(mod, args, out, name=name):
                 stack.pop()
                 top = stack[-1] if stack else None
                 fake.set_power(device, levels[top] if top else OUTSIDE_W, tags[top] if top else OUTSIDE_TAG)
+                if top:
+                    _dwell(dwell_s)
 
             module.register_forward_pre_hook(pre)
             module.register_forward_hook(post)
