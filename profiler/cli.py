@@ -255,6 +255,7 @@ def _list_regions() -> None:
 def _report(path, form, top, region, carbon_intensity, pue, training_kwh, calibration, recompute=False) -> None:
     """Loads (or computes and stores) a trace's attribution and prints the report."""
     from .attribution import AttributionError, attribute, load_sensor_model
+    from .attribution.attribute import NoPowerError
     from .attribution.results import rollups, to_results
     from .report import render_json, render_markdown, render_text
     from .store import TraceFileError, load, write_results
@@ -271,6 +272,9 @@ def _report(path, form, top, region, carbon_intensity, pue, training_kwh, calibr
         try:
             sensor = load_sensor_model(calibration) if calibration else None
             att = attribute(t, sensor=sensor, fit=calibration is None)
+        except NoPowerError as e:
+            _time_only(t, str(e), top, form)
+            return
         except AttributionError as e:
             raise click.ClickException(str(e)) from None
         summary, tables = to_results(att, t.meta)
@@ -286,6 +290,23 @@ def _report(path, form, top, region, carbon_intensity, pue, training_kwh, calibr
         click.echo(render_markdown(summary, tables, roll, top), nl=False)
     else:
         click.echo(render_text(summary, tables, roll, top), nl=False)
+
+
+def _time_only(t, why: str, top: int, form) -> None:
+    """The report of a trace without power readings: time per layer only."""
+    from .attribution.attribute import layer_times
+
+    what, rows = layer_times(t)
+    n = len(t.inferences)
+    if form == "json":
+        click.echo(json.dumps({"energy": None, "why": why, "inferences": n, "timeline": what,
+                               "layers": [{"label": k, "seconds": v} for k, v in rows]}, indent=1))
+        return
+    total = sum(v for _, v in rows) or 1.0
+    click.echo(f"energy: not measured ({why})")
+    click.echo(f"time per layer over {n} inferences ({what}), measured by the profiler:")
+    for label, sec in rows[:top]:
+        click.echo(f"  {1e3 * sec / max(n, 1):10.3f} ms / inference  {sec / total:6.1%}  {label}")
 
 
 @main.command()
@@ -323,9 +344,10 @@ def attribute_command(kineto_json, power_csv, output, overwrite, device, form, t
     KINETO_JSON  a Chrome-trace JSON from torch.profiler (.json or .json.gz);
                  ProfilerStep#N spans become the inferences (else the whole trace is one)
     POWER_CSV    a header line, then one row per reading: a time column
-                 (timestamp_ns, timestamp_us, timestamp_ms or timestamp_s: Unix epoch,
-                 CLOCK_REALTIME, the clock torch.profiler uses) and power_w / power_mw
-                 (instant power) and/or energy_j / energy_mj (a cumulative counter)
+                 (timestamp_ns, timestamp_us, timestamp_ms, or timestamp_s / timestamp /
+                 time in seconds: Unix epoch, CLOCK_REALTIME, the clock torch.profiler
+                 uses) and power_w / power_mw (instant power) and/or energy_j /
+                 energy_mj (a cumulative counter)
 
     Both are converted into a phprof trace file, then reported as `phprof report` does.
     """

@@ -120,6 +120,15 @@ def render_text(summary: dict, tables: dict, roll: dict, top: int = 15) -> str:
     out.append("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths))))
     for r in rows:
         out.append("  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(r, widths))))
+    comp = tables.get("components") or {}
+    if len(comp.get("component", [])):
+        out.append("")
+        out.append("by component (estimated):")
+        per = summary["inferences"]
+        total = summary["inferences_energy"]["joules"]
+        for name, e, lo, hi in zip(comp["component"], comp["energy_j"], comp["low_j"], comp["high_j"]):
+            out.append(f"  {name:<12} {_j(e / per):>10} / inference  {_interval(lo / per, hi / per):>24}  "
+                       f"{e / total:6.1%}")
     kernels = tables.get("kernels") or {}
     if len(kernels.get("name", [])):
         out.append("")

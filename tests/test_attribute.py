@@ -154,8 +154,8 @@ def test_a_trace_without_power_says_so(tmp_path):
     trace("gpt2", inferences=2, warmup=0, output=out, size="tiny", idle_s=0, source="none", new_tokens=2)
     with pytest.raises(AttributionError, match="no power readings"):
         attribute(load(out))
-    r = CliRunner().invoke(main, ["report", str(out)])
-    assert r.exit_code == 1 and "no power readings" in r.output
+    r = CliRunner().invoke(main, ["report", str(out), "--top", "100"])  # time per layer only, and why
+    assert r.exit_code == 0 and "energy: not measured" in r.output and "lm_head" in r.output
 
 
 def test_an_interrupted_trace_is_attributed_and_labelled(gpt2_trace, tmp_path):
@@ -249,3 +249,23 @@ def test_attribute_command_on_a_foreign_trace(tmp_path):
     bad = _power_csv(tmp_path / "bad.csv", t0 + 86400 * 10**9, t1 + 86400 * 10**9)
     r = CliRunner().invoke(main, ["attribute", str(trace_path), str(bad), "-o", str(tmp_path / "x.h5")])
     assert r.exit_code == 1 and "UTC" in r.output
+
+
+@pytest.mark.parametrize("path, kind", [
+    ("transformer.h.0.attn.c_proj", "attention"), ("transformer.h.0.mlp.c_fc", "mlp"),
+    ("transformer.wte", "embedding"), ("lm_head", "head"), ("transformer.h.0.ln_1", "norm"),
+    ("transformer.drop", "other"), ("encoder.block.0.layer.1.DenseReluDense.wi", "mlp"),
+    ("decoder.block.0.layer.1.EncDecAttention.k", "attention"), ("transformer.word_embeddings_layernorm", "norm"),
+    ("resnet.encoder.stages.0.layers.0.layer.0.convolution", "convolution"), (OUTSIDE, "other"),
+])
+def test_component_kinds(path, kind):
+    from phprof.attribution.components import component_of
+
+    assert component_of(path) == kind
+
+
+def test_components_add_up_to_the_layers(gpt2_trace):
+    att = attribute(load(gpt2_trace[0]))
+    assert sum(e.joules for _, e in att.components.values()) == pytest.approx(
+        sum(x.energy_j for x in att.layers), rel=1e-9)
+    assert {"attention", "mlp", "norm", "embedding", "head"} <= set(att.components)

@@ -18,7 +18,7 @@ The adversarial case: a text classifier whose inferences are padded to
 exactly 20 ms, a divisor of an h100 sensor's 100 ms, traced with and without
 the anti-aliasing pauses.
 
-    python tools/bench_attribution.py [--inferences 700] [--seeds 0,1,2,3,4] [--no-adversarial]
+    python tools/bench_attribution.py [--inferences 150] [--seeds 0,1,2,3,4] [--no-adversarial]
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ from phprof.tracing.run import trace  # noqa: E402
 
 warnings.filterwarnings("ignore")
 LAG_S = 0.005  # the fake sensor's lag: phprof is not told, it fits it
+DWELL_S = 0.0003  # each module's forward lasts at least this (see fake_nvml.power_per_module)
 
 
 def fake_gpu(work: Path, preset: str, seed: int):
@@ -99,7 +100,7 @@ def run_gpt2(work: Path, seed: int, inferences: int) -> dict:
     levels, tags = {}, {}
     out = work / f"gpt2-{seed}.h5"
     trace("gpt2", inferences=inferences, warmup=0, output=out, size="tiny", idle_s=0.5, source="nvml",
-          setup=power_per_module(fake, levels, tags))
+          setup=power_per_module(fake, levels, tags, dwell_s=DWELL_S))
     fake.set_power(0, fake_nvml.OUTSIDE_W, tag=OUTSIDE_TAG)
     result = compare(out, fake, tags)
     fake.close()
@@ -110,7 +111,7 @@ def padded(fake, levels, tags, period_s: float):
     """power_per_module, plus: every inference (one forward of the root) lasts
     ``period_s`` less the loop's own gap between inferences, so that inferences
     start every ``period_s`` unless something pauses the loop."""
-    per_module = power_per_module(fake, levels, tags)
+    per_module = power_per_module(fake, levels, tags)  # no dwell: the forward must fit in the period
     state = {"start": None, "end": None, "gap": 0.0}
 
     def setup(model):
@@ -165,7 +166,8 @@ def summarise(label: str, r: dict) -> tuple[float, float, float, list[bool]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--inferences", type=int, default=700, help="per run (700 tiny gpt2 inferences: ~70 s)")
+    ap.add_argument("--inferences", type=int, default=150,
+                    help="per run (150 tiny gpt2 inferences of 10 tokens: ~90 s of run on a quiet 2-core VM)")
     ap.add_argument("--seeds", default="0,1,2,3,4", help="the fake sensor's seeds (phase, noise), one run each")
     ap.add_argument("--no-adversarial", action="store_true")
     ap.add_argument("--detail", action="store_true", help="print every layer of the first run")

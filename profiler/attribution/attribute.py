@@ -22,6 +22,7 @@ from ..sources import sensor_updates
 from .aliasing import phase_coverage
 from .estimate import TIME_PROPORTIONAL, Estimate, LabelEnergy, estimate_label_power, fit_lag, instant_windows
 from .sensor import NOMINAL_INSTANT, SensorModel
+from .components import component_of
 from .timeline import trace_timeline
 
 CLOCK_STEP_TOLERANCE_NS = 1_000_000  # realtime vs monotonic offset change that counts as a clock step
@@ -29,6 +30,20 @@ CLOCK_STEP_TOLERANCE_NS = 1_000_000  # realtime vs monotonic offset change that 
 
 class AttributionError(Exception):
     """A trace whose energy cannot be attributed at all (the message says why)."""
+
+
+class NoPowerError(AttributionError):
+    """A trace whose power readings cannot be used (none, or on another clock):
+    only time can be reported."""
+
+
+def layer_times(trace) -> tuple[str, list[tuple[str, float]]]:
+    """Each label's own time over the trace's inferences, longest first, and what
+    the timeline is made of: what can be said of a trace without power readings."""
+    timeline, what = trace_timeline(trace)
+    seconds = np.bincount(timeline.labels, (timeline.ends_ns - timeline.starts_ns) / 1e9, len(timeline.names))
+    order = np.argsort(-seconds)
+    return what, [(timeline.names[j], float(seconds[j])) for j in order if seconds[j] > 0]
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,7 @@ class Attribution:
     phases: dict[str, Amount] = field(default_factory=dict)  # prefill, decode, encode, denoise...
     phase_counts: dict[str, int] = field(default_factory=dict)  # occurrences over the run
     kernels: list[tuple[str, int, float, Amount]] = field(default_factory=list)  # (name, calls, seconds, energy)
+    components: dict[str, tuple[float, Amount]] = field(default_factory=dict)  # kind -> (seconds, energy)
     per_inference: list[Amount] = field(default_factory=list)
     inferences_energy: Amount | None = None  # the inferences' own energy: the total less the pauses between them
     notes: list[str] = field(default_factory=list)
@@ -130,15 +146,14 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     timeline, what = trace_timeline(trace)
     log = trace.power
     if log is None or not log.channels or len(log.readings) == 0:
-        raise AttributionError(f"{trace.path} has no power readings (source "
-                               f"{(trace.meta.get('sensor') or {}).get('source', 'none')!r}): energy cannot be attributed; "
-                               "`phprof report` still gives the time per layer")
+        raise NoPowerError(f"{trace.path} has no power readings (source "
+                           f"{(trace.meta.get('sensor') or {}).get('source', 'none')!r}): energy cannot be attributed")
     device = device or log.devices[0]
     if device not in log.devices:
         raise AttributionError(f"no device {device!r} in {trace.path} (devices: {', '.join(log.devices)})")
     t = log.readings["t_after_ns"]
     if t.max() < span[0] or t.min() > span[1]:
-        raise AttributionError(
+        raise NoPowerError(
             f"the power readings ({_utc(t.min())} to {_utc(t.max())}) do not overlap the inferences "
             f"({_utc(span[0])} to {_utc(span[1])}): the two were stamped by different clocks")
     if t.min() > span[0] or t.max() < span[1]:
@@ -151,11 +166,13 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     idle_w = _idle_power(trace, device)
     channel = f"{device}.power_instant"
     names = [c.name for c in log.channels]
-    if channel not in names:
-        raise AttributionError(f"{trace.path} has no instant power readings of {device} "
-                               f"(channels: {', '.join(names)}): only the total can be given")
-    instants, values = sensor_updates(log.of(channel))
-    watts = values * log.channels[log.channel_index(channel)].watts_per_unit
+    if channel in names:
+        instants, values = sensor_updates(log.of(channel))
+        watts = values * log.channels[log.channel_index(channel)].watts_per_unit
+    else:
+        instants, watts = np.zeros(0, np.int64), np.zeros(0)
+        notes.append(f"no instant power readings of {device} (channels: {', '.join(names)}): the measured "
+                     "total is split by time")
     if sensor is None:
         sensor_name = ((trace.meta.get("sensor") or {}).get("devices") or {}).get(device, "")
         sensor = nominal_sensor(sensor_name)
@@ -163,7 +180,7 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
             sensor = NOMINAL_INSTANT
             notes.append(f"no published sensor model for {sensor_name or 'this device'!r}: "
                          "the A100/H100 one is assumed, its lag and window refitted to this run")
-    if fit:
+    if fit and len(instants):
         fitted, res, base = fit_lag(timeline, instants, watts, sensor, span)
         if np.isfinite(res) and res < base:
             notes.append(f"sensor lag {fitted.lag_s * 1e3:+.0f} ms and window {fitted.window_s * 1e3:.0f} ms "
@@ -188,7 +205,32 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     out.inferences_energy = _total_of(est, timeline, inf["start_ns"], inf["end_ns"])
     if what == "device kernels":
         out.kernels = _kernels(trace, timeline, est)
+    out.components = _components(est)
     return out
+
+
+def _components(est: Estimate) -> dict[str, tuple[float, Amount]]:
+    """Energy per component kind (``components``): the sum of its labels; an
+    interval where the kind is made of whole resolved groups."""
+    kinds = np.array([component_of(x.label) for x in est.labels])
+    q = (1 - est.interval) / 2
+    out = {}
+    for kind in dict.fromkeys(kinds.tolist()):
+        mine = kinds == kind
+        groups = np.unique(est.group_of[mine])
+        whole = all((kinds[est.group_of == g] == kind).all() for g in groups)
+        energy = float(sum(x.energy_j for x, m in zip(est.labels, mine) if m))
+        seconds = float(sum(x.seconds for x, m in zip(est.labels, mine) if m))
+        if whole and np.isfinite(est.boot_w).all():
+            g_sec = np.zeros(est.boot_w.shape[1])
+            g_sec[groups] = [est.groups[g].seconds for g in groups]
+            low, high = np.quantile(est.boot_w @ g_sec, [q, 1 - q])
+            how = est.method
+        else:
+            low = high = np.nan
+            how = "sum of its layers (some split by time within a merged group)"
+        out[kind] = (seconds, Amount(energy, float(low), float(high), how))
+    return dict(sorted(out.items(), key=lambda kv: -kv[1][1].joules))
 
 
 def _idle_power(trace, device: str) -> float | None:

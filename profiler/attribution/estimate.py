@@ -147,41 +147,33 @@ def _nnls_gram(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     return p
 
 
-ROBUST_ROUNDS = 4
+def _fit(designs: list[np.ndarray], y: np.ndarray, blocks: np.ndarray, bootstrap: int, seed: int):
+    """NNLS powers from ``designs[0]``, their bootstrap draws, and the RMS residual.
 
-
-def _fit(design: np.ndarray, y: np.ndarray, blocks: np.ndarray, bootstrap: int, seed: int):
-    """NNLS powers, their block-bootstrap draws, and the RMS residual.
-
-    The fit is robust: updates far off the model (beyond 3 robust standard
-    deviations: a window placed wrong by a late poll, a preempted tracer) are
-    down-weighted (Huber weights, a few rounds), so that a handful of them do
-    not bias every label."""
-    weights = np.ones(len(y))
-    for _ in range(ROBUST_ROUNDS + 1):
-        wd = design * weights[:, None]
-        p = _nnls_gram(wd.T @ design, wd.T @ y)
-        if _ == ROBUST_ROUNDS:
-            break
-        r = design @ p - y
-        scale = 1.4826 * np.median(np.abs(r - np.median(r))) + 1e-9
-        weights = np.minimum(1.0, 3 * scale / np.maximum(np.abs(r), 1e-12))
-    wd = design * weights[:, None]
+    A draw resamples whole blocks of updates and takes one of ``designs`` at
+    random (the windows placed with the sensor's lag and window each moved by
+    their uncertainty), so the intervals hold both the sensor's noise and
+    what is not known of its timing."""
+    design = designs[0]
+    p = _nnls_gram(design.T @ design, design.T @ y)
     n_blocks = int(blocks.max()) + 1
-    # per block sums of X'WX and X'Wy: a bootstrap draw is a weighted sum of blocks
-    gram_b = np.zeros((n_blocks, design.shape[1], design.shape[1]))
-    rhs_b = np.zeros((n_blocks, design.shape[1]))
+    m = design.shape[1]
+    # per design and block, X'X and X'y: a draw is a weighted sum of blocks
+    gram_b = np.zeros((len(designs), n_blocks, m, m))
+    rhs_b = np.zeros((len(designs), n_blocks, m))
     order = np.argsort(blocks, kind="stable")
     edges = np.searchsorted(blocks[order], np.arange(n_blocks + 1))
-    for b in range(n_blocks):
-        rows = order[edges[b]:edges[b + 1]]
-        gram_b[b] = wd[rows].T @ design[rows]
-        rhs_b[b] = wd[rows].T @ y[rows]
+    for v, x in enumerate(designs):
+        for b in range(n_blocks):
+            rows = order[edges[b]:edges[b + 1]]
+            gram_b[v, b] = x[rows].T @ x[rows]
+            rhs_b[v, b] = x[rows].T @ y[rows]
     rng = np.random.default_rng(seed)
-    draws = np.empty((bootstrap, design.shape[1]))
+    draws = np.empty((bootstrap, m))
     for i in range(bootstrap):
         w = np.bincount(rng.integers(0, n_blocks, n_blocks), minlength=n_blocks).astype(float)
-        draws[i] = _nnls_gram(np.tensordot(w, gram_b, 1), w @ rhs_b)
+        v = rng.integers(len(designs))
+        draws[i] = _nnls_gram(np.tensordot(w, gram_b[v], 1), w @ rhs_b[v])
     residual = float(np.sqrt(np.mean((design @ p - y) ** 2)))
     return p, draws, residual
 
@@ -202,6 +194,7 @@ def estimate_label_power(
     interval: float = 0.90,
     tolerance: float = 0.01,
     block_s: float = 1.0,
+    timing_s: float = 0.001,
     seed: int = 0,
 ) -> Estimate:
     """Each label's power and energy over ``span_ns`` (see the module's docstring).
@@ -210,6 +203,9 @@ def estimate_label_power(
     labels and idle are scaled to add up to it exactly, and the scale is
     reported. ``tolerance``: the largest standard error of one resolved
     label's energy, as a share of the total, before it is merged into its parent.
+    ``timing_s``: how well the windows' placement is known (the lag and the
+    window's length, each to about the polling interval): the bootstrap draws
+    also move them by that much.
     """
     n = len(timeline.names)
     t0, t1 = span_ns
@@ -226,7 +222,12 @@ def estimate_label_power(
         # one fit of every label's power; labels too uncertain on their own are
         # then reported together with their parent, from the same draws (the sum of
         # labels that the windows confound is known far better than each of them)
-        p_label, d_label, residual = _fit(_design(label_s, windows), y, blocks, bootstrap, seed)
+        designs = [_design(label_s, windows)]
+        step = round(timing_s * 1e9)
+        for da, db in ((-step, -step), (step, step), (-step, 0), (step, 0)) if step else ():
+            moved = SensorWindows(windows.a_ns + da, windows.b_ns + db, y, windows.sensor)
+            designs.append(_design(timeline.seconds_in(moved.a_ns, moved.b_ns), moved))
+        p_label, d_label, residual = _fit(designs, y, blocks, bootstrap, seed)
         e_draws = d_label[:, :n] * seconds
         total = float(p_label @ np.append(seconds, idle_s))
         while True:

@@ -70,6 +70,13 @@ def to_results(att: Attribution, meta: dict) -> tuple[dict, dict]:
             "low_j": np.array([a.low_j for a in att.per_inference]),
             "high_j": np.array([a.high_j for a in att.per_inference]),
         },
+        "components": {
+            "component": list(att.components), "seconds": [v[0] for v in att.components.values()],
+            "energy_j": [v[1].joules for v in att.components.values()],
+            "low_j": [v[1].low_j for v in att.components.values()],
+            "high_j": [v[1].high_j for v in att.components.values()],
+            "method": [v[1].method for v in att.components.values()],
+        },
         "kernels": {
             "name": [k[0] for k in att.kernels], "calls": np.array([k[1] for k in att.kernels], np.int64),
             "seconds": np.array([k[2] for k in att.kernels]), "energy_j": np.array([k[3].joules for k in att.kernels]),
