@@ -218,6 +218,8 @@ def estimate_label_power(
     group_of = np.arange(n)  # each timeline label's resolved label (an index into the timeline's names)
     label_s = timeline.seconds_in(windows.a_ns, windows.b_ns)  # (windows, labels)
     q = (1 - interval) / 2
+    unseen = np.zeros(0, bool)
+    method = TIME_PROPORTIONAL
     if len(y) >= 3 * (n + 1) and len(np.unique(blocks)) >= 5:
         # one fit of every label's power; labels too uncertain on their own are
         # then reported together with their parent, from the same draws (the sum of
@@ -230,17 +232,27 @@ def estimate_label_power(
         p_label, d_label, residual = _fit(designs, y, blocks, bootstrap, seed)
         e_draws = d_label[:, :n] * seconds
         total = float(p_label @ np.append(seconds, idle_s))
+        # a label the windows (almost) never saw has no estimate, however narrow its
+        # draws: an aliased run, or a label always at the same phase
+        seen = label_s.sum(axis=0)
+        coverage = float((windows.b_ns - windows.a_ns).sum()) / max(t1 - t0, 1)
         while True:
             groups = np.unique(group_of)
             col = np.searchsorted(groups, group_of)
             g_draws = np.zeros((len(e_draws), len(groups)))
             np.add.at(g_draws.T, col, e_draws.T)
-            se = g_draws.std(axis=0) / max(total, 1e-12)
+            g_seen = np.bincount(col, seen, len(groups))
+            g_time = np.bincount(col, seconds, len(groups))
+            unseen = (g_time > 0) & (g_seen < 0.25 * coverage * g_time)
+            se = np.where(unseen, np.inf, g_draws.std(axis=0) / max(total, 1e-12))
             mergeable = np.array([timeline.parents[g] >= 0 for g in groups], bool)
             if not mergeable.any() or se[mergeable].max() <= tolerance:
                 break
             worst = groups[np.flatnonzero(mergeable)[np.argmax(se[mergeable])]]
             group_of[group_of == worst] = group_of[timeline.parents[worst]]
+        if unseen.any():
+            notes.append(f"{', '.join(timeline.names[g] for g in groups[unseen])}: (almost) never inside the "
+                         "sensor's windows, so the windows say nothing of them")
         g_seconds = np.append([seconds[group_of == g].sum() for g in groups], idle_s)
         g_energy = np.zeros(len(groups))
         np.add.at(g_energy, col, p_label[:n] * seconds)
@@ -248,7 +260,7 @@ def estimate_label_power(
         p = np.append(g_energy, p_label[n] * idle_s) / safe
         draws = np.column_stack([g_draws, d_label[:, n] * idle_s]) / safe
         method = WLS
-    else:
+    if method != WLS or unseen.any():
         # the updates cannot separate the labels: idle power from the windows that
         # saw no activity (else the smallest update), active energy split by time
         groups = np.array([0]) if n else np.array([], int)
@@ -268,8 +280,8 @@ def estimate_label_power(
         e_draws, p_label, total = None, None, 1.0
         residual = float("nan")
         method = TIME_PROPORTIONAL
-        notes.append(f"{len(y)} sensor updates for {n} labels and idle: too few, or labels whose time "
-                     "always moves together; the split is by time, with bounds instead of intervals")
+        notes.append(f"{len(y)} sensor updates for {n} labels and idle: too few, or labels that the windows "
+                     "never saw or cannot tell apart; the split is by time, with bounds instead of intervals")
     energies = p * g_seconds
     scale = 1.0
     if measured_j is not None and energies.sum() > 0:
