@@ -138,3 +138,20 @@ def test_intervals_hold_the_truth_about_as_often_as_they_say():
         est = estimate_label_power(timeline, windows, span, bootstrap=100, seed=seed)
         inside += [x.low_j <= t <= x.high_j for x, t in zip(est.labels, truth)]
     assert np.mean(inside) >= 0.75, np.mean(inside)  # nominal 90%; 48 draws
+
+
+def test_a_label_the_windows_never_see_is_not_given_a_confident_zero():
+    """An aliased run: every window falls on l0's half of the cycle, never on l1's."""
+    cycles = np.arange(600) * 100_000_000
+    starts = np.concatenate([cycles, cycles + 50_000_000])
+    ends = starts + 50_000_000
+    labels = np.repeat([0, 1], 600)
+    order = np.argsort(starts)
+    timeline = Timeline(starts[order], ends[order], labels[order], ["l0", "l1"], np.array([-1, -1]))
+    b = cycles + 35_000_000
+    rng = np.random.default_rng(0)
+    windows = instant_windows(b, 200.0 + rng.normal(0, 2, len(b)), SensorModel(0.1, 0.025), (0, int(ends.max())))
+    est = estimate_label_power(timeline, windows, (0, int(ends.max())), measured_j=600 * 0.1 * 250.0)
+    assert est.method == TIME_PROPORTIONAL
+    assert any("never inside" in n for n in est.notes)
+    assert est.total_j == pytest.approx(600 * 0.1 * 250.0)
