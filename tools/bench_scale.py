@@ -2,7 +2,7 @@
 """Attribution at scale: 1,000,000 kernel events and 100,000 power samples.
 
 Writes a synthetic trace file (a 48-layer model's kernels on one GPU, 1,000
-inferences over ~100 s, a 1 kHz poll of the instant power field and the energy
+inferences of ~75 ms with random pauses, ~90 s, a 1 kHz poll of the instant power field and the energy
 counter of a 100 ms / 25 ms sensor), then, in a fresh process each, times
 loading it, attributing it, and storing the results, and reads the process's
 peak resident memory. Targets: <= 10 s and <= 2 GiB.
@@ -42,14 +42,13 @@ def write_trace(path: Path, kernels: int, samples: int, inferences: int = 1000, 
             part_stack[(i, j)] = len(stacks)
     leaf_stacks = np.array(list(part_stack.values()), np.uint32)
     level_w = rng.uniform(120, 650, len(leaf_stacks))
-    period_ns = 100_000_000  # one inference every 100 ms
     per_inf = kernels // inferences
     t0 = time.time_ns()
     ev = np.zeros(kernels, EVENT_DTYPE)
     inf = np.zeros(inferences, INFERENCE_DTYPE)
     k = 0
+    start = t0
     for i in range(inferences):
-        start = t0 + i * period_ns + int(rng.uniform(0, 5e6))
         durations = rng.uniform(20_000, 120_000, per_inf).astype(np.int64)  # 20-120 us kernels
         gaps = rng.uniform(1_000, 10_000, per_inf).astype(np.int64)
         ends = start + np.cumsum(durations + gaps)
@@ -60,6 +59,7 @@ def write_trace(path: Path, kernels: int, samples: int, inferences: int = 1000, 
         ev["inference"][sl], ev["device"][sl], ev["kind"][sl], ev["op"][sl] = i, 0, Kind.KERNEL, -1
         inf[i] = (i, start, ends[-1] + 50_000, 0)
         k += per_inf
+        start = int(ends[-1]) + int(rng.uniform(2e6, 25e6))  # a random pause: the windows see every phase
     # the sensor: mean true power over 25 ms windows every 100 ms, polled at 1 kHz
     poll = t0 + np.arange(samples, dtype=np.int64) * 1_000_000
     updates = poll[::100]
