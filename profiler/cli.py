@@ -206,6 +206,8 @@ def _echo_summary(s) -> None:
     for note in dict.fromkeys(list(s.notes) + (list(e.notes) if e else [])):
         click.echo(f"  note: {note}")
     click.echo(f"written: {s.path}")
+    if e is not None and e.joules is not None:
+        click.echo(f"per layer: phprof report {s.path}")
 
 
 def _report_options(f):

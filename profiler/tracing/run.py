@@ -528,7 +528,7 @@ def _sum_energy(parts: list[EnergyTotal]) -> EnergyTotal | None:
         all(p.measured for p in parts), None,
         notes + ("summed over the profiler windows' inferences; the pauses between windows, while phprof "
                  "saves a window, are left out",
-                 "the device's whole draw, idle (static) power included: it is not yet split off"),
+                 "the device's whole draw, idle (static) power included: `phprof report` splits it, and per layer"),
         sum(p.counter_resets for p in parts),
         None if any(p.uncertainty_j is None for p in parts) else sum(p.uncertainty_j for p in parts),
     )
