@@ -225,7 +225,8 @@ def _report_options(f):
         click.option("--pue", type=click.FloatRange(min=1.0), default=1.0, show_default=True,
                      help="The facility's power usage effectiveness: energy at the wall over energy of the IT."),
         click.option("--training-kwh", type=click.FloatRange(min=0, min_open=True), metavar="KWH",
-                     help="Training energy of the model: prints how many inferences use as much (the study's parity)."),
+                     help="Training energy of the model: prints how many inferences use as much (the study's parity). "
+                     "Default for the study's BLOOMz models: its published training + fine-tuning kWh."),
         click.option("--sensor", "calibration", type=click.Path(dir_okay=False),
                      help="Sensor calibration JSON (period_s, window_s, lag_s) instead of the published model; "
                      "its lag and window are then used as given."),
@@ -280,6 +281,12 @@ def _report(path, form, top, region, carbon_intensity, pue, training_kwh, calibr
         except AttributionError as e:
             raise click.ClickException(str(e)) from None
         summary, tables = to_results(att, t.meta)
+    if training_kwh is None:  # the study's published training + fine-tuning energy, for its BLOOMz models
+        from . import carbon
+
+        model = summary.get("model")
+        if model in carbon.STUDY_TRAINING_KWH:
+            training_kwh = carbon.STUDY_TRAINING_KWH[model] + carbon.STUDY_FINETUNING_KWH.get(model, 0.0)
     roll = rollups(summary, intensity, pue, training_kwh)
     if t.results is None or recompute or calibration is not None:
         try:

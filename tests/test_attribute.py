@@ -269,3 +269,14 @@ def test_components_add_up_to_the_layers(gpt2_trace):
     assert sum(e.joules for _, e in att.components.values()) == pytest.approx(
         sum(x.energy_j for x in att.layers), rel=1e-9)
     assert {"attention", "mlp", "norm", "embedding", "head"} <= set(att.components)
+
+
+def test_the_studys_bloomz_training_energy_gives_the_parity_by_default(tmp_path, fake, fake_lib, monkeypatch):
+    monkeypatch.setenv("PHPROF_NVML_LIB", str(fake_lib))
+    out = tmp_path / "b.h5"
+    trace("bigscience/bloomz-560m", inferences=3, warmup=0, output=out, size="tiny", idle_s=0.1, source="nvml",
+          new_tokens=2)
+    r = CliRunner().invoke(main, ["report", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    parity = json.loads(r.output)["rollups"]["parity"]
+    assert parity["training_kwh"] == 10_505.0 + 543.0  # paper.md: training + fine-tuning of BLOOMz-560m
