@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..sources import sensor_updates
+from ..tracing.kineto import Kind
 from .aliasing import phase_coverage
 from .estimate import TIME_PROPORTIONAL, Estimate, LabelEnergy, estimate_label_power, fit_lag, instant_windows
 from .sensor import NOMINAL_INSTANT, SensorModel
@@ -77,6 +78,14 @@ class Attribution:
     phase_counts: dict[str, int] = field(default_factory=dict)  # occurrences over the run
     kernels: list[tuple[str, int, float, Amount]] = field(default_factory=list)  # (name, calls, seconds, energy)
     components: dict[str, tuple[float, Amount]] = field(default_factory=dict)  # kind -> (seconds, energy)
+    parents: list[str] = field(default_factory=list)  # per layer: the scope it ran in ("": none)
+    calls: list[int] = field(default_factory=list)  # per layer: forward calls while traced (-1: not a module)
+    # the kernels (GPU) or outermost ops (CPU) inside each layer's own time, at the layer's power:
+    # (layer, name, "kernel" | "op", calls, seconds, joules)
+    leaves: list[tuple[str, str, str, int, float, float]] = field(default_factory=list)
+    # per layer: the interval of its inclusive energy (itself and every scope inside it); NaN where
+    # that subtree holds only part of a merged group
+    inclusive: list[tuple[float, float]] = field(default_factory=list)
     per_inference: list[Amount] = field(default_factory=list)
     inferences_energy: Amount | None = None  # the inferences' own energy: the total less the pauses between them
     notes: list[str] = field(default_factory=list)
@@ -206,6 +215,11 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     if what == "device kernels":
         out.kernels = _kernels(trace, timeline, est)
     out.components = _components(est)
+    out.parents = [timeline.names[p] if p >= 0 else "" for p in timeline.parents]
+    module_calls = {trace.strings[int(m["path"])]: int(m["calls"]) for m in trace.modules}
+    out.calls = [module_calls.get(name, -1) for name in timeline.names]
+    out.leaves = _leaves(trace, timeline, est, what)
+    out.inclusive = _inclusive_intervals(est, timeline.parents)
     return out
 
 
@@ -299,7 +313,136 @@ def _kernels(trace, timeline, est: Estimate) -> list[tuple[str, int, float, Amou
              Amount(float(e[i]), np.nan, np.nan, "its layer's power x its time")) for i in order]
 
 
+def _leaves(trace, timeline, est: Estimate, what: str) -> list[tuple[str, str, str, int, float, float]]:
+    """What ran inside each layer's own time, at the layer's estimated power: its
+    kernels' segments on a GPU timeline; on a CPU, its outermost ops (those not
+    inside another op of the same thread), scaled down to the layer's own time
+    where they overlap it imperfectly."""
+    power = np.array([x.power_w for x in est.labels])
+    if what == "device kernels":
+        seg = timeline.events >= 0
+        lab, ev_i = timeline.labels[seg], timeline.events[seg]
+        secs = (timeline.ends_ns[seg] - timeline.starts_ns[seg]) / 1e9
+        names, kind = trace.events["name"][ev_i], "kernel"
+    else:
+        ev = trace.events
+        ops = np.flatnonzero((ev["kind"] == Kind.CPU_OP) & (ev["device"] < 0) & (ev["inference"] >= 0))
+        ops = ops[np.lexsort((-ev["end_ns"][ops], ev["start_ns"][ops], ev["stream"][ops]))]
+        start, end, thread = ev["start_ns"][ops], ev["end_ns"][ops], ev["stream"][ops]
+        # outermost: starts at or after every earlier op of its thread has ended
+        reach = np.empty_like(end)
+        for lo, hi in _runs(thread):
+            reach[lo:hi] = np.maximum.accumulate(end[lo:hi])
+        new_thread = np.r_[True, thread[1:] != thread[:-1]]
+        ops = ops[new_thread | (start >= np.r_[0, reach[:-1]])]
+        index = {name: j for j, name in enumerate(timeline.names)}
+        scope = np.array([index.get(_innermost(trace, int(s)), -1) for s in ev["stack"][ops]])
+        keep = scope >= 0
+        ops, lab = ops[keep], scope[keep]
+        secs = (ev["end_ns"][ops] - ev["start_ns"][ops]) / 1e9
+        own = np.array([x.seconds for x in est.labels])
+        used = np.bincount(lab, secs, len(own))
+        secs = secs * np.minimum(1.0, own / np.maximum(used, 1e-12))[lab]
+        names, kind = ev["name"][ops], "op"
+    key = lab.astype(np.int64) * (1 << 32) + names.astype(np.int64)
+    uniq, inv = np.unique(key, return_inverse=True)
+    inv = inv.reshape(-1)
+    s = np.bincount(inv, secs, len(uniq))
+    calls = np.bincount(inv, minlength=len(uniq))
+    out = []
+    for k, u in enumerate(uniq):
+        j, name = int(u >> 32), int(u & 0xFFFFFFFF)
+        out.append((timeline.names[j], trace.strings[name], kind, int(calls[k]), float(s[k]), float(power[j] * s[k])))
+    return out
+
+
+def _inclusive_intervals(est: Estimate, parents: np.ndarray) -> list[tuple[float, float]]:
+    """Each layer's inclusive-energy interval, from the same bootstrap draws."""
+    n = len(est.labels)
+    if not np.isfinite(est.boot_w).all():
+        return [(np.nan, np.nan)] * n
+    inside = np.eye(n, dtype=bool)  # inside[j, k]: k is j or under it
+    for k in range(n):
+        p = parents[k]
+        while p >= 0:
+            inside[p, k] = True
+            p = parents[p]
+    g_seconds = np.array([g.seconds for g in est.groups])
+    q = (1 - est.interval) / 2
+    out = []
+    for j in range(n):
+        groups = np.unique(est.group_of[inside[j]])
+        if not all(inside[j, est.group_of == g].all() for g in groups):
+            out.append((np.nan, np.nan))
+            continue
+        low, high = np.quantile(est.boot_w[:, groups] @ g_seconds[groups], [q, 1 - q])
+        out.append((float(low), float(high)))
+    return out
+
+
+def _runs(keys: np.ndarray):
+    """(start, end) of each run of equal consecutive keys."""
+    edges = np.r_[0, np.flatnonzero(keys[1:] != keys[:-1]) + 1, len(keys)]
+    return zip(edges[:-1], edges[1:])
+
+
+def _innermost(trace, stack: int) -> str | None:
+    return trace.strings[int(trace.stacks[stack]["scope"])] if stack else None
+
+
 def _utc(ns) -> str:
     from datetime import datetime, timezone
 
     return datetime.fromtimestamp(int(ns) / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+
+
+def power_excerpt(trace, summary: dict, tables: dict, seconds: float = 1.5) -> dict:
+    """A short stretch of the run, for a plot: the sensor's updates and the
+    windows they averaged (with the sensor model the attribution used), the
+    inferences, what ran (component kind per segment), and the power the
+    estimate implies there (each label's power while it runs, idle between),
+    binned to 1 ms. Times in seconds from the excerpt's start."""
+    from .components import component_of
+
+    inf = np.sort(trace.inferences, order="start_ns")
+    t0 = int(inf["start_ns"][len(inf) // 2])
+    t1 = t0 + int(seconds * 1e9)
+    device = summary["device"]
+    sensor = summary["sensor"]
+    out: dict = {"seconds": seconds, "device": device, "updates": [], "windows": [], "inferences": [],
+                 "activity": [], "model_w": []}
+    if trace.power is not None and f"{device}.power_instant" in [c.name for c in trace.power.channels]:
+        channel = f"{device}.power_instant"
+        u, v = sensor_updates(trace.power.of(channel))
+        watts = v * trace.power.channels[trace.power.channel_index(channel)].watts_per_unit
+        keep = (u >= t0) & (u <= t1)
+        out["updates"] = [((a - t0) / 1e9, float(w)) for a, w in zip(u[keep], watts[keep])]
+        b = u[keep] - round(sensor["lag_s"] * 1e9)
+        out["windows"] = [((x - round(sensor["window_s"] * 1e9) - t0) / 1e9, (x - t0) / 1e9) for x in b]
+    inside = (inf["end_ns"] > t0) & (inf["start_ns"] < t1)
+    out["inferences"] = [((max(s, t0) - t0) / 1e9, (min(e, t1) - t0) / 1e9)
+                         for s, e in zip(inf["start_ns"][inside], inf["end_ns"][inside])]
+    timeline, _ = trace_timeline(trace)
+    power = dict(zip(tables["layers"]["label"], tables["layers"]["power_w"]))
+    idle_w = float(power.get("(idle)", 0.0))
+    seg = (timeline.ends_ns > t0) & (timeline.starts_ns < t1)
+    starts, ends = np.maximum(timeline.starts_ns[seg], t0), np.minimum(timeline.ends_ns[seg], t1)
+    labels = timeline.labels[seg]
+    kinds = [component_of(timeline.names[j]) for j in range(len(timeline.names))]
+    out["activity"] = [((s - t0) / 1e9, (e - t0) / 1e9, kinds[j]) for s, e, j in zip(starts, ends, labels)
+                       if e - s > 20_000 or len(starts) < 5000]
+    bins = np.linspace(t0, t1, int(seconds * 1000) + 1)
+    energy = np.zeros(len(bins) - 1)
+    level = np.array([float(power.get(name, idle_w)) for name in timeline.names])
+    busy = np.zeros(len(bins) - 1)
+    for s, e, j in zip(starts, ends, labels):  # spread each segment over the bins it covers
+        lo, hi = np.searchsorted(bins, [s, e], side="right") - 1
+        for k in range(max(lo, 0), min(hi, len(energy) - 1) + 1):
+            overlap = (min(e, bins[k + 1]) - max(s, bins[k])) / 1e9
+            if overlap > 0:
+                energy[k] += level[j] * overlap
+                busy[k] += overlap
+    width = np.diff(bins) / 1e9
+    modelled = (energy + (width - busy).clip(0) * idle_w) / width
+    out["model_w"] = [((b - t0) / 1e9, float(w)) for b, w in zip(bins[:-1], modelled)]
+    return out

@@ -16,7 +16,7 @@ import numpy as np
 from .. import carbon
 from .attribute import Amount, Attribution
 
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2  # 2: layers' parents, calls and inclusive intervals; leaves
 
 
 def _amount(a: Amount) -> dict:
@@ -56,6 +56,9 @@ def to_results(att: Attribution, meta: dict) -> tuple[dict, dict]:
     tables = {
         "layers": {
             "label": [r.label for r in rows], "group": [r.group or r.label for r in rows],
+            "parent": list(att.parents) + [""], "calls": np.array(list(att.calls) + [-1], np.int64),
+            "inclusive_low_j": [x[0] for x in att.inclusive] + [rows[-1].low_j],
+            "inclusive_high_j": [x[1] for x in att.inclusive] + [rows[-1].high_j],
             "seconds": [r.seconds for r in rows], "power_w": [r.power_w for r in rows],
             "energy_j": [r.energy_j for r in rows], "low_j": [r.low_j for r in rows],
             "high_j": [r.high_j for r in rows], "method": [r.method for r in rows],
@@ -76,6 +79,11 @@ def to_results(att: Attribution, meta: dict) -> tuple[dict, dict]:
             "low_j": [v[1].low_j for v in att.components.values()],
             "high_j": [v[1].high_j for v in att.components.values()],
             "method": [v[1].method for v in att.components.values()],
+        },
+        "leaves": {
+            "layer": [x[0] for x in att.leaves], "name": [x[1] for x in att.leaves],
+            "kind": [x[2] for x in att.leaves], "calls": np.array([x[3] for x in att.leaves], np.int64),
+            "seconds": np.array([x[4] for x in att.leaves]), "energy_j": np.array([x[5] for x in att.leaves]),
         },
         "kernels": {
             "name": [k[0] for k in att.kernels], "calls": np.array([k[1] for k in att.kernels], np.int64),
