@@ -255,32 +255,53 @@ def _list_regions() -> None:
         click.echo(f"{key:<24} {c.g_co2eq_per_kwh:>7.0f} g/kWh  {c.name} ({c.year}; {c.source})")
 
 
-def _report(path, form, top, region, carbon_intensity, pue, training_kwh, calibration, recompute=False) -> None:
-    """Loads (or computes and stores) a trace's attribution and prints the report."""
+def _results(path, calibration=None, recompute=False):
+    """A trace and its attribution's (summary, tables): read from the file's
+    /results, or computed and stored there. Raises NoPowerError for a trace
+    whose energy cannot be attributed (only its time can be shown)."""
     from .attribution import AttributionError, attribute, load_sensor_model
     from .attribution.attribute import NoPowerError
-    from .attribution.results import rollups, to_results
+    from .attribution.results import RESULTS_VERSION, to_results
+    from .store import TraceFileError, load, write_results
+
+    try:
+        t = load(path)
+    except (FileNotFoundError, TraceFileError) as e:
+        raise click.ClickException(str(e)) from None
+    stored = t.results is not None and t.results["summary"].get("results_version") == RESULTS_VERSION
+    if stored and not recompute and calibration is None:
+        summary, tables = t.results["summary"], t.results["tables"]
+        summary.pop("rollups", None)
+        return t, summary, tables, False
+    try:
+        sensor = load_sensor_model(calibration) if calibration else None
+        att = attribute(t, sensor=sensor, fit=calibration is None)
+    except NoPowerError:
+        raise
+    except AttributionError as e:
+        raise click.ClickException(str(e)) from None
+    summary, tables = to_results(att, t.meta)
+    try:
+        write_results(path, summary, tables)
+    except (PermissionError, TraceFileError) as e:
+        click.echo(f"note: results not stored ({e})", err=True)
+    return t, summary, tables, True
+
+
+def _report(path, form, top, region, carbon_intensity, pue, training_kwh, calibration, recompute=False,
+            html=None) -> None:
+    """Loads (or computes and stores) a trace's attribution and prints the report."""
+    from .attribution.attribute import NoPowerError
+    from .attribution.results import rollups
     from .report import render_json, render_markdown, render_text
     from .store import TraceFileError, load, write_results
 
     intensity = _intensity(region, carbon_intensity)
     try:
-        t = load(path)
-    except (FileNotFoundError, TraceFileError) as e:
-        raise click.ClickException(str(e)) from None
-    if t.results is not None and not recompute and calibration is None:
-        summary, tables = t.results["summary"], t.results["tables"]
-        summary.pop("rollups", None)
-    else:
-        try:
-            sensor = load_sensor_model(calibration) if calibration else None
-            att = attribute(t, sensor=sensor, fit=calibration is None)
-        except NoPowerError as e:
-            _time_only(t, str(e), top, form)
-            return
-        except AttributionError as e:
-            raise click.ClickException(str(e)) from None
-        summary, tables = to_results(att, t.meta)
+        t, summary, tables, fresh = _results(path, calibration, recompute)
+    except NoPowerError as e:
+        _time_only(load(path), str(e), top, form)
+        return
     if training_kwh is None:  # the study's published training + fine-tuning energy, for its BLOOMz models
         from . import carbon
 
@@ -288,11 +309,24 @@ def _report(path, form, top, region, carbon_intensity, pue, training_kwh, calibr
         if model in carbon.STUDY_TRAINING_KWH:
             training_kwh = carbon.STUDY_TRAINING_KWH[model] + carbon.STUDY_FINETUNING_KWH.get(model, 0.0)
     roll = rollups(summary, intensity, pue, training_kwh)
-    if t.results is None or recompute or calibration is not None:
+    if fresh:  # the roll-ups of this report go with the stored results
         try:
             write_results(path, {**summary, "rollups": roll}, tables)
-        except (PermissionError, TraceFileError) as e:
-            click.echo(f"note: results not stored ({e})", err=True)
+        except (PermissionError, TraceFileError):
+            pass
+    if html is not None:
+        from pathlib import Path
+
+        from .attribution.attribute import power_excerpt
+        from .render.frames import frame_tree
+        from .render.page import report_page
+
+        out = Path(html)
+        if not out.parent.is_dir():
+            raise click.ClickException(f"cannot write {out}: the folder {out.parent} does not exist")
+        page = report_page(summary, tables, roll, frame_tree(summary, tables), power_excerpt(t, summary, tables))
+        out.write_text(page, encoding="utf-8")
+        click.echo(f"written: {out} ({out.stat().st_size / 1e6:.1f} MB)", err=True)
     if form == "json":
         click.echo(render_json(summary, tables, roll), nl=False)
     elif form == "markdown":
@@ -322,8 +356,11 @@ def _time_only(t, why: str, top: int, form) -> None:
 @click.argument("trace_file", type=click.Path(dir_okay=False))
 @_report_options
 @click.option("--recompute", is_flag=True, help="Attribute again even if the file holds results.")
+@click.option("--html", "html", type=click.Path(dir_okay=False),
+              help="Also write the report as one self-contained HTML page: the summary, the energy "
+              "flamegraph, power over time with the sensor's windows, and energy against time per layer.")
 def report(trace_file, form, top, region, carbon_intensity, pue, training_kwh, calibration, list_regions,
-           recompute) -> None:
+           recompute, html) -> None:
     """Where a trace's energy went: totals, per inference and per 1,000, carbon, top layers.
 
     The first report of a trace attributes its measured energy to layers (windowed least
@@ -334,7 +371,60 @@ def report(trace_file, form, top, region, carbon_intensity, pue, training_kwh, c
     if list_regions:
         _list_regions()
         return
-    _report(trace_file, form, top, region, carbon_intensity, pue, training_kwh, calibration, recompute)
+    _report(trace_file, form, top, region, carbon_intensity, pue, training_kwh, calibration, recompute, html)
+
+
+_FORMATS = {"html": ".html", "folded": ".folded", "speedscope": ".speedscope.json", "perfetto": ".perfetto.json"}
+
+
+@main.command()
+@click.argument("trace_file", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
+              help="File to write; its name chooses the format: .html (interactive flamegraph), .folded "
+              "(folded stacks, integer microjoules), .speedscope.json, .perfetto.json (kernel timeline with "
+              "the power samples as a counter track).")
+@click.option("--format", "fmt", type=click.Choice(list(_FORMATS)), help="The format, whatever the file name.")
+@click.option("--min-share", type=click.FloatRange(min=0, max=0.5), default=0.001, show_default=True,
+              help="HTML: frames below this share of the total are collapsed into one per parent.")
+@click.option("--sensor", "calibration", type=click.Path(dir_okay=False),
+              help="Sensor calibration JSON (period_s, window_s, lag_s), as for `phprof report`.")
+@click.option("--recompute", is_flag=True, help="Attribute again even if the file holds results.")
+def flamegraph(trace_file, output, fmt, min_share, calibration, recompute) -> None:
+    """Per-layer energy as a flamegraph: widths are joules, frames the module path down to the kernel or op.
+
+    The HTML file is self-contained (no network): click a frame to zoom, search to
+    highlight, hover for joules per inference with the interval, calls and time; switch
+    widths between energy and time; flip to an icicle. Energies are estimates (see
+    `phprof report`); the attribution is computed and stored in the trace file if needed.
+    """
+    from pathlib import Path
+
+    from .attribution.attribute import NoPowerError
+    from .render.frames import frame_tree
+
+    out = Path(output)
+    if fmt is None:
+        fmt = next((f for f, ext in _FORMATS.items() if out.name.endswith(ext)), None)
+        if fmt is None:
+            raise click.UsageError(f"cannot tell the format from {out.name!r}: name it *.html, *.folded, "
+                                   "*.speedscope.json or *.perfetto.json, or give --format")
+    if not out.parent.is_dir():
+        raise click.ClickException(f"cannot write {out}: the folder {out.parent} does not exist")
+    try:
+        t, summary, tables, _ = _results(trace_file, calibration, recompute)
+    except NoPowerError as e:
+        raise click.ClickException(f"{e}; a flamegraph needs energy (`phprof report` shows the time per layer)") \
+            from None
+    tree = frame_tree(summary, tables)
+    if fmt == "html":
+        from .render.html import flamegraph_html
+
+        out.write_text(flamegraph_html(tree, min_share=min_share), encoding="utf-8")
+    else:
+        from .render import formats
+
+        formats.write(tree, t, out, fmt)
+    click.echo(f"written: {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 
 @main.command(name="attribute")

@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -21,3 +22,30 @@ def fake(fake_lib, tmp_path):
     f = fake_nvml.FakeNvml(fake_lib, tmp_path / "state", n_devices=2, preset="a100", seed=1)
     yield f
     f.close()
+
+
+@pytest.fixture(scope="session")
+def gpt2_trace(tmp_path_factory, fake_lib):
+    """A tiny gpt2 traced for ~12 s with every module drawing a known power in the fake."""
+    from fake_nvml import OUTSIDE_TAG, OUTSIDE_W, power_per_module
+
+    from phprof.tracing.run import trace
+
+    work = tmp_path_factory.mktemp("attr")
+    fake = fake_nvml.FakeNvml(fake_lib, work / "state", n_devices=1, preset="a100", seed=3,
+                              ring_capacity=1 << 21)
+    levels, tags = {}, {}
+    out = work / "gpt2.h5"
+    old = os.environ.get("PHPROF_NVML_LIB")
+    os.environ["PHPROF_NVML_LIB"] = str(fake_lib)
+    try:
+        trace("gpt2", inferences=60, warmup=0, output=out, size="tiny", idle_s=0.3, source="nvml",
+              new_tokens=4, setup=power_per_module(fake, levels, tags, dwell_s=0.0005))
+    finally:
+        if old is None:
+            os.environ.pop("PHPROF_NVML_LIB")
+        else:
+            os.environ["PHPROF_NVML_LIB"] = old
+    fake.set_power(0, OUTSIDE_W, tag=OUTSIDE_TAG)
+    yield out, fake, tags
+    fake.close()

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fake_nvml import OUTSIDE_TAG, OUTSIDE_W, power_per_module
 from phprof import load
 from phprof.attribution import AttributionError, attribute
 from phprof.attribution.attribute import clock_steps
@@ -40,33 +39,6 @@ def test_the_timeline_covers_each_inference_once(tmp_path):
     # a scope's parent is the scope it ran in
     parent = {tl.names[j]: (tl.names[p] if p >= 0 else None) for j, p in enumerate(tl.parents)}
     assert parent["encoder.block.0.layer.0"] == "encoder.block.0" and parent[OUTSIDE] is None
-
-
-@pytest.fixture(scope="module")
-def gpt2_trace(tmp_path_factory, fake_lib):
-    """A tiny gpt2 traced for ~12 s with every module drawing a known power in the fake."""
-    import fake_nvml
-
-    work = tmp_path_factory.mktemp("attr")
-    fake = fake_nvml.FakeNvml(fake_lib, work / "state", n_devices=1, preset="a100", seed=3,
-                              ring_capacity=1 << 21)
-    levels, tags = {}, {}
-    out = work / "gpt2.h5"
-    import os
-
-    old = os.environ.get("PHPROF_NVML_LIB")
-    os.environ["PHPROF_NVML_LIB"] = str(fake_lib)
-    try:
-        trace("gpt2", inferences=60, warmup=0, output=out, size="tiny", idle_s=0.3, source="nvml",
-              new_tokens=4, setup=power_per_module(fake, levels, tags, dwell_s=0.0005))
-    finally:
-        if old is None:
-            os.environ.pop("PHPROF_NVML_LIB")
-        else:
-            os.environ["PHPROF_NVML_LIB"] = old
-    fake.set_power(0, OUTSIDE_W, tag=OUTSIDE_TAG)
-    yield out, fake, tags
-    fake.close()
 
 
 def test_attribution_conserves_the_measured_energy_and_says_how(gpt2_trace):

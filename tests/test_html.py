@@ -1,0 +1,441 @@
+"""The HTML flamegraph: what it embeds (plain Python) and how it behaves in a
+headless Chromium (selenium). The browser tests skip, saying why, where
+selenium, chromium or chromedriver is missing (``apt-get install chromium
+chromium-driver``; ``pip install selenium``). Screenshots go to
+tests/artifacts/.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from phprof.render.frames import add_up
+
+from phprof.render.html import embedded_data, flamegraph_html
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+INFERENCES = 100
+
+
+# ---- trees ----------------------------------------------------------------------------------
+def _frame(name, path, kind, self_j=0.0, self_s=0.0, children=(), *, interval=True, calls=None, method=None):
+    return {"name": name, "path": path, "kind": kind, "energy_j": 0.0, "self_j": self_j, "seconds": 0.0,
+            "self_s": self_s, "low_j": None, "high_j": None, "calls": calls,
+            "method": method or ("sensor-model regression" if interval else "its layer's power x its time"),
+            "children": list(children), "_interval": interval}
+
+
+def _finish(root, title, inferences):
+    """Inclusive sums bottom up; intervals of +-10% where the frame has one."""
+    add_up(root)
+    stack = [root]
+    while stack:
+        f = stack.pop()
+        if f.pop("_interval"):
+            f["low_j"], f["high_j"] = 0.9 * f["energy_j"], 1.1 * f["energy_j"]
+        stack.extend(f["children"])
+    return {"title": title, "unit": "J", "inferences": inferences, "interval": 0.9,
+            "total_j": root["energy_j"], "root": root}
+
+
+def _linear(path, name, j, s, kernel="sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64"):
+    """A module that runs one aten::linear, itself one GEMM kernel."""
+    kern = _frame(kernel, f"{path};aten::linear;{kernel}", "kernel", j, s, interval=False, calls=INFERENCES)
+    op = _frame("aten::linear", f"{path};aten::linear", "op", 0.0, s / 20, [kern], interval=False, calls=INFERENCES)
+    kind = "attention" if "attention" in path else "mlp" if ("intermediate" in path or "output" in path) else "other"
+    return _frame(name, path, kind, j / 16, s / 10, [op], calls=INFERENCES)
+
+
+def bert_tree(layers=12):
+    """A BERT-base-like classifier, 100 inferences. Energies are multiples of
+    1/64 J so every sum is exact: the total is ``bert_total(layers)``."""
+    emb = _frame("embeddings", "bert.embeddings", "embedding", 1 / 64, 0.002, [
+        _frame("word_embeddings", "bert.embeddings.word_embeddings", "embedding", 2 / 64, 0.004, [
+            _frame("aten::embedding", "bert.embeddings.word_embeddings;aten::embedding", "op", 0, 0.001, [
+                _frame("indexSelectLargeIndex", "bert.embeddings.word_embeddings;aten::embedding;indexSelectLargeIndex",
+                       "kernel", 4 / 64, 0.006, interval=False, calls=INFERENCES)], interval=False, calls=INFERENCES)],
+               calls=INFERENCES),
+        _frame("LayerNorm", "bert.embeddings.LayerNorm", "norm", 2 / 64, 0.005, calls=INFERENCES),
+    ])
+    blocks = []
+    for i in range(layers):
+        p = f"bert.encoder.layer.{i}"
+        sdpa_k = "flash_fwd_kernel"
+        attn_self = _frame("self", f"{p}.attention.self", "attention", 1 / 64, 0.004, [
+            _linear(f"{p}.attention.self.query", "query", 16 / 64, 0.010),
+            _linear(f"{p}.attention.self.key", "key", 16 / 64, 0.010),
+            _linear(f"{p}.attention.self.value", "value", 16 / 64, 0.010),
+            _frame("aten::scaled_dot_product_attention", f"{p}.attention.self;aten::scaled_dot_product_attention",
+                   "op", 1 / 64, 0.004, [
+                       # memory-bound: a large share of time, a smaller share of energy
+                       _frame(sdpa_k, f"{p}.attention.self;aten::scaled_dot_product_attention;{sdpa_k}", "kernel",
+                              12 / 64, 0.060, interval=False, calls=INFERENCES)], interval=False, calls=INFERENCES),
+        ], calls=INFERENCES)
+        attn_out = _frame("output", f"{p}.attention.output", "attention", 0, 0.002, [
+            _linear(f"{p}.attention.output.dense", "dense", 16 / 64, 0.010),
+            _frame("LayerNorm", f"{p}.attention.output.LayerNorm", "norm", 2 / 64, 0.008, calls=INFERENCES),
+        ], calls=INFERENCES)
+        attention = _frame("attention", f"{p}.attention", "attention", 0, 0.001, [attn_self, attn_out],
+                           calls=INFERENCES)
+        inter = _frame("intermediate", f"{p}.intermediate", "mlp", 1 / 64, 0.003, [
+            _linear(f"{p}.intermediate.dense", "dense", 64 / 64, 0.030)], calls=INFERENCES)
+        out = _frame("output", f"{p}.output", "mlp", 0, 0.002, [
+            _linear(f"{p}.output.dense", "dense", 64 / 64, 0.030),
+            _frame("LayerNorm", f"{p}.output.LayerNorm", "norm", 2 / 64, 0.008, calls=INFERENCES),
+        ], calls=INFERENCES)
+        blocks.append(_frame(f"layer.{i}", p, "other", 0, 0.001, [attention, inter, out], calls=INFERENCES))
+    encoder = _frame("encoder", "bert.encoder", "other", 0, 0.001, blocks, calls=INFERENCES)
+    bert = _frame("bert", "bert", "other", 0, 0.001, [emb, encoder], calls=INFERENCES)
+    classifier = _linear("classifier", "classifier", 8 / 64, 0.001)
+    classifier["kind"] = "head"
+    root = _frame("all", "all", "other", 8 / 64, 0.05, [bert, classifier], calls=INFERENCES)
+    return _finish(root, "bert-base-uncased (text-classification)", INFERENCES)
+
+
+def bert_total(layers=12):
+    """The energy of ``bert_tree(layers)`` in J, by hand: per layer the Linear
+    modules hold j + j/16 each, the rest is listed."""
+    lin = lambda j: j + j / 16  # noqa: E731
+    per_layer = (1 + 3 * lin(16) + 1 + 12 + lin(16) + 2 + 1 + lin(64) + lin(64) + 2) / 64
+    embeddings = (1 + 2 + 4 + 2) / 64
+    return layers * per_layer + embeddings + lin(8) / 64 + 8 / 64
+
+
+def random_tree(n=200_000, seed=7):
+    """``n`` frames: random attachment (each frame's parent drawn from those
+    before it, so about ln n deep), heavy-tailed energies, times that are not
+    proportional to energy, some frames with no interval."""
+    rng = random.Random(seed)
+    kinds = ["attention", "mlp", "norm", "embedding", "head", "convolution", "other", "kernel", "op"]
+    frames = [_frame("all", "all", "other", 0.0, 0.0)]
+    for i in range(1, n):
+        parent = frames[int(rng.random() ** 0.7 * i)]  # a little bias to older frames: wider trees
+        kind = kinds[i % len(kinds)]
+        name = f"{kind}_{i}"
+        e = rng.lognormvariate(0, 2.0) * 1e-3
+        f = _frame(name, f"{parent['path']}.{name}", kind, e, e * rng.lognormvariate(0, 0.7) * 1e-2,
+                   interval=rng.random() < 0.7, calls=rng.randrange(1, 10_000))
+        parent["children"].append(f)
+        frames.append(f)
+    return _finish(frames[0], "random tree (200,000 frames)", 1000)
+
+
+@pytest.fixture(scope="module")
+def big():
+    return random_tree()
+
+
+# ---- what the page embeds -----------------------------------------------------------------
+def _page_data(page: str) -> dict:
+    m = re.search(r'<script type="application/json" id="phprof-data">(.*?)</script>', page, re.S)
+    assert m, "no phprof-data script"
+    return json.loads(m.group(1))
+
+
+def test_bert_tree_total_is_known():
+    tree = bert_tree()
+    assert tree["total_j"] == bert_total()  # multiples of 1/64: exact
+    assert 300 <= _count(tree["root"]) <= 600
+
+
+def test_small_frames_are_merged_before_embedding(big):
+    t0 = time.perf_counter()
+    data = embedded_data(big, min_share=0.001)
+    elapsed = time.perf_counter() - t0
+    assert data["frames_in"] == 200_000
+    assert data["frames_out"] < 20_000
+    print(f"200,000 frames -> {data['frames_out']} embedded in {elapsed:.2f} s")
+    # every embedded parent's children still add up to the original children (nothing lost)
+    original = {}
+    stack = [big["root"]]
+    while stack:
+        f = stack.pop()
+        original[f["path"]] = f
+        stack.extend(f["children"])
+    cols, strings = data["frames"], data["strings"]
+    sums = [0.0] * data["frames_out"]
+    for i, p in enumerate(cols["parent"]):
+        if p >= 0:
+            sums[p] += cols["energy_j"][i]
+    total = big["total_j"]
+    for i in range(data["frames_out"]):
+        path, kind = strings[cols["path"][i]], strings[cols["kind"][i]]
+        if kind == "collapsed":
+            assert cols["energy_j"][i] < 0.001 * total * cols["merged"][i] + 1e-12
+            continue
+        f = original[path]
+        assert cols["energy_j"][i] == f["energy_j"]
+        want = sum(c["energy_j"] for c in f["children"])
+        assert math.isclose(sums[i], want, rel_tol=1e-9, abs_tol=1e-15), path
+    assert cols["energy_j"][0] == total
+    # a merged frame comes after its siblings (drawn at the right), one per parent at most
+    last_child = {}
+    for i, p in enumerate(cols["parent"]):
+        last_child[p] = i
+    merged = [i for i in range(data["frames_out"]) if strings[cols["kind"][i]] == "collapsed"]
+    assert merged and all(last_child[cols["parent"][i]] == i for i in merged)
+    assert all(strings[cols["name"][i]].endswith(" smaller frames)") for i in merged)
+
+
+def test_page_is_self_contained_and_escapes_names():
+    root = _frame("all", "all", "other", 1.0, 1.0, [
+        _frame("</script><script>alert(1)</script>", "evil</script>", "mlp", 2.0, 1.0),
+        _frame("a & <b>", "a & <b>", "norm", 1.0, 1.0, interval=False)])
+    tree = _finish(root, "<title> & </script>", 10)
+    page = flamegraph_html(tree)
+    assert page.count("</script>") == 2  # the data tag and the script tag, no other
+    assert "https://" not in page and "http://" not in page
+    assert not re.search(r"<(link|img|iframe)\b|\bsrc=|@import|url\(", page)
+    data = _page_data(page)
+    assert data["strings"][data["frames"]["name"][1]] == "</script><script>alert(1)</script>"
+    assert data["total_j"] == 4.0
+    assert "<title>&lt;title&gt; &amp; &lt;/script&gt;</title>" in page
+
+
+def test_title_and_min_share_options():
+    tree = bert_tree(2)
+    assert _page_data(flamegraph_html(tree, title="mine"))["title"] == "mine"
+    everything = embedded_data(tree, min_share=0)
+    assert everything["frames_out"] == everything["frames_in"] == _count(tree["root"])
+    merged = embedded_data(tree, min_share=0.05)
+    assert merged["frames_out"] < everything["frames_out"]
+    assert merged["frames"]["energy_j"][0] == tree["total_j"]
+
+
+def _count(root):
+    n, stack = 0, [root]
+    while stack:
+        f = stack.pop()
+        n += 1
+        stack.extend(f["children"])
+    return n
+
+
+# ---- in a headless browser ----------------------------------------------------------------
+_ERRORS = """
+window.__errors = [];
+window.addEventListener('error', e => window.__errors.push(String(e.message || e)));
+window.addEventListener('unhandledrejection', e => window.__errors.push('rejection: ' + String(e.reason)));
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as e:
+        pytest.skip(f"browser tests need selenium (pip install selenium): {e}")
+    chrome = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+                  None)
+    if chrome is None:
+        pytest.skip("browser tests need chromium on PATH (apt-get install chromium chromium-driver)")
+    chromedriver = shutil.which("chromedriver")
+    if chromedriver is None:
+        pytest.skip("browser tests need chromedriver on PATH (apt-get install chromium-driver)")
+    os.environ.setdefault("SE_OFFLINE", "true")  # selenium-manager must not download anything
+    options = webdriver.ChromeOptions()
+    options.binary_location = chrome
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1400,1000", "--force-device-scale-factor=1", "--lang=en-US"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+    try:
+        # no network: every http(s)/ws request fails (and would log a SEVERE error)
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["http://*", "https://*", "ws://*", "wss://*"]})
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": _ERRORS})
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _open(browser, page: str, path: Path):
+    path.write_text(page, encoding="utf-8")
+    browser.get(path.as_uri())
+    assert browser.current_url.startswith("file://")
+    browser.get_log("browser")  # drop what came before this page
+
+
+def _no_errors(browser):
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    errors = browser.execute_script("return window.__errors")
+    assert errors == [] and severe == [], (errors, severe)
+    fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert fetched == [], f"the page fetched {fetched}"
+
+
+def _screenshot(browser, name: str, keep_mouse=False) -> Path:
+    if not keep_mouse:  # the mouse off the chart: no tooltip
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        ActionChains(browser).move_to_element(browser.find_element("id", "title")).perform()
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    assert browser.save_screenshot(str(path))
+    assert path.stat().st_size > 1000
+    print(f"screenshot: {path}")
+    return path
+
+
+def _hover(browser, x_frac: float, row_from_top: int):
+    """Moves the mouse over the canvas at a fraction of its width, in a row."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    canvas = browser.find_element("id", "canvas")
+    w, h = canvas.size["width"], canvas.size["height"]
+    ActionChains(browser).move_to_element_with_offset(
+        canvas, int((x_frac - 0.5) * w), int(row_from_top * 20 + 10 - h / 2)).perform()
+    tip = browser.find_element("id", "tip")
+    return tip.text if tip.is_displayed() else ""
+
+
+def test_bert_page_in_browser(browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    tree = bert_tree()
+    _open(browser, flamegraph_html(tree), tmp_path / "bert.html")
+    ph = "return window.phprof."
+    total = browser.execute_script(ph + "rootTotal()")
+    assert math.isclose(total, tree["total_j"], rel_tol=1e-9) and math.isclose(total, bert_total(), rel_tol=1e-9)
+    assert browser.execute_script(ph + "view()") == {"zoomedPath": "all", "mode": "energy", "inverted": False}
+    header = browser.find_element("id", "head").text
+    assert "per inference" in header and "Width = share of energy" in header and "estimates" in header
+    assert f"Total energy: {tree['total_j'] / INFERENCES * 1e3:.3g} mJ per inference" in header
+    for kind in ("attention", "MLP", "norm", "embedding", "head", "kernel / op"):
+        assert kind in browser.find_element("id", "legend").text
+    _screenshot(browser, "flamegraph-bert.png")
+
+    # hover: the root is the bottom row in the flame view
+    rows = browser.execute_script("return document.getElementById('canvas').height") // 20
+    tip = _hover(browser, 0.5, rows - 1)
+    assert "all" in tip and "per inference" in tip and "of energy" in tip and "of time" in tip
+    assert "90% interval" in tip and "sensor-model regression" in tip
+    tip = _hover(browser, 0.3, rows - 1 - 5)  # attention or an MLP of layer 3
+    assert "bert.encoder.layer.3." in tip
+    _screenshot(browser, "flamegraph-bert-tooltip.png", keep_mouse=True)
+
+    # search: a layer by name, highlighted, with its share
+    n = browser.execute_script(ph + "search('layer.3.attention')")
+    assert n >= 1
+    assert browser.execute_script(ph + "highlighted()") >= 1
+    assert "frames match" in browser.find_element("id", "match").text
+    # typing in the box does the same
+    box = browser.find_element("id", "search")
+    box.clear()
+    box.send_keys("intermediate.dense")
+    time.sleep(0.4)
+    assert browser.find_element("id", "match").text.startswith("36 frames match")  # 12 x (module, op, kernel)
+    _screenshot(browser, "flamegraph-bert-search.png")
+    assert browser.execute_script(ph + "search('no such frame')") == 0
+    assert browser.execute_script(ph + "highlighted()") == 0
+    browser.execute_script(ph + "search('')")
+
+    # zoom: by API, then back with Escape; by click, then back with the root
+    assert browser.execute_script(ph + "zoom('bert.encoder.layer.3')") is True
+    assert browser.execute_script(ph + "view()")["zoomedPath"] == "bert.encoder.layer.3"
+    assert "Zoomed into" in browser.find_element("id", "crumbs").text
+    assert browser.execute_script(ph + "zoom('not a path')") is False
+    browser.find_element("tag name", "body").send_keys(Keys.ESCAPE)
+    assert browser.execute_script(ph + "view()")["zoomedPath"] == "all"
+    browser.execute_script(ph + "zoom('bert.encoder.layer.3.intermediate.dense;aten::linear')")
+    kernel = "bert.encoder.layer.3.intermediate.dense;aten::linear;sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64"
+    tip = _hover(browser, 0.5, 0)  # the zoomed frame's only child, on top
+    assert "no interval (its layer's power x its time)" in tip and "per inference" in tip
+    canvas = browser.find_element("id", "canvas")
+    h = canvas.size["height"]
+    ActionChains(browser).move_to_element_with_offset(canvas, 0, int(10 - h / 2)).click().perform()  # the kernel
+    assert browser.execute_script(ph + "view()")["zoomedPath"] == kernel
+    ActionChains(browser).move_to_element_with_offset(canvas, 0, int(h / 2 - 10)).click().perform()  # the root
+    assert browser.execute_script(ph + "view()")["zoomedPath"] == "all"
+
+    # width by time, then the icicle view, by their buttons
+    browser.find_element("id", "mode-time").click()
+    assert browser.execute_script(ph + "view()")["mode"] == "time"
+    assert "Width = share of time" in browser.find_element("id", "explain").text
+    browser.find_element("id", "invert").click()
+    assert browser.execute_script(ph + "view()") == {"zoomedPath": "all", "mode": "time", "inverted": True}
+    tip = _hover(browser, 0.5, 0)  # icicle: the root on top
+    assert tip.startswith("all")
+    _screenshot(browser, "flamegraph-bert-time-icicle.png")
+    browser.find_element("id", "mode-energy").click()
+    browser.find_element("id", "invert").click()
+    assert browser.execute_script(ph + "view()") == {"zoomedPath": "all", "mode": "energy", "inverted": False}
+    _no_errors(browser)
+
+
+def test_large_tree_in_browser(browser, big, tmp_path):
+    t0 = time.perf_counter()
+    page = flamegraph_html(big)
+    elapsed = time.perf_counter() - t0
+    size = len(page.encode())
+    print(f"200,000 frames: page {size / 1e6:.2f} MB, rendered in {elapsed:.2f} s")
+    assert size < 3e6
+    t0 = time.perf_counter()
+    _open(browser, page, tmp_path / "big.html")
+    ph = "return window.phprof."
+    total = browser.execute_script(ph + "rootTotal()")
+    print(f"loaded and drawn in the browser in {time.perf_counter() - t0:.2f} s")
+    assert math.isclose(total, big["total_j"], rel_tol=1e-9)
+    biggest = big["root"]["children"][0]
+    assert browser.execute_script(ph + "search(arguments[0])", biggest["name"]) >= 1
+    assert browser.execute_script(ph + "highlighted()") >= 1
+    t0 = time.perf_counter()
+    assert browser.execute_script(ph + "search('attention')") >= 1
+    assert time.perf_counter() - t0 < 2
+    browser.execute_script(ph + "search('')")
+    deep = biggest["children"][0]["children"][0]
+    assert browser.execute_script(ph + "zoom(arguments[0])", deep["path"]) is True
+    assert browser.execute_script(ph + "view()")["zoomedPath"] == deep["path"]
+    _screenshot(browser, "flamegraph-200k-zoomed.png")
+    browser.execute_script(ph + "zoom(null)")
+    browser.find_element("id", "mode-time").click()
+    browser.find_element("id", "invert").click()
+    assert browser.execute_script(ph + "view()") == {"zoomedPath": "all", "mode": "time", "inverted": True}
+    browser.find_element("id", "mode-energy").click()
+    browser.find_element("id", "invert").click()
+    _screenshot(browser, "flamegraph-200k.png")
+    _no_errors(browser)
+
+
+def test_a_real_traces_flamegraph_and_report_page_in_browser(browser, gpt2_trace, tmp_path):
+    """The whole path: a traced tiny gpt2 (fake GPU power) -> `phprof flamegraph` and
+    `phprof report --html` -> the browser. The page's root total is the report's."""
+    import shutil as sh
+
+    from click.testing import CliRunner
+
+    from phprof.cli import main
+
+    trace_path = tmp_path / "gpt2.h5"
+    sh.copy(gpt2_trace[0], trace_path)
+    runner = CliRunner()
+    r = runner.invoke(main, ["report", str(trace_path), "--json", "--html", str(tmp_path / "report.html")])
+    assert r.exit_code == 0, r.output
+    report_total = json.loads(r.output[r.output.index("{"):])["summary"]["inferences_energy"]["joules"]
+    r = runner.invoke(main, ["flamegraph", str(trace_path), "-o", str(tmp_path / "flame.html")])
+    assert r.exit_code == 0, r.output
+    for page, shot in (("flame.html", "flamegraph-gpt2.png"), ("report.html", "report-gpt2.png")):
+        _open(browser, (tmp_path / page).read_text(), tmp_path / f"copy-{page}")
+        _no_errors(browser)
+        assert browser.execute_script("return window.phprof.rootTotal()") == pytest.approx(report_total, rel=1e-9)
+        assert browser.execute_script("return window.phprof.search('c_attn')") >= 1
+        browser.execute_script("window.phprof.search('')")
+        assert browser.execute_script("return window.phprof.zoom('transformer.h.0.attn')")
+        assert browser.execute_script("return window.phprof.view()")["zoomedPath"] == "transformer.h.0.attn"
+        browser.execute_script("window.phprof.zoom(null)")
+        if page == "report.html":
+            browser.set_window_size(1400, 2600)
+            assert "Power over" in browser.page_source and "Energy share against time share" in browser.page_source
+        _screenshot(browser, shot)
+        browser.set_window_size(1400, 1000)
