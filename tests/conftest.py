@@ -26,7 +26,8 @@ def fake(fake_lib, tmp_path):
 
 @pytest.fixture(scope="session")
 def gpt2_trace(tmp_path_factory, fake_lib):
-    """A tiny gpt2 traced for ~12 s with every module drawing a known power in the fake."""
+    """A tiny gpt2 traced for ~12 s with every module drawing a known power in the fake:
+    (path, truth) with the fake's true energy over the inferences' span and per module."""
     from fake_nvml import OUTSIDE_TAG, OUTSIDE_W, power_per_module
 
     from phprof.tracing.run import trace
@@ -47,5 +48,12 @@ def gpt2_trace(tmp_path_factory, fake_lib):
         else:
             os.environ["PHPROF_NVML_LIB"] = old
     fake.set_power(0, OUTSIDE_W, tag=OUTSIDE_TAG)
-    yield out, fake, tags
+    # the truth, read now: another FakeNvml on the same library would supersede this one
+    from phprof import load
+
+    t = load(out)
+    span = (int(t.inferences["start_ns"].min()), int(t.inferences["end_ns"].max()))
+    truth = {"span": span, "span_j": fake.true_energy(0, *span),
+             "modules": {name: fake.tag_energy(0, tag) for name, tag in tags.items()}}
     fake.close()
+    return out, truth

@@ -23,7 +23,7 @@ from ..tracing.kineto import Kind
 from .aliasing import phase_coverage
 from .estimate import TIME_PROPORTIONAL, Estimate, LabelEnergy, estimate_label_power, fit_lag, instant_windows
 from .sensor import NOMINAL_INSTANT, SensorModel
-from .components import component_of
+from .components import Component, Taxonomy, component_of
 from .timeline import trace_timeline
 
 CLOCK_STEP_TOLERANCE_NS = 1_000_000  # realtime vs monotonic offset change that counts as a clock step
@@ -79,6 +79,9 @@ class Attribution:
     kernels: list[tuple[str, int, float, Amount]] = field(default_factory=list)  # (name, calls, seconds, energy)
     components: dict[str, tuple[float, Amount]] = field(default_factory=dict)  # kind -> (seconds, energy)
     parents: list[str] = field(default_factory=list)  # per layer: the scope it ran in ("": none)
+    classes: list[Component] = field(default_factory=list)  # per layer: its component, part and stack
+    module_types: list[str] = field(default_factory=list)  # per layer: its class ("": not a module)
+    parameters: list[int] = field(default_factory=list)  # per layer: the module's own parameters
     calls: list[int] = field(default_factory=list)  # per layer: forward calls while traced (-1: not a module)
     # the kernels (GPU) or outermost ops (CPU) inside each layer's own time, at the layer's power:
     # (layer, name, "kernel" | "op", calls, seconds, joules)
@@ -214,37 +217,19 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     out.inferences_energy = _total_of(est, timeline, inf["start_ns"], inf["end_ns"])
     if what == "device kernels":
         out.kernels = _kernels(trace, timeline, est)
-    out.components = _components(est)
+    types = module_types(trace)
+    taxonomy = Taxonomy.load()
+    out.classes = [taxonomy.classify(name, types) for name in timeline.names]
+    out.components = _components(est, out.classes)
+    params = {trace.strings[int(m["path"])]: int(m["parameters"]) for m in trace.modules}
+    out.module_types = [types.get(name, "") for name in timeline.names]
+    out.parameters = [params.get(name, 0) for name in timeline.names]
     out.parents = [timeline.names[p] if p >= 0 else "" for p in timeline.parents]
     module_calls = {trace.strings[int(m["path"])]: int(m["calls"]) for m in trace.modules}
     out.calls = [module_calls.get(name, -1) for name in timeline.names]
     out.leaves = _leaves(trace, timeline, est, what)
     out.inclusive = _inclusive_intervals(est, timeline.parents)
     return out
-
-
-def _components(est: Estimate) -> dict[str, tuple[float, Amount]]:
-    """Energy per component kind (``components``): the sum of its labels; an
-    interval where the kind is made of whole resolved groups."""
-    kinds = np.array([component_of(x.label) for x in est.labels])
-    q = (1 - est.interval) / 2
-    out = {}
-    for kind in dict.fromkeys(kinds.tolist()):
-        mine = kinds == kind
-        groups = np.unique(est.group_of[mine])
-        whole = all((kinds[est.group_of == g] == kind).all() for g in groups)
-        energy = float(sum(x.energy_j for x, m in zip(est.labels, mine) if m))
-        seconds = float(sum(x.seconds for x, m in zip(est.labels, mine) if m))
-        if whole and np.isfinite(est.boot_w).all():
-            g_sec = np.zeros(est.boot_w.shape[1])
-            g_sec[groups] = [est.groups[g].seconds for g in groups]
-            low, high = np.quantile(est.boot_w @ g_sec, [q, 1 - q])
-            how = est.method
-        else:
-            low = high = np.nan
-            how = "sum of its layers (some split by time within a merged group)"
-        out[kind] = (seconds, Amount(energy, float(low), float(high), how))
-    return dict(sorted(out.items(), key=lambda kv: -kv[1][1].joules))
 
 
 def _idle_power(trace, device: str) -> float | None:
@@ -311,6 +296,38 @@ def _kernels(trace, timeline, est: Estimate) -> list[tuple[str, int, float, Amou
     order = np.argsort(-e)
     return [(trace.strings[uniq[i]], int(calls[i]), float(s[i]),
              Amount(float(e[i]), np.nan, np.nan, "its layer's power x its time")) for i in order]
+
+
+def module_types(trace) -> dict[str, str]:
+    """Class name by module path (scope name); the root also under "" ."""
+    types = {trace.strings[int(m["path"])]: trace.strings[int(m["type"])] for m in trace.modules}
+    if len(trace.modules):
+        types[""] = trace.strings[int(trace.modules[0]["type"])]
+    return types
+
+
+def _components(est: Estimate, classes: list[Component]) -> dict[str, tuple[float, Amount]]:
+    """Energy per component (``classes[j]`` of layer j): the sum of its layers; an
+    interval where the component is made of whole resolved groups."""
+    kinds = np.array([c.component for c in classes])
+    q = (1 - est.interval) / 2
+    out = {}
+    for kind in dict.fromkeys(kinds.tolist()):
+        mine = kinds == kind
+        groups = np.unique(est.group_of[mine])
+        whole = all((kinds[est.group_of == g] == kind).all() for g in groups)
+        energy = float(sum(x.energy_j for x, m in zip(est.labels, mine) if m))
+        seconds = float(sum(x.seconds for x, m in zip(est.labels, mine) if m))
+        if whole and np.isfinite(est.boot_w).all():
+            g_sec = np.zeros(est.boot_w.shape[1])
+            g_sec[groups] = [est.groups[g].seconds for g in groups]
+            low, high = np.quantile(est.boot_w @ g_sec, [q, 1 - q])
+            how = est.method
+        else:
+            low = high = np.nan
+            how = "sum of its layers (some split by time within a merged group)"
+        out[kind] = (seconds, Amount(energy, float(low), float(high), how))
+    return dict(sorted(out.items(), key=lambda kv: -kv[1][1].joules))
 
 
 def _leaves(trace, timeline, est: Estimate, what: str) -> list[tuple[str, str, str, int, float, float]]:
@@ -402,7 +419,7 @@ def power_excerpt(trace, summary: dict, tables: dict, seconds: float = 1.5) -> d
     inferences, what ran (component kind per segment), and the power the
     estimate implies there (each label's power while it runs, idle between),
     binned to 1 ms. Times in seconds from the excerpt's start."""
-    from .components import component_of
+    from .components import Component, Taxonomy, component_of
 
     inf = np.sort(trace.inferences, order="start_ns")
     t0 = int(inf["start_ns"][len(inf) // 2])

@@ -16,7 +16,7 @@ import numpy as np
 from .. import carbon
 from .attribute import Amount, Attribution
 
-RESULTS_VERSION = 2  # 2: layers' parents, calls and inclusive intervals; leaves
+RESULTS_VERSION = 3  # 2: layers' parents, calls, inclusive intervals; leaves. 3: taxonomy columns
 
 
 def _amount(a: Amount) -> dict:
@@ -57,6 +57,11 @@ def to_results(att: Attribution, meta: dict) -> tuple[dict, dict]:
         "layers": {
             "label": [r.label for r in rows], "group": [r.group or r.label for r in rows],
             "parent": list(att.parents) + [""], "calls": np.array(list(att.calls) + [-1], np.int64),
+            "component": [c.component for c in att.classes] + ["other"],
+            "part": [c.part for c in att.classes] + [""], "stack": [c.stack for c in att.classes] + [""],
+            "unclassified": np.array([c.unclassified for c in att.classes] + [False]),
+            "module_type": list(att.module_types) + [""],
+            "parameters": np.array(list(att.parameters) + [0], np.int64),
             "inclusive_low_j": [x[0] for x in att.inclusive] + [rows[-1].low_j],
             "inclusive_high_j": [x[1] for x in att.inclusive] + [rows[-1].high_j],
             "seconds": [r.seconds for r in rows], "power_w": [r.power_w for r in rows],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from ..attribution.components import component_of
+from ..attribution.components import KIND_OF, component_of
 from ..attribution.timeline import OUTSIDE
 
 ROOT = "all"
@@ -35,7 +35,8 @@ def frame_tree(summary: dict, tables: dict, title: str | None = None) -> dict:
         frames[label] = {
             "name": _display_name(label),
             "path": label,
-            "kind": component_of(label),
+            "kind": KIND_OF[str(layers["component"][i])] if "component" in layers else component_of(label),
+            "component": str(layers["component"][i]) if "component" in layers else "",
             "energy_j": 0.0,
             "self_j": float(layers["energy_j"][i]),
             "seconds": 0.0,
