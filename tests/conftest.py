@@ -1,4 +1,3 @@
-import os
 import sys
 from pathlib import Path
 
@@ -37,16 +36,10 @@ def gpt2_trace(tmp_path_factory, fake_lib):
                               ring_capacity=1 << 21)
     levels, tags = {}, {}
     out = work / "gpt2.h5"
-    old = os.environ.get("PHPROF_NVML_LIB")
-    os.environ["PHPROF_NVML_LIB"] = str(fake_lib)
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PHPROF_NVML_LIB", str(fake_lib))
         trace("gpt2", inferences=60, warmup=0, output=out, size="tiny", idle_s=0.3, source="nvml",
               new_tokens=4, setup=power_per_module(fake, levels, tags, dwell_s=0.0005))
-    finally:
-        if old is None:
-            os.environ.pop("PHPROF_NVML_LIB")
-        else:
-            os.environ["PHPROF_NVML_LIB"] = old
     fake.set_power(0, OUTSIDE_W, tag=OUTSIDE_TAG)
     # the truth, read now: another FakeNvml on the same library would supersede this one
     from phprof import load

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import warnings
 
 import numpy as np
@@ -93,17 +92,11 @@ def t5_small_trace(tmp_path_factory, fake_lib):
     config.parent.mkdir()
     config.write_text(json.dumps(T5_SMALL))
     fake = FakeNvml(fake_lib, work / "state", n_devices=1, preset="a100", seed=5, ring_capacity=1 << 21)
-    old = os.environ.get("PHPROF_NVML_LIB")
-    os.environ["PHPROF_NVML_LIB"] = str(fake_lib)
     out = work / "t5.h5"
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PHPROF_NVML_LIB", str(fake_lib))
         trace(str(config), "zero-shot-summarization", inferences=12, warmup=0, output=out, idle_s=0.2,
               source="nvml", new_tokens=3, seq_len=32, setup=power_per_module(fake, {}, {}, dwell_s=0.0003))
-    finally:
-        if old is None:
-            os.environ.pop("PHPROF_NVML_LIB")
-        else:
-            os.environ["PHPROF_NVML_LIB"] = old
     fake.set_power(0, OUTSIDE_W, tag=OUTSIDE_TAG)
     yield out
     fake.close()
