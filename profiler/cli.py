@@ -427,6 +427,79 @@ def flamegraph(trace_file, output, fmt, min_share, calibration, recompute) -> No
     click.echo(f"written: {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 
+@main.command(name="compare")
+@click.argument("trace_files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--json", "form", flag_value="json", help="Print the comparison as JSON.")
+@click.option("--markdown", "form", flag_value="markdown", help="Print markdown tables (for an issue).")
+@click.option("--html", "html", type=click.Path(dir_okay=False),
+              help="Also write one self-contained HTML page: the tables and the differential flamegraph of the "
+              "first two runs (red where the second spends more, blue where less).")
+@click.option("--min-share", type=click.FloatRange(min=0, max=0.5), default=0.001, show_default=True,
+              help="HTML: flamegraph frames below this share are collapsed into one per parent.")
+@click.option("--recompute", is_flag=True, help="Attribute again even if a file holds results.")
+def compare_command(trace_files, form, html, min_share, recompute) -> None:
+    """Compare traces: energy per inference by component, token, parameter and phase.
+
+    \b
+    phprof compare A.h5 B.h5 [C.h5 ...]
+
+    Each run's attributed energy (computed and stored in its file if needed, as by
+    `phprof report`) is split by stack and component (embeddings, self-attention,
+    cross-attention, MLP, norm, head...) per inference, per generated token and per
+    parameter, with phases side by side; Δ columns are each run minus the first.
+    Warnings (on stderr) name what differs besides the model: task, input shapes,
+    device, sensor, method.
+    """
+    from pathlib import Path
+
+    from .attribution.attribute import NoPowerError
+    from .compare import Run, compare, render_html, render_json, render_markdown, render_text
+
+    if len(trace_files) < 2:
+        raise click.UsageError(f"compare needs at least two trace files, got {len(trace_files)}")
+    out = Path(html) if html else None
+    if out is not None and not out.parent.is_dir():
+        raise click.ClickException(f"cannot write {out}: the folder {out.parent} does not exist")
+    loaded = []
+    for path in trace_files:
+        try:
+            t, summary, tables, _ = _results(path, recompute=recompute)
+        except NoPowerError as e:
+            raise click.ClickException(f"{path}: no energy to compare ({e}); `phprof report {path}` shows its "
+                                       "time per layer") from None
+        except click.ClickException as e:
+            if str(path) not in e.message:
+                e.message = f"{path}: {e.message}"
+            raise
+        loaded.append((path, t, summary, tables))
+    runs = [Run.from_trace(t, summary, tables, name) for (_, t, summary, tables), name in
+            zip(loaded, _run_names([(p, s.get("model") or t.meta.get("model")) for p, t, s, _ in loaded]))]
+    comparison = compare(runs)
+    for w in comparison.warnings:
+        click.echo(f"warning: {w}", err=True)
+    if out is not None:
+        from .render.frames import frame_tree
+
+        trees = [frame_tree(s, tab) for _, _, s, tab in loaded[:2]]
+        out.write_text(render_html(comparison, *trees, min_share=min_share), encoding="utf-8")
+        click.echo(f"written: {out} ({out.stat().st_size / 1e6:.1f} MB)", err=True)
+    if form == "json":
+        click.echo(render_json(comparison), nl=False)
+    elif form == "markdown":
+        click.echo(render_markdown(comparison), nl=False)
+    else:
+        click.echo(render_text(comparison, warnings=False), nl=False)
+
+
+def _run_names(runs: list[tuple[str, str | None]]) -> list[str]:
+    """A name per run: its model, with the file's name where two runs share a model."""
+    from pathlib import Path
+
+    models = [m or Path(p).stem for p, m in runs]
+    names = [m if models.count(m) == 1 else f"{m} ({Path(p).name})" for (p, _), m in zip(runs, models)]
+    return [n if names.count(n) == 1 else f"{n} #{i + 1}" for i, n in enumerate(names)]
+
+
 @main.command(name="attribute")
 @click.argument("kineto_json", type=click.Path(dir_okay=False))
 @click.argument("power_csv", type=click.Path(dir_okay=False))

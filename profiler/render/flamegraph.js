@@ -1,6 +1,9 @@
 // phprof energy flamegraph: draws the frame tree embedded in #phprof-data on a canvas.
 // Width is a frame's inclusive energy (or time); click zooms, Esc resets, the search
 // box highlights frames. window.phprof lets tests drive the page.
+// With DATA.diff (phprof compare), the same page is a differential flamegraph: frames are
+// the union of two runs' (A, B) by path, as wide as the larger of their energies, coloured
+// by (B - A) / A: red where B spends more, blue where less, grey within SAME.
 (function () {
   "use strict";
 
@@ -11,6 +14,8 @@
   const FONT = "12px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
   const INF = DATA.inferences > 0 ? DATA.inferences : 1;
   const LEVEL = DATA.interval ? Math.round(DATA.interval * 100) + "%" : "";
+  const DIFF = DATA.diff || null;  // {names: [A, B], a_j, b_j}: a differential flamegraph
+  const SAME = 0.01;       // |B - A| within 1% of the larger: drawn grey, "equal"
 
   // kind -> [hue, saturation %, lightness %]; pale enough for dark labels
   const KINDS = {
@@ -39,6 +44,11 @@
       lo: C.low_j[i], hi: C.high_j[i], calls: C.calls[i], method: S[C.method[i]],
       merged: C.merged[i], parent: p >= 0 ? nodes[p] : null, children: [], depth: 0, height: 0,
     };
+    if (DIFF) {  // per inference of each run; a frame a run lacks has 0 there
+      n.a = C.a_j[i] || 0; n.b = C.b_j[i] || 0; n.ase = C.a_self_j[i] || 0; n.bse = C.b_self_j[i] || 0;
+      n.alo = C.a_low_j[i]; n.ahi = C.a_high_j[i]; n.blo = C.b_low_j[i]; n.bhi = C.b_high_j[i];
+      n.at = C.a_s[i] || 0; n.bt = C.b_s[i] || 0;
+    }
     n.hue = (KINDS[n.kind] || KINDS.other)[1];
     if (n.parent) { n.parent.children.push(n); n.depth = n.parent.depth + 1; }
     nodes[i] = n;
@@ -71,8 +81,36 @@
   const value = (n) => state.mode === "time" ? n.s : n.e;
   const esc = (t) => String(t).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 
+  // ---- differences (diff mode) ----------------------------------------------------------
+  const signedJ = (x) => (x > 0 ? "+" : x < 0 ? "−" : "±") + joules(Math.abs(x));
+  function change(n) {  // (B - A) / A as text
+    const a = n.a, b = n.b;
+    if (a === 0 && b === 0) return "0 in both";
+    if (a === 0) return "only in " + DIFF.names[1];
+    if (b === 0) return "only in " + DIFF.names[0];
+    const r = (b - a) / a;
+    return (r >= 0 ? "+" : "−") + Math.abs(100 * r).toFixed(Math.abs(r) < 0.1 ? 1 : 0) + "%";
+  }
+  // -1: B much less (or only in A), +1: B much more (or only in B), 0: within SAME.
+  // Strength grows with |log2(B/A)|, full at 4x.
+  function direction(n) {
+    const a = n.a, b = n.b, big = Math.max(a, b);
+    if (!(big > 0) || Math.abs(b - a) <= SAME * big) return 0;
+    const t = a > 0 && b > 0 ? Math.min(Math.abs(Math.log2(b / a)) / 2, 1) : 1;
+    return b > a ? Math.max(t, 0.02) : -Math.max(t, 0.02);
+  }
+  function diffHsl(d) {
+    if (d === 0) return [0, 0, 84];
+    const t = Math.abs(d);
+    return [d > 0 ? 2 : 214, 35 + 50 * t, 84 - 26 * t];
+  }
+
   // ---- drawing -------------------------------------------------------------------------
   function colour(n, faded) {
+    if (DIFF) {
+      const [h, s, l] = diffHsl(direction(n));
+      return faded ? `hsl(${h} ${s * 0.35}% ${Math.min(l + 8, 94)}%)` : `hsl(${h} ${s}% ${l}%)`;
+    }
     const [h, s, l] = n.hue;
     let k = 0;  // a little lightness jitter by name so neighbours stay apart
     for (let i = 0; i < n.name.length; i++) k = (k * 31 + n.name.charCodeAt(i)) | 0;
@@ -83,7 +121,8 @@
   function label(n, w) {
     if (w < MIN_LABEL) return "";
     const room = w - 8;
-    const full = `${n.name}  ${joulesOrSecs(n)} · ${pct(value(n), value(root))}`;
+    const full = DIFF ? `${n.name}  ${signedJ(n.b - n.a)} (${change(n)})`
+      : `${n.name}  ${joulesOrSecs(n)} · ${pct(value(n), value(root))}`;
     if (ctx.measureText(full).width <= room) return full;
     if (ctx.measureText(n.name).width <= room) return n.name;
     let k = Math.floor(n.name.length * room / ctx.measureText(n.name).width);
@@ -148,9 +187,18 @@
   // ---- header, legend, tooltip ----------------------------------------------------------
   function header() {
     const what = state.mode === "time" ? "time" : "energy";
-    $("explain").innerHTML = `Width = share of <b>${what}</b>, inclusive (a frame spans everything ` +
-      `${state.inverted ? "below" : "above"} it). Per-layer energies are <b>estimates</b>` +
-      (LEVEL ? ` with ${LEVEL} intervals` : "") + ` (hover a frame). Click to zoom; Esc or the root to go back; / to search.`;
+    if (DIFF) {
+      $("explain").innerHTML = `Width = the larger of ${esc(DIFF.names[0])}'s and ${esc(DIFF.names[1])}'s ` +
+        `<b>${what}</b> per inference, inclusive (a frame spans everything ${state.inverted ? "below" : "above"} ` +
+        `it). Colour = energy (${esc(DIFF.names[1])} − ${esc(DIFF.names[0])}) / ${esc(DIFF.names[0])}: ` +
+        `<b class="more">red</b> where ${esc(DIFF.names[1])} spends more, <b class="less">blue</b> where less, grey ` +
+        `within ±${Math.round(SAME * 100)}%. Per-layer energies are <b>estimates</b> (hover a frame for both runs ` +
+        `and the difference). Click to zoom; Esc or the root to go back; / to search.`;
+    } else {
+      $("explain").innerHTML = `Width = share of <b>${what}</b>, inclusive (a frame spans everything ` +
+        `${state.inverted ? "below" : "above"} it). Per-layer energies are <b>estimates</b>` +
+        (LEVEL ? ` with ${LEVEL} intervals` : "") + ` (hover a frame). Click to zoom; Esc or the root to go back; / to search.`;
+    }
     $("mode-energy").classList.toggle("on", state.mode === "energy");
     $("mode-time").classList.toggle("on", state.mode === "time");
     $("invert").classList.toggle("on", state.inverted);
@@ -163,7 +211,28 @@
     if (un) un.onclick = (ev) => { ev.preventDefault(); zoom(null); };
   }
 
+  function diffSummary() {
+    $("title").innerHTML = `${esc(DATA.title)} <span class="tool">differential energy flamegraph · phprof</span>`;
+    document.title = DATA.title;
+    const [na, nb] = DIFF.names;
+    const parts = [`${esc(na)}: <b>${joules(root.a)}</b> per inference`,
+      `${esc(nb)}: <b>${joules(root.b)}</b> per inference`,
+      `Δ <b class="total ${root.b > root.a ? "more" : "less"}">${signedJ(root.b - root.a)} (${change(root)})</b>`];
+    if (DATA.frames_in > DATA.frames_out) {
+      parts.push(`${DATA.frames_in.toLocaleString("en-US")} frames, those under ${pct(DATA.min_share, 1)} merged`);
+    }
+    $("summary").innerHTML = parts.join(" · ");
+    const keys = [[-1, `only in A or ≤ ¼×`], [-0.5, "−50%"], [-0.15, "−20%"], [0, `equal (±${Math.round(SAME * 100)}%)`],
+      [0.16, "+25%"], [0.5, "+100%"], [1, `≥ 4× or only in B`]];
+    $("legend").innerHTML = `<span class="scale-label">B = ${esc(nb)} against A = ${esc(na)}:</span>` +
+      keys.map(([d, text]) => {
+        const [h, s, l] = diffHsl(d);
+        return `<span class="key"><i style="background:hsl(${h} ${s}% ${l}%)"></i>${esc(text)}</span>`;
+      }).join("");
+  }
+
   function summary() {
+    if (DIFF) { diffSummary(); return; }
     $("title").innerHTML = `${esc(DATA.title)} <span class="tool">energy flamegraph · phprof</span>`;
     document.title = DATA.title;
     const interval = root.lo !== null && root.hi !== null && root.lo !== undefined && root.hi !== undefined
@@ -186,7 +255,32 @@
       `<span class="key"><i style="background:hsl(${hsl[0]} ${hsl[1]}% ${hsl[2]}%)"></i>${esc(name)}</span>`).join("");
   }
 
+  function diffTooltip(n) {
+    const [na, nb] = DIFF.names;
+    const run = (name, e, lo, hi, t, has) => [esc(name), has
+      ? `<b>${joules(e)}</b> per inference` + (lo !== null && hi !== null && lo !== undefined && hi !== undefined &&
+        (lo !== 0 || hi !== 0) ? ` (${LEVEL} interval ${joules(lo)} – ${joules(hi)})` : "") + ` · ${secs(t)}`
+      : "– (not in this run)"];
+    const a = n.a > 0 || n.at > 0 || n.ase > 0, b = n.b > 0 || n.bt > 0 || n.bse > 0;
+    const rows = [
+      run(na, n.a, n.alo, n.ahi, n.at, a),
+      run(nb, n.b, n.blo, n.bhi, n.bt, b),
+      ["Δ", `<b>${signedJ(n.b - n.a)}</b> per inference (${change(n)})`],
+    ];
+    if (n.alo !== null && n.ahi !== null && n.blo !== null && n.bhi !== null &&
+        n.alo !== undefined && n.blo !== undefined && (a && b)) {
+      const lo = n.blo - n.ahi, hi = n.bhi - n.alo;
+      rows.push(["", `Δ range ${signedJ(lo)} – ${signedJ(hi)}` + (lo <= 0 && hi >= 0 ? " (includes 0)" : "")]);
+    }
+    rows.push(["width", `${joulesOrSecs(n)} (the larger run, with what is inside) · ${pct(value(n), value(root))}`]);
+    rows.push(["method", esc(n.method || "–")]);
+    if (n.merged) rows.push(["merged", `${n.merged.toLocaleString("en-US")} frames, each under ${pct(DATA.min_share, 1)}`]);
+    return `<div class="path">${esc(n.path)}</div><div class="kind">${esc((KINDS[n.kind] || KINDS.other)[0])}</div>` +
+      `<table>${rows.map(([k, v]) => `<tr><th>${k}</th><td>${v}</td></tr>`).join("")}</table>`;
+  }
+
   function tooltip(n) {
+    if (DIFF) return diffTooltip(n);
     const e = n.e / INF;
     const interval = n.lo !== null && n.hi !== null
       ? `${LEVEL} interval ${joules(n.lo / INF)} – ${joules(n.hi / INF)}`
@@ -298,6 +392,16 @@
     view: () => ({ zoomedPath: state.zoom.path, mode: state.mode, inverted: state.inverted }),
     setMode, setInverted,
     highlighted: () => state.drawn.filter((d) => d.matched).length,
+    // diff mode: the two runs' names and totals per inference (null on a plain flamegraph)
+    diff: () => DIFF ? { names: DIFF.names.slice(), a: root.a, b: root.b } : null,
+    // a frame by path: its energies (per inference in diff mode: a, b, change) and fill colour
+    frame: (path) => {
+      const n = byPath.get(path);
+      if (!n) return null;
+      const out = { path: n.path, width: value(n), energy: n.e, colour: colour(n, false) };
+      if (DIFF) Object.assign(out, { a: n.a, b: n.b, delta: n.b - n.a, change: change(n), direction: direction(n) });
+      return out;
+    },
   };
 
   summary();

@@ -11,6 +11,11 @@ The data is columnar (one array per field, frames in pre-order with the index
 of their parent) and strings are interned in one table, so a frame costs a few
 numbers. The drawing code is ``flamegraph.js`` and ``flamegraph.css`` next to
 this module, read at render time and inlined.
+
+The same page draws a differential flamegraph (:func:`diff_flamegraph_html`): the
+union of two runs' frames by path (``phprof.compare.diff_tree``), each frame as
+wide as the larger of its two energies, coloured by (B - A) / A; the tree's
+``diff`` entry and its frames' ``a_*`` / ``b_*`` fields switch the script to it.
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ from importlib import resources
 
 KINDS = ("attention", "mlp", "norm", "embedding", "head", "convolution", "other", "kernel", "op")
 COLLAPSED = "collapsed"  # the kind of a "(n smaller frames)" frame
+# a differential tree's per-run columns (phprof.compare.diff_tree), embedded when the tree has "diff"
+DIFF_KEYS = ("a_j", "b_j", "a_self_j", "b_self_j", "a_low_j", "a_high_j", "b_low_j", "b_high_j", "a_s", "b_s")
 
 
 def flamegraph_html(tree: dict, *, title: str | None = None, min_share: float = 0.001, before: str = "",
@@ -41,6 +48,18 @@ def flamegraph_html(tree: dict, *, title: str | None = None, min_share: float = 
     )
 
 
+def diff_flamegraph_html(tree_a: dict, tree_b: dict, names=("A", "B"), *, title: str | None = None,
+                         min_share: float = 0.001, before: str = "", after: str = "") -> str:
+    """The differential flamegraph of two frame trees (B against A) as one HTML page:
+    frames are the union of both runs' by path, widths the larger of their energies
+    per inference (so a frame only A has stays visible), colours (B - A) / A: red
+    where B spends more, blue where less, grey within 1%. ``names``: the two runs'."""
+    from ..compare import diff_tree
+
+    return flamegraph_html(diff_tree(tree_a, tree_b, names), title=title, min_share=min_share, before=before,
+                           after=after)
+
+
 def embedded_data(tree: dict, *, title: str | None = None, min_share: float = 0.001) -> dict:
     """What the page embeds: the tree's header fields and its frames, merged
     below ``min_share`` and laid out in columns (see the module's docstring)."""
@@ -58,8 +77,9 @@ def embedded_data(tree: dict, *, title: str | None = None, min_share: float = 0.
             strings.append(s)
         return i
 
-    cols = {k: [] for k in ("parent", "name", "path", "kind", "energy_j", "self_j", "seconds", "self_s",
-                            "low_j", "high_j", "calls", "method", "merged")}
+    diff = tree.get("diff")
+    keys = ("energy_j", "self_j", "seconds", "self_s", "low_j", "high_j") + (DIFF_KEYS if diff else ())
+    cols = {k: [] for k in ("parent", "name", "path", "kind", "calls", "method", "merged") + keys}
     kept_floor_j = min_share * total_j if total_j > 0 else math.inf
     kept_floor_s = min_share * total_s if total_s > 0 else math.inf
     n_in = 0
@@ -70,7 +90,7 @@ def embedded_data(tree: dict, *, title: str | None = None, min_share: float = 0.
         cols["name"].append(intern(frame["name"]))
         cols["path"].append(intern(frame["path"]))
         cols["kind"].append(intern(frame.get("kind") or "other"))
-        for key in ("energy_j", "self_j", "seconds", "self_s", "low_j", "high_j"):
+        for key in keys:
             cols[key].append(_number(frame.get(key)))
         calls = frame.get("calls")
         cols["calls"].append(None if calls is None else int(calls))
@@ -98,7 +118,7 @@ def embedded_data(tree: dict, *, title: str | None = None, min_share: float = 0.
             big.append(small.pop())  # merging one frame gains nothing (its children may merge)
         big.sort(key=lambda c: -c["energy_j"])
         if small:  # pushed first: drawn after (right of) its bigger siblings
-            merged = _merge(small, frame["path"])
+            merged = _merge(small, frame["path"], diff is not None)
             merged["merged"] = _count(small)  # they and their descendants, never walked
             n_in += merged["merged"]
             stack.append((merged, me, True))
@@ -118,19 +138,22 @@ def embedded_data(tree: dict, *, title: str | None = None, min_share: float = 0.
         "strings": strings,
         "frames": cols,
     }
+    if diff:
+        data["diff"] = {"names": [str(x) for x in diff["names"]], "a_j": _number(diff.get("a_j")),
+                        "b_j": _number(diff.get("b_j"))}
     return data
 
 
-def _merge(frames: list[dict], parent_path: str) -> dict:
+def _merge(frames: list[dict], parent_path: str, diff: bool = False) -> dict:
     """One frame standing for ``frames`` (siblings): their sums; an interval only
-    when every one has one (the sum of the bounds)."""
+    when every one has one (the sum of the bounds). ``diff``: also each run's sums."""
     n = len(frames)
     lows = [f.get("low_j") for f in frames]
     highs = [f.get("high_j") for f in frames]
     calls = [f.get("calls") for f in frames]
     methods = {f.get("method") or "" for f in frames}
     name = f"({n} smaller frames)"
-    return {
+    out = {
         "name": name,
         "path": f"{parent_path};{name}",
         "kind": COLLAPSED,
@@ -143,6 +166,12 @@ def _merge(frames: list[dict], parent_path: str) -> dict:
         "calls": None if any(x is None for x in calls) else sum(calls),
         "method": methods.pop() if len(methods) == 1 else "mixed",
     }
+    if diff:
+        for key in DIFF_KEYS:
+            values = [f.get(key) for f in frames]
+            out[key] = None if any(v is None for v in values) else sum(values)
+        out["a_self_j"], out["b_self_j"] = out["a_j"], out["b_j"]  # its members' whole energy is its own
+    return out
 
 
 def _count(frames: list[dict]) -> int:
