@@ -258,7 +258,13 @@ class _Facts:
             lo, hi = _finite(ct["low_j"][j]), _finite(ct["high_j"][j])
             if lo is not None and hi is not None:
                 self.resolved[str(name)] = (lo / n, hi / n, str(ct["method"][j]))
+        st = run.tables.get("stack_components") or {}
+        for j, name in enumerate(st.get("component", [])):
+            lo, hi = _finite(st["low_j"][j]), _finite(st["high_j"][j])
+            if lo is not None and hi is not None:
+                self.resolved[(str(st["stack"][j]), str(name))] = (lo / n, hi / n, str(st["method"][j]))
         self.layer_component = comp
+        self.layer_stack = stack
         inf = s["inferences_energy"]
         self.total = Figure(inf["joules"] / n, _mul(inf.get("low_j"), 1 / n), _mul(inf.get("high_j"), 1 / n),
                             inf.get("method") or s.get("method") or "")
@@ -323,7 +329,7 @@ def _sum_figure(f: _Facts, idx: list[int]) -> Figure:
     conservation step makes them add up to the measured total), and they are not
     stored. So: one layer keeps its own interval; layers that are exactly a
     component the attribution resolved as a whole keep that component's
-    bootstrap interval; any other sum gets the sum of the layers' ends, narrowed
+    bootstrap interval (per component, or per stack and component); any other sum gets the sum of the layers' ends, narrowed
     by the total (the rest of the layers cannot take less than their lower ends,
     nor more than their upper ends): a conservative bound."""
     energy = float(f.energy[idx].sum())
@@ -331,6 +337,13 @@ def _sum_figure(f: _Facts, idx: list[int]) -> Figure:
         i = idx[0]
         method = f.methods[i]
         return Figure(energy, _finite(f.low[i]), _finite(f.high[i]), method, method.startswith("time-proportional"))
+    pairs = {(f.layer_stack[i], f.layer_component[i]) for i in idx}
+    if len(pairs) == 1:
+        (pair,) = pairs
+        mine = [i for i in range(len(f.layer_component)) if (f.layer_stack[i], f.layer_component[i]) == pair]
+        if pair in f.resolved and mine == sorted(idx):
+            lo, hi, how = f.resolved[pair]
+            return Figure(energy, lo, hi, f"{how} (bootstrap of the component's sum)", False)
     comps = {f.layer_component[i] for i in idx}
     if len(comps) == 1:
         (c,) = comps

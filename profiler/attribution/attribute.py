@@ -78,6 +78,7 @@ class Attribution:
     phase_counts: dict[str, int] = field(default_factory=dict)  # occurrences over the run
     kernels: list[tuple[str, int, float, Amount]] = field(default_factory=list)  # (name, calls, seconds, energy)
     components: dict[str, tuple[float, Amount]] = field(default_factory=dict)  # kind -> (seconds, energy)
+    stack_components: dict[str, tuple[float, Amount]] = field(default_factory=dict)  # "stack/kind" -> the same
     parents: list[str] = field(default_factory=list)  # per layer: the scope it ran in ("": none)
     classes: list[Component] = field(default_factory=list)  # per layer: its component, part and stack
     module_types: list[str] = field(default_factory=list)  # per layer: its class ("": not a module)
@@ -221,6 +222,7 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     taxonomy = Taxonomy.load()
     out.classes = [taxonomy.classify(name, types) for name in timeline.names]
     out.components = _components(est, out.classes)
+    out.stack_components = _components(est, out.classes, by_stack=True)
     params = {trace.strings[int(m["path"])]: int(m["parameters"]) for m in trace.modules}
     out.module_types = [types.get(name, "") for name in timeline.names]
     out.parameters = [params.get(name, 0) for name in timeline.names]
@@ -306,10 +308,10 @@ def module_types(trace) -> dict[str, str]:
     return types
 
 
-def _components(est: Estimate, classes: list[Component]) -> dict[str, tuple[float, Amount]]:
-    """Energy per component (``classes[j]`` of layer j): the sum of its layers; an
-    interval where the component is made of whole resolved groups."""
-    kinds = np.array([c.component for c in classes])
+def _components(est: Estimate, classes: list[Component], by_stack: bool = False) -> dict[str, tuple[float, Amount]]:
+    """Energy per component (``classes[j]`` of layer j), or per "stack/component":
+    the sum of its layers; an interval where it is made of whole resolved groups."""
+    kinds = np.array([f"{c.stack}/{c.component}" if by_stack else c.component for c in classes])
     q = (1 - est.interval) / 2
     out = {}
     for kind in dict.fromkeys(kinds.tolist()):

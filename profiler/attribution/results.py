@@ -16,7 +16,7 @@ import numpy as np
 from .. import carbon
 from .attribute import Amount, Attribution
 
-RESULTS_VERSION = 3  # 2: layers' parents, calls, inclusive intervals; leaves. 3: taxonomy columns
+RESULTS_VERSION = 4  # 2: layers' parents, calls, inclusive intervals, leaves; 3: taxonomy; 4: stack_components
 
 
 def _amount(a: Amount) -> dict:
@@ -84,6 +84,15 @@ def to_results(att: Attribution, meta: dict) -> tuple[dict, dict]:
             "low_j": [v[1].low_j for v in att.components.values()],
             "high_j": [v[1].high_j for v in att.components.values()],
             "method": [v[1].method for v in att.components.values()],
+        },
+        "stack_components": {
+            "stack": [k.split("/")[0] for k in att.stack_components],
+            "component": [k.split("/")[1] for k in att.stack_components],
+            "seconds": [v[0] for v in att.stack_components.values()],
+            "energy_j": [v[1].joules for v in att.stack_components.values()],
+            "low_j": [v[1].low_j for v in att.stack_components.values()],
+            "high_j": [v[1].high_j for v in att.stack_components.values()],
+            "method": [v[1].method for v in att.stack_components.values()],
         },
         "leaves": {
             "layer": [x[0] for x in att.leaves], "name": [x[1] for x in att.leaves],
