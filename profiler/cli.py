@@ -255,14 +255,15 @@ def _list_regions() -> None:
         click.echo(f"{key:<24} {c.g_co2eq_per_kwh:>7.0f} g/kWh  {c.name} ({c.year}; {c.source})")
 
 
-def _results(path, calibration=None, recompute=False):
-    """A trace and its attribution's (summary, tables): read from the file's
-    /results, or computed and stored there. Raises NoPowerError for a trace
-    whose energy cannot be attributed (only its time can be shown)."""
+def _results(path, calibration=None, recompute=False, store=True):
+    """A trace and its attribution's (summary, tables), and whether they were just
+    computed: read from the file's /results, or computed and (with ``store``)
+    stored there. Raises NoPowerError for a trace whose energy cannot be
+    attributed (only its time can be shown)."""
     from .attribution import AttributionError, attribute, load_sensor_model
     from .attribution.attribute import NoPowerError
     from .attribution.results import RESULTS_VERSION, to_results
-    from .store import TraceFileError, load, write_results
+    from .store import TraceFileError, load
 
     try:
         t = load(path)
@@ -281,11 +282,18 @@ def _results(path, calibration=None, recompute=False):
     except AttributionError as e:
         raise click.ClickException(str(e)) from None
     summary, tables = to_results(att, t.meta)
+    if store:
+        _store(path, summary, tables)
+    return t, summary, tables, True
+
+
+def _store(path, summary: dict, tables: dict) -> None:
+    from .store import TraceFileError, write_results
+
     try:
         write_results(path, summary, tables)
     except (PermissionError, TraceFileError) as e:
         click.echo(f"note: results not stored ({e})", err=True)
-    return t, summary, tables, True
 
 
 def _report(path, form, top, region, carbon_intensity, pue, training_kwh, calibration, recompute=False,
@@ -294,11 +302,11 @@ def _report(path, form, top, region, carbon_intensity, pue, training_kwh, calibr
     from .attribution.attribute import NoPowerError
     from .attribution.results import rollups
     from .report import render_json, render_markdown, render_text
-    from .store import TraceFileError, load, write_results
+    from .store import load
 
     intensity = _intensity(region, carbon_intensity)
     try:
-        t, summary, tables, fresh = _results(path, calibration, recompute)
+        t, summary, tables, fresh = _results(path, calibration, recompute, store=False)
     except NoPowerError as e:
         _time_only(load(path), str(e), top, form)
         return
@@ -309,11 +317,8 @@ def _report(path, form, top, region, carbon_intensity, pue, training_kwh, calibr
         if model in carbon.STUDY_TRAINING_KWH:
             training_kwh = carbon.STUDY_TRAINING_KWH[model] + carbon.STUDY_FINETUNING_KWH.get(model, 0.0)
     roll = rollups(summary, intensity, pue, training_kwh)
-    if fresh:  # the roll-ups of this report go with the stored results
-        try:
-            write_results(path, {**summary, "rollups": roll}, tables)
-        except (PermissionError, TraceFileError):
-            pass
+    if fresh:  # stored once, with the roll-ups of this report
+        _store(path, {**summary, "rollups": roll}, tables)
     if html is not None:
         from pathlib import Path
 

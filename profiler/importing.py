@@ -39,14 +39,13 @@ import json
 import math
 import time
 import zlib
-from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .sources import READING_DTYPE, Channel, PowerLog
+from .sources import READING_DTYPE, Channel, PowerLog, utc_text
 from .store import EVENT_DTYPE, INFERENCE_DTYPE, PHASE_DTYPE, STACK_DTYPE, TraceWriter
 from .tracing.kineto import Kind, KinetoTrace, load_kineto
 
@@ -284,7 +283,7 @@ def _check_epoch(times: list[int], path: Path, column: str, scale: int) -> None:
         return
     if first < _EPOCH_MIN_NS:
         what = (
-            f"{column} starts at {first / scale:g} {unit}, which as Unix epoch time is {_utc(first)}: these look like "
+            f"{column} starts at {first / scale:g} {unit}, which as Unix epoch time is {utc_text(first)}: these look like "
             "relative or monotonic times (seconds since start, time.monotonic(), time.perf_counter())"
         )
     else:
@@ -299,14 +298,6 @@ def _check_epoch(times: list[int], path: Path, column: str, scale: int) -> None:
         f"{path}: {what}. The power log must be stamped with wall-clock Unix time (CLOCK_REALTIME: "
         f"time.time() or time.time_ns()), the clock torch.profiler uses, so that it lines up with the trace.{hint}"
     )
-
-
-def _utc(ns: int) -> str:
-    """A CLOCK_REALTIME instant (ns) as a readable UTC time, to the microsecond."""
-    try:
-        return datetime.fromtimestamp(ns / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
-    except (OverflowError, OSError, ValueError):
-        return f"{ns} ns since the epoch"
 
 
 # ---------------------------------------------------------------- the import
@@ -342,23 +333,23 @@ def import_trace(
     if p1 < k0 or p0 > k1:
         gap = (k0 - p1) if p1 < k0 else (p0 - k1)
         raise ClockMismatchError(
-            f"the power log and the trace do not overlap in time: {kineto_path.name} runs from {_utc(k0)} to "
-            f"{_utc(k1)}, {power_csv.name} from {_utc(p0)} to {_utc(p1)} ({_seconds(gap)} apart). Were they "
+            f"the power log and the trace do not overlap in time: {kineto_path.name} runs from {utc_text(k0)} to "
+            f"{utc_text(k1)}, {power_csv.name} from {utc_text(p0)} to {utc_text(p1)} ({_seconds(gap)} apart). Were they "
             "recorded on different machines or clocks, or is the power log's time zone or unit wrong?"
         )
     notes: list[str] = []
     if p0 > k0 or p1 < k1:
         covered = min(p1, k1) - max(p0, k0)
         notes.append(
-            f"the power log ({_utc(p0)} to {_utc(p1)}) covers only {_seconds(covered)} of the trace's "
-            f"{_seconds(k1 - k0)} ({_utc(k0)} to {_utc(k1)}): energy outside it is not measured"
+            f"the power log ({utc_text(p0)} to {utc_text(p1)}) covers only {_seconds(covered)} of the trace's "
+            f"{_seconds(k1 - k0)} ({utc_text(k0)} to {utc_text(k1)}): energy outside it is not measured"
         )
 
     events, inferences, window, steps, table_notes = _tables(kt)
     notes += table_notes
     span = (int(inferences["start_ns"].min()), int(inferences["end_ns"].max()))
     if p0 > span[0] or p1 < span[1]:
-        notes.append(f"the power log does not cover every inference ({_utc(span[0])} to {_utc(span[1])})")
+        notes.append(f"the power log does not cover every inference ({utc_text(span[0])} to {utc_text(span[1])})")
     gpu_index = int(device[3:]) if device.startswith("gpu") and device[3:].isdigit() else None
     devices_in_trace = sorted({int(d) for d in np.unique(ev["device"]) if d >= 0})
     if gpu_index is not None and devices_in_trace and gpu_index not in devices_in_trace:

@@ -61,7 +61,8 @@ def _layer_rows(summary: dict, tables: dict, top: int) -> tuple[list[str], list[
     return head, rows
 
 
-def _summary_lines(summary: dict, roll: dict) -> list[tuple[str, str]]:
+def summary_lines(summary: dict, roll: dict) -> list[tuple[str, str]]:
+    """The report's summary as (what, figure) pairs, for every renderer."""
     s = summary
     total = s["total"]
     measured = "measured" if s["total_measured"] else "estimated"
@@ -110,7 +111,7 @@ def _summary_lines(summary: dict, roll: dict) -> list[tuple[str, str]]:
 
 
 def render_text(summary: dict, tables: dict, roll: dict, top: int = 15) -> str:
-    lines = _summary_lines(summary, roll)
+    lines = summary_lines(summary, roll)
     width = max(len(k) for k, _ in lines)
     out = [f"{k:<{width}}  {v}" for k, v in lines]
     head, rows = _layer_rows(summary, tables, top)
@@ -143,7 +144,7 @@ def render_text(summary: dict, tables: dict, roll: dict, top: int = 15) -> str:
 
 def render_markdown(summary: dict, tables: dict, roll: dict, top: int = 15) -> str:
     out = ["| | |", "|---|---|"]
-    out += [f"| {k.strip()} | {v.replace('|', '/')} |" for k, v in _summary_lines(summary, roll)]
+    out += [f"| {k.strip()} | {v.replace('|', '/')} |" for k, v in summary_lines(summary, roll)]
     head, rows = _layer_rows(summary, tables, top)
     out += ["", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     out += ["| `" + r[0] + "` | " + " | ".join(r[1:]) + " |" for r in rows]

@@ -356,9 +356,8 @@ def write_results(path: str | Path, summary: dict, tables: dict[str, dict[str, n
             t = g.create_group(name)
             t.attrs["columns"] = list(columns)
             for c, values in columns.items():
-                values = list(values) if not isinstance(values, np.ndarray) else values
-                if len(values) and isinstance(values[0], str) or (isinstance(values, np.ndarray)
-                                                                  and values.dtype.kind in "OU"):
-                    t.create_dataset(c, data=np.array(values, dtype=object), dtype=_STR)
+                column = np.asarray(values) if len(values) else np.zeros(0)  # an empty column: numbers
+                if column.dtype.kind in "OU":
+                    t.create_dataset(c, data=column.astype(object), dtype=_STR)
                 else:
-                    t.create_dataset(c, data=np.asarray(values, dtype=float if not len(values) else None))
+                    t.create_dataset(c, data=column)

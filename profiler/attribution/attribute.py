@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sources import sensor_updates
+from ..sources import sensor_updates, utc_text
 from ..tracing.kineto import Kind
 from .aliasing import phase_coverage
 from .estimate import TIME_PROPORTIONAL, Estimate, LabelEnergy, estimate_label_power, fit_lag, instant_windows
 from .sensor import NOMINAL_INSTANT, SensorModel
-from .components import Component, Taxonomy, component_of
+from .components import KIND_OF, Component, Taxonomy
 from .timeline import trace_timeline
 
 CLOCK_STEP_TOLERANCE_NS = 1_000_000  # realtime vs monotonic offset change that counts as a clock step
@@ -167,12 +167,12 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     t = log.readings["t_after_ns"]
     if t.max() < span[0] or t.min() > span[1]:
         raise NoPowerError(
-            f"the power readings ({_utc(t.min())} to {_utc(t.max())}) do not overlap the inferences "
-            f"({_utc(span[0])} to {_utc(span[1])}): the two were stamped by different clocks")
+            f"the power readings ({utc_text(t.min())} to {utc_text(t.max())}) do not overlap the inferences "
+            f"({utc_text(span[0])} to {utc_text(span[1])}): the two were stamped by different clocks")
     if t.min() > span[0] or t.max() < span[1]:
         notes.append("the power readings do not cover the whole run: its ends are clipped")
     for a, b, step in clock_steps(log.clock_pairs):
-        notes.append(f"the system clock stepped by {step / 1e6:+.1f} ms between {_utc(a)} and {_utc(b)}: "
+        notes.append(f"the system clock stepped by {step / 1e6:+.1f} ms between {utc_text(a)} and {utc_text(b)}: "
                      "readings and kernels near it may be misaligned by that much")
     measured = log.energy_between(device, *span)
     notes.extend(measured.notes)
@@ -208,28 +208,26 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     if coverage.aliased and est.method != TIME_PROPORTIONAL:
         notes.append("per-layer figures of an aliased run are unreliable even where intervals are narrow")
     total_method = measured.method if measured.joules is not None else "sum of the estimate (no total measured)"
-    total = Amount(est.total_j, est.total_j - (measured.uncertainty_j or np.nan),
-                   est.total_j + (measured.uncertainty_j or np.nan), total_method)
+    bound = np.nan if measured.uncertainty_j is None else measured.uncertainty_j
+    total = Amount(est.total_j, est.total_j - bound, est.total_j + bound, total_method)
     out = Attribution(str(trace.path), device, trace.status, len(inf), span_s, inference_s, total,
                       bool(measured.measured), measured.uncertainty_j, idle_w, est, sensor, what, notes=notes)
     out.notes.extend(est.notes)
     _phases(out, trace, timeline, span)
     out.per_inference = _amounts(est, timeline, inf["start_ns"], inf["end_ns"])
     out.inferences_energy = _total_of(est, timeline, inf["start_ns"], inf["end_ns"])
-    if what == "device kernels":
-        out.kernels = _kernels(trace, timeline, est)
     types = module_types(trace)
+    modules = {trace.strings[int(m["path"])]: m for m in trace.modules}
     taxonomy = Taxonomy.load()
     out.classes = [taxonomy.classify(name, types) for name in timeline.names]
     out.components = _components(est, out.classes)
     out.stack_components = _components(est, out.classes, by_stack=True)
-    params = {trace.strings[int(m["path"])]: int(m["parameters"]) for m in trace.modules}
     out.module_types = [types.get(name, "") for name in timeline.names]
-    out.parameters = [params.get(name, 0) for name in timeline.names]
+    out.parameters = [int(modules[name]["parameters"]) if name in modules else 0 for name in timeline.names]
+    out.calls = [int(modules[name]["calls"]) if name in modules else -1 for name in timeline.names]
     out.parents = [timeline.names[p] if p >= 0 else "" for p in timeline.parents]
-    module_calls = {trace.strings[int(m["path"])]: int(m["calls"]) for m in trace.modules}
-    out.calls = [module_calls.get(name, -1) for name in timeline.names]
     out.leaves = _leaves(trace, timeline, est, what)
+    out.kernels = _kernels(out.leaves)
     out.inclusive = _inclusive_intervals(est, timeline.parents)
     return out
 
@@ -242,34 +240,42 @@ def _idle_power(trace, device: str) -> float | None:
     return e.joules / e.seconds if e.joules is not None and e.seconds > 0 else None
 
 
+def _group_seconds(est: Estimate, timeline, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Seconds of each resolved group, and of idle (last column), in each interval [a_k, b_k]."""
+    sec = timeline.grouped(timeline.seconds_in(a, b), est.group_of, len(est.groups))
+    idle = np.maximum((np.asarray(b) - np.asarray(a)) / 1e9 - sec.sum(axis=1), 0.0)
+    return np.column_stack([sec, idle])
+
+
+def _interval(est: Estimate, g_sec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The bootstrap interval of the energy of ``g_sec`` (seconds per group and idle;
+    one row per amount, or a single vector); NaN where the estimate has no draws."""
+    g_sec = np.atleast_2d(g_sec)
+    if not np.isfinite(est.boot_w).all():
+        return np.full(len(g_sec), np.nan), np.full(len(g_sec), np.nan)
+    q = (1 - est.interval) / 2
+    low, high = np.quantile(g_sec @ est.boot_w.T, [q, 1 - q], axis=1)
+    return low, high
+
+
+def _group_power(est: Estimate) -> np.ndarray:
+    return np.array([g.power_w for g in est.groups] + [est.idle.power_w])
+
+
 def _amounts(est: Estimate, timeline, a: np.ndarray, b: np.ndarray) -> list[Amount]:
     """Energy over each interval [a_k, b_k]: each label's (scaled) power times its
     time there, idle power for the rest; intervals from the bootstrap draws."""
-    sec = timeline.grouped(timeline.seconds_in(a, b), est.group_of, len(est.groups))
-    idle = np.maximum((np.asarray(b) - np.asarray(a)) / 1e9 - sec.sum(axis=1), 0.0)
-    g_sec = np.column_stack([sec, idle])
-    power = np.array([g.power_w for g in est.groups] + [est.idle.power_w])
-    energy = g_sec @ power
-    if np.isfinite(est.boot_w).all():
-        q = (1 - est.interval) / 2
-        low, high = np.quantile(g_sec @ est.boot_w.T, [q, 1 - q], axis=1)
-    else:
-        low = high = np.full(len(energy), np.nan)
-    return [Amount(float(e), float(lo), float(hi), est.method) for e, lo, hi in zip(energy, low, high)]
+    g_sec = _group_seconds(est, timeline, a, b)
+    low, high = _interval(est, g_sec)
+    return [Amount(float(e), float(lo), float(hi), est.method)
+            for e, lo, hi in zip(g_sec @ _group_power(est), low, high)]
 
 
 def _total_of(est: Estimate, timeline, a: np.ndarray, b: np.ndarray) -> Amount:
     """Energy over the union of disjoint intervals, with its interval."""
-    sec = timeline.grouped(timeline.seconds_in(a, b), est.group_of, len(est.groups)).sum(axis=0)
-    idle = max(float((np.asarray(b) - np.asarray(a)).sum()) / 1e9 - sec.sum(), 0.0)
-    g_sec = np.append(sec, idle)
-    power = np.array([g.power_w for g in est.groups] + [est.idle.power_w])
-    if np.isfinite(est.boot_w).all():
-        q = (1 - est.interval) / 2
-        low, high = np.quantile(est.boot_w @ g_sec, [q, 1 - q])
-    else:
-        low = high = np.nan
-    return Amount(float(power @ g_sec), float(low), float(high), est.method)
+    g_sec = _group_seconds(est, timeline, a, b).sum(axis=0)
+    low, high = _interval(est, g_sec)
+    return Amount(float(_group_power(est) @ g_sec), float(low[0]), float(high[0]), est.method)
 
 
 def _phases(out: Attribution, trace, timeline, span) -> None:
@@ -284,20 +290,17 @@ def _phases(out: Attribution, trace, timeline, span) -> None:
         out.phase_counts[kind] = len(rows)
 
 
-def _kernels(trace, timeline, est: Estimate) -> list[tuple[str, int, float, Amount]]:
-    """Energy per kernel name: each kernel's time on the timeline times its label's power."""
-    seg_event = timeline.events
-    names = trace.events["name"][seg_event]
-    secs = (timeline.ends_ns - timeline.starts_ns) / 1e9
-    power = np.array([est.labels[j].power_w for j in range(len(est.labels))])
-    energy = power[timeline.labels] * secs
-    uniq, inv = np.unique(names, return_inverse=True)
-    e = np.bincount(inv, energy, len(uniq))
-    s = np.bincount(inv, secs, len(uniq))
-    calls = np.bincount(inv, minlength=len(uniq))
-    order = np.argsort(-e)
-    return [(trace.strings[uniq[i]], int(calls[i]), float(s[i]),
-             Amount(float(e[i]), np.nan, np.nan, "its layer's power x its time")) for i in order]
+def _kernels(leaves) -> list[tuple[str, int, float, Amount]]:
+    """Energy per kernel name: the kernel leaves of every layer, summed by name."""
+    by_name: dict[str, list] = {}
+    for _, name, kind, calls, seconds, joules in leaves:
+        if kind == "kernel":
+            row = by_name.setdefault(name, [0, 0.0, 0.0])
+            row[0] += calls
+            row[1] += seconds
+            row[2] += joules
+    rows = sorted(by_name.items(), key=lambda kv: -kv[1][2])
+    return [(name, c, s, Amount(j, np.nan, np.nan, "its layer's power x its time")) for name, (c, s, j) in rows]
 
 
 def module_types(trace) -> dict[str, str]:
@@ -312,7 +315,6 @@ def _components(est: Estimate, classes: list[Component], by_stack: bool = False)
     """Energy per component (``classes[j]`` of layer j), or per "stack/component":
     the sum of its layers; an interval where it is made of whole resolved groups."""
     kinds = np.array([f"{c.stack}/{c.component}" if by_stack else c.component for c in classes])
-    q = (1 - est.interval) / 2
     out = {}
     for kind in dict.fromkeys(kinds.tolist()):
         mine = kinds == kind
@@ -320,14 +322,10 @@ def _components(est: Estimate, classes: list[Component], by_stack: bool = False)
         whole = all((kinds[est.group_of == g] == kind).all() for g in groups)
         energy = float(sum(x.energy_j for x, m in zip(est.labels, mine) if m))
         seconds = float(sum(x.seconds for x, m in zip(est.labels, mine) if m))
-        if whole and np.isfinite(est.boot_w).all():
-            g_sec = np.zeros(est.boot_w.shape[1])
-            g_sec[groups] = [est.groups[g].seconds for g in groups]
-            low, high = np.quantile(est.boot_w @ g_sec, [q, 1 - q])
-            how = est.method
-        else:
-            low = high = np.nan
-            how = "sum of its layers (some split by time within a merged group)"
+        g_sec = np.zeros(len(est.groups) + 1)
+        g_sec[groups] = [est.groups[g].seconds for g in groups]
+        low, high = (x[0] for x in _interval(est, g_sec)) if whole else (np.nan, np.nan)
+        how = est.method if whole else "sum of its layers (some split by time within a merged group)"
         out[kind] = (seconds, Amount(energy, float(low), float(high), how))
     return dict(sorted(out.items(), key=lambda kv: -kv[1][1].joules))
 
@@ -355,7 +353,8 @@ def _leaves(trace, timeline, est: Estimate, what: str) -> list[tuple[str, str, s
         new_thread = np.r_[True, thread[1:] != thread[:-1]]
         ops = ops[new_thread | (start >= np.r_[0, reach[:-1]])]
         index = {name: j for j, name in enumerate(timeline.names)}
-        scope = np.array([index.get(_innermost(trace, int(s)), -1) for s in ev["stack"][ops]])
+        stacks, inv = np.unique(ev["stack"][ops], return_inverse=True)
+        scope = np.array([index.get(_innermost(trace, int(s)), -1) for s in stacks], np.int64)[inv.reshape(-1)]
         keep = scope >= 0
         ops, lab = ops[keep], scope[keep]
         secs = (ev["end_ns"][ops] - ev["start_ns"][ops]) / 1e9
@@ -378,25 +377,20 @@ def _leaves(trace, timeline, est: Estimate, what: str) -> list[tuple[str, str, s
 def _inclusive_intervals(est: Estimate, parents: np.ndarray) -> list[tuple[float, float]]:
     """Each layer's inclusive-energy interval, from the same bootstrap draws."""
     n = len(est.labels)
-    if not np.isfinite(est.boot_w).all():
-        return [(np.nan, np.nan)] * n
     inside = np.eye(n, dtype=bool)  # inside[j, k]: k is j or under it
     for k in range(n):
         p = parents[k]
         while p >= 0:
             inside[p, k] = True
             p = parents[p]
-    g_seconds = np.array([g.seconds for g in est.groups])
-    q = (1 - est.interval) / 2
-    out = []
+    g_sec = np.zeros((n, len(est.groups) + 1))
+    whole = np.zeros(n, bool)
     for j in range(n):
         groups = np.unique(est.group_of[inside[j]])
-        if not all(inside[j, est.group_of == g].all() for g in groups):
-            out.append((np.nan, np.nan))
-            continue
-        low, high = np.quantile(est.boot_w[:, groups] @ g_seconds[groups], [q, 1 - q])
-        out.append((float(low), float(high)))
-    return out
+        whole[j] = all(inside[j, est.group_of == g].all() for g in groups)
+        g_sec[j, groups] = [est.groups[g].seconds for g in groups]
+    low, high = _interval(est, g_sec)
+    return [(float(lo), float(hi)) if w else (np.nan, np.nan) for lo, hi, w in zip(low, high, whole)]
 
 
 def _runs(keys: np.ndarray):
@@ -409,20 +403,12 @@ def _innermost(trace, stack: int) -> str | None:
     return trace.strings[int(trace.stacks[stack]["scope"])] if stack else None
 
 
-def _utc(ns) -> str:
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(int(ns) / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
-
-
 def power_excerpt(trace, summary: dict, tables: dict, seconds: float = 1.5) -> dict:
     """A short stretch of the run, for a plot: the sensor's updates and the
     windows they averaged (with the sensor model the attribution used), the
     inferences, what ran (component kind per segment), and the power the
     estimate implies there (each label's power while it runs, idle between),
     binned to 1 ms. Times in seconds from the excerpt's start."""
-    from .components import Component, Taxonomy, component_of
-
     inf = np.sort(trace.inferences, order="start_ns")
     t0 = int(inf["start_ns"][len(inf) // 2])
     t1 = t0 + int(seconds * 1e9)
@@ -442,25 +428,32 @@ def power_excerpt(trace, summary: dict, tables: dict, seconds: float = 1.5) -> d
     out["inferences"] = [((max(s, t0) - t0) / 1e9, (min(e, t1) - t0) / 1e9)
                          for s, e in zip(inf["start_ns"][inside], inf["end_ns"][inside])]
     timeline, _ = trace_timeline(trace)
-    power = dict(zip(tables["layers"]["label"], tables["layers"]["power_w"]))
+    layers = tables["layers"]
+    power = dict(zip(layers["label"], layers["power_w"]))
+    kind = dict(zip(layers["label"], (KIND_OF[str(c)] for c in layers["component"])))
     idle_w = float(power.get("(idle)", 0.0))
     seg = (timeline.ends_ns > t0) & (timeline.starts_ns < t1)
     starts, ends = np.maximum(timeline.starts_ns[seg], t0), np.minimum(timeline.ends_ns[seg], t1)
     labels = timeline.labels[seg]
-    kinds = [component_of(timeline.names[j]) for j in range(len(timeline.names))]
+    kinds = [kind.get(name, "other") for name in timeline.names]
     out["activity"] = [((s - t0) / 1e9, (e - t0) / 1e9, kinds[j]) for s, e, j in zip(starts, ends, labels)
                        if e - s > 20_000 or len(starts) < 5000]
-    bins = np.linspace(t0, t1, int(seconds * 1000) + 1)
-    energy = np.zeros(len(bins) - 1)
-    level = np.array([float(power.get(name, idle_w)) for name in timeline.names])
-    busy = np.zeros(len(bins) - 1)
-    for s, e, j in zip(starts, ends, labels):  # spread each segment over the bins it covers
-        lo, hi = np.searchsorted(bins, [s, e], side="right") - 1
-        for k in range(max(lo, 0), min(hi, len(energy) - 1) + 1):
-            overlap = (min(e, bins[k + 1]) - max(s, bins[k])) / 1e9
-            if overlap > 0:
-                energy[k] += level[j] * overlap
-                busy[k] += overlap
+    # the implied power per 1 ms bin: the segments' energy (and busy time) before each bin
+    # edge, from running sums over the segments (they do not overlap and are in time order)
+    level = np.array([float(power.get(name, idle_w)) for name in timeline.names])[labels]
+    n_bins = int(seconds * 1000)
+    bins = t0 + np.arange(n_bins + 1, dtype=np.int64) * (t1 - t0) // n_bins  # integer ns: exact edges
+
+    def before(rate: np.ndarray) -> np.ndarray:
+        if len(starts) == 0:
+            return np.zeros(len(bins))
+        cum = np.concatenate([[0.0], np.cumsum(rate * (ends - starts) / 1e9)])
+        i = np.searchsorted(starts, bins, side="right")  # segments that started before each edge
+        last = np.maximum(i - 1, 0)
+        partial = np.clip(bins - starts[last], 0, ends[last] - starts[last]) / 1e9
+        return np.where(i > 0, cum[last] + rate[last] * partial, 0.0)
+
+    energy, busy = np.diff(before(level)), np.diff(before(np.ones(len(starts))))
     width = np.diff(bins) / 1e9
     modelled = (energy + (width - busy).clip(0) * idle_w) / width
     out["model_w"] = [((b - t0) / 1e9, float(w)) for b, w in zip(bins[:-1], modelled)]

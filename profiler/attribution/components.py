@@ -41,7 +41,6 @@ COMPONENTS = ("embeddings", "self-attention", "cross-attention", "mlp", "norm", 
 # the flamegraph's colour kinds (render/flamegraph.js) for each component
 KIND_OF = {"embeddings": "embedding", "self-attention": "attention", "cross-attention": "attention",
            "mlp": "mlp", "norm": "norm", "head": "head", "convolution": "convolution", "other": "other"}
-KINDS = ("embedding", "attention", "mlp", "norm", "head", "convolution", "other")
 ENV = "PHPROF_TAXONOMY"
 
 # (component, type regex, name regex): a rule matches when every regex it has is found.

@@ -94,10 +94,9 @@ class Timeline:
 
     def grouped(self, seconds: np.ndarray, col: np.ndarray, groups: int) -> np.ndarray:
         """Columns of ``seconds_in``'s result summed by group (``col[label]``)."""
-        out = np.zeros((seconds.shape[0], groups))
-        for j, g in enumerate(col):
-            out[:, g] += seconds[:, j]
-        return out
+        out = np.zeros((groups, seconds.shape[0]))
+        np.add.at(out, np.asarray(col), seconds.T)
+        return out.T
 
 
 @dataclass(frozen=True)

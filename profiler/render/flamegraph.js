@@ -236,7 +236,7 @@
     $("title").innerHTML = `${esc(DATA.title)} <span class="tool">energy flamegraph · phprof</span>`;
     document.title = DATA.title;
     const interval = root.lo !== null && root.hi !== null && root.lo !== undefined && root.hi !== undefined
-      ? ` (${LEVEL} interval ${joules(root.lo / INF)} – ${joules(root.hi / INF)})` : "";
+      ? ` (estimated, ${LEVEL} interval ${joules(root.lo / INF)} – ${joules(root.hi / INF)})` : " (estimated)";
     const parts = [`Total energy: <b class="total">${joules(root.e / INF)} per inference</b>${interval}`,
       `time ${secs(root.s / INF)} per inference`, `${INF.toLocaleString("en-US")} inferences`];
     if (DATA.method) parts.push(esc(DATA.method));

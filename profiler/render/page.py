@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from html import escape
 
-from ..attribution.components import component_of
+from ..attribution.components import KIND_OF
 from ..attribution.estimate import WLS
 from ..attribution.timeline import NO_KERNEL, OUTSIDE
-from ..report import _summary_lines
+from ..report import summary_lines
 from .html import flamegraph_html
 from .plots import KIND_COLOURS, power_plot, share_bars
 
 
 def report_page(summary: dict, tables: dict, roll: dict, tree: dict, excerpt: dict, top: int = 25) -> str:
     rows = "".join(f"<tr><th>{escape(k.strip())}</th><td>{escape(v)}</td></tr>"
-                   for k, v in _summary_lines(summary, roll))
+                   for k, v in summary_lines(summary, roll))
     notes = "".join(f"<li>{escape(n)}</li>" for n in summary["notes"])
     bars = _layer_shares(summary, tables, top)
     legend = "".join(f'<span class="key"><i style="background:{c}"></i>{k}</span>'
@@ -66,7 +66,8 @@ def _layer_shares(summary: dict, tables: dict, top: int) -> list[tuple[str, str,
     layers = tables["layers"]
     total = summary["inferences_energy"]["joules"] or 1.0
     time = sum(float(s) for s, lab in zip(layers["seconds"], layers["label"]) if lab != "(idle)") or 1.0
-    rows = [(str(lab) + ("" if str(m) == WLS else " *"), component_of(str(lab)), float(e) / total, float(s) / time)
-            for lab, e, s, m in zip(layers["label"], layers["energy_j"], layers["seconds"], layers["method"])
+    rows = [(str(lab) + ("" if str(m) == WLS else " *"), KIND_OF[str(c)], float(e) / total, float(s) / time)
+            for lab, c, e, s, m in zip(layers["label"], layers["component"], layers["energy_j"], layers["seconds"],
+                                       layers["method"])
             if str(lab) not in ("(idle)", OUTSIDE, NO_KERNEL)]
     return sorted(rows, key=lambda r: -r[2])[:top]

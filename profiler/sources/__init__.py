@@ -21,6 +21,7 @@ from .base import (
     observed_behaviour,
     recording,
     sensor_updates,
+    utc_text,
     value_changes,
 )
 from .none import TimeOnlySource, assumed_energy
@@ -67,5 +68,6 @@ __all__ = [
     "probe_all",
     "recording",
     "sensor_updates",
+    "utc_text",
     "value_changes",
 ]

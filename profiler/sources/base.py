@@ -101,6 +101,16 @@ class EnergyTotal:
         return "measured" if self.measured else "estimated"
 
 
+def utc_text(ns: int) -> str:
+    """A CLOCK_REALTIME instant (ns) as a readable UTC time, to the microsecond."""
+    from datetime import datetime, timezone
+
+    try:
+        return datetime.fromtimestamp(int(ns) / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+    except (OverflowError, OSError, ValueError):
+        return f"{ns} ns since the epoch"
+
+
 def clock_pair() -> tuple[int, int]:
     """(CLOCK_MONOTONIC, CLOCK_REALTIME) ns taken together; the realtime read
     is bracketed by two monotonic reads and paired with their midpoint."""

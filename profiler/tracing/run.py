@@ -32,7 +32,7 @@ from .. import __version__
 from ..attribution.aliasing import AliasBreaker, phase_coverage
 from ..attribution.sensor import NOMINAL_INSTANT
 from ..sources import EnergyTotal, NvmlSource, PowerLog, PowerSource, RaplSource, TimeOnlySource, sensor_updates
-from ..store import EVENT_DTYPE, INFERENCE_DTYPE, MODULE_DTYPE, PHASE_DTYPE, WINDOW_DTYPE, TraceWriter
+from ..store import EVENT_DTYPE, INFERENCE_DTYPE, MODULE_DTYPE, PHASE_DTYPE, TraceWriter
 from .catalog import Catalog
 from .scopes import INFERENCE_PREFIX, PHASE_PREFIX, ModuleScopes, PhaseScopes, inference_scope, is_module_scope
 
