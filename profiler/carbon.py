@@ -69,9 +69,6 @@ class CarbonIntensity:
     source: str  # publisher, dataset, method (lifecycle or direct), and grid used
     kind: str = "custom"  # "country", "world", "cloud", or "custom"
 
-    def describe(self) -> str:
-        return f"{self.name}: {self.g_co2eq_per_kwh:g} gCO2eq/kWh ({self.source})"
-
 
 class UnknownRegion(ValueError):
     """A region key that the bundled table does not have."""

@@ -9,6 +9,7 @@ import time
 import click
 
 from . import __version__
+from .render import formats
 from .sources import BehaviourTally, NvmlSource, RaplSource, probe_all
 
 
@@ -17,10 +18,11 @@ from .sources import BehaviourTally, NvmlSource, RaplSource, probe_all
 def main() -> None:
     """phprof: where the joules of ML inference go.
 
-    A native thread samples the GPU's (or CPU's) power and energy counters at
-    high rate and records each reading with the exact time of the driver call,
-    on the clock torch.profiler uses, so that energy can later be attributed to
-    kernels and layers.
+    `phprof trace` runs a model's inferences while a native thread samples the
+    GPU's (or CPU's) power and energy counters, each reading stamped with the
+    time of its driver call on the clock torch.profiler uses. `phprof report`
+    then estimates each layer's and kernel's energy from them; `flamegraph` and
+    `compare` show where the joules went.
     """
 
 
@@ -169,7 +171,8 @@ def trace_command(model_id, task, inferences, warmup, output, overwrite, batch_s
     MODEL_ID is a model of the study (see `phprof models`), a path to a config.json, or a
     model directory. Every module's forward, every inference and every generation or
     denoising step is recorded as a scope; power readings are stored with their times.
-    Ctrl-C stops the run and leaves a valid file, marked incomplete.
+    Ctrl-C stops the run and leaves a valid file of the inferences done, with the
+    status "interrupted".
     """
     from .tracing.run import TraceError, trace
 
@@ -197,12 +200,15 @@ def _echo_summary(s) -> None:
                f"own time ({1e3 * s.seconds_per_inference:.2f} ms per inference, profiler overhead included)")
     e = s.energy
     if e is None or e.joules is None:
-        click.echo("energy: not measured (no power sensor on this device; see `phprof devices`)")
+        click.echo("energy: not measured (the run had no power source; `phprof devices` lists this machine's)")
     else:
         j = s.joules_per_inference
-        pm = "" if e.uncertainty_j is None else f" +- {e.uncertainty_j / s.inferences:.2g}"
-        click.echo(f"energy: {j:.4g}{pm} J per inference, {j * 1000:.4g} J = {j * 1000 / 3.6e6:.3g} kWh per 1,000 "
-                   f"inferences ({e.kind}: {e.method}, {e.device})")
+        pm = "" if e.uncertainty_j is None else f" +- {e.uncertainty_j:.2g}"
+        gaps = s.span_s - s.inference_s
+        click.echo(f"energy: {e.joules:.4g}{pm} J over the profiler windows' {s.span_s:.2f} s ({e.kind}: {e.method}, "
+                   f"{e.device}), {gaps:.2f} s between inferences included")
+        click.echo(f"  that is {j:.4g} J per inference, {j * 1000:.4g} J = {j * 1000 / 3.6e6:.3g} kWh per 1,000, "
+                   "gaps included; `phprof report` gives the inferences' own")
     for note in dict.fromkeys(list(s.notes) + (list(e.notes) if e else [])):
         click.echo(f"  note: {note}")
     click.echo(f"written: {s.path}")
@@ -255,20 +261,25 @@ def _list_regions() -> None:
         click.echo(f"{key:<24} {c.g_co2eq_per_kwh:>7.0f} g/kWh  {c.name} ({c.year}; {c.source})")
 
 
-def _results(path, calibration=None, recompute=False, store=True):
-    """A trace and its attribution's (summary, tables), and whether they were just
-    computed: read from the file's /results, or computed and (with ``store``)
-    stored there. Raises NoPowerError for a trace whose energy cannot be
-    attributed (only its time can be shown)."""
-    from .attribution import AttributionError, attribute, load_sensor_model
-    from .attribution.attribute import NoPowerError
-    from .attribution.results import RESULTS_VERSION, to_results
+def _load(path):
     from .store import TraceFileError, load
 
     try:
-        t = load(path)
+        return load(path)
     except (FileNotFoundError, TraceFileError) as e:
         raise click.ClickException(str(e)) from None
+
+
+def _results(path, calibration=None, recompute=False, store=True, trace=None):
+    """A trace (``trace``, else read from ``path``) and its attribution's (summary,
+    tables), and whether they were just computed: read from the file's /results,
+    or computed and (with ``store``) stored there. Raises NoPowerError for a trace
+    whose energy cannot be attributed (only its time can be shown)."""
+    from .attribution import AttributionError, attribute, load_sensor_model
+    from .attribution.attribute import NoPowerError
+    from .attribution.results import RESULTS_VERSION, to_results
+
+    t = _load(path) if trace is None else trace
     stored = t.results is not None and t.results["summary"].get("results_version") == RESULTS_VERSION
     if stored and not recompute and calibration is None:
         summary, tables = t.results["summary"], t.results["tables"]
@@ -302,13 +313,13 @@ def _report(path, form, top, region, carbon_intensity, pue, training_kwh, calibr
     from .attribution.attribute import NoPowerError
     from .attribution.results import rollups
     from .report import render_json, render_markdown, render_text
-    from .store import load
 
     intensity = _intensity(region, carbon_intensity)
+    t = _load(path)
     try:
-        t, summary, tables, fresh = _results(path, calibration, recompute, store=False)
+        t, summary, tables, fresh = _results(path, calibration, recompute, store=False, trace=t)
     except NoPowerError as e:
-        _time_only(load(path), str(e), top, form)
+        _time_only(t, str(e), top, form)
         return
     if training_kwh is None:  # the study's published training + fine-tuning energy, for its BLOOMz models
         from . import carbon
@@ -379,16 +390,16 @@ def report(trace_file, form, top, region, carbon_intensity, pue, training_kwh, c
     _report(trace_file, form, top, region, carbon_intensity, pue, training_kwh, calibration, recompute, html)
 
 
-_FORMATS = {"html": ".html", "folded": ".folded", "speedscope": ".speedscope.json", "perfetto": ".perfetto.json"}
+_FLAMEGRAPH_FORMATS = ("html", *formats.FORMATS)
 
 
 @main.command()
 @click.argument("trace_file", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
               help="File to write; its name chooses the format: .html (interactive flamegraph), .folded "
-              "(folded stacks, integer microjoules), .speedscope.json, .perfetto.json (kernel timeline with "
-              "the power samples as a counter track).")
-@click.option("--format", "fmt", type=click.Choice(list(_FORMATS)), help="The format, whatever the file name.")
+              "(folded stacks, integer microjoules), .speedscope.json, .perfetto.json or .trace.json (kernel "
+              "timeline with the power samples as a counter track).")
+@click.option("--format", "fmt", type=click.Choice(_FLAMEGRAPH_FORMATS), help="The format, whatever the file name.")
 @click.option("--min-share", type=click.FloatRange(min=0, max=0.5), default=0.001, show_default=True,
               help="HTML: frames below this share of the total are collapsed into one per parent.")
 @click.option("--sensor", "calibration", type=click.Path(dir_okay=False),
@@ -408,11 +419,13 @@ def flamegraph(trace_file, output, fmt, min_share, calibration, recompute) -> No
     from .render.frames import frame_tree
 
     out = Path(output)
-    if fmt is None:
-        fmt = next((f for f, ext in _FORMATS.items() if out.name.endswith(ext)), None)
-        if fmt is None:
-            raise click.UsageError(f"cannot tell the format from {out.name!r}: name it *.html, *.folded, "
-                                   "*.speedscope.json or *.perfetto.json, or give --format")
+    if fmt is None and out.name.lower().endswith(".html"):
+        fmt = "html"
+    elif fmt is None:
+        try:
+            fmt = formats.format_of(out)
+        except ValueError as e:
+            raise click.UsageError(f"{e}, html (.html); or give --format") from None
     if not out.parent.is_dir():
         raise click.ClickException(f"cannot write {out}: the folder {out.parent} does not exist")
     try:
@@ -426,8 +439,6 @@ def flamegraph(trace_file, output, fmt, min_share, calibration, recompute) -> No
 
         out.write_text(flamegraph_html(tree, min_share=min_share), encoding="utf-8")
     else:
-        from .render import formats
-
         formats.write(tree, t, out, fmt)
     click.echo(f"written: {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
@@ -558,7 +569,7 @@ def models(task, as_json) -> None:
 
     if task and task not in TASKS:
         raise click.ClickException(f"unknown task {task!r} (tasks: {', '.join(TASKS)})")
-    infos = [m for m in list_models() if not task or m.task == task]
+    infos = list_models(task or None)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(m) for m in infos], indent=2))
         return

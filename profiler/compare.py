@@ -7,8 +7,8 @@ every (stack, component) of the network, its share, per generated token and per
 parameter; the phases side by side; the differences of every run from the first
 (B - A, signed); and warnings that name what differs between the runs besides
 the model (task, input shapes, device, sensor, method). The renderers below
-turn it into text, a markdown table for an issue, or JSON; :func:`diff_tree`
-joins two frame trees into the differential flamegraph's tree.
+turn it into text, a markdown table for an issue, JSON, or the comparison page
+(with the differential flamegraph of ``phprof.render.frames.diff_tree``).
 
 Everything is per inference, so runs of different lengths compare. Intervals
 of sums are the awkward part (the attribution's bootstrap draws are not
@@ -17,17 +17,14 @@ stored): see :func:`_sum_figure`.
 from __future__ import annotations
 
 import json
-import math
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from .attribution.timeline import OUTSIDE
-from .render.frames import add_up
+from .attribution.estimate import IDLE  # the layers table's last row: idle between inferences, not part of them
+from .attribution.results import finite, generated_tokens, plain
 
-IDLE = "(idle)"  # the layers table's last row: idle power between inferences, not part of them
 OUTSIDE_PHASES = "(outside phases)"
 
 # row order: stacks as data flows through a model, components as in the taxonomy
@@ -139,6 +136,7 @@ class RunInfo:
     static_j: float | None  # per inference: idle power x the inference's time
     seconds: float | None  # per inference
     options: dict = field(default_factory=dict)
+    total_measured: bool | None = None  # the run's whole energy measured (a counter), else estimated
 
 
 @dataclass(frozen=True)
@@ -152,7 +150,7 @@ class Comparison:
     notes: tuple  # str
 
     def to_dict(self) -> dict:
-        return _plain(asdict(self))
+        return plain(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict) -> Comparison:
@@ -191,23 +189,22 @@ def compare(runs: Sequence[Run]) -> Comparison:
     if len(runs) < 2:
         raise ValueError(f"a comparison needs at least two runs, got {len(runs)}")
     facts = [_Facts(r) for r in runs]
-    keys = _ordered({k for f in facts for k in f.rows}, lambda k: (_rank(STACK_ORDER, k[0]),
-                                                                    _rank(COMPONENT_ORDER, k[1]), k))
-    components = tuple(_row(_key(*k), k[0], k[1], [f.cell(f.rows.get(k)) for f in facts]) for k in keys)
-    comps = _ordered({k[1] for k in keys}, lambda c: (_rank(COMPONENT_ORDER, c), c))
-    by_component = tuple(_row(c, "", c, [f.cell(sorted(i for k, v in f.rows.items() if k[1] == c for i in v) or None)
-                                         for f in facts]) for c in comps)
+    keys = sorted({k for f in facts for k in f.rows}, key=lambda k: (_rank(STACK_ORDER, k[0]),
+                                                                     _rank(COMPONENT_ORDER, k[1]), k))
+    components = tuple(_row(_key(*k), k[0], k[1], [f.cell(k) for f in facts]) for k in keys)
+    comps = sorted({k[1] for k in keys}, key=lambda c: (_rank(COMPONENT_ORDER, c), c))
+    by_component = tuple(_row(c, "", c, [f.cell(c) for f in facts]) for c in comps)
     total = _row("total", "", "total", [f.total_cell() for f in facts])
-    names = _ordered({p for f in facts for p in f.phases} - {OUTSIDE_PHASES},
-                     lambda p: (_rank(PHASE_ORDER, p), p))
+    names = sorted({p for f in facts for p in f.phases} - {OUTSIDE_PHASES},
+                   key=lambda p: (_rank(PHASE_ORDER, p), p))
     if any(OUTSIDE_PHASES in f.phases for f in facts):
         names.append(OUTSIDE_PHASES)
     phases = tuple(_row(p, "", p, [f.phases.get(p) for f in facts]) for p in names)
     level = {f.info.interval for f in facts if f.info.interval}
     pct = f"{level.pop():.0%}" if len(level) == 1 else "the attribution's"
     notes = (
-        "Energies are the inferences' own (idle power included, the pauses between inferences not), per inference; "
-        "per component they are estimates of the attribution (`phprof report`).",
+        "Energies are the inferences' own (idle power included, the pauses between inferences not), per inference. "
+        + _sources(facts),
         f"Intervals: a row made of one layer, or of exactly the layers of a component the attribution resolved as "
         f"a whole, carries the attribution's {pct} bootstrap interval. Any other sum of layers carries the sum of "
         "its layers' lower and upper ends, narrowed by the run's total (the other layers cannot take less than "
@@ -222,13 +219,30 @@ def compare(runs: Sequence[Run]) -> Comparison:
                       tuple(_warnings(runs, facts)), notes)
 
 
+def _sources(facts: list[_Facts]) -> str:
+    """Which figures are measured and which estimated, for the notes."""
+    said = (
+        (True, "its whole energy is measured (the device's energy counter) and the inferences' own estimated "
+               "from it (the run's energy less the estimated pauses between inferences)"),
+        (False, "every figure is an estimate (the sensor model's; its energy was not measured)"),
+        (None, "whether its energy was measured is not recorded"),
+    )
+    parts = []
+    for flag, text in said:
+        names = [f.info.name for f in facts if f.info.total_measured is flag]
+        if names:
+            who = "every run" if len(names) == len(facts) else ", ".join(repr(x) for x in names)
+            parts.append(f"in {who}, {text}")
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:] + ". Per component and per phase they are estimates of the attribution " \
+        "(`phprof report`)."
+
+
 class _Facts:
     """One run's per-inference figures, ready to put in rows."""
 
     def __init__(self, run: Run):
         from .attribution.components import component_of
-        from .attribution.results import rollups
-        from . import carbon
 
         s, layers = run.summary, run.tables["layers"]
         self.n = n = int(s["inferences"])
@@ -251,20 +265,25 @@ class _Facts:
         self.rows: dict[tuple[str, str], list[int]] = {}
         for i, key in enumerate(zip(stack, comp)):
             self.rows.setdefault(key, []).append(i)
+        # per component, its stacks summed; and the one (stack, component) it is, where it is in one stack
+        self.by_component: dict[str, list[int]] = {}
+        self.only_pair: dict[str, tuple[str, str] | None] = {}
+        for key, idx in self.rows.items():
+            self.by_component.setdefault(key[1], []).extend(idx)
+            self.only_pair[key[1]] = key if key[1] not in self.only_pair else None
+        self.by_component = {c: sorted(idx) for c, idx in self.by_component.items()}
         # the attribution's own per-component intervals (bootstrap over whole resolved groups)
         self.resolved = {}
         ct = run.tables.get("components") or {}
         for j, name in enumerate(ct.get("component", [])):
-            lo, hi = _finite(ct["low_j"][j]), _finite(ct["high_j"][j])
+            lo, hi = finite(ct["low_j"][j]), finite(ct["high_j"][j])
             if lo is not None and hi is not None:
                 self.resolved[str(name)] = (lo / n, hi / n, str(ct["method"][j]))
         st = run.tables.get("stack_components") or {}
         for j, name in enumerate(st.get("component", [])):
-            lo, hi = _finite(st["low_j"][j]), _finite(st["high_j"][j])
+            lo, hi = finite(st["low_j"][j]), finite(st["high_j"][j])
             if lo is not None and hi is not None:
                 self.resolved[(str(st["stack"][j]), str(name))] = (lo / n, hi / n, str(st["method"][j]))
-        self.layer_component = comp
-        self.layer_stack = stack
         inf = s["inferences_energy"]
         self.total = Figure(inf["joules"] / n, _mul(inf.get("low_j"), 1 / n), _mul(inf.get("high_j"), 1 / n),
                             inf.get("method") or s.get("method") or "")
@@ -273,8 +292,8 @@ class _Facts:
         self.cap_low = self.total.low_j
         self.cap_high = self.total.high_j if self.total.high_j is not None else \
             _mul((s.get("total") or {}).get("high_j"), 1 / n)
-        roll = rollups(s, carbon.lookup(carbon.DEFAULT_REGION))  # the report's per-token logic
-        self.tokens = roll["tokens"] / n if roll.get("tokens") else None
+        tokens = generated_tokens(s)
+        self.tokens = tokens / n if tokens else None
         opts = run.meta.get("options") or {}
         sensor = run.meta.get("sensor") or {}
         device = s.get("device_name") or run.meta.get("device_name") or s.get("device")
@@ -286,7 +305,8 @@ class _Facts:
             per_token=None if self.tokens is None else self.total.scaled(1 / self.tokens),
             per_parameter=self.total.joules / run.parameters if run.parameters else None,
             static_j=_mul(s.get("static_j"), 1 / n), seconds=_mul(s.get("inference_s"), 1 / n),
-            options={k: opts.get(k) for k in SHAPE_OPTIONS if k in opts})
+            options={k: opts.get(k) for k in SHAPE_OPTIONS if k in opts},
+            total_measured=None if s.get("total_measured") is None else bool(s["total_measured"]))
         self.phases = {}
         in_phases = 0.0
         for name, p in (s.get("phases") or {}).items():
@@ -306,10 +326,12 @@ class _Facts:
     def _per_token(self, joules: float) -> float | None:
         return None if not self.tokens else joules / self.tokens
 
-    def cell(self, idx: list[int] | None) -> Cell | None:
+    def cell(self, key: tuple[str, str] | str) -> Cell | None:
+        """The row of ``key``: a (stack, component), or a component (its stacks summed)."""
+        idx = self.rows.get(key) if isinstance(key, tuple) else self.by_component.get(key)
         if not idx:
             return None
-        fig = _sum_figure(self, idx)
+        fig = _sum_figure(self, idx, key)
         params = None if self.params is None else int(self.params[idx].sum())
         return Cell(fig, fig.joules / self.total.joules if self.total.joules else None,
                     float(self.seconds[idx].sum()), self._per_token(fig.joules), params,
@@ -321,34 +343,32 @@ class _Facts:
                     self.total.joules / p if p else None)
 
 
-def _sum_figure(f: _Facts, idx: list[int]) -> Figure:
-    """The energy of layers ``idx`` (per inference) and its range.
+def _sum_figure(f: _Facts, idx: list[int], key: tuple[str, str] | str) -> Figure:
+    """The energy of layers ``idx`` (per inference), the layers of row ``key`` (a
+    (stack, component), or a component), and its range.
 
     The attribution's bootstrap gives each layer an interval, but the interval of
     a sum needs the draws themselves (the layers' errors are correlated: the
     conservation step makes them add up to the measured total), and they are not
     stored. So: one layer keeps its own interval; layers that are exactly a
     component the attribution resolved as a whole keep that component's
-    bootstrap interval (per component, or per stack and component); any other sum gets the sum of the layers' ends, narrowed
-    by the total (the rest of the layers cannot take less than their lower ends,
-    nor more than their upper ends): a conservative bound."""
+    bootstrap interval (per component, or per stack and component); any other
+    sum gets the sum of the layers' ends, narrowed by the total (the rest of the
+    layers cannot take less than their lower ends, nor more than their upper
+    ends): a conservative bound."""
     energy = float(f.energy[idx].sum())
     if len(idx) == 1:
         i = idx[0]
         method = f.methods[i]
-        return Figure(energy, _finite(f.low[i]), _finite(f.high[i]), method, method.startswith("time-proportional"))
-    pairs = {(f.layer_stack[i], f.layer_component[i]) for i in idx}
-    if len(pairs) == 1:
-        (pair,) = pairs
-        mine = [i for i in range(len(f.layer_component)) if (f.layer_stack[i], f.layer_component[i]) == pair]
-        if pair in f.resolved and mine == sorted(idx):
-            lo, hi, how = f.resolved[pair]
-            return Figure(energy, lo, hi, f"{how} (bootstrap of the component's sum)", False)
-    comps = {f.layer_component[i] for i in idx}
-    if len(comps) == 1:
-        (c,) = comps
-        if c in f.resolved and sorted(i for i, x in enumerate(f.layer_component) if x == c) == sorted(idx):
-            lo, hi, how = f.resolved[c]
+        return Figure(energy, finite(f.low[i]), finite(f.high[i]), method, method.startswith("time-proportional"))
+    if isinstance(key, tuple):  # a (stack, component); its component's interval where it is the whole component
+        pair, comp = key, key[1]
+        whole = len(f.by_component[comp]) == len(idx)
+    else:  # a component, stacks summed: one (stack, component)'s interval where it is in one stack
+        pair, comp, whole = f.only_pair[key], key, True
+    for k in (pair, comp if whole else None):
+        if k is not None and k in f.resolved:
+            lo, hi, how = f.resolved[k]
             return Figure(energy, lo, hi, f"{how} (bootstrap of the component's sum)", False)
     lows, highs = f.low[idx], f.high[idx]
     if not (np.isfinite(lows).all() and np.isfinite(highs).all()):
@@ -437,15 +457,8 @@ def _option(key: str, v) -> str:
 
 
 # ---- helpers -----------------------------------------------------------------------------------
-def _finite(x) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
 def _mul(x, factor: float) -> float | None:
-    x = _finite(x)
+    x = finite(x)
     return None if x is None else x * factor
 
 
@@ -453,26 +466,8 @@ def _rank(order: tuple, x: str) -> int:
     return order.index(x) if x in order else len(order)
 
 
-def _ordered(items, key) -> list:
-    return sorted(items, key=key)
-
-
 def _key(stack: str, component: str) -> str:
     return f"{stack} {component}" if stack else component
-
-
-def _plain(v):
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return [_plain(x) for x in v.tolist()]
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 # ---- rendering ---------------------------------------------------------------------------------
@@ -550,7 +545,10 @@ def headline(c: Comparison) -> list[str]:
         else:
             rel = "" if d.relative is None else f" ({abs(d.relative):.0%})"
             how = f"{_j(abs(d.joules))}{rel} {'more' if d.joules > 0 else 'less'} energy per inference than"
-        text = f"{r.name} uses {how} {a.name} ({_j(r.energy.joules)} against {_j(a.energy.joules)})"
+        text = f"{r.name} uses {how} {a.name} ({_j(r.energy.joules)} against {_j(a.energy.joules)}"
+        if d is not None and _delta_class(d) == "unsure":
+            text += f"; the difference's range{_range(d.low_j, d.high_j, signed=True)} includes 0"
+        text += ")"
         if r.per_token is not None and a.per_token is not None:
             text += f"; per generated token {_j(r.per_token.joules)} against {_j(a.per_token.joules)}"
         big = sorted((row for row in c.components if row.deltas[i] is not None and row.deltas[i].joules),
@@ -565,6 +563,21 @@ def tables(c: Comparison) -> list[tuple[str, list[str], list[list[str]]]]:
     """The comparison as (title, header, rows) tables of strings: what the text,
     markdown and HTML renderers lay out. Runs are columns named by letter
     (:func:`key_line`); the first column of a total row is "**total**"."""
+    return [(title, head, [[_text(x) for x in r] for r in rows]) for title, head, rows in _tables(c)]
+
+
+def _text(x) -> str:
+    return x if isinstance(x, str) else x[0]
+
+
+def _dcell(d: Delta | None, with_range: bool = True) -> tuple[str, str]:
+    """A Δ cell: its text and its colour class (:func:`_delta_class`; none where the
+    cell shows no range)."""
+    return _delta_text(d, with_range), (_delta_class(d) if with_range else "")
+
+
+def _tables(c: Comparison) -> list[tuple[str, list[str], list[list]]]:
+    """:func:`tables` with each energy Δ cell as (text, colour class)."""
     n = len(c.runs)
     L = [_letter(i) for i in range(n)]
     others = list(range(1, n))
@@ -577,7 +590,7 @@ def tables(c: Comparison) -> list[tuple[str, list[str], list[list[str]]]]:
         ["task"] + [r.task or "-" for r in c.runs] + blank,
         ["device"] + [r.device or "-" for r in c.runs] + blank,
         ["inferences"] + [f"{r.inferences:,}" for r in c.runs] + blank,
-        ["energy / inference"] + [_fig(r.energy) for r in c.runs] + [_delta_text(c.total.deltas[i]) for i in others],
+        ["energy / inference"] + [_fig(r.energy) for r in c.runs] + [_dcell(c.total.deltas[i]) for i in others],
         ["static (idle) / inference"] + [_j(r.static_j) for r in c.runs] + blank,
         ["time / inference"] + [_secs(r.seconds) for r in c.runs] + blank,
         ["tokens / inference"] + [_num(r.tokens_per_inference) for r in c.runs] + blank,
@@ -593,7 +606,7 @@ def tables(c: Comparison) -> list[tuple[str, list[str], list[list[str]]]]:
         rows = []
         for r in list(rows_in) + ([c.total] if total else []):
             rows.append(["**total**" if r is c.total else r.key] + [_fig(x.energy) if x else "-" for x in r.cells] +
-                        [_delta_text(r.deltas[i]) for i in others] + [_pct(x.share) if x else "-" for x in r.cells])
+                        [_dcell(r.deltas[i]) for i in others] + [_pct(x.share) if x else "-" for x in r.cells])
         return rows
 
     head = ["component"] + L + dname + [f"share {x}" for x in L]
@@ -619,7 +632,7 @@ def tables(c: Comparison) -> list[tuple[str, list[str], list[list[str]]]]:
             rows.append([r.key] + [_fig(x.energy) if x else "-" for x in r.cells] +
                         [(f"{_num(x.steps)} x {_j(x.per_step.joules)}" if x and x.per_step else "-")
                          for x in r.cells] +
-                        [_delta_text(r.deltas[i], with_range=False) for i in others] +
+                        [_dcell(r.deltas[i], with_range=False) for i in others] +
                         [_j(r.deltas[i].per_step, True) if r.deltas[i] and r.deltas[i].per_step is not None else "-"
                          for i in others])
         out.append(("Phases, J per inference and per step", head, rows))
@@ -684,22 +697,26 @@ def render_html(c: Comparison, tree_a: dict, tree_b: dict, *, min_share: float =
 
     from .render.html import diff_flamegraph_html
 
+    def td(x) -> str:
+        text, cls = (x, "") if isinstance(x, str) else x
+        attr = f' class="{cls}"' if cls else ""
+        return f"<td{attr}>{escape(text)}</td>"
+
     def table(title, head, rows):
         h = "".join(f"<th>{escape(x)}</th>" for x in head)
         body = []
         for r in rows:
             total = r[0].startswith("**")
-            cells = [f"<th>{escape(r[0].strip('*'))}</th>"]
-            cells += [f"<td{_delta_class(x) if head[i].startswith('Δ') else ''}>{escape(x)}</td>"
-                      for i, x in enumerate(r) if i]
+            cells = [f"<th>{escape(r[0].strip('*'))}</th>"] + [td(x) for x in r[1:]]
             body.append(f"<tr{' class=total' if total else ''}>{''.join(cells)}</tr>")
         return (f'<h2>{escape(title)}</h2><table class="cmp"><thead><tr>{h}</tr></thead>'
                 f'<tbody>{"".join(body)}</tbody></table>')
 
-    parts = tables(c)
+    parts = _tables(c)
+    # the first two tables above the flamegraph; under it, the phases first
+    rest = sorted(parts[2:], key=lambda t: not t[0].startswith("Phases"))
     first = [table(*t) for t in parts[:2]]
-    rest = [table(*t) for t in parts[2:]]
-    rest.sort(key=lambda t: "Phases" not in t)  # the phases first, under the flamegraph
+    rest = [table(*t) for t in rest]
     warn = "".join(f"<li>{escape(w)}</li>" for w in c.warnings)
     notes = "".join(f"<li>{escape(n)}</li>" for n in c.notes)
     names = [r.name for r in c.runs]
@@ -711,8 +728,9 @@ def render_html(c: Comparison, tree_a: dict, tree_b: dict, *, min_share: float =
 <section class="cmp">
   <h1>{escape(' vs '.join(names))} <span class="tool">comparison · phprof</span></h1>
   {heads}
-  <p class="explain">{escape(key_line(c))}. Δ: red where a run spends more than A, blue where less, when its range
-  excludes 0; † a conservative bound (a sum of layers' bounds), not an interval (see the notes).</p>
+  <p class="explain">{escape(key_line(c))}. Δ with a range: red where a run spends more than A, blue where less,
+  when the range excludes 0, grey when it includes 0; a Δ shown without a range is not coloured. † a conservative
+  bound (a sum of layers' bounds), not an interval (see the notes).</p>
   {f'<ul class="warnings">{warn}</ul>' if warn else ''}
   {''.join(first)}
 </section>{more}"""
@@ -725,17 +743,16 @@ def render_html(c: Comparison, tree_a: dict, tree_b: dict, *, min_share: float =
                                 min_share=min_share, before=before, after=after)
 
 
-_RANGE = re.compile(r"\[([+-]?)[^,\]]*, ([+-]?)")
-
-
-def _delta_class(text: str) -> str:
-    """Red or blue for a signed difference whose range (if it has one) excludes 0."""
-    if not text or text[0] not in "+-" or text == "-":
+def _delta_class(d: Delta | None) -> str:
+    """The colour of a difference by its range: "more" (B > A) or "less" where the
+    range excludes 0, "unsure" where it includes 0, "" where it has no range."""
+    if d is None or d.low_j is None or d.high_j is None:
         return ""
-    m = _RANGE.search(text)
-    if m and not (m.group(1) == "+" or m.group(2) == "-"):
-        return ' class="unsure"'
-    return ' class="more"' if text[0] == "+" else ' class="less"'
+    if d.low_j > 0:
+        return "more"
+    if d.high_j < 0:
+        return "less"
+    return "unsure"
 
 
 _STYLE = """
@@ -758,88 +775,4 @@ ul.warnings { background: #fff4e5; border: 1px solid #f0b45b; border-radius: 4px
   margin: 6px 0; max-width: 90em; }
 ul.notes, .explain { color: #52606d; max-width: 90em; }
 """
-
-
-# ---- the differential flamegraph's tree ------------------------------------------------------
-def diff_tree(tree_a: dict, tree_b: dict, names: Sequence[str] = ("A", "B")) -> dict:
-    """The union of two frame trees (``phprof.render.frames.frame_tree``) by path,
-    per inference of each. Every frame keeps both runs' inclusive energies
-    (``a_j``, ``b_j``; 0 where a run lacks the frame), own energies, intervals and
-    times. Its width (``energy_j``) is additive: the larger of its two own
-    energies plus its children's widths, so a frame is never narrower than
-    either run's (a frame only A has stays visible) and children always fit."""
-    na, nb = max(int(tree_a.get("inferences") or 1), 1), max(int(tree_b.get("inferences") or 1), 1)
-
-    def per(x, n):
-        return None if x is None else float(x) / n
-
-    def join(fa: dict | None, fb: dict | None) -> dict:
-        f = fb or fa
-        out = {
-            "name": f["name"], "path": f["path"], "kind": (fb or fa).get("kind") or "other",
-            "a_j": per(fa["energy_j"], na) if fa else 0.0, "b_j": per(fb["energy_j"], nb) if fb else 0.0,
-            "a_self_j": per(fa["self_j"], na) if fa else 0.0, "b_self_j": per(fb["self_j"], nb) if fb else 0.0,
-            "a_low_j": per(fa.get("low_j"), na) if fa else 0.0, "a_high_j": per(fa.get("high_j"), na) if fa else 0.0,
-            "b_low_j": per(fb.get("low_j"), nb) if fb else 0.0, "b_high_j": per(fb.get("high_j"), nb) if fb else 0.0,
-            "a_s": per(fa.get("seconds") or 0.0, na) if fa else 0.0,
-            "b_s": per(fb.get("seconds") or 0.0, nb) if fb else 0.0,
-            "low_j": None, "high_j": None, "calls": None,
-            "method": _diff_method(fa, fb, names),
-            "children": [],
-        }
-        out["self_j"] = max(out["a_self_j"], out["b_self_j"])
-        out["self_s"] = max(per(fa.get("self_s") or 0.0, na) if fa else 0.0,
-                            per(fb.get("self_s") or 0.0, nb) if fb else 0.0)
-        return out
-
-    root = join(tree_a["root"], tree_b["root"])
-    stack = [(root, tree_a["root"], tree_b["root"])]
-    while stack:
-        out, fa, fb = stack.pop()
-        ca = {c["path"]: c for c in (fa["children"] if fa else [])}
-        cb = {c["path"]: c for c in (fb["children"] if fb else [])}
-        pairs = [(ca.get(p), cb.get(p)) for p in dict.fromkeys(list(cb) + list(ca))]
-        if fa is not None and fb is not None and fa["path"] == fb["path"] == OUTSIDE:
-            pairs = _pair_models(pairs)
-        for ka, kb in pairs:
-            child = join(ka, kb)
-            if ka is not None and kb is not None and ka["path"] != kb["path"]:
-                child["name"] = f"{ka['name']} → {kb['name']}"
-            out["children"].append(child)
-            stack.append((child, ka, kb))
-    add_up(root)
-    return {"title": f"{names[1]} vs {names[0]}", "unit": "J", "inferences": 1,
-            "interval": tree_b.get("interval") or tree_a.get("interval"), "total_j": root["energy_j"],
-            "method": "per inference of each run", "device": None, "root": root,
-            "diff": {"names": list(names[:2]), "a_j": root["a_j"], "b_j": root["b_j"]}}
-
-
-def _pair_models(pairs: list[tuple]) -> list[tuple]:
-    """Under the time outside every module: the model's own scope, named by its class
-    (``GPT2LMHeadModel``, ``T5ForConditionalGeneration``), is one frame of both runs
-    even where the classes differ, so that the modules inside it (``lm_head``...) line
-    up by path."""
-    only_a = [i for i, (x, y) in enumerate(pairs) if y is None and _is_model(x)]
-    only_b = [i for i, (x, y) in enumerate(pairs) if x is None and _is_model(y)]
-    if len(only_a) != 1 or len(only_b) != 1:
-        return pairs
-    ia, ib = only_a[0], only_b[0]
-    joined = (pairs[ia][0], pairs[ib][1])
-    return [joined if i == ib else p for i, p in enumerate(pairs) if i != ia]
-
-
-def _is_model(frame: dict) -> bool:
-    """A model's own scope: named by its class (``T5ForConditionalGeneration``), where
-    every other scope is a path of attribute names (``encoder``, ``lm_head``)."""
-    path = frame["path"]
-    return "." not in path and ";" not in path and path[:1].isupper() and frame.get("kind") not in ("kernel", "op")
-
-
-def _diff_method(fa, fb, names) -> str:
-    ma, mb = (fa or {}).get("method") or "", (fb or {}).get("method") or ""
-    if fa is None:
-        return f"only in {names[1]}: {mb}"
-    if fb is None:
-        return f"only in {names[0]}: {ma}"
-    return ma if ma == mb else f"{names[0]}: {ma}; {names[1]}: {mb}"
 

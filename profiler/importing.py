@@ -46,8 +46,8 @@ import numpy as np
 
 from . import __version__
 from .sources import READING_DTYPE, Channel, PowerLog, utc_text
-from .store import EVENT_DTYPE, INFERENCE_DTYPE, PHASE_DTYPE, STACK_DTYPE, TraceWriter
-from .tracing.kineto import Kind, KinetoTrace, load_kineto
+from .store import INFERENCE_DTYPE, PHASE_DTYPE, STACK_DTYPE, TraceWriter, event_rows
+from .tracing.kineto import Kind, KinetoTrace, load_kineto, span_of_events
 
 __all__ = [
     "POWER_CSV_FORMAT",
@@ -413,13 +413,7 @@ def _tables(kt: KinetoTrace):
         infs = np.zeros(len(st), INFERENCE_DTYPE)
         infs["index"] = np.arange(len(st))
         infs["start_ns"], infs["end_ns"] = st["start_ns"], st["end_ns"]
-        is_cpu = ev["device"] < 0
-        pos = np.searchsorted(st["start_ns"], ev["start_ns"], side="right") - 1
-        ok = is_cpu & (pos >= 0)
-        ok[ok] &= ev["end_ns"][ok] <= st["end_ns"][pos[ok]]
-        inference[ok] = pos[ok]
-        launched = ~is_cpu & (ev["op"] >= 0)
-        inference[launched] = inference[ev["op"][launched]]
+        inference[:] = span_of_events(ev, st["start_ns"], st["end_ns"])
         steps = {"inferences_from": "ProfilerStep annotations", "profiler_steps": numbers}
     else:
         infs = np.zeros(1, INFERENCE_DTYPE)
@@ -432,17 +426,8 @@ def _tables(kt: KinetoTrace):
         )
 
     keep = ~drop
-    new_row = np.cumsum(keep) - 1
+    out = event_rows(ev, keep, inference)
     k = ev[keep]
-    out = np.zeros(len(k), EVENT_DTYPE)
-    out["start_ns"], out["end_ns"] = k["start_ns"], k["end_ns"]
-    out["name"], out["stack"] = k["name"], k["stack"]
-    out["inference"] = inference[keep]
-    op = k["op"].astype(np.int64)
-    has_op = op >= 0
-    out["op"] = -1
-    out["op"][has_op] = np.where(keep[op[has_op]], new_row[op[has_op]], -1)
-    out["stream"], out["device"], out["kind"] = k["stream"], k["device"], k["kind"]
 
     outside = int((out["inference"] < 0).sum())
     if outside:
@@ -540,4 +525,4 @@ def _summary(log: PowerLog, device: str, model, inferences, notes) -> dict:
         "joules_per_inference": None if e.joules is None else e.joules / n,
         "notes": list(notes) + list(e.notes) + ["imported trace: the device's whole draw, idle power included"],
     }
-    return {k: v for k, v in summary.items() if v is not None}  # the store would keep None as the text "null"
+    return summary

@@ -12,8 +12,7 @@ import math
 
 import numpy as np
 
-IDLE = "(idle)"
-
+from .attribution.results import plain
 
 def _j(x: float | None) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
@@ -25,7 +24,7 @@ def _j(x: float | None) -> str:
         return f"{x:.3g} J"
     if ax >= 1e-3:
         return f"{x * 1e3:.3g} mJ"
-    return f"{x * 1e6:.3g} uJ"
+    return f"{x * 1e6:.3g} µJ"
 
 
 def _interval(lo, hi) -> str:
@@ -41,6 +40,11 @@ def _amount(d: dict | None) -> str:
     return _j(d["joules"]) + ("" if i == "-" else f" {i}")
 
 
+def _estimate(d: dict | None) -> str:
+    """An amount of the attribution (not the counter's reading), labelled as such."""
+    return "-" if d is None else f"{_amount(d)}, estimated"
+
+
 def top_layers(tables: dict, top: int) -> list[dict]:
     """The resolved labels by energy, largest first (merged groups whole)."""
     g = tables["groups"]
@@ -51,13 +55,13 @@ def top_layers(tables: dict, top: int) -> list[dict]:
 def _layer_rows(summary: dict, tables: dict, top: int) -> tuple[list[str], list[list[str]]]:
     total = summary["inferences_energy"]["joules"]
     per = summary["inferences"]
-    head = ["layer", "energy / inference", "90% interval", "energy share", "time share", "power"]
+    head = ["layer", "energy / inference", f"{summary['interval']:.0%} interval", "energy share", "time share",
+            "power"]
     layer_time = float(np.sum(tables["groups"]["seconds"]))
     rows = []
     for r in top_layers(tables, top):
         rows.append([r["label"], _j(r["energy_j"] / per), _interval(r["low_j"] / per, r["high_j"] / per),
                      f"{r['energy_j'] / total:.1%}", f"{r['seconds'] / layer_time:.1%}", f"{r['power_w']:.0f} W"])
-    head[2] = f"{summary['interval']:.0%} interval"
     return head, rows
 
 
@@ -65,44 +69,50 @@ def summary_lines(summary: dict, roll: dict) -> list[tuple[str, str]]:
     """The report's summary as (what, figure) pairs, for every renderer."""
     s = summary
     total = s["total"]
-    measured = "measured" if s["total_measured"] else "estimated"
+    if s["total_measured"]:
+        unc = s.get("total_uncertainty_j")
+        run = _j(total["joules"]) + ("" if unc is None else f" +- {_j(unc)} (the counter's resolution)") + \
+            f", measured ({total['method']})"
+    else:
+        run = f"{_amount(total)}, estimated ({total['method']})"
     sensor = s["sensor"]
     lines = [
         ("model", f"{s['model']} ({s['task']}), {s['inferences']} inferences, trace {s['trace_status']}"),
         ("device", f"{s['device']} {s.get('device_name') or ''}".strip()),
-        ("energy over the run", f"{_amount(total)}, {measured} ({total['method']}), over {s['span_s']:.1f} s"),
-        ("  inferences' own", f"{_amount(s['inferences_energy'])} in {s['inference_s']:.1f} s"
+        ("energy over the run", f"{run}, over {s['span_s']:.1f} s"),
+        ("  inferences' own", f"{_estimate(s['inferences_energy'])}, in {s['inference_s']:.1f} s"
                               f" (between them: {_j(s['between_inferences_j'])}, pauses and profiler saves)"),
     ]
     if s.get("idle_w") is not None:
         lines.append(("  static / active", f"{_j(s['static_j'])} static (idle {s['idle_w']:.1f} W, measured before "
                                            f"the run) / {_j(s['active_j'])} active"))
     lines += [
-        ("per inference", _amount(roll["per_inference"]) + " (estimated)"),
-        ("per 1,000 inferences", f"{_amount(roll['per_1000'])} = {roll['per_1000']['wh']:.4g} Wh = "
+        ("per inference", _estimate(roll["per_inference"])),
+        ("per 1,000 inferences", f"{_estimate(roll['per_1000'])}: {roll['per_1000']['wh']:.4g} Wh = "
                                  f"{roll['per_1000']['kwh']:.4g} kWh"),
     ]
     if "per_token" in roll:
-        lines.append(("per generated token", f"{_amount(roll['per_token'])} over {roll['tokens']} tokens; "
+        lines.append(("per generated token", f"{_estimate(roll['per_token'])}, over {roll['tokens']} tokens; "
                                              f"prefill {_amount(roll.get('per_prefill'))}, decode step "
                                              f"{_amount(roll.get('per_decode_step'))}"))
     if "per_image" in roll:
-        lines.append(("per image", f"{_amount(roll['per_image'])}; per denoising step "
+        lines.append(("per image", f"{_estimate(roll['per_image'])}; per denoising step "
                                    f"{_amount(roll.get('per_denoising_step'))}"))
     c = roll["carbon"]
     lo, hi = c.get("per_1000_low_g"), c.get("per_1000_high_g")
     rng = f" [{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None else ""
-    lines.append(("carbon per 1,000", f"{c['per_1000_g']:.3g}{rng} gCO2eq at {c['g_co2eq_per_kwh']:g} g/kWh "
-                                      f"({c['name']}, {c['source']}), PUE {roll['pue']:g}"))
+    pue = f"PUE {roll['pue']:g}" + ("" if roll["pue"] == 1 else " (in the carbon only: the energies are the device's)")
+    lines.append(("carbon per 1,000", f"{c['per_1000_g']:.3g}{rng} gCO2eq, estimated, at {c['g_co2eq_per_kwh']:g} "
+                                      f"g/kWh ({c['name']}, {c['source']}), {pue}"))
     if "parity" in roll:
         p = roll["parity"]
         lines.append(("training parity", f"{p['inferences']:.3g} inferences use the {p['training_kwh']:g} kWh "
                                          "of training"))
     for k, v in (s.get("phases") or {}).items():
-        lines.append((f"phase {k}", f"{_amount(v)} over {v['count']} ({_j(v['joules'] / v['count'])} each)"))
+        lines.append((f"phase {k}", f"{_estimate(v)}, over {v['count']} ({_j(v['joules'] / v['count'])} each)"))
+    residual = "" if s["residual_w"] is None else f" (RMS residual {s['residual_w']:.2f} W)"
     lines += [
-        ("method", f"{s['method']}, from {s['sensor_updates']} sensor updates (RMS residual "
-                   f"{s['residual_w'] if s['residual_w'] is None else round(s['residual_w'], 2)} W); "
+        ("method", f"{s['method']}, from {s['sensor_updates']} sensor updates{residual}; "
                    f"timeline: {s['timeline']}"),
         ("sensor model", f"update {sensor['period_s'] * 1e3:.0f} ms, window {sensor['window_s'] * 1e3:.0f} ms, "
                          f"lag {sensor['lag_s'] * 1e3:+.0f} ms: {sensor['source']}"),
@@ -128,7 +138,7 @@ def render_text(summary: dict, tables: dict, roll: dict, top: int = 15) -> str:
         per = summary["inferences"]
         total = summary["inferences_energy"]["joules"]
         for name, e, lo, hi in zip(comp["component"], comp["energy_j"], comp["low_j"], comp["high_j"]):
-            out.append(f"  {name:<12} {_j(e / per):>10} / inference  {_interval(lo / per, hi / per):>24}  "
+            out.append(f"  {name:<15} {_j(e / per):>10} / inference  {_interval(lo / per, hi / per):>24}  "
                        f"{e / total:6.1%}")
     kernels = tables.get("kernels") or {}
     if len(kernels.get("name", [])):
@@ -153,15 +163,4 @@ def render_markdown(summary: dict, tables: dict, roll: dict, top: int = 15) -> s
 
 
 def render_json(summary: dict, tables: dict, roll: dict) -> str:
-    def plain(v):
-        if isinstance(v, np.ndarray):
-            return [plain(x) for x in v.tolist()]
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [plain(x) for x in v]
-        return v.item() if hasattr(v, "item") else v
-
     return json.dumps(plain({"summary": summary, "rollups": roll, "tables": tables}), indent=1) + "\n"

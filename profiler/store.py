@@ -92,13 +92,47 @@ _CHUNK_ROWS = 16384
 _STR = h5py.string_dtype("utf-8")
 
 
+def event_rows(events: np.ndarray, keep: np.ndarray, inference: np.ndarray, names: np.ndarray | None = None,
+               stacks: np.ndarray | None = None, base: int = 0) -> np.ndarray:
+    """The /events rows of the kept events of a Kineto event table
+    (``phprof.tracing.kineto.EVENT_DTYPE``). ``inference``: per event; ``names``,
+    ``stacks``: maps of the table's name and stack ids to the file's (None: the same
+    ids); ``base``: rows the file already holds. An op link to an event not kept
+    becomes -1."""
+    new_row = np.cumsum(keep) - 1 + base
+    k = events[keep]
+    out = np.zeros(len(k), dtype=EVENT_DTYPE)
+    out["start_ns"], out["end_ns"] = k["start_ns"], k["end_ns"]
+    out["name"] = k["name"] if names is None else names[k["name"]]
+    out["stack"] = k["stack"] if stacks is None else stacks[k["stack"]]
+    out["inference"] = inference[keep]
+    op = k["op"].astype(np.int64)
+    has_op = op >= 0
+    out["op"] = -1
+    out["op"][has_op] = np.where(keep[op[has_op]], new_row[op[has_op]], -1)
+    out["stream"], out["device"], out["kind"] = k["stream"], k["device"], k["kind"]
+    return out
+
+
 class TraceFileError(Exception):
     """A file that is not a readable phprof trace."""
 
 
 def _json_attrs(attrs: h5py.AttributeManager, values: dict) -> None:
+    """Numbers, booleans and plain strings as themselves; anything else (None,
+    lists, dicts, and strings a reader would take for JSON) as JSON text, so that
+    :func:`_read_attrs` gives back what was written."""
     for k, v in values.items():
-        attrs[k] = v if isinstance(v, (str, int, float, bool, np.integer, np.floating)) else json.dumps(v)
+        if isinstance(v, str):
+            attrs[k] = json.dumps(v) if _looks_json(v) else v
+        elif isinstance(v, (int, float, bool, np.integer, np.floating)):
+            attrs[k] = v
+        else:
+            attrs[k] = json.dumps(v)
+
+
+def _looks_json(text: str) -> bool:
+    return text == "null" or text[:1] in ('[', '{', '"')
 
 
 def _read_attrs(attrs: h5py.AttributeManager) -> dict:
@@ -106,7 +140,7 @@ def _read_attrs(attrs: h5py.AttributeManager) -> dict:
     for k, v in attrs.items():
         if isinstance(v, bytes):
             v = v.decode()
-        if isinstance(v, str) and v[:1] in "[{":
+        if isinstance(v, str) and _looks_json(v):
             try:
                 v = json.loads(v)
             except json.JSONDecodeError:
@@ -174,14 +208,6 @@ class TraceWriter:
         _append(f["strings"], [""])  # string 0: the root's scope name
         self._power: dict[str, h5py.Group] = {}
         f.flush()
-
-    @property
-    def strings_written(self) -> int:
-        return self._f["strings"].shape[0]
-
-    @property
-    def stacks_written(self) -> int:
-        return self._f["stacks"].shape[0]
 
     @property
     def events_written(self) -> int:
@@ -254,9 +280,6 @@ class Trace:
     @property
     def complete(self) -> bool:
         return self.status == "complete"
-
-    def name(self, string_id: int) -> str:
-        return self.strings[string_id]
 
     def stack_path(self, stack_id: int) -> list[str]:
         """The scopes of a stack, outermost first."""

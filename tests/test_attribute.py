@@ -3,7 +3,6 @@ report and attribute commands, and bad input."""
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import shutil
 from pathlib import Path
@@ -218,6 +217,10 @@ def test_attribute_command_on_a_foreign_trace(tmp_path):
     assert s["total"]["joules"] == pytest.approx(200.0 * s["span_s"], rel=0.01)
     assert len(busy)  # the trace has device work
     assert (tmp_path / "trace.h5").exists()
+    # a second report reads the stored results back, figures the import could not know (idle power) included
+    again = CliRunner().invoke(main, ["report", str(tmp_path / "trace.h5")])
+    assert again.exit_code == 0, again.output
+    assert "per 1,000 inferences" in again.output and "static / active" not in again.output
     # a power log on another clock is refused with both ranges named
     bad = _power_csv(tmp_path / "bad.csv", t0 + 86400 * 10**9, t1 + 86400 * 10**9)
     r = CliRunner().invoke(main, ["attribute", str(trace_path), str(bad), "-o", str(tmp_path / "x.h5")])

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from test_html import _hover, _no_errors, _open, _screenshot, bert_tree, browser  # noqa: F401
 
 from phprof.cli import _results, main
-from phprof.compare import Comparison, Run, compare, diff_tree, render_json, render_markdown, render_text
+from phprof.compare import Comparison, Run, compare, render_json, render_markdown, render_text
+from phprof.render.frames import diff_tree
 from phprof.render.html import diff_flamegraph_html, embedded_data
 
 

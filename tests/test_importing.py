@@ -136,7 +136,7 @@ def test_import_real_trace(path, tmp_path):
     assert tr.strings == kt.names and np.array_equal(tr.stacks["parent"], kt.stacks["parent"])
     assert np.array_equal(tr.stacks["scope"], kt.stacks["scope"])
     paths = [tr.stack_path(int(s)) for s in tr.events["stack"]]
-    assert paths == [_kineto_path(kt, int(s)) for s in ref["stack"]]
+    assert paths == [kt.stack_path(int(s)) for s in ref["stack"]]
     assert not any(scope.startswith("ProfilerStep#") for path in paths for scope in path)
     # launches: each device event's op is the same CPU op
     dev = np.isin(tr.events["kind"], [Kind.KERNEL, Kind.MEMCPY, Kind.MEMSET])
@@ -184,15 +184,6 @@ def test_import_real_trace(path, tmp_path):
     a, b = int(tr.inferences["start_ns"].min()), int(tr.inferences["end_ns"].max())
     assert tr.summary["energy_j"] == pytest.approx(step_integral(times, watts, a, b), rel=1e-9, abs=1e-3)
     assert tr.summary["inferences"] == len(tr.inferences)
-
-
-def _kineto_path(kt, stack: int) -> list[str]:
-    path = []
-    while stack:
-        parent, scope = kt.stacks[stack]
-        path.append(kt.names[scope])
-        stack = int(parent)
-    return path[::-1]
 
 
 @needs_data

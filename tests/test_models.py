@@ -128,7 +128,7 @@ def test_model_too_large_names_needed_and_available(monkeypatch):
     message = str(err.value)
     assert "facebook/opt-6.7b" in message and "0.5 GiB is available" in message
     assert "needs ~29.8 GiB" in message  # 6.66e9 x 4 bytes x 1.2
-    # a tiny model fits in the same memory; check_memory=False skips the check
+    # a tiny model fits in the same memory
     assert models.build("gpt2", size="tiny") is not None
 
 

@@ -44,7 +44,8 @@ def test_round_trip(tmp_path):
     for first in (0, 3):
         window(w, first, 3)
         w.append_power(power_chunk(10_000_000 * (first + 1), 4, 8_000 + 1_000 * first))
-    w.close("complete", {"energy_j": 1.5})
+    odd = {"none": None, "null_text": "null", "json_text": "[1, 2]", "quoted": '"x"', "nested": {"a": [None, 1.5]}}
+    w.close("complete", {"energy_j": 1.5, **odd})
     t = load(path)
     assert t.complete and t.status == "complete" and t.schema_version == 1
     assert t.meta["model"] == "gpt2" and t.meta["config"] == {"n_layer": 12}
@@ -53,7 +54,7 @@ def test_round_trip(tmp_path):
     assert list(t.events["inference"]) == list(range(6)) and len(t.windows) == 2
     assert len(t.power.readings) == 8 and t.power.channels == CHANNELS and len(t.power.clock_pairs) == 2
     assert len(t.idle.readings) == 5
-    assert t.summary == {"energy_j": 1.5}
+    assert t.summary == {"energy_j": 1.5, **odd}  # None stays None, text stays text
     expected = np.concatenate([power_chunk(10_000_000 * (f + 1), 4, 8_000 + 1_000 * f).readings for f in (0, 3)])
     assert np.array_equal(t.power.readings, expected)
 

@@ -16,7 +16,6 @@ from click.testing import CliRunner
 from phprof import models
 from phprof.cli import main
 from phprof.store import load
-from phprof.tracing import Kind
 from phprof.tracing.run import TraceError, trace
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -175,9 +175,10 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="phprof-bench-"))
     head = ("| run | inferences | span (s) | layers resolved/all | worst error, phprof | worst error, naive split "
-            "| truth in 90% interval | total, counter | total, integrated samples | fitted lag / window | method |")
+            "| truth in 90% interval | total, counter | total, integrated samples | fitted lag / window | method "
+            "| truth ambiguity (fake's tags vs timeline) |")
     print(head)
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|")
     covered, worst = [], []
     first = None
     for seed in [int(s) for s in args.seeds.split(",") if s]:
@@ -191,10 +192,12 @@ def main() -> None:
             r = run_adversarial(work, anti_alias, 1300)
             summarise(f"{PADDED_PERIOD_S * 1e3:.0f} ms inferences, h100 100 ms sensor, anti-alias "
                       f"{'on' if anti_alias else 'off'}", r)
-            print("|  | " + "; ".join(n for n in r["att"].notes if "windows" in n) + " |||||||||")
+            print("|  | " + "; ".join(n for n in r["att"].notes if "windows" in n) + " ||||||||||")
     print()
-    print(f"sensor: fake a100 (101 ms update, 25 ms window, {LAG_S * 1e3:.0f} ms lag, 1% noise); errors are shares "
-          "of the inferences' own energy; totals against the fake's true energy over the run")
+    print(f"sensor: fake a100 (101 ms update, 25 ms window, {LAG_S * 1e3:.0f} ms lag, 1% noise) for gpt2, the fake "
+          "h100 preset for the adversarial rows; errors are shares of the inferences' own energy; totals against "
+          "the fake's true energy over the run; truth ambiguity: the largest gap between a layer's energy by the "
+          "fake's power tags and by phprof's timeline, as a share of the inferences' energy")
     if worst:
         print(f"tiny gpt2 over {len(worst)} seeds: worst layer error {max(worst):.2%} (target <= 3%); truth inside the 90% "
               f"interval for {np.mean(covered):.1%} of {len(covered)} (layer, seed) pairs (target >= 85%)")

@@ -2,8 +2,8 @@
 """The study's multi-purpose comparison, component by component: Flan-T5 against BLOOMz.
 
 Both run the same zero-shot settings of ../shared/docs/paper.md (sentiment:
-1 new token; QA: 65; summarisation: 15 on CNN/DailyMail) under `phprof
-trace`, and every layer is put in its component (embeddings, self-attention,
+1 new token; QA: 65; summarisation: 15 on CNN/DailyMail, with CNN/DailyMail's
+input length) under `phprof trace`, and every layer is put in its component (embeddings, self-attention,
 cross-attention, mlp, norm, head; encoder or decoder stack) by phprof's taxonomy.
 
 With a power sensor (a GPU; or RAPL), each pair is compared in energy with
@@ -13,7 +13,7 @@ the profiler: it says where each architecture spends its work, not its joules,
 and says so.
 
     python tools/repro_multipurpose.py [--seq2seq google/flan-t5-base] [--decoder bigscience/bloomz-560m]
-        [--inferences 5] [--device cpu] [--out repro/]
+        [--inferences 5] [--device cpu] [--out repro/] [--task zero-shot-summarization ...]
     # on a GPU, the study's sizes: --seq2seq google/flan-t5-xl --decoder bigscience/bloomz-3b --device cuda
 """
 from __future__ import annotations
@@ -30,12 +30,14 @@ from phprof import load
 from phprof.attribution.attribute import layer_times, module_types
 from phprof.attribution.components import COMPONENTS, Taxonomy
 from phprof.cli import main as cli
+from phprof.models import get_task, resolve
+from phprof.models.tasks import default_shape
 from phprof.tracing.run import trace
 
-TASKS = {  # the study's zero-shot settings (paper.md), as phprof's tasks define them
-    "zero-shot-sentiment": 1,
-    "zero-shot-qa": 65,
-    "zero-shot-summarization": 15,
+TASKS = {  # the study's zero-shot settings (paper.md): the dataset whose shape to use, None for
+    "zero-shot-sentiment": None,  # the mean of the task's datasets (phprof trace's default): 1 new token
+    "zero-shot-qa": None,  # 65 new tokens
+    "zero-shot-summarization": "cnn_dailymail/3.0.0",  # 15 new tokens: the study's CNN/DailyMail run
 }
 
 
@@ -89,18 +91,21 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--size", choices=["full", "tiny"], default="full")
     ap.add_argument("--out", type=Path, default=Path("repro"))
+    ap.add_argument("--task", action="append", choices=list(TASKS), help="Only these tasks (default: all).")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     warnings.filterwarnings("ignore")
     tables = []
-    for task, new_tokens in TASKS.items():
+    for task in args.task or TASKS:
         runs = {}
         for model in (args.seq2seq, args.decoder):
             out = args.out / f"{model.replace('/', '_')}-{task}.h5"
-            print(f"tracing {model} on {task} ({args.inferences} inferences, {new_tokens} new tokens)...",
-                  file=sys.stderr)
+            shape = default_shape(resolve(model), get_task(task), TASKS[task])
+            print(f"tracing {model} on {task} ({args.inferences} inferences, {shape.seq_len} input tokens, "
+                  f"{shape.new_tokens} new tokens)...", file=sys.stderr)
             s = trace(model, task, inferences=args.inferences, warmup=1, output=out, overwrite=True,
-                      new_tokens=new_tokens, device=args.device, size=args.size, idle_s=0.5)
+                      seq_len=shape.seq_len, new_tokens=shape.new_tokens, device=args.device, size=args.size,
+                      idle_s=0.5)
             runs[model] = (out, s)
         measured = all(s.energy is not None and s.energy.joules is not None for _, s in runs.values())
         paths = [str(p) for p, _ in runs.values()]

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sources import sensor_updates, utc_text
+from ..sources import utc_text
 from ..tracing.kineto import Kind
 from .aliasing import phase_coverage
-from .estimate import TIME_PROPORTIONAL, Estimate, LabelEnergy, estimate_label_power, fit_lag, instant_windows
+from .estimate import (IDLE, TIME_PROPORTIONAL, Estimate, LabelEnergy, estimate_label_power, fit_lag,
+                       instant_windows)
 from .sensor import NOMINAL_INSTANT, SensorModel
 from .components import KIND_OF, Component, Taxonomy
 from .timeline import trace_timeline
@@ -177,14 +178,13 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     measured = log.energy_between(device, *span)
     notes.extend(measured.notes)
     idle_w = _idle_power(trace, device)
-    channel = f"{device}.power_instant"
-    names = [c.name for c in log.channels]
-    if channel in names:
-        instants, values = sensor_updates(log.of(channel))
-        watts = values * log.channels[log.channel_index(channel)].watts_per_unit
+    updates = log.instant_power(device)
+    if updates is not None:
+        instants, watts = updates
     else:
         instants, watts = np.zeros(0, np.int64), np.zeros(0)
-        notes.append(f"no instant power readings of {device} (channels: {', '.join(names)}): the measured "
+        notes.append(f"no instant power readings of {device} (channels: "
+                     f"{', '.join(c.name for c in log.channels)}): the measured "
                      "total is split by time")
     if sensor is None:
         sensor_name = ((trace.meta.get("sensor") or {}).get("devices") or {}).get(device, "")
@@ -214,8 +214,9 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
                       bool(measured.measured), measured.uncertainty_j, idle_w, est, sensor, what, notes=notes)
     out.notes.extend(est.notes)
     _phases(out, trace, timeline, span)
-    out.per_inference = _amounts(est, timeline, inf["start_ns"], inf["end_ns"])
-    out.inferences_energy = _total_of(est, timeline, inf["start_ns"], inf["end_ns"])
+    g_sec = _group_seconds(est, timeline, inf["start_ns"], inf["end_ns"])
+    out.per_inference = _amounts(est, g_sec)
+    out.inferences_energy = _amounts(est, g_sec.sum(axis=0))[0]
     types = module_types(trace)
     modules = {trace.strings[int(m["path"])]: m for m in trace.modules}
     taxonomy = Taxonomy.load()
@@ -262,20 +263,14 @@ def _group_power(est: Estimate) -> np.ndarray:
     return np.array([g.power_w for g in est.groups] + [est.idle.power_w])
 
 
-def _amounts(est: Estimate, timeline, a: np.ndarray, b: np.ndarray) -> list[Amount]:
-    """Energy over each interval [a_k, b_k]: each label's (scaled) power times its
-    time there, idle power for the rest; intervals from the bootstrap draws."""
-    g_sec = _group_seconds(est, timeline, a, b)
+def _amounts(est: Estimate, g_sec: np.ndarray) -> list[Amount]:
+    """Energy of each row of ``g_sec`` (seconds per group and idle, see
+    :func:`_group_seconds`; a single vector is one row): each group's (scaled) power
+    times its time there; intervals from the bootstrap draws."""
+    g_sec = np.atleast_2d(g_sec)
     low, high = _interval(est, g_sec)
     return [Amount(float(e), float(lo), float(hi), est.method)
             for e, lo, hi in zip(g_sec @ _group_power(est), low, high)]
-
-
-def _total_of(est: Estimate, timeline, a: np.ndarray, b: np.ndarray) -> Amount:
-    """Energy over the union of disjoint intervals, with its interval."""
-    g_sec = _group_seconds(est, timeline, a, b).sum(axis=0)
-    low, high = _interval(est, g_sec)
-    return Amount(float(_group_power(est) @ g_sec), float(low[0]), float(high[0]), est.method)
 
 
 def _phases(out: Attribution, trace, timeline, span) -> None:
@@ -286,7 +281,8 @@ def _phases(out: Attribution, trace, timeline, span) -> None:
     kinds = np.array([trace.strings[n].split(".")[0] for n in ph["name"]])
     for kind in dict.fromkeys(kinds.tolist()):
         rows = ph[kinds == kind]
-        out.phases[kind] = _total_of(out.estimate, timeline, rows["start_ns"], rows["end_ns"])
+        g_sec = _group_seconds(out.estimate, timeline, rows["start_ns"], rows["end_ns"]).sum(axis=0)
+        out.phases[kind] = _amounts(out.estimate, g_sec)[0]
         out.phase_counts[kind] = len(rows)
 
 
@@ -416,10 +412,9 @@ def power_excerpt(trace, summary: dict, tables: dict, seconds: float = 1.5) -> d
     sensor = summary["sensor"]
     out: dict = {"seconds": seconds, "device": device, "updates": [], "windows": [], "inferences": [],
                  "activity": [], "model_w": []}
-    if trace.power is not None and f"{device}.power_instant" in [c.name for c in trace.power.channels]:
-        channel = f"{device}.power_instant"
-        u, v = sensor_updates(trace.power.of(channel))
-        watts = v * trace.power.channels[trace.power.channel_index(channel)].watts_per_unit
+    updates = None if trace.power is None else trace.power.instant_power(device)
+    if updates is not None:
+        u, watts = updates
         keep = (u >= t0) & (u <= t1)
         out["updates"] = [((a - t0) / 1e9, float(w)) for a, w in zip(u[keep], watts[keep])]
         b = u[keep] - round(sensor["lag_s"] * 1e9)
@@ -431,30 +426,19 @@ def power_excerpt(trace, summary: dict, tables: dict, seconds: float = 1.5) -> d
     layers = tables["layers"]
     power = dict(zip(layers["label"], layers["power_w"]))
     kind = dict(zip(layers["label"], (KIND_OF[str(c)] for c in layers["component"])))
-    idle_w = float(power.get("(idle)", 0.0))
+    idle_w = float(power.get(IDLE, 0.0))
     seg = (timeline.ends_ns > t0) & (timeline.starts_ns < t1)
     starts, ends = np.maximum(timeline.starts_ns[seg], t0), np.minimum(timeline.ends_ns[seg], t1)
     labels = timeline.labels[seg]
     kinds = [kind.get(name, "other") for name in timeline.names]
     out["activity"] = [((s - t0) / 1e9, (e - t0) / 1e9, kinds[j]) for s, e, j in zip(starts, ends, labels)
                        if e - s > 20_000 or len(starts) < 5000]
-    # the implied power per 1 ms bin: the segments' energy (and busy time) before each bin
-    # edge, from running sums over the segments (they do not overlap and are in time order)
-    level = np.array([float(power.get(name, idle_w)) for name in timeline.names])[labels]
+    # the implied power per 1 ms bin: each label's time in the bin at its power, idle power for the rest
     n_bins = int(seconds * 1000)
     bins = t0 + np.arange(n_bins + 1, dtype=np.int64) * (t1 - t0) // n_bins  # integer ns: exact edges
-
-    def before(rate: np.ndarray) -> np.ndarray:
-        if len(starts) == 0:
-            return np.zeros(len(bins))
-        cum = np.concatenate([[0.0], np.cumsum(rate * (ends - starts) / 1e9)])
-        i = np.searchsorted(starts, bins, side="right")  # segments that started before each edge
-        last = np.maximum(i - 1, 0)
-        partial = np.clip(bins - starts[last], 0, ends[last] - starts[last]) / 1e9
-        return np.where(i > 0, cum[last] + rate[last] * partial, 0.0)
-
-    energy, busy = np.diff(before(level)), np.diff(before(np.ones(len(starts))))
+    sec = timeline.seconds_in(bins[:-1], bins[1:])
+    label_w = np.array([float(power.get(name, idle_w)) for name in timeline.names])
     width = np.diff(bins) / 1e9
-    modelled = (energy + (width - busy).clip(0) * idle_w) / width
+    modelled = (sec @ label_w + (width - sec.sum(axis=1)).clip(0) * idle_w) / width
     out["model_w"] = [((b - t0) / 1e9, float(w)) for b, w in zip(bins[:-1], modelled)]
     return out

@@ -127,7 +127,6 @@ class Estimate:
     interval: float = 0.90
     notes: list[str] = field(default_factory=list)
     groups: list[LabelEnergy] = field(default_factory=list)  # the resolved labels (merged ones whole)
-    sensor: SensorModel | None = None  # the model the windows were placed with
     boot_w: np.ndarray | None = None  # (bootstrap, resolved labels + idle) power draws, scaled
     group_of: np.ndarray | None = None  # timeline label -> index into groups
     scale: float = 1.0  # measured / modelled energy over the span
@@ -244,7 +243,7 @@ def estimate_label_power(
             g_time = np.bincount(col, seconds, len(groups))
             unseen = (g_time > 0) & (g_seen < 0.25 * coverage * g_time)
             se = np.where(unseen, np.inf, g_draws.std(axis=0) / max(total, 1e-12))
-            mergeable = np.array([timeline.parents[g] >= 0 for g in groups], bool)
+            mergeable = np.asarray(timeline.parents)[groups] >= 0
             if not mergeable.any() or se[mergeable].max() <= tolerance:
                 break
             worst = groups[np.flatnonzero(mergeable)[np.argmax(se[mergeable])]]
@@ -252,7 +251,7 @@ def estimate_label_power(
         if unseen.any():
             notes.append(f"{', '.join(timeline.names[g] for g in groups[unseen])}: (almost) never inside the "
                          "sensor's windows, so the windows say nothing of them")
-        g_seconds = np.append([seconds[group_of == g].sum() for g in groups], idle_s)
+        g_seconds = np.append(g_time, idle_s)
         g_energy = np.zeros(len(groups))
         np.add.at(g_energy, col, p_label[:n] * seconds)
         safe = np.maximum(g_seconds, 1e-12)
@@ -341,18 +340,18 @@ def estimate_label_power(
     if method == WLS and merged:
         notes.append(f"{merged} labels were merged with their children: the sensor could not resolve "
                      f"the children to within {tolerance:.0%} of the total")
-    return Estimate(rows, idle, method, int(len(y)), residual, interval, notes, group_rows, windows.sensor,
-                    draws, col, scale)
+    return Estimate(rows, idle, method, int(len(y)), residual, interval, notes, group_rows, draws, col, scale)
 
 
-def fit_lag(timeline: Timeline, update_ns, update_w, sensor: SensorModel, span_ns: tuple[int, int],
-            lags_s=None, windows_s=None) -> tuple[SensorModel, float, float]:
+def fit_lag(timeline: Timeline, update_ns, update_w, sensor: SensorModel,
+            span_ns: tuple[int, int]) -> tuple[SensorModel, float, float]:
     """The sensor's lag and window that explain a run's updates best (least RMS
-    residual of an unconstrained-by-bootstrap fit), searched near ``sensor``:
-    returns the fitted model, its residual and the residual of ``sensor`` itself."""
-    coarse = lags_s is None
-    lags_s = np.arange(-0.02, 0.0401, 0.005) if lags_s is None else lags_s
-    windows_s = sensor.window_s + np.arange(-0.006, 0.0061, 0.002) if windows_s is None else windows_s
+    residual of an unconstrained-by-bootstrap fit), searched near ``sensor``: the
+    lag from -20 to +40 ms in 5 ms steps, then to the millisecond, then the window
+    within 6 ms of ``sensor``'s. Returns the fitted model, its residual and the
+    residual of ``sensor`` itself."""
+    lags_s = np.arange(-0.02, 0.0401, 0.005)
+    windows_s = sensor.window_s + np.arange(-0.006, 0.0061, 0.002)
 
     def residual(model: SensorModel) -> float:
         w = instant_windows(update_ns, update_w, model, span_ns)
@@ -365,9 +364,8 @@ def fit_lag(timeline: Timeline, update_ns, update_w, sensor: SensorModel, span_n
     base = residual(sensor)
     best = min(((residual(SensorModel(sensor.period_s, sensor.window_s, float(lag))), float(lag))
                 for lag in lags_s))
-    if coarse:  # then to the millisecond around the best
-        best = min([best] + [(residual(SensorModel(sensor.period_s, sensor.window_s, best[1] + d)), best[1] + d)
-                             for d in (-0.002, -0.001, 0.001, 0.002)])
+    best = min([best] + [(residual(SensorModel(sensor.period_s, sensor.window_s, best[1] + d)), best[1] + d)
+                         for d in (-0.002, -0.001, 0.001, 0.002)])
     lag = best[1]
     best = min(((residual(SensorModel(sensor.period_s, float(w), lag)), float(w)) for w in windows_s if w > 0))
     model = SensorModel(sensor.period_s, best[1], lag,

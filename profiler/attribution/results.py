@@ -20,11 +20,31 @@ RESULTS_VERSION = 4  # 2: layers' parents, calls, inclusive intervals, leaves; 3
 
 
 def _amount(a: Amount) -> dict:
-    return {"joules": a.joules, "low_j": _num(a.low_j), "high_j": _num(a.high_j), "method": a.method}
+    return {"joules": a.joules, "low_j": finite(a.low_j), "high_j": finite(a.high_j), "method": a.method}
 
 
-def _num(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
+def finite(x) -> float | None:
+    """``x`` as a float, or None where it is None, NaN or infinite (no figure)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def plain(v):
+    """``v`` with numpy arrays and scalars made Python ones and non-finite floats
+    None: what ``json.dumps`` takes and what a JSON reader expects."""
+    if isinstance(v, dict):
+        return {str(k): plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [plain(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return [plain(x) for x in v.tolist()]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
 
 
 def to_results(att: Attribution, meta: dict) -> tuple[dict, dict]:
@@ -41,14 +61,14 @@ def to_results(att: Attribution, meta: dict) -> tuple[dict, dict]:
         "total": _amount(att.total), "total_measured": att.total_measured,
         "inferences_energy": _amount(att.inferences_energy),
         "between_inferences_j": att.total.joules - att.inferences_energy.joules,
-        "total_uncertainty_j": _num(att.total_uncertainty_j),
-        "idle_w": _num(att.idle_w),
-        "static_j": _num(static),
-        "active_j": _num(att.inferences_energy.joules - static) if static is not None else None,
+        "total_uncertainty_j": finite(att.total_uncertainty_j),
+        "idle_w": finite(att.idle_w),
+        "static_j": finite(static),
+        "active_j": finite(att.inferences_energy.joules - static) if static is not None else None,
         "method": est.method, "interval": est.interval, "timeline": att.timeline,
         "sensor": {"period_s": att.sensor.period_s, "window_s": att.sensor.window_s, "lag_s": att.sensor.lag_s,
                    "source": att.sensor.source},
-        "sensor_updates": est.updates, "residual_w": _num(est.residual_w), "scale": est.scale,
+        "sensor_updates": est.updates, "residual_w": finite(est.residual_w), "scale": est.scale,
         "phases": {k: {**_amount(v), "count": att.phase_counts[k]} for k, v in att.phases.items()},
         "notes": list(dict.fromkeys(att.notes)),
     }
@@ -112,15 +132,24 @@ def _scaled(d: dict | None, factor: float) -> dict | None:
         return None
     return {"joules": d["joules"] * factor,
             "low_j": None if d.get("low_j") is None else d["low_j"] * factor,
-            "high_j": None if d.get("high_j") is None else d["high_j"] * factor}
+            "high_j": None if d.get("high_j") is None else d["high_j"] * factor, "method": d.get("method")}
+
+
+def generated_tokens(summary: dict) -> int | None:
+    """Tokens the run generated in all: one per prefill (its sequence's first) and
+    one per decode step, per sequence of the batch; None for a run without them."""
+    phases = summary.get("phases") or {}
+    if "prefill" not in phases and "decode" not in phases:
+        return None
+    return sum(phases[k]["count"] for k in ("prefill", "decode") if k in phases) * (summary.get("batch_size") or 1)
 
 
 def rollups(summary: dict, intensity: carbon.CarbonIntensity, pue: float = 1.0,
             training_kwh: float | None = None) -> dict:
     """Per inference, per 1,000 inferences, per token, per image, per step, and
     carbon, from a results summary. Energies are the device's whole draw (idle
-    included, the pauses between inferences not); ``pue`` scales them to the
-    facility's."""
+    included, the pauses between inferences not); ``pue`` scales the carbon and the
+    training parity to the facility's, the energies stay the device's."""
     n = summary["inferences"]
     total = summary["inferences_energy"]
     per_inf = _scaled(total, 1 / n)
@@ -144,8 +173,7 @@ def rollups(summary: dict, intensity: carbon.CarbonIntensity, pue: float = 1.0,
             out["per_prefill"] = _scaled(phases["prefill"], 1 / phases["prefill"]["count"])
         if "decode" in phases:
             out["per_decode_step"] = _scaled(phases["decode"], 1 / phases["decode"]["count"])
-        tokens = sum(phases[k]["count"] for k in ("prefill", "decode") if k in phases) * (summary.get("batch_size") or 1)
-        out["tokens"] = tokens
+        out["tokens"] = tokens = generated_tokens(summary)
         out["per_token"] = _scaled(total, 1 / tokens)
     if "denoise" in phases:
         out["per_denoising_step"] = _scaled(phases["denoise"], 1 / phases["denoise"]["count"])

@@ -13,7 +13,7 @@ download is needed:
 
 Steps: ``set_timesteps(N)`` gives N timesteps for DDIM and Euler; PNDM (SD 1.5, tiny-sd) with
 ``skip_prk_steps`` gives N + 1 (its first PLMS step is taken twice), exactly as the real
-pipeline, so 50 steps are 51 UNet calls there. ``unet_calls(model, steps)`` says how many.
+pipeline, so 50 steps are 51 UNet calls there. ``model.unet_calls(steps)`` says how many.
 """
 from __future__ import annotations
 

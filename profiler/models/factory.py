@@ -432,7 +432,8 @@ class ModelInfo:
     source: str
 
 
-def list_models() -> list[ModelInfo]:
-    """Every built-in model with its default task and parameter count (meta-device build)."""
+def list_models(task: str | None = None) -> list[ModelInfo]:
+    """Every built-in model (of ``task``, when given) with its default task and
+    parameter count (meta-device build, so only the models listed are built)."""
     return [ModelInfo(s.id, s.task, s.model_type, estimate_footprint(s).params, s.source)
-            for s in MODELS.values()]
+            for s in MODELS.values() if task is None or s.task == task]

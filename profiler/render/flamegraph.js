@@ -2,7 +2,8 @@
 // Width is a frame's inclusive energy (or time); click zooms, Esc resets, the search
 // box highlights frames. window.phprof lets tests drive the page.
 // With DATA.diff (phprof compare), the same page is a differential flamegraph: frames are
-// the union of two runs' (A, B) by path, as wide as the larger of their energies, coloured
+// the union of two runs' (A, B) by path, each as wide as a layout width (its larger own energy
+// plus its children's widths: at least either run's energy, possibly more than both), coloured
 // by (B - A) / A: red where B spends more, blue where less, grey within SAME.
 (function () {
   "use strict";
@@ -79,6 +80,7 @@
   const secs = (x) => fmt(x, "s", SI);
   const pct = (a, b) => b > 0 ? (100 * a / b).toFixed(a / b < 0.001 ? 3 : a / b < 0.1 ? 2 : 1) + "%" : "–";
   const value = (n) => state.mode === "time" ? n.s : n.e;
+  const known = (x) => x !== null && x !== undefined;
   const esc = (t) => String(t).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 
   // ---- differences (diff mode) ----------------------------------------------------------
@@ -188,9 +190,10 @@
   function header() {
     const what = state.mode === "time" ? "time" : "energy";
     if (DIFF) {
-      $("explain").innerHTML = `Width = the larger of ${esc(DIFF.names[0])}'s and ${esc(DIFF.names[1])}'s ` +
-        `<b>${what}</b> per inference, inclusive (a frame spans everything ${state.inverted ? "below" : "above"} ` +
-        `it). Colour = energy (${esc(DIFF.names[1])} − ${esc(DIFF.names[0])}) / ${esc(DIFF.names[0])}: ` +
+      $("explain").innerHTML = `Width = a layout width in <b>${what}</b>: at least ${esc(DIFF.names[0])}'s and ` +
+        `${esc(DIFF.names[1])}'s ${what} per inference, inclusive (the larger run's own plus its children's widths, ` +
+        `so it can exceed both; a frame spans everything ${state.inverted ? "below" : "above"} it). ` +
+        `Colour = energy (${esc(DIFF.names[1])} − ${esc(DIFF.names[0])}) / ${esc(DIFF.names[0])}: ` +
         `<b class="more">red</b> where ${esc(DIFF.names[1])} spends more, <b class="less">blue</b> where less, grey ` +
         `within ±${Math.round(SAME * 100)}%. Per-layer energies are <b>estimates</b> (hover a frame for both runs ` +
         `and the difference). Click to zoom; Esc or the root to go back; / to search.`;
@@ -204,9 +207,13 @@
     $("invert").classList.toggle("on", state.inverted);
     $("invert").setAttribute("aria-pressed", String(state.inverted));
     const z = state.zoom;
+    const where = DIFF
+      ? (state.mode === "time"
+        ? `${esc(DIFF.names[0])} ${secs(z.at)}, ${esc(DIFF.names[1])} ${secs(z.bt)} per inference`
+        : `${esc(DIFF.names[0])} ${joules(z.a)}, ${esc(DIFF.names[1])} ${joules(z.b)} per inference`)
+      : `${joulesOrSecs(z)} per inference, ${pct(value(z), value(root))} of the total ${what}`;
     $("crumbs").innerHTML = z === root ? "" :
-      `Zoomed into <code>${esc(z.path)}</code>: ${joulesOrSecs(z)} per inference, ` +
-      `${pct(value(z), value(root))} of the total ${what}. <a href="#" id="unzoom">Show all</a>`;
+      `Zoomed into <code>${esc(z.path)}</code>: ${where}. <a href="#" id="unzoom">Show all</a>`;
     const un = $("unzoom");
     if (un) un.onclick = (ev) => { ev.preventDefault(); zoom(null); };
   }
@@ -235,7 +242,7 @@
     if (DIFF) { diffSummary(); return; }
     $("title").innerHTML = `${esc(DATA.title)} <span class="tool">energy flamegraph · phprof</span>`;
     document.title = DATA.title;
-    const interval = root.lo !== null && root.hi !== null && root.lo !== undefined && root.hi !== undefined
+    const interval = known(root.lo) && known(root.hi)
       ? ` (estimated, ${LEVEL} interval ${joules(root.lo / INF)} – ${joules(root.hi / INF)})` : " (estimated)";
     const parts = [`Total energy: <b class="total">${joules(root.e / INF)} per inference</b>${interval}`,
       `time ${secs(root.s / INF)} per inference`, `${INF.toLocaleString("en-US")} inferences`];
@@ -258,8 +265,8 @@
   function diffTooltip(n) {
     const [na, nb] = DIFF.names;
     const run = (name, e, lo, hi, t, has) => [esc(name), has
-      ? `<b>${joules(e)}</b> per inference` + (lo !== null && hi !== null && lo !== undefined && hi !== undefined &&
-        (lo !== 0 || hi !== 0) ? ` (${LEVEL} interval ${joules(lo)} – ${joules(hi)})` : "") + ` · ${secs(t)}`
+      ? `<b>${joules(e)}</b> per inference` + (known(lo) && known(hi)
+        ? ` (${LEVEL} interval ${joules(lo)} – ${joules(hi)})` : "") + ` · ${secs(t)}`
       : "– (not in this run)"];
     const a = n.a > 0 || n.at > 0 || n.ase > 0, b = n.b > 0 || n.bt > 0 || n.bse > 0;
     const rows = [
@@ -267,12 +274,12 @@
       run(nb, n.b, n.blo, n.bhi, n.bt, b),
       ["Δ", `<b>${signedJ(n.b - n.a)}</b> per inference (${change(n)})`],
     ];
-    if (n.alo !== null && n.ahi !== null && n.blo !== null && n.bhi !== null &&
-        n.alo !== undefined && n.blo !== undefined && (a && b)) {
+    if (known(n.alo) && known(n.ahi) && known(n.blo) && known(n.bhi) && a && b) {
       const lo = n.blo - n.ahi, hi = n.bhi - n.alo;
       rows.push(["", `Δ range ${signedJ(lo)} – ${signedJ(hi)}` + (lo <= 0 && hi >= 0 ? " (includes 0)" : "")]);
     }
-    rows.push(["width", `${joulesOrSecs(n)} (the larger run, with what is inside) · ${pct(value(n), value(root))}`]);
+    rows.push(["width", `${joulesOrSecs(n)}: a layout width (the larger run's own plus its children's widths), ` +
+      `not either run's ${state.mode === "time" ? "time" : "energy"}`]);
     rows.push(["method", esc(n.method || "–")]);
     if (n.merged) rows.push(["merged", `${n.merged.toLocaleString("en-US")} frames, each under ${pct(DATA.min_share, 1)}`]);
     return `<div class="path">${esc(n.path)}</div><div class="kind">${esc((KINDS[n.kind] || KINDS.other)[0])}</div>` +
@@ -282,7 +289,7 @@
   function tooltip(n) {
     if (DIFF) return diffTooltip(n);
     const e = n.e / INF;
-    const interval = n.lo !== null && n.hi !== null
+    const interval = known(n.lo) && known(n.hi)
       ? `${LEVEL} interval ${joules(n.lo / INF)} – ${joules(n.hi / INF)}`
       : `no interval (${esc(n.method || "method unknown")})`;
     const calls = n.calls === null ? "–"
@@ -335,7 +342,8 @@
       if (!a) share += value(n);
     }
     $("match").textContent = count ? `${count.toLocaleString("en-US")} frames match: ` +
-      `${pct(share, value(root))} of ${state.mode === "time" ? "time" : "energy"}` : "no frame matches";
+      `${pct(share, value(root))} of ${DIFF ? "the layout width" : state.mode === "time" ? "time" : "energy"}`
+      : "no frame matches";
     draw();
     return count;
   }

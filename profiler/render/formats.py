@@ -31,7 +31,6 @@ import numpy as np
 
 from .. import __version__
 from ..tracing.kineto import Kind
-from ..tracing.scopes import INFERENCE_PREFIX, PHASE_PREFIX
 
 __all__ = [
     "FORMATS",
@@ -326,6 +325,8 @@ def to_perfetto(trace, tree: dict | None = None, device: str | None = None) -> d
         out.append(e)
 
     # --- inferences and phases: annotations on the thread that ran them
+    from ..tracing.scopes import INFERENCE_PREFIX, PHASE_PREFIX  # imports torch: only for this format
+
     thread_of = _main_threads(ev)
     for i, t0, t1 in zip(inferences["index"].tolist(), inferences["start_ns"].tolist(),
                          inferences["end_ns"].tolist()):

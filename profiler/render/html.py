@@ -13,9 +13,11 @@ numbers. The drawing code is ``flamegraph.js`` and ``flamegraph.css`` next to
 this module, read at render time and inlined.
 
 The same page draws a differential flamegraph (:func:`diff_flamegraph_html`): the
-union of two runs' frames by path (``phprof.compare.diff_tree``), each frame as
-wide as the larger of its two energies, coloured by (B - A) / A; the tree's
-``diff`` entry and its frames' ``a_*`` / ``b_*`` fields switch the script to it.
+union of two runs' frames by path (``phprof.render.frames.diff_tree``), each frame
+as wide as a layout width (its larger own energy plus its children's widths: at
+least either run's energy, and possibly more than both), coloured by (B - A) / A;
+the tree's ``diff`` entry and its frames' ``a_*`` / ``b_*`` fields switch the
+script to it.
 """
 from __future__ import annotations
 
@@ -24,9 +26,11 @@ import json
 import math
 from importlib import resources
 
-KINDS = ("attention", "mlp", "norm", "embedding", "head", "convolution", "other", "kernel", "op")
+from ..attribution.results import finite
+from .frames import diff_tree
+
 COLLAPSED = "collapsed"  # the kind of a "(n smaller frames)" frame
-# a differential tree's per-run columns (phprof.compare.diff_tree), embedded when the tree has "diff"
+# a differential tree's per-run columns (diff_tree), embedded when the tree has "diff"
 DIFF_KEYS = ("a_j", "b_j", "a_self_j", "b_self_j", "a_low_j", "a_high_j", "b_low_j", "b_high_j", "a_s", "b_s")
 
 
@@ -51,11 +55,11 @@ def flamegraph_html(tree: dict, *, title: str | None = None, min_share: float = 
 def diff_flamegraph_html(tree_a: dict, tree_b: dict, names=("A", "B"), *, title: str | None = None,
                          min_share: float = 0.001, before: str = "", after: str = "") -> str:
     """The differential flamegraph of two frame trees (B against A) as one HTML page:
-    frames are the union of both runs' by path, widths the larger of their energies
-    per inference (so a frame only A has stays visible), colours (B - A) / A: red
-    where B spends more, blue where less, grey within 1%. ``names``: the two runs'."""
-    from ..compare import diff_tree
-
+    frames are the union of both runs' by path, per inference; a frame's width is a
+    layout width, at least either run's energy (so a frame only A has stays visible)
+    and possibly more than both (:func:`~phprof.render.frames.diff_tree`); colours
+    (B - A) / A: red where B spends more, blue where less, grey within 1%.
+    ``names``: the two runs'."""
     return flamegraph_html(diff_tree(tree_a, tree_b, names), title=title, min_share=min_share, before=before,
                            after=after)
 
@@ -91,7 +95,7 @@ def embedded_data(tree: dict, *, title: str | None = None, min_share: float = 0.
         cols["path"].append(intern(frame["path"]))
         cols["kind"].append(intern(frame.get("kind") or "other"))
         for key in keys:
-            cols[key].append(_number(frame.get(key)))
+            cols[key].append(finite(frame.get(key)))
         calls = frame.get("calls")
         cols["calls"].append(None if calls is None else int(calls))
         cols["method"].append(intern(frame.get("method") or ""))
@@ -139,20 +143,20 @@ def embedded_data(tree: dict, *, title: str | None = None, min_share: float = 0.
         "frames": cols,
     }
     if diff:
-        data["diff"] = {"names": [str(x) for x in diff["names"]], "a_j": _number(diff.get("a_j")),
-                        "b_j": _number(diff.get("b_j"))}
+        data["diff"] = {"names": [str(x) for x in diff["names"]], "a_j": finite(diff.get("a_j")),
+                        "b_j": finite(diff.get("b_j"))}
     return data
 
 
 def _merge(frames: list[dict], parent_path: str, diff: bool = False) -> dict:
-    """One frame standing for ``frames`` (siblings): their sums; an interval only
-    when every one has one (the sum of the bounds). ``diff``: also each run's sums."""
+    """One frame standing for ``frames`` (siblings): their sums, and no interval (the
+    sum of the members' interval ends is not an interval of the sum: the bootstrap
+    draws that would give one are not stored). ``diff``: also each run's sums."""
     n = len(frames)
-    lows = [f.get("low_j") for f in frames]
-    highs = [f.get("high_j") for f in frames]
     calls = [f.get("calls") for f in frames]
     methods = {f.get("method") or "" for f in frames}
     name = f"({n} smaller frames)"
+    theirs = methods.pop() if len(methods) == 1 else "mixed methods"
     out = {
         "name": name,
         "path": f"{parent_path};{name}",
@@ -161,13 +165,16 @@ def _merge(frames: list[dict], parent_path: str, diff: bool = False) -> dict:
         "self_j": sum(f["energy_j"] for f in frames),
         "seconds": sum(f.get("seconds") or 0.0 for f in frames),
         "self_s": sum(f.get("seconds") or 0.0 for f in frames),
-        "low_j": None if any(x is None for x in lows) else sum(lows),
-        "high_j": None if any(x is None for x in highs) else sum(highs),
+        "low_j": None,
+        "high_j": None,
         "calls": None if any(x is None for x in calls) else sum(calls),
-        "method": methods.pop() if len(methods) == 1 else "mixed",
+        "method": f"merge of {n} frames; theirs: {theirs or 'unknown'}",
     }
     if diff:
         for key in DIFF_KEYS:
+            if key.endswith(("_low_j", "_high_j")):
+                out[key] = None  # a sum of interval ends is not an interval
+                continue
             values = [f.get(key) for f in frames]
             out[key] = None if any(v is None for v in values) else sum(values)
         out["a_self_j"], out["b_self_j"] = out["a_j"], out["b_j"]  # its members' whole energy is its own
@@ -182,13 +189,6 @@ def _count(frames: list[dict]) -> int:
         n += 1
         stack.extend(f.get("children") or ())
     return n
-
-
-def _number(x) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 def _json_for_script(data: dict) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from html import escape
 
 from ..attribution.components import KIND_OF
-from ..attribution.estimate import WLS
+from ..attribution.estimate import IDLE, WLS
 from ..attribution.timeline import NO_KERNEL, OUTSIDE
 from ..report import summary_lines
 from .html import flamegraph_html
@@ -65,9 +65,9 @@ def _layer_shares(summary: dict, tables: dict, top: int) -> list[tuple[str, str,
     """The layers with the most energy (module scopes only), with their energy and time shares."""
     layers = tables["layers"]
     total = summary["inferences_energy"]["joules"] or 1.0
-    time = sum(float(s) for s, lab in zip(layers["seconds"], layers["label"]) if lab != "(idle)") or 1.0
+    time = sum(float(s) for s, lab in zip(layers["seconds"], layers["label"]) if lab != IDLE) or 1.0
     rows = [(str(lab) + ("" if str(m) == WLS else " *"), KIND_OF[str(c)], float(e) / total, float(s) / time)
             for lab, c, e, s, m in zip(layers["label"], layers["component"], layers["energy_j"], layers["seconds"],
                                        layers["method"])
-            if str(lab) not in ("(idle)", OUTSIDE, NO_KERNEL)]
+            if str(lab) not in (IDLE, OUTSIDE, NO_KERNEL)]
     return sorted(rows, key=lambda r: -r[2])[:top]

@@ -14,7 +14,6 @@ the sensor only sees part of the time), or not at all.
 """
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import threading
@@ -135,13 +134,19 @@ def sensor_updates(readings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each change of one channel's value: its instant (the middle of the bracket
     of :func:`value_changes`, ns) and the new value (in the channel's unit)."""
     r, changed = _changes(readings)
-    return (r["t_before_ns"][changed - 1] + r["t_after_ns"][changed]) // 2, r["value"][changed]
+    return _update_instants(r, changed), r["value"][changed]
 
 
 def _changes(readings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The readings with status 0, and the index of each one that shows a new value."""
     r = readings[readings["status"] == 0]
     return r, np.flatnonzero(np.diff(r["value"]) != 0) + 1
+
+
+def _update_instants(r: np.ndarray, changed: np.ndarray) -> np.ndarray:
+    """The instant (ns) of each change: the middle of its bracket, from the start of
+    the last read before it to the end of the first read that shows it."""
+    return (r["t_before_ns"][changed - 1] + r["t_after_ns"][changed]) // 2
 
 
 @dataclass
@@ -189,6 +194,15 @@ class PowerLog:
         """The readings of one channel, in time order."""
         return self.readings[self.readings["channel"] == self.channel_index(name)]
 
+    def instant_power(self, device: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each update of ``device``'s instant power field (see :func:`sensor_updates`):
+        its instant (ns) and the new power (W); None where the log has no such field."""
+        name = f"{device}.power_instant"
+        if name not in [c.name for c in self.channels]:
+            return None
+        instants, values = sensor_updates(self.of(name))
+        return instants, values * self.channels[self.channel_index(name)].watts_per_unit
+
     @property
     def devices(self) -> list[str]:
         return list(dict.fromkeys(c.device for c in self.channels))
@@ -208,10 +222,7 @@ class PowerLog:
         curve = self._energy_curve(device)
         if curve.t is None:
             return EnergyTotal(device, None, (t1_ns - t0_ns) / 1e9, "none", False, None, curve.notes)
-        notes = list(curve.notes)
-        if t0_ns < curve.t[0] or t1_ns > curve.t[-1]:
-            notes.append(f"{curve.channel.name} readings do not cover the whole span: its ends are clipped")
-        return dataclasses.replace(curve.total(device, t0_ns, t1_ns), notes=tuple(notes))
+        return curve.total(device, t0_ns, t1_ns)
 
     def _energy_curve(self, device: str) -> _EnergyCurve:
         chans = [c for c in self.channels if c.device == device]
@@ -239,7 +250,8 @@ class _EnergyCurve:
     readings around a change of value), so the curve is exact at every update
     and, between updates, wrong by at most the energy of that update period: the
     stated uncertainty is that energy at each end of a span. (The counter's lag
-    behind the true energy is taken as 0 until calibration measures it.)
+    behind the true energy is taken as 0 until calibration measures it.) A power
+    curve (``measured`` False) has no such bound.
     """
 
     channel: Channel | None
@@ -249,19 +261,20 @@ class _EnergyCurve:
     measured: bool
     notes: tuple[str, ...]
     counter_resets: int = 0
-    bounded: bool = False  # whether the error at an instant is bounded by one update's energy
-    update_j: np.ndarray | None = None  # per segment of the curve: the energy of the update it stands for
+    update_j: np.ndarray | None = None  # a counter's, per segment of the curve: the increment of its update
 
     def update_energy(self, t_ns: int) -> float:
         """The counter increment of the update period around an instant (the
         nearest one outside the curve)."""
-        steps = self.update_j if self.update_j is not None else np.diff(self.joules)
+        steps = self.update_j
         return float(steps[np.clip(np.searchsorted(self.t, t_ns) - 1, 0, len(steps) - 1)])
 
     def total(self, device: str, t0_ns: int, t1_ns: int) -> EnergyTotal:
         e0, e1 = np.interp([t0_ns, t1_ns], self.t, self.joules)
         notes, uncertainty = self.notes, None
-        if self.bounded:
+        if t0_ns < self.t[0] or t1_ns > self.t[-1]:
+            notes += (f"{self.channel.name} readings do not cover the whole span: its ends are clipped",)
+        if self.measured:
             uncertainty = self.update_energy(t0_ns) + self.update_energy(t1_ns)
             if e1 - e0 < 10 * uncertainty:
                 notes += (
@@ -300,13 +313,13 @@ def _counter_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve:
     if len(changed) < 2:
         # no update period seen: the counter's value at each reading is all we know
         notes.append(f"{c.name} changed fewer than twice: its update instants are unknown")
-        return _EnergyCurve(c, _mid_times(r), cum, "energy counter", True, tuple(notes), resets, bounded=True)
+        return _EnergyCurve(c, _mid_times(r), cum, "energy counter", True, tuple(notes), resets, np.diff(cum))
     # The counter's value at each update instant u_k is the energy up to u_k. The
     # first value read belongs to the update one period before the first change;
     # after the last change, a period (and a quarter) without a change means no energy
     # (the curve stays flat), and a span ending within it is extended at the
     # power of the last period.
-    u = (r["t_before_ns"][changed - 1] + r["t_after_ns"][changed]) / 2
+    u = _update_instants(r, changed).astype(float)
     period = float(np.median(np.diff(u)))
     t = np.concatenate([[u[0] - period], u])
     e = np.concatenate([[cum[0]], cum[changed]])
@@ -319,7 +332,7 @@ def _counter_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve:
         slope = (e[-1] - e[-2]) / (t[-1] - t[-2])
         t, e = np.append(t, t_last), np.append(e, e[-1] + slope * (t_last - u[-1]))
         update_j = np.append(update_j, update_j[-1])  # the next update, not seen: like the last
-    return _EnergyCurve(c, t, e, "energy counter", True, tuple(notes), resets, bounded=True, update_j=update_j)
+    return _EnergyCurve(c, t, e, "energy counter", True, tuple(notes), resets, update_j)
 
 
 def _power_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve:
@@ -490,11 +503,8 @@ class BehaviourTally:
             self._errors[c.name] += int((r["status"] != 0).sum())
             span = self._span.setdefault(c.name, [int(r["t_before_ns"][0]), 0])
             span[1] = int(r["t_after_ns"][-1])
-            ok = r[r["status"] == 0]
-            if c.name in self._last:
-                ok = np.concatenate([self._last[c.name], ok])
+            ok, changed = _changes(np.concatenate([self._last[c.name], r]) if c.name in self._last else r)
             if len(ok):
-                changed = np.flatnonzero(np.diff(ok["value"]) != 0) + 1
                 self._around_changes[c.name].append(ok[np.sort(np.r_[changed - 1, changed])])
                 self._last[c.name] = ok[-1:]
 

@@ -91,7 +91,8 @@ class NvmlSource(NativeSource):
     ) -> None:
         native = native_module()
         library = library or library_path()
-        if not list(gpus):
+        gpus = list(gpus)
+        if not gpus:
             raise ValueError("select at least one GPU, e.g. gpus=[0]")
         if fields is not None:
             unknown = [f for f in fields if f not in native.FIELDS]
@@ -139,6 +140,7 @@ class NvmlSource(NativeSource):
             return Availability(cls.name, False, MEASURES, f"the NVML library loaded but {e}")
         if not info["devices"]:
             return Availability(cls.name, False, MEASURES, f"NVML ({library}) answers but sees no GPU")
+        driver = info["driver_version"] or "unknown"
         devices = []
         for d in info["devices"]:
             fields = {}
@@ -152,8 +154,8 @@ class NvmlSource(NativeSource):
                     "call_us": r["call_ns"] / 1e3,
                     "behaviour": nominal_behaviour(d["name"], field),
                 }
-            devices.append({"index": d["index"], "name": d["name"], "uuid": d["uuid"], "fields": fields})
-        driver = info["driver_version"] or "unknown"
+            devices.append({"index": d["index"], "name": d["name"], "uuid": d["uuid"], "driver": driver,
+                            "fields": fields})
         return Availability(
             cls.name, True, MEASURES, f"library {library}, driver {driver}", tuple(devices)
         )

@@ -27,9 +27,14 @@ class Catalog:
             self.strings.append(s)
         return i
 
-    def strings_map(self, local: list[str]) -> np.ndarray:
-        """Run ids of a window's string table, as an array indexed by local id."""
-        return np.fromiter((self.string(s) for s in local), dtype=np.uint32, count=len(local))
+    def strings_map(self, local: list[str], used=None) -> np.ndarray:
+        """Run ids of a window's string table, as an array indexed by local id. Only
+        the local ids in ``used`` (default: all) are added to the run's table; the
+        others map to 0."""
+        out = np.zeros(len(local), dtype=np.uint32)
+        for i in range(len(local)) if used is None else used:
+            out[i] = self.string(local[i])
+        return out
 
     def stacks_map(self, local_stacks: np.ndarray, names_map: np.ndarray) -> np.ndarray:
         """Run ids of a window's stack trie (rows: parent, scope; row 0 the root;

@@ -337,6 +337,21 @@ def _expand_ranges(lo: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.nd
     return q, p
 
 
+def span_of_events(events: np.ndarray, starts_ns: np.ndarray, ends_ns: np.ndarray) -> np.ndarray:
+    """Per event of a Kineto event table, the row of the span that holds it (spans
+    sorted by start, not overlapping), -1 for none: a CPU event by its own start
+    and end, a device event by the CPU op that launched it."""
+    is_cpu = events["device"] < 0
+    pos = np.searchsorted(starts_ns, events["start_ns"], side="right") - 1
+    ok = is_cpu & (pos >= 0)
+    ok[ok] &= events["end_ns"][ok] <= ends_ns[pos[ok]]
+    out = np.full(len(events), -1, np.int64)
+    out[ok] = pos[ok]
+    launched = ~is_cpu & (events["op"] >= 0)
+    out[launched] = out[events["op"][launched]]
+    return out
+
+
 # ------------------------------------------------------------------- trace
 
 

@@ -32,7 +32,7 @@ from .. import __version__
 from ..attribution.aliasing import AliasBreaker, phase_coverage
 from ..attribution.sensor import NOMINAL_INSTANT
 from ..sources import EnergyTotal, NvmlSource, PowerLog, PowerSource, RaplSource, TimeOnlySource, sensor_updates
-from ..store import EVENT_DTYPE, INFERENCE_DTYPE, MODULE_DTYPE, PHASE_DTYPE, TraceWriter
+from ..store import INFERENCE_DTYPE, MODULE_DTYPE, PHASE_DTYPE, TraceWriter, event_rows
 from .catalog import Catalog
 from .scopes import INFERENCE_PREFIX, PHASE_PREFIX, ModuleScopes, PhaseScopes, inference_scope, is_module_scope
 
@@ -233,44 +233,26 @@ class _Recorder:
             return None  # the empty trace torch.profiler closes after the last step
         inf_ev = ev[inf_mask]
         inf_idx = np.array([int(names[i][len(INFERENCE_PREFIX):]) for i in inf_ev["name"]], dtype=np.int32)
-        done = set(self.completed)
-        keep_inf = np.array([i in done for i in inf_idx], dtype=bool)
+        keep_inf = inf_idx < len(self.completed)  # inferences complete in order: 0, 1, ... len - 1
         inf_ev, inf_idx = inf_ev[keep_inf], inf_idx[keep_inf]
         order = np.argsort(inf_ev["start_ns"])
         inf_ev, inf_idx = inf_ev[order], inf_idx[order]
 
         # every CPU event belongs to the inference whose span holds it; device
         # events to the inference of the CPU op that launched them
-        is_cpu = ev["device"] < 0
+        pos = kineto.span_of_events(ev, inf_ev["start_ns"], inf_ev["end_ns"])
+        inside = pos >= 0
         inference = np.full(len(ev), -1, dtype=np.int32)
-        pos = np.searchsorted(inf_ev["start_ns"], ev["start_ns"], side="right") - 1
-        ok = (pos >= 0) & is_cpu
-        ok[ok] &= ev["end_ns"][ok] <= inf_ev["end_ns"][pos[ok]]
-        inference[ok] = inf_idx[pos[ok]]
-        launched = ~is_cpu & (ev["op"] >= 0)
-        inference[launched] = inference[ev["op"][launched]]
+        inference[inside] = inf_idx[pos[inside]]
 
         keep = ~(inf_mask | phase_mask | step_mask) & (inference >= 0)
         self.outside += int((~(inf_mask | phase_mask | step_mask) & (inference < 0)).sum())
-        names_map = self.catalog.strings_map(names)
+        # only the names the file refers to: not the inference, phase and step annotations' own
+        used = np.unique(np.concatenate([ev["name"][keep], trace.stacks["scope"][1:]])).tolist()
+        names_map = self.catalog.strings_map(names, used)
         stacks_map = self.catalog.stacks_map(trace.stacks, names_map)
-        new_strings, new_stacks = self.catalog.take_new()
-        self.writer.append_strings(new_strings)
-        self.writer.append_stacks(new_stacks)
 
-        base = self.writer.events_written
-        new_row = np.cumsum(keep) - 1 + base
-        out = np.zeros(int(keep.sum()), dtype=EVENT_DTYPE)
-        k = ev[keep]
-        out["start_ns"], out["end_ns"] = k["start_ns"], k["end_ns"]
-        out["name"] = names_map[k["name"]]
-        out["stack"] = stacks_map[k["stack"]]
-        out["inference"] = inference[keep]
-        op = k["op"]
-        has_op = op >= 0
-        out["op"] = -1
-        out["op"][has_op] = np.where(keep[op[has_op]], new_row[op[has_op]], -1)
-        out["stream"], out["device"], out["kind"] = k["stream"], k["device"], k["kind"]
+        out = event_rows(ev, keep, inference, names_map, stacks_map, base=self.writer.events_written)
 
         infs = np.zeros(len(inf_ev), dtype=INFERENCE_DTYPE)
         infs["index"], infs["start_ns"], infs["end_ns"] = inf_idx, inf_ev["start_ns"], inf_ev["end_ns"]
@@ -278,14 +260,15 @@ class _Recorder:
         self.inference_starts.append(infs["start_ns"])
         self.inference_ends.append(infs["end_ns"])
 
-        ph_ev = ev[phase_mask]
-        ph_pos = np.searchsorted(inf_ev["start_ns"], ph_ev["start_ns"], side="right") - 1
-        ph_ok = ph_pos >= 0
+        ph_ev, ph_pos = ev[phase_mask], pos[phase_mask]
+        ph_ok = ph_pos >= 0  # a phase of an inference left out (cut short) is left out with it
         phases = np.zeros(int(ph_ok.sum()), dtype=PHASE_DTYPE)
         phases["inference"] = inf_idx[ph_pos[ph_ok]]
         phases["name"] = [self.catalog.string(names[i][len(PHASE_PREFIX):]) for i in ph_ev["name"][ph_ok]]
         phases["start_ns"], phases["end_ns"] = ph_ev["start_ns"][ph_ok], ph_ev["end_ns"][ph_ok]
-        self.writer.append_strings(self.catalog.take_new()[0])
+        new_strings, new_stacks = self.catalog.take_new()
+        self.writer.append_strings(new_strings)
+        self.writer.append_stacks(new_stacks)
 
         window = (
             self.windows,
@@ -306,11 +289,13 @@ class _Recorder:
         return window[3], window[4]
 
 
-def _run_meta(spec, task, options: dict, source: PowerSource, device_name: str, driver: str) -> dict:
+def _run_meta(spec, task, options: dict, source: PowerSource, device_name: str) -> dict:
     import torch
 
     config = json.loads(json.dumps(dict(spec.config), default=str))
-    versions = {"phprof": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    versions = {"phprof": __version__, "torch": torch.__version__, "python": platform.python_version(),
+                "cuda": torch.version.cuda}
+    sensor_devices, driver = _sensor_devices(source)
     for lib in ("transformers", "diffusers", "numpy", "h5py"):
         try:
             versions[lib] = __import__(lib).__version__
@@ -329,7 +314,7 @@ def _run_meta(spec, task, options: dict, source: PowerSource, device_name: str, 
         "versions": versions,
         "host": platform.node(),
         "sensor": {"source": source.name, "settings": source.settings, "channels": [c.name for c in source.channels],
-                   "devices": _sensor_devices(source)},
+                   "devices": sensor_devices},
         "units": {"time": "ns, CLOCK_REALTIME", "energy_counter": "per channel (mJ/uJ)", "power": "mW"},
     }
 
@@ -410,7 +395,7 @@ def trace(
     if output is None:
         path.parent.mkdir(parents=True, exist_ok=True)
     power = open_power_source(source, device)
-    device_name, driver = _device_name(device, power)
+    device_name = _device_name(device)
     options = {
         "inferences": inferences, "warmup": warmup, "batch_size": batch_size, "seq_len": seq_len,
         "new_tokens": new_tokens, "steps": steps, "dtype": dtype, "device": device, "weights": weights,
@@ -418,7 +403,7 @@ def trace(
     }
     options["input_shapes"] = {k: list(v.shape) for k, v in inputs.items() if hasattr(v, "shape")}
     try:
-        writer = TraceWriter(path, _run_meta(sized, task, options, power, device_name, driver), overwrite=overwrite)
+        writer = TraceWriter(path, _run_meta(sized, task, options, power, device_name), overwrite=overwrite)
     except (OSError, FileExistsError) as e:
         raise TraceError(str(e)) from None
 
@@ -492,21 +477,22 @@ def trace(
     return summary
 
 
-def _sensor_devices(source: PowerSource) -> dict[str, str]:
-    """The measured devices' names (``gpu0``: its product name), which say what sensor it has."""
+def _sensor_devices(source: PowerSource) -> tuple[dict[str, str], str | None]:
+    """The measured devices' names (``gpu0``: its product name), which say what sensor
+    it has, and the NVIDIA driver's version; ({}, None) for a source other than NVML."""
     if source.name != "nvml":
-        return {}
-    found = NvmlSource.probe(source.settings.get("library"))
-    return {f"gpu{d['index']}": d["name"] for d in found.devices if d["index"] in source.settings.get("gpus", [])}
+        return {}, None
+    found = [d for d in NvmlSource.probe(source.settings.get("library")).devices
+             if d["index"] in source.settings.get("gpus", [])]
+    return {f"gpu{d['index']}": d["name"] for d in found}, (found[0]["driver"] if found else None)
 
 
-def _device_name(device: str, power: PowerSource) -> tuple[str, str]:
+def _device_name(device: str) -> str:
     import torch
 
     if device.startswith("cuda"):
-        idx = torch.device(device).index or 0
-        return torch.cuda.get_device_name(idx), f"CUDA {torch.version.cuda}"
-    return platform.processor() or platform.machine(), ""
+        return torch.cuda.get_device_name(torch.device(device).index or 0)
+    return platform.processor() or platform.machine()
 
 
 def _last_readings(log: PowerLog, n: int) -> PowerLog:

@@ -80,7 +80,7 @@ class PhaseScopes(_Scoped):
     (``prefill`` then ``decode.<k>``, or ``decode.<k>`` from 0 after an
     ``encoder``), other keys name a phase per call."""
 
-    NAMES = {"encoder": "encode", "text_encoder": "encode_prompt", "denoise": "denoise", "vae_decode": "vae_decode"}
+    NAMES = {"encoder": "encode", "text_encoder": "encode_prompt", "vae_decode": "vae_decode"}
 
     def __init__(self, modules: dict[str, torch.nn.Module]) -> None:
         super().__init__()
