@@ -2,25 +2,33 @@
 
 The data flows one way: record (``phprof.sources``: power sensors sampled by a
 native thread; ``phprof.tracing``: a model's inferences under torch.profiler)
--> store (``phprof.store``: one HDF5 file per run) -> analyse -> render.
+-> store (``phprof.store``: one HDF5 file per run) -> analyse
+(``phprof.attribution``) -> render (``phprof.render``). The library's face:
 
     import phprof
-    summary = phprof.trace("gpt2", inferences=100)
-    trace = phprof.load(summary.path)
+    summary = phprof.trace("gpt2", inferences=100)      # record a run
+    trace = phprof.load(summary.path)                    # the file, read whole
+    results = phprof.results(summary.path)               # where its energy went
+    text = phprof.render(phprof.report(summary.path), "text")
+    phprof.render(phprof.flamegraph(summary.path), "flame.html")
+    phprof.render(phprof.compare([a, b]), "compare.html")
+
+See ``phprof.api`` for each call.
 """
 __version__ = "0.1.0"
 
-
-def trace(model, task=None, **options):
-    """Runs a model's inferences under the power sampler and torch.profiler; see
-    :func:`phprof.tracing.run.trace` for the options."""
-    from .tracing.run import trace as _trace
-
-    return _trace(model, task, **options)
+_API = ("trace", "load", "results", "report", "flamegraph", "compare", "import_trace", "grid_intensity")
+__all__ = ["__version__", "render", *_API]
 
 
-def load(path):
-    """Reads a trace file (see :mod:`phprof.store`)."""
-    from .store import load as _load
+def __getattr__(name):
+    # the library's calls, imported on first use: `import phprof` stays cheap
+    if name in _API:
+        from . import api
 
-    return _load(path)
+        return getattr(api, name)
+    if name == "render":  # the package phprof.render, which is callable (see its docstring)
+        import importlib
+
+        return importlib.import_module(".render", __name__)
+    raise AttributeError(f"module 'phprof' has no attribute {name!r}")

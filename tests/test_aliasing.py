@@ -1,12 +1,14 @@
 """Aliasing between a periodic workload and a windowed sensor: detected, and broken."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
-from phprof.attribution.aliasing import AliasBreaker, phase_coverage
-from phprof.store import load
-from phprof.tracing.run import trace
+from phprof import load, trace
+from phprof.sources.sensors import NOMINAL_INSTANT, phase_coverage
+from phprof.tracing.aliasing import AliasBreaker
 
 
 def windows_over(inference_ms: float, n_updates: int = 300, period_ms: float = 100.0):
@@ -47,11 +49,22 @@ def test_trace_pauses_and_reports_coverage_with_a_gpu_sensor(tmp_path, fake, fak
     s = trace("gpt2", inferences=60, warmup=1, output=out, size="tiny", idle_s=0, source="nvml")
     notes = " ".join(s.notes)
     assert "anti-aliasing pauses between inferences" in notes
-    assert "windows covered" in notes or "aliasing:" in notes
+    # with the pauses on, the run is not aliased: the coverage note says so, with enough windows
+    # for aliasing to be detectable at all (phase_coverage needs as many as it has bins)
+    assert "aliasing:" not in notes
+    covered = re.search(r"the sensor's (\d+) windows covered (\d+)% of the inference's duration", notes)
+    assert covered, s.notes
+    windows, share = int(covered[1]), int(covered[2]) / 100
+    assert windows >= 20 and share >= 0.9, s.notes
     t = load(out)
     assert t.meta["options"]["anti_alias"] is True
     gaps = t.inferences["start_ns"][1:] - t.inferences["end_ns"][:-1]
     assert gaps.max() > 1e6  # at least one pause of more than a millisecond
+    # the file's own readings say the same: its windows fall all over its inferences
+    instants, _ = t.power.instant_power("gpu0")
+    centres = instants - round((NOMINAL_INSTANT.lag_s + NOMINAL_INSTANT.window_s / 2) * 1e9)
+    cov = phase_coverage(centres, t.inferences["start_ns"], t.inferences["end_ns"])
+    assert not cov.aliased and cov.windows >= 20 and cov.covered >= 0.9, cov
 
 
 def test_no_pauses_without_a_gpu_sensor(tmp_path):

@@ -1,28 +1,40 @@
-"""Attribution of trace files: timelines, conservation, roll-ups, stored results, the
-report and attribute commands, and bad input."""
+"""Attribution of trace files: timelines, conservation, roll-ups, stored results, reports and
+imported traces through the library, and bad input. What the `phprof report` and `phprof attribute`
+commands print and exit with: tests/test_commands_report.py."""
 from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from phprof import load
-from phprof.attribution import AttributionError, attribute
-from phprof.attribution.attribute import clock_steps
-from phprof.attribution.estimate import WLS
-from phprof.attribution.timeline import NO_KERNEL, OUTSIDE, kernel_timeline, scope_timeline, trace_timeline
-from phprof.cli import main
-from phprof.importing import import_trace
+import phprof
+from phprof import carbon, load
+from phprof.attribution import attribute
+from phprof.attribution.attribute import module_types
+from phprof.attribution.components import Taxonomy
+from phprof.attribution.estimate import instant_windows
+from phprof.attribution.timeline import kernel_timeline, scope_timeline, trace_timeline
+from phprof.clock import clock_steps
+from phprof.energy import Method
+from phprof.errors import OptionError
+from phprof.render.palette import kind_of
+from phprof.sources.sensors import phase_coverage
+from phprof.store import DEVICE_KINDS, TraceFileError
+from phprof.store.file import TraceNotFound
+from phprof.store.results import Role
+from phprof.tracing.importing import ClockMismatchError
 from phprof.tracing.kineto import load_kineto
 from phprof.tracing.run import trace
 
 KINETO = Path(__file__).resolve().parents[2] / "shared" / "data" / "kineto"
+OUTSIDE = Role.OUTSIDE_MODULES.label
+NO_KERNEL = Role.NO_KERNEL.label
 
 
 def test_the_timeline_covers_each_inference_once(tmp_path):
@@ -43,91 +55,117 @@ def test_the_timeline_covers_each_inference_once(tmp_path):
 def test_attribution_conserves_the_measured_energy_and_says_how(gpt2_trace):
     path, truth = gpt2_trace
     t = load(path)
-    att = attribute(t)
-    est = att.estimate
+    r = attribute(t)
     span = (int(t.inferences["start_ns"].min()), int(t.inferences["end_ns"].max()))
     measured = t.power.energy_between("gpu0", *span)
     # layers + idle = the counter's energy, exactly; and that is the fake's truth within its bound
-    assert est.total_j == pytest.approx(measured.joules, rel=1e-9)
+    assert sum(x.energy.joules for x in r.layers) == pytest.approx(measured.joules, rel=1e-9)
+    assert r.total.joules == pytest.approx(measured.joules, rel=1e-9)
     assert span == truth["span"]
     assert abs(measured.joules - truth["span_j"]) <= measured.uncertainty_j
-    assert att.total.method == "energy counter" and att.total_measured
+    assert r.total.method is Method.COUNTER and r.total_measured
     # per inference figures add up to the inferences' own energy
-    assert sum(a.joules for a in att.per_inference) == pytest.approx(att.inferences_energy.joules, rel=1e-9)
-    assert att.inferences_energy.joules < att.total.joules  # the pauses between inferences are not theirs
+    assert sum(e.joules for e in r.per_inference) == pytest.approx(r.inferences_energy.joules, rel=1e-9)
+    assert r.inferences_energy.joules < r.total.joules  # the pauses between inferences are not theirs
     # phases: prefill and decode, inside the inferences
-    assert set(att.phases) == {"prefill", "decode"} and att.phase_counts["decode"] == 60 * 3
-    assert sum(a.joules for a in att.phases.values()) <= att.inferences_energy.joules
+    assert {p.name for p in r.phases} == {"prefill", "decode"} and r.phase("decode").count == 60 * 3
+    assert sum(p.energy.joules for p in r.phases) <= r.inferences_energy.joules
     # idle power measured before the run: the fake's idle (60 W)
-    assert att.idle_w == pytest.approx(60.0, rel=0.05)
-    # every figure says its method; every label is either resolved or bounded within its group
-    for row in est.labels:
-        assert row.method == WLS or row.method.startswith("time-proportional")
-        assert row.low_j <= row.energy_j <= row.high_j or row.method != WLS
-    assert any("sensor" in n or "windows" in n for n in att.notes)
+    assert r.idle_w == pytest.approx(60.0, rel=0.05)
+    # every figure says its method: the run is resolved by windowed least squares, and each label
+    # is either resolved on its own (an interval that holds its estimate) or split by time within
+    # its merged group (a conservative bound that holds its share)
+    assert r.method is Method.WLS
+    rows = [x for x in r.layers if x.role is not Role.BETWEEN_INFERENCES]
+    resolved = [x for x in rows if x.energy.method is Method.WLS]
+    by_time = [x for x in rows if x.energy.method.by_time]
+    assert resolved and len(resolved) + len(by_time) == len(rows)
+    for x in resolved:
+        e = x.energy
+        assert not e.bound and e.has_range and e.low_j <= e.joules <= e.high_j, x
+    for x in by_time:
+        e = x.energy
+        assert e.method is Method.WITHIN_GROUP and x.group != x.label, x  # a member of a merged group
+        assert e.bound and e.has_range and e.low_j <= e.joules <= e.high_j, x
+    # the notes say how well the sensor's windows covered the inferences: this run's windows, recomputed
+    instants, watts = t.power.instant_power("gpu0")
+    windows = instant_windows(instants, watts, r.sensor, span)
+    cov = phase_coverage((windows.a_ns + windows.b_ns) // 2, t.inferences["start_ns"], t.inferences["end_ns"])
+    assert cov.describe() in r.notes, r.notes
+    assert "windows covered" in cov.describe() and not cov.aliased and cov.covered >= 0.9
+    assert 20 <= cov.windows <= r.sensor_updates == len(windows.watts)
+    assert not any(n.startswith("aliasing:") for n in r.notes)
 
 
 def test_per_layer_estimates_track_the_truth(gpt2_trace):
     """12 s of run is short (the benchmark runs >= 60 s): a loose bound here."""
     path, truth = gpt2_trace
-    att = attribute(load(path))
-    est = att.estimate
-    total = att.inferences_energy.joules
-    for g, row in enumerate(est.groups):
-        names = [est.labels[j].label for j in np.flatnonzero(est.group_of == g)]
-        if OUTSIDE in names:
+    r = attribute(load(path))
+    total = r.inferences_energy.joules
+    for g in r.groups:
+        members = [x for x in r.layers if x.group == g.label]
+        assert members, g.label
+        if any(x.role is Role.OUTSIDE_MODULES for x in members):
             continue
-        true_j = sum(truth["modules"][n] for n in names)
-        assert abs(row.energy_j - true_j) / total < 0.05, (row.label, row.energy_j, true_j)
+        true_j = sum(truth["modules"][x.label] for x in members)
+        assert abs(g.energy.joules - true_j) / total < 0.05, (g.label, g.energy.joules, true_j)
 
 
-def test_report_stores_results_and_reads_them_back(gpt2_trace, tmp_path):
+def _without_results(path: Path) -> None:
+    with h5py.File(path, "r+") as f:
+        if "results" in f:
+            del f["results"]
+
+
+def test_report_stores_results_and_reads_them_back(gpt2_trace, tmp_path, monkeypatch):
     path = tmp_path / "copy.h5"
     shutil.copy(gpt2_trace[0], path)
-    runner = CliRunner()
-    first = runner.invoke(main, ["report", str(path), "--region", "fr", "--pue", "1.2", "--training-kwh", "100"])
-    assert first.exit_code == 0, first.output
-    assert "per 1,000 inferences" in first.output and "gCO2eq" in first.output and "France" in first.output
-    assert "windowed least squares" in first.output and "training parity" in first.output
+    _without_results(path)  # whatever another test stored in the session's trace
+    first = phprof.report(path, region="fr", pue=1.2, training_kwh=100)
+    text = phprof.render(first, "text")
+    assert "per 1,000 inferences" in text and "gCO2eq" in text and "France" in text
+    assert "windowed least squares" in text and "training parity" in text
     stored = load(path).results
-    assert stored is not None and stored["summary"]["method"] == WLS
-    assert len(stored["tables"]["layers"]["label"]) == len(stored["tables"]["layers"]["energy_j"])
-    # the second report reads the stored results: same figures
-    again = runner.invoke(main, ["report", str(path), "--json", "--region", "fr", "--pue", "1.2"])
-    data = json.loads(again.output)
-    assert data["summary"]["inferences_energy"]["joules"] == pytest.approx(
-        stored["summary"]["inferences_energy"]["joules"])
+    assert stored is not None and stored.method is Method.WLS
+    assert stored.layers and all(x.energy is not None for x in stored.layers)
+    # the second report reads the stored results: same figures, nothing attributed again
+    def no_attribution(*args, **kwargs):
+        raise AssertionError("the stored results were not read back")
+
+    monkeypatch.setattr("phprof.attribution.attribute", no_attribution)
+    again = phprof.report(path, region="fr", pue=1.2)
+    data = json.loads(phprof.render(again, "json"))
+    assert data["summary"]["inferences_energy"]["joules"] == pytest.approx(stored.inferences_energy.joules)
     roll = data["rollups"]
     assert roll["per_1000"]["kwh"] == pytest.approx(roll["per_1000"]["joules"] / 3.6e6)
     assert roll["carbon"]["per_1000_g"] == pytest.approx(roll["per_1000"]["kwh"] * 1.2 * roll["carbon"]["g_co2eq_per_kwh"])
     assert roll["per_token"]["joules"] == pytest.approx(data["summary"]["inferences_energy"]["joules"] / (60 * 4))
-    md = runner.invoke(main, ["report", str(path), "--markdown", "--top", "3"])
-    assert md.exit_code == 0 and md.output.count("\n| `") == 3
+    md = phprof.render(phprof.report(path), "markdown", top=3)
+    assert md.count("\n| `") == 3
 
 
 def test_report_bad_options_and_files(tmp_path, gpt2_trace):
-    runner = CliRunner()
-    r = runner.invoke(main, ["report", str(gpt2_trace[0]), "--region", "atlantis"])
-    assert r.exit_code == 2 and "atlantis" in r.output
-    r = runner.invoke(main, ["report", str(gpt2_trace[0]), "--region", "fr", "--carbon-intensity", "100"])
-    assert r.exit_code == 2 and "not both" in r.output
-    r = runner.invoke(main, ["report", str(tmp_path / "missing.h5")])
-    assert r.exit_code == 1 and "no such trace file" in r.output
+    with pytest.raises(OptionError, match="atlantis"):
+        phprof.report(gpt2_trace[0], region="atlantis")
+    with pytest.raises(OptionError, match="not both"):
+        phprof.report(gpt2_trace[0], region="fr", carbon_intensity=100)
+    with pytest.raises(TraceNotFound, match="no such trace file"):
+        phprof.report(tmp_path / "missing.h5")
     junk = tmp_path / "junk.h5"
     junk.write_bytes(b"not an hdf5 file at all")
-    r = runner.invoke(main, ["report", str(junk)])
-    assert r.exit_code == 1 and "not a readable HDF5 file" in r.output
-    r = runner.invoke(main, ["report", "--list-regions", str(junk)])
-    assert r.exit_code == 0 and "aws:us-east-1" in r.output
+    with pytest.raises(TraceFileError, match="not a readable HDF5 file"):
+        phprof.report(junk)
+    assert "aws:us-east-1" in carbon.load_table()  # what --list-regions lists
 
 
 def test_a_trace_without_power_says_so(tmp_path):
     out = tmp_path / "t.h5"
     trace("gpt2", inferences=2, warmup=0, output=out, size="tiny", idle_s=0, source="none", new_tokens=2)
-    with pytest.raises(AttributionError, match="no power readings"):
-        attribute(load(out))
-    r = CliRunner().invoke(main, ["report", str(out), "--top", "100"])  # time per layer only, and why
-    assert r.exit_code == 0 and "energy: not measured" in r.output and "lm_head" in r.output
+    r = attribute(load(out))
+    assert not r.has_energy and "no power readings" in r.why_no_energy
+    assert r.total is None and all(x.energy is None for x in r.layers)
+    text = phprof.render(phprof.report(out), "text", top=100)  # time per layer only, and why
+    assert "energy: not measured" in text and "lm_head" in text
 
 
 def test_an_interrupted_trace_is_attributed_and_labelled(gpt2_trace, tmp_path):
@@ -136,8 +174,8 @@ def test_an_interrupted_trace_is_attributed_and_labelled(gpt2_trace, tmp_path):
     with h5py.File(path, "r+") as f:
         f.attrs["status"] = "interrupted"
         f.attrs["complete"] = False
-    att = attribute(load(path))
-    assert any("interrupted" in n for n in att.notes)
+    r = attribute(load(path))
+    assert any("interrupted" in n for n in r.notes)
 
 
 def test_mismatched_clocks_are_refused_and_steps_reported(gpt2_trace, tmp_path):
@@ -148,8 +186,8 @@ def test_mismatched_clocks_are_refused_and_steps_reported(gpt2_trace, tmp_path):
         r["t_before_ns"] += 3600 * 10**9  # an hour off: another clock
         r["t_after_ns"] += 3600 * 10**9
         f["power/readings"][:] = r
-    with pytest.raises(AttributionError, match="do not overlap"):
-        attribute(load(path))
+    results = attribute(load(path))  # no energy from readings on another clock: times only, and why
+    assert not results.has_energy and "do not overlap" in results.why_no_energy
     pairs = np.array([[0, 1_000_000_000], [10**9, 2_000_000_000], [2 * 10**9, 3_050_000_000]])
     assert clock_steps(pairs) == [(2_000_000_000, 3_050_000_000, 50_000_000)]
 
@@ -158,8 +196,8 @@ def test_a_damaged_file_is_refused(gpt2_trace, tmp_path):
     path = tmp_path / "damaged.h5"
     data = Path(gpt2_trace[0]).read_bytes()
     path.write_bytes(data[: len(data) // 3])
-    r = CliRunner().invoke(main, ["report", str(path)])
-    assert r.exit_code == 1 and "Error" in r.output and "Traceback" not in r.output
+    with pytest.raises(TraceFileError, match=re.escape(str(path))):  # an error for the user, not a crash
+        phprof.report(path)
 
 
 def _power_csv(path: Path, t0_ns: int, t1_ns: int, watts=lambda t: 200.0, step_ns: int = 1_000_000) -> Path:
@@ -180,7 +218,8 @@ def test_kernel_timeline_of_a_real_gpu_trace(tmp_path):
     kt = load_kineto(KINETO / "v100-resnet-ns.json.gz")
     ev = kt.events
     t0, t1 = int(ev["start_ns"].min()), int(ev["end_ns"].max())
-    out = import_trace(KINETO / "v100-resnet-ns.json.gz", _power_csv(tmp_path / "p.csv", t0, t1), tmp_path / "v.h5")
+    out = phprof.import_trace(KINETO / "v100-resnet-ns.json.gz", _power_csv(tmp_path / "p.csv", t0, t1),
+                              tmp_path / "v.h5")
     t = load(out)
     tl = kernel_timeline(t)
     assert tl is not None and trace_timeline(t)[1] == "device kernels"
@@ -193,58 +232,105 @@ def test_kernel_timeline_of_a_real_gpu_trace(tmp_path):
     inf = np.sort(t.inferences, order="start_ns")
     i = np.searchsorted(inf["start_ns"], tl.starts_ns[gaps], side="right") - 1
     assert (i >= 0).all() and (tl.ends_ns[gaps] <= inf["end_ns"][i]).all()
-    assert (np.isin(t.events["kind"][tl.events[kernel_rows]], [2, 3, 4])).all()
+    assert (np.isin(t.events["kind"][tl.events[kernel_rows]], [int(k) for k in DEVICE_KINDS])).all()
     assert NO_KERNEL in tl.names
 
 
-def test_attribute_command_on_a_foreign_trace(tmp_path):
-    """`phprof attribute` with the V100 trace and a power log whose power follows the
-    kernels: the kernels get energy, the total is the log's."""
+def test_a_foreign_trace_is_imported_and_reported(tmp_path):
+    """What `phprof attribute` does, from the library: the V100 trace and a power log whose
+    power follows the kernels: the kernels get energy, the total is the log's."""
     kt = load_kineto(KINETO / "v100-resnet-ns.json.gz")
     ev = kt.events
-    busy = ev[np.isin(ev["kind"], [2, 3, 4])]
+    busy = ev[np.isin(ev["kind"], [int(k) for k in DEVICE_KINDS])]
     t0, t1 = int(ev["start_ns"].min()), int(ev["end_ns"].max())
     csv_path = _power_csv(tmp_path / "p.csv", t0, t1)
     trace_path = tmp_path / "trace.json.gz"
     shutil.copy(KINETO / "v100-resnet-ns.json.gz", trace_path)
-    r = CliRunner().invoke(main, ["attribute", str(trace_path), str(csv_path), "--json"])
-    assert r.exit_code == 0, r.output
-    data = json.loads(r.output[r.output.index("{"):])
-    s = data["summary"]
-    assert s["timeline"] == "device kernels" and s["inferences"] == 5
-    assert len(data["tables"]["kernels"]["name"]) > 10
+    out = phprof.import_trace(trace_path, csv_path, tmp_path / "trace.h5")
+    assert out == tmp_path / "trace.h5" and out.exists()
+    r = phprof.report(out, recompute=True).results
+    assert r.timeline == "device kernels" and r.inferences == 5
+    assert len(r.kernels) > 10
     # 200 W flat: energy over the inferences' span is 200 W x the span
-    assert s["total"]["joules"] == pytest.approx(200.0 * s["span_s"], rel=0.01)
+    assert r.total.joules == pytest.approx(200.0 * r.span_s, rel=0.01)
     assert len(busy)  # the trace has device work
-    assert (tmp_path / "trace.h5").exists()
     # a second report reads the stored results back, figures the import could not know (idle power) included
-    again = CliRunner().invoke(main, ["report", str(tmp_path / "trace.h5")])
-    assert again.exit_code == 0, again.output
-    assert "per 1,000 inferences" in again.output and "static / active" not in again.output
+    assert load(out).results is not None
+    again = phprof.report(out)
+    assert again.results.idle_w is None
+    text = phprof.render(again, "text")
+    assert "per 1,000 inferences" in text and "static / active" not in text
     # a power log on another clock is refused with both ranges named
     bad = _power_csv(tmp_path / "bad.csv", t0 + 86400 * 10**9, t1 + 86400 * 10**9)
-    r = CliRunner().invoke(main, ["attribute", str(trace_path), str(bad), "-o", str(tmp_path / "x.h5")])
-    assert r.exit_code == 1 and "UTC" in r.output
+    with pytest.raises(ClockMismatchError, match="UTC"):
+        phprof.import_trace(trace_path, bad, tmp_path / "x.h5")
+    assert not (tmp_path / "x.h5").exists()
 
 
-@pytest.mark.parametrize("path, kind", [
-    ("transformer.h.0.attn.c_proj", "attention"), ("transformer.h.0.mlp.c_fc", "mlp"),
-    ("transformer.wte", "embedding"), ("lm_head", "head"), ("transformer.h.0.ln_1", "norm"),
-    ("transformer.drop", "other"), ("encoder.block.0.layer.1.DenseReluDense.wi", "mlp"),
-    ("decoder.block.0.layer.1.EncDecAttention.k", "attention"), ("transformer.word_embeddings_layernorm", "norm"),
-    ("resnet.encoder.stages.0.layers.0.layer.0.convolution", "convolution"), (OUTSIDE, "other"),
+# a relu T5 (t5-small's published config): its feed-forward is DenseReluDense.wi (flan-t5's is gated, wi_0/wi_1)
+T5_RELU = {
+    "model_type": "t5", "architectures": ["T5ForConditionalGeneration"], "d_model": 512, "d_ff": 2048, "d_kv": 64,
+    "num_layers": 6, "num_decoder_layers": 6, "num_heads": 8, "vocab_size": 32128, "is_encoder_decoder": True,
+    "relative_attention_num_buckets": 32, "feed_forward_proj": "relu", "decoder_start_token_id": 0,
+    "pad_token_id": 0, "eos_token_id": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory):
+    """A model's one tiny inference traced (time only), its trace and results: each model once."""
+    work = tmp_path_factory.mktemp("kinds")
+    done = {}
+
+    def get(model):
+        if model not in done:
+            model_id, task, options = model, None, {"new_tokens": 2}
+            if model == "t5-small":
+                config = work / "t5-small" / "config.json"
+                config.parent.mkdir()
+                config.write_text(json.dumps(T5_RELU))
+                model_id, task = str(config), "zero-shot-summarization"
+            elif model == "microsoft/resnet-18":
+                options = {}
+            out = work / f"{len(done)}.h5"
+            trace(model_id, task, inferences=1, warmup=0, output=out, size="tiny", idle_s=0, source="none",
+                  **options)
+            t = load(out)
+            done[model] = t, attribute(t)
+        return done[model]
+
+    return get
+
+
+@pytest.mark.parametrize("model, path, kind", [
+    ("gpt2", "transformer.h.0.attn.c_proj", "attention"), ("gpt2", "transformer.h.0.mlp.c_fc", "mlp"),
+    ("gpt2", "transformer.wte", "embedding"), ("gpt2", "lm_head", "head"), ("gpt2", "transformer.h.0.ln_1", "norm"),
+    ("gpt2", "transformer.drop", "other"), ("t5-small", "encoder.block.0.layer.1.DenseReluDense.wi", "mlp"),
+    ("t5-small", "decoder.block.0.layer.1.EncDecAttention.k", "attention"),
+    ("bigscience/bloomz-560m", "transformer.word_embeddings_layernorm", "norm"),
+    ("microsoft/resnet-18", "resnet.encoder.stages.0.layers.0.layer.0.convolution", "convolution"),
+    ("gpt2", Role.OUTSIDE_MODULES, "other"),
 ])
-def test_component_kinds(path, kind):
-    from phprof.attribution.components import component_of
-
-    assert component_of(path) == kind
+def test_component_kinds(model, path, kind, traced):
+    """Each module's component, from the taxonomy with the trace's module types, is of the colour kind
+    its frames are drawn in; the time outside every module is "other"."""
+    t, results = traced(model)
+    if isinstance(path, Role):
+        layer = next(x for x in results.layers if x.role is path)
+    else:
+        types = module_types(t)
+        assert path in types  # a module of the traced model
+        layer = next(x for x in results.layers if x.label == path)
+        assert layer.role is Role.MODULE and layer.module_type == types[path]
+        assert Taxonomy.load().classify(path, types).component == layer.component
+    assert kind_of(layer.component) == kind
 
 
 def test_components_add_up_to_the_layers(gpt2_trace):
-    att = attribute(load(gpt2_trace[0]))
-    assert sum(e.joules for _, e in att.components.values()) == pytest.approx(
-        sum(x.energy_j for x in att.layers), rel=1e-9)
-    assert {"self-attention", "mlp", "norm", "embeddings", "head"} <= set(att.components)
+    r = attribute(load(gpt2_trace[0]))
+    assert sum(c.energy.joules for c in r.components) == pytest.approx(
+        sum(x.energy.joules for x in r.layers if x.role is not Role.BETWEEN_INFERENCES), rel=1e-9)
+    assert {"self-attention", "mlp", "norm", "embeddings", "head"} <= {c.component for c in r.components}
 
 
 def test_the_studys_bloomz_training_energy_gives_the_parity_by_default(tmp_path, fake, fake_lib, monkeypatch):
@@ -252,7 +338,8 @@ def test_the_studys_bloomz_training_energy_gives_the_parity_by_default(tmp_path,
     out = tmp_path / "b.h5"
     trace("bigscience/bloomz-560m", inferences=3, warmup=0, output=out, size="tiny", idle_s=0.1, source="nvml",
           new_tokens=2)
-    r = CliRunner().invoke(main, ["report", str(out), "--json"])
-    assert r.exit_code == 0, r.output
-    parity = json.loads(r.output)["rollups"]["parity"]
-    assert parity["training_kwh"] == 10_505.0 + 543.0  # paper.md: training + fine-tuning of BLOOMz-560m
+    report = phprof.report(out)
+    assert report.rollups.training_kwh == 10_505.0 + 543.0  # paper.md: training + fine-tuning of BLOOMz-560m
+    assert report.rollups.parity_inferences is not None
+    parity = json.loads(phprof.render(report, "json"))["rollups"]["parity"]
+    assert parity["training_kwh"] == 10_505.0 + 543.0

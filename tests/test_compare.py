@@ -1,35 +1,49 @@
-"""phprof compare: two traced models (a tiny gpt2 and a tiny Flan-T5, fake GPU power per
+"""phprof.compare: two traced models (a tiny gpt2 and a tiny Flan-T5, fake GPU power per
 module) compared per component, token, parameter and phase; the markdown, JSON and
-HTML renderings; the differential flamegraph in a headless Chromium (skips, saying why,
-without selenium/chromium, like tests/test_html.py). Screenshots go to tests/artifacts/.
+HTML renderings (``phprof.render``); the differential flamegraph in a headless Chromium
+(skips, saying why, without selenium/chromium, like tests/test_html.py). Screenshots go
+to tests/artifacts/. What `phprof compare` prints and writes: tests/test_commands_views.py
+(which imports this module's traces).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import re
 import shutil
 
+import h5py
 import pytest
-from click.testing import CliRunner
-from test_html import _hover, _no_errors, _open, _screenshot, bert_tree, browser  # noqa: F401
+from test_html import _hover, _no_errors, _open, _screenshot, bert_tree, browser, silent_trace  # noqa: F401
 
-from phprof.cli import _results, main
-from phprof.compare import Comparison, Run, compare, render_json, render_markdown, render_text
+import phprof
+from phprof.api import CompareError
+from phprof.attribution.compare import Comparison, Run, compare
+from phprof.errors import PhprofError
+from phprof.render.flamegraph import diff_flamegraph_html, embedded_data
 from phprof.render.frames import diff_tree
-from phprof.render.html import diff_flamegraph_html, embedded_data
+from phprof.store.results import Layer, Role
 
 
 # ---- the two runs -------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
+# made once per session, whichever of the modules that import these fixtures asks first
+_MADE: dict = {}
+
+
+@pytest.fixture(scope="session")
 def t5_trace(tmp_path_factory, fake_lib, gpt2_trace):
     """A tiny Flan-T5 on zero-shot summarization, 40 inferences of 4 new tokens, every
     module drawing its own power in the fake GPU (after gpt2_trace: one fake at a time)."""
+    if "t5" not in _MADE:
+        _MADE["t5"] = _trace_t5(tmp_path_factory, fake_lib)
+    return _MADE["t5"]
+
+
+def _trace_t5(tmp_path_factory, fake_lib):
     import fake_nvml
     from fake_nvml import power_per_module
-
-    from phprof.tracing.run import trace
 
     work = tmp_path_factory.mktemp("t5")
     fake = fake_nvml.FakeNvml(fake_lib, work / "state", n_devices=1, preset="a100", seed=5, ring_capacity=1 << 21)
@@ -37,7 +51,7 @@ def t5_trace(tmp_path_factory, fake_lib, gpt2_trace):
     old = os.environ.get("PHPROF_NVML_LIB")
     os.environ["PHPROF_NVML_LIB"] = str(fake_lib)
     try:
-        trace("google/flan-t5-base", task="zero-shot-summarization", inferences=40, warmup=0, output=out,
+        phprof.trace("google/flan-t5-base", task="zero-shot-summarization", inferences=40, warmup=0, output=out,
               size="tiny", idle_s=0.3, source="nvml", new_tokens=4,
               setup=power_per_module(fake, {}, {}))
     finally:
@@ -49,22 +63,28 @@ def t5_trace(tmp_path_factory, fake_lib, gpt2_trace):
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def files(tmp_path_factory, gpt2_trace, t5_trace):
     """Copies of both traces (the attribution is stored in them) with their results."""
-    work = tmp_path_factory.mktemp("compare")
-    a, b = work / "gpt2.h5", work / "flan-t5.h5"
-    shutil.copy(gpt2_trace[0], a)
-    shutil.copy(t5_trace, b)
-    return a, b
+    if "files" not in _MADE:
+        work = tmp_path_factory.mktemp("compare")
+        a, b = work / "gpt2.h5", work / "flan-t5.h5"
+        shutil.copy(gpt2_trace[0], a)
+        shutil.copy(t5_trace, b)
+        for path in (a, b):
+            phprof.results(path)  # attributed once, stored in the copy
+        _MADE["files"] = a, b
+    return _MADE["files"]
 
 
 @pytest.fixture(scope="module")
 def runs(files):
+    """(Run, its results, the trace) per file."""
     out = []
     for path in files:
-        t, summary, tables, _ = _results(path)
-        out.append((Run.from_trace(t, summary, tables), summary, tables, t))
+        t = phprof.load(path)
+        assert t.results is not None  # stored by `files`, read back
+        out.append((Run.from_trace(t, t.results), t.results, t))
     return out
 
 
@@ -74,8 +94,8 @@ def ab(runs):
 
 
 def test_components_add_up_to_each_runs_energy_per_inference(ab, runs):
-    for i, (run, summary, _, t) in enumerate(runs):
-        per_inference = summary["inferences_energy"]["joules"] / summary["inferences"]
+    for i, (run, results, t) in enumerate(runs):
+        per_inference = results.inferences_energy.joules / results.inferences
         assert ab.runs[i].energy.joules == pytest.approx(per_inference, rel=1e-12)
         for rows in (ab.components, ab.by_component):
             cells = [r.cells[i] for r in rows if r.cells[i] is not None]
@@ -125,6 +145,17 @@ def test_deltas_are_antisymmetric(ab, runs):
     assert same.warnings == () and all(r.deltas[1].joules == 0 for r in same.components)
 
 
+def test_the_library_call_compares_the_files(ab, files):
+    """phprof.compare: the files' stored results, named by their models, the same comparison;
+    the same model twice is named apart by its file."""
+    c = phprof.compare(files)
+    assert c == ab and [r.name for r in c.runs] == ["gpt2", "google/flan-t5-base"]
+    assert len(c.results) == 2 and c.results[0].model == "gpt2"
+    three = phprof.compare([files[0], files[0], files[1]])
+    assert [r.name for r in three.runs] == ["gpt2 (gpt2.h5) #1", "gpt2 (gpt2.h5) #2", "google/flan-t5-base"]
+    assert [r.name for r in phprof.compare(files, names=["a", "b"]).runs] == ["a", "b"]
+
+
 def test_warnings_name_what_differs(ab):
     task = [w for w in ab.warnings if w.startswith("task differs")]
     assert len(task) == 1 and "'text-generation'" in task[0] and "'zero-shot-summarization'" in task[0]
@@ -150,7 +181,7 @@ def _cells(line: str) -> list[str]:
 
 
 def test_markdown_tables_are_well_formed(ab):
-    md = render_markdown(ab)
+    md = phprof.render(ab, "markdown")
     print(md)
     tables = _markdown_tables(md)
     assert len(tables) >= 4
@@ -164,52 +195,51 @@ def test_markdown_tables_are_well_formed(ab):
     assert components[-1].startswith("| **total** |")
     assert "> **warning:** task differs" in md and md.startswith("**google/flan-t5-base uses ")
     assert "A = gpt2 (text-generation), B = google/flan-t5-base (zero-shot-summarization)" in md
-    text = render_text(ab)
+    text = phprof.render(ab, "text")
     assert "Energy by component, J per inference:" in text and "warning: task differs" in text
+    # without the warnings (the command prints them on stderr), the same tables
+    quiet = phprof.render(ab, "text", warnings=False)
+    assert "warning:" not in quiet and "Energy by component, J per inference:" in quiet
+    assert [x for x in text.splitlines() if not x.startswith("warning: ")] == quiet.splitlines()
+    assert "A = gpt2 (text-generation), B = google/flan-t5-base (zero-shot-summarization)" in text
+    assert "Δ B - A" in text and "Δ C - A" not in text
 
 
 def test_json_round_trips(ab):
-    text = render_json(ab)
-    data = json.loads(text)  # strict JSON: render_json refuses NaN
+    text = phprof.render(ab, "json")
+    data = json.loads(text)  # strict JSON: the renderer refuses NaN
     assert Comparison.from_dict(data) == ab
-    assert json.loads(render_json(Comparison.from_dict(data))) == data
+    assert json.loads(phprof.render(Comparison.from_dict(data), "json")) == data
     assert data["runs"][1]["task"] == "zero-shot-summarization" and len(data["components"]) == len(ab.components)
 
 
-def test_compare_needs_two_runs(runs):
+def test_compare_needs_two_runs(runs, files):
     with pytest.raises(ValueError, match="at least two"):
         compare([runs[0][0]])
+    with pytest.raises(CompareError, match="at least two trace files, got 1"):
+        phprof.compare([files[0]])
 
 
-# ---- the command --------------------------------------------------------------------------------
-def test_cli_errors(files, tmp_path):
-    from phprof.tracing.run import trace
-
-    runner = CliRunner()
-    r = runner.invoke(main, ["compare", str(files[0])])
-    assert r.exit_code == 2 and "at least two trace files, got 1" in r.output
-    r = runner.invoke(main, ["compare", str(files[0]), str(tmp_path / "missing.h5")])
-    assert r.exit_code == 1 and "missing.h5" in r.output
-    silent = tmp_path / "no-power.h5"
-    trace("gpt2", inferences=2, warmup=0, output=silent, size="tiny", idle_s=0, source="none", new_tokens=2)
-    r = runner.invoke(main, ["compare", str(files[0]), str(silent)])
-    assert r.exit_code == 1 and f"{silent}: no energy to compare" in r.output and "no power readings" in r.output
+def test_compare_errors_name_the_file(files, silent_trace, tmp_path):
+    """A missing file, and a trace without energy, are refused naming the file (and what
+    to run instead); what `phprof compare` prints of them: tests/test_commands_views.py."""
+    missing = tmp_path / "missing.h5"
+    with pytest.raises(PhprofError, match="missing.h5"):
+        phprof.compare([files[0], missing])
+    with pytest.raises(CompareError) as e:
+        phprof.compare([files[0], silent_trace])
+    assert f"{silent_trace}: no energy to compare" in str(e.value) and "no power readings" in str(e.value)
+    assert f"phprof report {silent_trace}" in str(e.value)
 
 
-def test_cli_markdown_json_and_html(files, tmp_path):
-    runner = CliRunner()
-    r = runner.invoke(main, ["compare", *map(str, files), "--markdown", "--html", str(tmp_path / "c.html")])
-    assert r.exit_code == 0, r.output
-    assert "warning: task differs" in r.stderr and "warning:" not in r.stdout.replace("**warning:**", "")
-    assert r.stdout.startswith("**google/flan-t5-base uses")
-    assert (tmp_path / "c.html").stat().st_size > 10_000 and "written:" in r.stderr
-    r = runner.invoke(main, ["compare", *map(str, files), "--json"])
-    assert r.exit_code == 0
-    data = json.loads(r.stdout)
-    assert [x["name"] for x in data["runs"]] == ["gpt2", "google/flan-t5-base"]
-    r = runner.invoke(main, ["compare", str(files[0]), str(files[0]), str(files[1])])  # same model twice: named apart
-    assert r.exit_code == 0 and "A = gpt2 (gpt2.h5) #1 (text-generation), B = gpt2 (gpt2.h5) #2" in r.stdout
-    assert "Δ C - A" in r.stdout
+def test_three_runs_each_against_the_first(files):
+    c = phprof.compare([files[0], files[0], files[1]])
+    text = phprof.render(c, "text")
+    assert "A = gpt2 (gpt2.h5) #1 (text-generation), B = gpt2 (gpt2.h5) #2" in text
+    assert "Δ B - A" in text and "Δ C - A" in text
+    assert all(r.deltas[1].joules == 0 for r in c.components if r.cells[0] is not None)  # B is A
+    assert all(r.deltas[1] is None for r in c.components if r.cells[0] is None)  # neither has it
+    assert c.total.deltas[2] == phprof.compare(files).total.deltas[1]  # C against A: B of the pair
 
 
 # ---- the differential flamegraph ----------------------------------------------------------------
@@ -297,13 +327,13 @@ def test_diff_flamegraph_in_browser(browser, tmp_path):
 
 def test_comparison_page_in_browser(browser, files, tmp_path):
     page = tmp_path / "compare.html"
-    r = CliRunner().invoke(main, ["compare", *map(str, files), "--html", str(page)])
-    assert r.exit_code == 0, r.output
+    ab = phprof.compare(files)
+    assert phprof.render(ab, page) == page
+    assert page.stat().st_size > 10_000
     _open(browser, page.read_text(encoding="utf-8"), tmp_path / "copy.html")
     _no_errors(browser)
     diff = browser.execute_script("return window.phprof.diff()")
     assert diff["names"] == ["gpt2", "google/flan-t5-base"]
-    ab = compare([Run.from_trace(*_results(p)[:3]) for p in files])
     assert diff["a"] == pytest.approx(ab.runs[0].energy.joules, rel=1e-9)
     assert diff["b"] == pytest.approx(ab.runs[1].energy.joules, rel=1e-9)
     # a frame only Flan-T5 has (B > A): red; one both have where B spends less: blue
@@ -326,18 +356,47 @@ def test_comparison_page_in_browser(browser, files, tmp_path):
     print(f"comparison page screenshot: {shot}")
 
 
-def test_tables_without_taxonomy_columns_fall_back_to_the_path_rules(runs):
-    """Results stored before the taxonomy columns: components from the module path
-    (phprof.attribution.components.component_of), no stacks, parameters from the trace."""
+def test_results_stored_before_the_taxonomy_are_recomputed_with_it(files, tmp_path):
+    """Results an older phprof stored (no taxonomy columns: component, part, stack, module
+    type, parameters) are not read as results without components: the file's results read
+    back as None, and phprof.compare attributes again, with the taxonomy (components from
+    the module path, stacks, parameters from the trace's modules)."""
     old = []
-    for run, summary, tables, _ in runs:
-        layers = {k: v for k, v in tables["layers"].items() if k not in ("component", "part", "stack",
-                                                                          "module_type", "parameters")}
-        old.append(Run(run.name, summary, {**tables, "layers": layers}, run.meta, run.parameters,
-                       run.module_parameters))
-    c = compare(old)
-    assert all(r.stack == "" for r in c.components)
-    for i, run in enumerate(old):
+    for path in files:
+        copy = tmp_path / path.name
+        shutil.copy(path, copy)
+        with h5py.File(copy, "r+") as f:
+            f["results"].attrs["results_version"] = 2
+            layers = f["results/layers"]
+            for c in ("component", "part", "stack", "module_type", "parameters"):
+                del layers[c]
+            layers.attrs["columns"] = [c for c in layers.attrs["columns"] if c in layers]
+        assert phprof.load(copy).results is None
+        old.append(copy)
+    c = phprof.compare(old)
+    assert c == phprof.compare(files)  # what the current phprof attributes of the same traces
+    assert any(r.stack for r in c.components) and "decoder cross-attention" in [r.key for r in c.components]
+    for i in range(len(old)):
         cells = [r.cells[i] for r in c.components if r.cells[i] is not None]
         assert math.isclose(sum(x.energy.joules for x in cells), c.runs[i].energy.joules, rel_tol=1e-6)
         assert sum(x.parameters for x in cells) > 0
+        assert phprof.load(old[i]).results is not None  # stored again, in this version
+
+
+def test_results_without_a_taxonomy_compare_in_one_stack(runs):
+    """Results whose layers carry no taxonomy (a Layer's defaults: component "other", no
+    stack, no parameters) still compare: one row per run, in no stack, adding up to the
+    run's energy; the run's own parameter count (from its trace) stays."""
+    plain = []
+    for run, results, _ in runs:
+        layers = [Layer(x.label, x.role, x.seconds, x.energy, x.power_w, x.group, x.parent, x.calls)
+                  for x in results.layers]
+        stripped = dataclasses.replace(results, layers=layers, components=[], stack_components=[])
+        plain.append(Run(run.name, stripped, run.meta, run.parameters))
+    c = compare(plain)
+    assert all(r.stack == "" for r in c.components) and [r.key for r in c.components] == ["other"]
+    for i, run in enumerate(plain):
+        cells = [r.cells[i] for r in c.components if r.cells[i] is not None]
+        assert math.isclose(sum(x.energy.joules for x in cells), c.runs[i].energy.joules, rel_tol=1e-6)
+        assert c.runs[i].parameters == run.parameters > 0
+        assert all(x.role is Role.BETWEEN_INFERENCES or x.component == "other" for x in run.results.layers)

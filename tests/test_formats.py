@@ -1,8 +1,10 @@
-"""Folded stacks, speedscope and Perfetto files (phprof.render.formats): what other tools read."""
+"""Folded stacks, speedscope and Perfetto files (phprof.render.formats): what other tools read;
+and the one registry that picks a view's format (``phprof.render``: by name, by file name)."""
 from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -10,17 +12,13 @@ import numpy as np
 import pytest
 
 import phprof
-from phprof.importing import import_trace
-from phprof.render.formats import (
-    format_of,
-    parse_folded,
-    to_folded,
-    to_perfetto,
-    to_speedscope,
-    write,
-)
-from phprof.tracing.kineto import DEVICE_KINDS, Kind, load_kineto
-from phprof.tracing.run import trace
+from phprof.render import Flamegraph, RenderError, Renderer, format_names, format_of
+from phprof.render.flamegraph import embedded_data
+from phprof.render.formats import parse_folded, to_folded, to_perfetto, to_speedscope
+from phprof.render.frames import frame_tree
+from phprof.store import DEVICE_KINDS, Kind
+from phprof.store.results import Role
+from phprof.tracing.kineto import load_kineto
 
 DATA = Path(__file__).resolve().parent / "data"
 KINETO = Path(__file__).resolve().parents[2] / "shared" / "data" / "kineto"
@@ -167,21 +165,46 @@ def _power_csv(path: Path, t0_ns: int, t1_ns: int, step_ns: int = 1_000_000) -> 
 
 
 @pytest.fixture(scope="module")
-def gpu_trace(tmp_path_factory):
-    """The V100 ResNet Kineto trace imported with a power log."""
+def gpu_file(tmp_path_factory):
+    """The V100 ResNet Kineto trace imported with a power log (so it has energy)."""
     work = tmp_path_factory.mktemp("formats-gpu")
     kt = load_kineto(KINETO / "v100-resnet-ns.json.gz")
     t0, t1 = int(kt.events["start_ns"].min()), int(kt.events["end_ns"].max())
-    out = import_trace(KINETO / "v100-resnet-ns.json.gz", _power_csv(work / "p.csv", t0, t1), work / "v.h5")
-    return phprof.load(out)
+    return phprof.import_trace(KINETO / "v100-resnet-ns.json.gz", _power_csv(work / "p.csv", t0, t1), work / "v.h5")
 
 
 @pytest.fixture(scope="module")
-def cpu_trace(tmp_path_factory):
+def gpu_trace(gpu_file):
+    return phprof.load(gpu_file)
+
+
+@pytest.fixture(scope="module")
+def gpu_view(gpu_file):
+    """Its flamegraph view (attributed once, stored in the file)."""
+    view = phprof.flamegraph(gpu_file)
+    assert view.results.has_energy
+    return view
+
+
+@pytest.fixture(scope="module")
+def cpu_file(tmp_path_factory):
     """A tiny gpt2 traced on the CPU with no power sensor: CPU ops and annotations, no kernels."""
     out = tmp_path_factory.mktemp("formats-cpu") / "gpt2.h5"
-    trace("gpt2", inferences=3, warmup=0, output=out, size="tiny", idle_s=0, source="none")
-    return phprof.load(out)
+    phprof.trace("gpt2", inferences=3, warmup=0, output=out, size="tiny", idle_s=0, source="none")
+    return out
+
+
+@pytest.fixture(scope="module")
+def cpu_trace(cpu_file):
+    return phprof.load(cpu_file)
+
+
+@pytest.fixture(scope="module")
+def cpu_view(cpu_file):
+    """Its flamegraph view: no power readings, so a tree of times only."""
+    view = phprof.flamegraph(cpu_file)
+    assert not view.results.has_energy
+    return view
 
 
 def _round_trip(trace_file, path: Path, **kw):
@@ -214,9 +237,9 @@ def test_perfetto_of_a_gpu_trace_keeps_every_kernel_to_the_nanosecond(gpu_trace,
         assert len(a) == len(b) and (a["start_ns"] == b["start_ns"]).all() and (a["end_ns"] == b["end_ns"]).all()
 
 
-def test_perfetto_times_are_kinetos_relative_microseconds_with_three_decimals(gpu_trace, tmp_path):
+def test_perfetto_times_are_kinetos_relative_microseconds_with_three_decimals(gpu_view, tmp_path):
     path = tmp_path / "v.trace.json"
-    write(None, gpu_trace, path)
+    assert phprof.render(gpu_view, path) == path
     raw = json.loads(path.read_text(), parse_float=str)  # the number texts as written
     texts = [e["ts"] for e in raw["traceEvents"] if e["ph"] in "XC"]
     texts += [e["dur"] for e in raw["traceEvents"] if e["ph"] == "X"]
@@ -276,7 +299,30 @@ def test_perfetto_of_a_cpu_trace_has_its_ops_and_inferences(cpu_trace, tmp_path)
         to_perfetto(cpu_trace, device="gpu0")
 
 
-# ---------------------------------------------------------------- write
+# ---------------------------------------------------------------- a trace without energy
+
+
+def test_folded_and_speedscope_of_a_trace_without_energy_count_microseconds(cpu_view):
+    """No power readings: the frames are the layers' times, and the counts integer µs."""
+    r = cpu_view.results
+    tree = frame_tree(r)
+    assert tree["measure"] == "time" and tree["total_j"] is None and "time, energy not measured" in tree["title"]
+    folded = parse_folded(phprof.render(cpu_view, "folded"))
+    assert folded == parse_folded(to_folded(tree)) and len(folded) > 10
+    # every count is a frame's own time in µs; together, the inferences' time per layer
+    seconds = sum(x.seconds for x in r.layers if x.role is not Role.BETWEEN_INFERENCES)
+    assert abs(sum(folded.values()) - round(seconds * 1e6)) <= len(folded)
+    outside = next(x for x in r.layers if x.role is Role.OUTSIDE_MODULES)
+    own = outside.seconds - sum(leaf.seconds for leaf in r.leaves if leaf.layer == outside.label)
+    assert folded["all;inference"] == round(own * 1e6)
+    doc = json.loads(phprof.render(cpu_view, "speedscope"))
+    (profile,) = doc["profiles"]
+    assert "µs" in profile["name"] and "µJ" not in profile["name"]
+    assert dict(zip((";".join(doc["shared"]["frames"][i]["name"] for i in s) for s in profile["samples"]),
+                    profile["weights"])) == folded
+
+
+# ---------------------------------------------------------------- render: the registry
 
 
 @pytest.mark.parametrize("name, fmt", [
@@ -284,27 +330,120 @@ def test_perfetto_of_a_cpu_trace_has_its_ops_and_inferences(cpu_trace, tmp_path)
     ("x.speedscope.json", "speedscope"),
     ("x.perfetto.json", "perfetto"),
     ("run.pt.trace.json", "perfetto"),
+    ("flame.html", "html"),
 ])
-def test_write_chooses_the_format_by_the_file_name(name, fmt, cpu_trace, tmp_path):
-    assert format_of(name) == fmt
-    path = write(_tree(), cpu_trace, tmp_path / name)
+def test_render_chooses_the_format_by_the_file_name(name, fmt, cpu_view, cpu_trace, tmp_path):
+    assert format_of("flamegraph", name) == fmt
+    path = phprof.render(cpu_view, tmp_path / name)
+    assert path == tmp_path / name
     text = path.read_text(encoding="utf-8")
+    tree = frame_tree(cpu_view.results)
     if fmt == "folded":
-        assert parse_folded(text) == EXPECTED_FOLDED
+        assert parse_folded(text) == parse_folded(to_folded(tree)) and text
     elif fmt == "speedscope":
-        assert json.loads(text) == to_speedscope(_tree())
+        assert json.loads(text) == to_speedscope(tree)
+    elif fmt == "html":
+        data = re.search(r'<script type="application/json" id="phprof-data">(.*?)</script>', text, re.S).group(1)
+        assert text.startswith("<!DOCTYPE html>") and json.loads(data) == json.loads(json.dumps(embedded_data(tree)))
     else:
         expected = len(cpu_trace.events) + len(cpu_trace.inferences) + len(cpu_trace.phases)
         assert len(load_kineto(path).events) == expected
+    assert text == phprof.render(cpu_view, fmt)  # a file holds what the format's name returns
 
 
-def test_write_takes_an_explicit_format_and_refuses_unknown_ones(tmp_path):
-    path = write(_tree(), None, tmp_path / "stacks.txt", fmt="folded")
-    assert parse_folded(path.read_text()) == EXPECTED_FOLDED
-    for name in ("flame.html", "x.json", "x.svg"):
-        with pytest.raises(ValueError, match="folded.*speedscope.*perfetto"):
-            write(_tree(), None, tmp_path / name)
-    with pytest.raises(ValueError, match="known formats"):
-        write(_tree(), None, tmp_path / "x.folded", fmt="html")
+def test_render_takes_an_explicit_format_and_refuses_unknown_ones(gpu_view, tmp_path):
+    path = phprof.render(gpu_view, tmp_path / "stacks.txt", fmt="folded")
+    assert parse_folded(path.read_text()) == parse_folded(to_folded(frame_tree(gpu_view.results)))
+    # a name no format of the view ends with: refused, naming every known format with its endings
+    for name in ("x.json", "x.svg", "flame.htm"):
+        with pytest.raises(RenderError, match="known formats") as e:
+            phprof.render(gpu_view, tmp_path / name)
+        assert name in str(e.value)
+        for fmt in format_names("flamegraph"):
+            assert fmt in str(e.value)
+        assert "html (.html); folded (.folded); speedscope (.speedscope.json); perfetto (.perfetto.json, " \
+               ".trace.json)" in str(e.value)
+        assert not (tmp_path / name).exists()
+    with pytest.raises(RenderError, match="known formats"):
+        phprof.render(gpu_view, tmp_path / "x.folded", fmt="svg")
+    with pytest.raises(RenderError, match="known formats"):
+        format_of("flamegraph", "x.svg")
+    # the timeline needs the trace itself, not only its results
     with pytest.raises(ValueError, match="trace"):
-        write(_tree(), None, tmp_path / "x.perfetto.json")
+        phprof.render(Flamegraph(gpu_view.results), tmp_path / "x.perfetto.json")
+    with pytest.raises(TypeError, match="nothing renders"):
+        phprof.render(gpu_view.results, "folded")
+
+
+def test_render_refuses_a_missing_folder(gpu_view, tmp_path):
+    for name in ("x.folded", "x.html"):
+        with pytest.raises(RenderError, match="does not exist") as e:
+            phprof.render(gpu_view, tmp_path / "no-such-folder" / name)
+        assert "no-such-folder" in str(e.value)
+    assert not (tmp_path / "no-such-folder").exists()
+
+
+@pytest.fixture(scope="module")
+def gpu_report(gpu_file, gpu_view):
+    return phprof.report(gpu_file)
+
+
+def test_a_reports_json_file_and_its_options(gpu_report, gpu_view, tmp_path):
+    """``.json`` of a report is its JSON (``.json`` of a flamegraph is no format: above);
+    ``top`` is a text / markdown / html option a JSON report ignores (it holds every row);
+    an option no format of the view takes is a TypeError."""
+    assert format_of("report", "r.json") == "json" and format_of("report", "r.speedscope.json") == "json"
+    text = phprof.render(gpu_report, "json")
+    data = json.loads(text)
+    assert set(data) == {"summary", "rollups", "tables"}
+    assert len(data["tables"]["layers"]["label"]) == len(gpu_report.results.layers) > 3
+    path = phprof.render(gpu_report, tmp_path / "r.json", top=3)
+    assert path.read_text(encoding="utf-8") == text == phprof.render(gpu_report, "json", top=3)
+    # top does change the formats that take it
+    assert phprof.render(gpu_report, "text", top=3) != phprof.render(gpu_report, "text")
+    assert phprof.render(gpu_report, "text") == phprof.render(gpu_report, "text", top=15)
+    for view, fmt, option in ((gpu_report, "json", "min_share"), (gpu_report, "text", "bogus"),
+                              (gpu_view, "folded", "top"), (gpu_view, "html", "warnings")):
+        with pytest.raises(TypeError, match=option):
+            phprof.render(view, fmt, **{option: 1})
+        with pytest.raises(TypeError, match=option):
+            phprof.render(view, tmp_path / f"y.{fmt}", fmt=fmt, **{option: 1})
+    assert not list(tmp_path.glob("y.*"))
+    # a flamegraph option another of its formats takes: ignored by folded
+    assert phprof.render(gpu_view, "folded", min_share=0.5) == phprof.render(gpu_view, "folded")
+
+
+class _View:
+    VIEW = "test-view"
+
+
+def test_the_longest_matching_ending_chooses(monkeypatch, tmp_path):
+    """Two formats of one view where one's ending ends the other's: the longer wins."""
+    from phprof.render import base
+
+    class Plain(Renderer):
+        view, name, suffixes = "test-view", "json", (".json",)
+        options = {"indent": 0}
+
+        def render(self, view):
+            return f"plain {self.indent}"
+
+    class Special(Renderer):
+        view, name, suffixes = "test-view", "speedscope", (".speedscope.json",)
+        options = {"weights": None}
+
+        def render(self, view):
+            return "special"
+
+    base.renderers("test-view")  # the real renderers loaded first
+    monkeypatch.setattr(base, "RENDERERS", base.RENDERERS + [Plain, Special])
+    assert format_names("test-view") == ["json", "speedscope"]
+    assert format_of("test-view", "a.speedscope.json") == "speedscope"
+    assert format_of("test-view", "a.json") == "json" and format_of("test-view", "A.SPEEDSCOPE.JSON") == "speedscope"
+    assert phprof.render(_View(), tmp_path / "a.speedscope.json", weights=1).read_text() == "special"
+    assert phprof.render(_View(), tmp_path / "a.json", indent=2).read_text() == "plain 2"
+    assert phprof.render(_View(), "json", weights=1) == "plain 0"  # the other format's option: ignored
+    with pytest.raises(TypeError, match="colour"):
+        phprof.render(_View(), "json", colour=1)
+    with pytest.raises(TypeError, match="weights"):
+        Plain(weights=1)  # a renderer itself takes only its own options

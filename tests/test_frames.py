@@ -4,13 +4,13 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from click.testing import CliRunner
 
+import phprof
 from phprof import load
 from phprof.attribution import attribute
-from phprof.attribution.results import to_results
-from phprof.cli import main
+from phprof.render import RenderError
 from phprof.render.frames import frame_tree
+from phprof.store.results import Role
 
 
 def walk(frame, depth=0):
@@ -21,15 +21,15 @@ def walk(frame, depth=0):
 
 @pytest.fixture(scope="module")
 def tree(gpt2_trace):
-    t = load(gpt2_trace[0])
-    summary, tables = to_results(attribute(t), t.meta)
-    return frame_tree(summary, tables), summary, tables
+    # attributed here, not through phprof.results: the session's trace file is not written to
+    results = attribute(load(gpt2_trace[0]))
+    return frame_tree(results), results
 
 
 def test_the_root_holds_the_inferences_energy_and_frames_add_up(tree):
-    tree, summary, tables = tree
+    tree, results = tree
     root = tree["root"]
-    assert tree["total_j"] == root["energy_j"] == pytest.approx(summary["inferences_energy"]["joules"], rel=1e-9)
+    assert tree["total_j"] == root["energy_j"] == pytest.approx(results.inferences_energy.joules, rel=1e-9)
     for frame, _ in walk(root):
         assert frame["energy_j"] == pytest.approx(frame["self_j"] + sum(c["energy_j"] for c in frame["children"]),
                                                   rel=1e-9, abs=1e-12)
@@ -38,11 +38,11 @@ def test_the_root_holds_the_inferences_energy_and_frames_add_up(tree):
 
 
 def test_every_layer_is_a_frame_under_its_parent_with_ops_at_the_leaves(tree):
-    tree, summary, tables = tree
+    tree, results = tree
     paths = {f["path"]: (f, d) for f, d in walk(tree["root"])}
-    for label in tables["layers"]["label"]:
-        if label != "(idle)":
-            assert label in paths
+    for layer in results.layers:
+        if layer.role is not Role.BETWEEN_INFERENCES:
+            assert layer.label in paths
     attn, depth = paths["transformer.h.0.attn"]
     assert attn["kind"] == "attention" and attn["name"] == "attn" and attn["calls"] == 60 * 4
     assert paths["transformer.h.0"][0]["name"] == "h.0"
@@ -54,10 +54,13 @@ def test_every_layer_is_a_frame_under_its_parent_with_ops_at_the_leaves(tree):
             assert f["low_j"] <= f["energy_j"] * (1 + 1e-9) and f["energy_j"] <= f["high_j"] * (1 + 1e-9)
 
 
-def test_flamegraph_command_bad_input(gpt2_trace, tmp_path):
+def test_flamegraph_bad_output(gpt2_trace, tmp_path):
+    """What `phprof flamegraph` refuses (its exit codes: tests/test_commands_report.py), from the library."""
     path = tmp_path / "t.h5"
     shutil.copy(gpt2_trace[0], path)
-    r = CliRunner().invoke(main, ["flamegraph", str(path), "-o", str(tmp_path / "x.png")])
-    assert r.exit_code == 2 and "cannot tell the format" in r.output
-    r = CliRunner().invoke(main, ["flamegraph", str(path), "-o", str(tmp_path / "missing" / "x.html")])
-    assert r.exit_code == 1 and "does not exist" in r.output
+    view = phprof.flamegraph(path)
+    with pytest.raises(RenderError, match="cannot tell the format"):
+        phprof.render(view, tmp_path / "x.png")
+    with pytest.raises(RenderError, match="does not exist"):
+        phprof.render(view, tmp_path / "missing" / "x.html")
+    assert not (tmp_path / "x.png").exists()

@@ -1,8 +1,9 @@
 """The HTML flamegraph: what it embeds (plain Python) and how it behaves in a
-headless Chromium (selenium). The browser tests skip, saying why, where
-selenium, chromium or chromedriver is missing (``apt-get install chromium
-chromium-driver``; ``pip install selenium``). Screenshots go to
-tests/artifacts/.
+headless Chromium (selenium); the pages of real traces (``phprof.render`` of
+``phprof.flamegraph`` and ``phprof.report``), with and without energy. The
+browser tests skip, saying why, where selenium, chromium or chromedriver is
+missing (``apt-get install chromium chromium-driver``; ``pip install
+selenium``). Screenshots go to tests/artifacts/.
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from phprof.render.frames import add_up
-
-from phprof.render.html import embedded_data, flamegraph_html
+import phprof
+from phprof.render.flamegraph import embedded_data, flamegraph_html
+from phprof.render.frames import TIME_ONLY, add_up
+from phprof.render.palette import KINDS
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 INFERENCES = 100
@@ -409,22 +411,17 @@ def test_large_tree_in_browser(browser, big, tmp_path):
 
 
 def test_a_real_traces_flamegraph_and_report_page_in_browser(browser, gpt2_trace, tmp_path):
-    """The whole path: a traced tiny gpt2 (fake GPU power) -> `phprof flamegraph` and
-    `phprof report --html` -> the browser. The page's root total is the report's."""
+    """The whole path: a traced tiny gpt2 (fake GPU power) -> its flamegraph page and its
+    report page (``phprof.render``) -> the browser. The page's root total is the report's.
+    (What `phprof flamegraph` and `phprof report --html` write: tests/test_commands_views.py.)"""
     import shutil as sh
-
-    from click.testing import CliRunner
-
-    from phprof.cli import main
 
     trace_path = tmp_path / "gpt2.h5"
     sh.copy(gpt2_trace[0], trace_path)
-    runner = CliRunner()
-    r = runner.invoke(main, ["report", str(trace_path), "--json", "--html", str(tmp_path / "report.html")])
-    assert r.exit_code == 0, r.output
-    report_total = json.loads(r.output[r.output.index("{"):])["summary"]["inferences_energy"]["joules"]
-    r = runner.invoke(main, ["flamegraph", str(trace_path), "-o", str(tmp_path / "flame.html")])
-    assert r.exit_code == 0, r.output
+    report = phprof.report(trace_path)
+    report_total = json.loads(phprof.render(report, "json"))["summary"]["inferences_energy"]["joules"]
+    assert phprof.render(report, tmp_path / "report.html") == tmp_path / "report.html"
+    assert phprof.render(phprof.flamegraph(trace_path), tmp_path / "flame.html") == tmp_path / "flame.html"
     for page, shot in (("flame.html", "flamegraph-gpt2.png"), ("report.html", "report-gpt2.png")):
         _open(browser, (tmp_path / page).read_text(), tmp_path / f"copy-{page}")
         _no_errors(browser)
@@ -439,3 +436,109 @@ def test_a_real_traces_flamegraph_and_report_page_in_browser(browser, gpt2_trace
             assert "Power over" in browser.page_source and "Energy share against time share" in browser.page_source
         _screenshot(browser, shot)
         browser.set_window_size(1400, 1000)
+
+
+# ---- the palette ------------------------------------------------------------------------------
+def test_the_page_embeds_the_palette():
+    data = _page_data(flamegraph_html(bert_tree(1)))
+    assert data["palette"] == json.loads(json.dumps(KINDS))  # kind -> [legend name, [h, s, l]]
+    assert data["measure"] == "energy"
+
+
+def test_the_legend_and_colours_come_from_the_palette(browser, tmp_path, monkeypatch):
+    tree = bert_tree(1)
+    kinds = {f["kind"] for f in _walk(tree["root"])}
+    _open(browser, flamegraph_html(tree), tmp_path / "palette.html")
+    legend = browser.find_element("id", "legend").text
+    for kind in kinds:  # every kind drawn has its palette name in the legend
+        assert KINDS[kind][0] in legend, kind
+    for kind, (name, _) in KINDS.items():  # and no kind that is not drawn
+        if not any(KINDS[k][0] == name for k in kinds):
+            assert name not in legend, name
+    h, s, _ = KINDS["mlp"][1]
+    colour = browser.execute_script("return window.phprof.frame('bert.encoder.layer.0.intermediate').colour")
+    assert re.match(rf"hsl\({h} {s}% \d+%\)", colour), colour
+    _no_errors(browser)
+    # the script reads the palette from the page's data: another palette, another legend and colour
+    mine = {**KINDS, "mlp": ("feed-forward", (100, 50, 60))}
+    monkeypatch.setattr("phprof.render.flamegraph.KINDS", mine)
+    _open(browser, flamegraph_html(tree), tmp_path / "palette2.html")
+    legend = browser.find_element("id", "legend").text
+    assert "feed-forward" in legend and "MLP" not in legend and KINDS["attention"][0] in legend
+    colour = browser.execute_script("return window.phprof.frame('bert.encoder.layer.0.intermediate').colour")
+    assert re.match(r"hsl\(100 50% \d+%\)", colour), colour
+    _no_errors(browser)
+
+
+def _walk(root):
+    stack = [root]
+    while stack:
+        f = stack.pop()
+        yield f
+        stack.extend(f["children"])
+
+
+# ---- a trace without energy: the same pages, by time -------------------------------------------
+_SILENT: dict = {}
+
+
+@pytest.fixture(scope="session")
+def silent_trace(tmp_path_factory):
+    """A tiny gpt2 traced with no power source: times, no energy. One trace per session,
+    shared by the modules that import this fixture (tests/test_compare.py...)."""
+    if "path" not in _SILENT:
+        out = tmp_path_factory.mktemp("silent") / "gpt2-no-power.h5"
+        phprof.trace("gpt2", inferences=3, warmup=0, output=out, size="tiny", idle_s=0, source="none", new_tokens=2)
+        _SILENT["path"] = out
+    return _SILENT["path"]
+
+
+def test_a_trace_without_energy_gives_a_time_flamegraph(silent_trace, tmp_path):
+    view = phprof.flamegraph(silent_trace)
+    assert not view.results.has_energy and "no power readings" in view.results.why_no_energy
+    path = phprof.render(view, tmp_path / "x.html")
+    assert path == tmp_path / "x.html"
+    page = path.read_text(encoding="utf-8")
+    data = _page_data(page)
+    assert data["measure"] == "time" and data["unit"] == "s"
+    assert TIME_ONLY == "time, energy not measured" and data["title"].endswith(f": {TIME_ONLY}")
+    assert data["title"].startswith("gpt2 (text-generation)")
+    assert f"<title>{data['title']}</title>" in page
+    cols = data["frames"]
+    assert all(x is None for x in cols["energy_j"]) and all(x is None for x in cols["self_j"])
+    assert cols["seconds"][0] > 0 and data["strings"][cols["method"][0]] == TIME_ONLY
+    assert data["palette"] == json.loads(json.dumps(KINDS))
+    # the file is what the html format returns; a title of one's own keeps the note
+    assert page == phprof.render(view, "html")
+    titled = _page_data(phprof.render(phprof.flamegraph(silent_trace, title="mine"), "html"))["title"]
+    assert titled == f"mine: {TIME_ONLY}"
+
+
+def test_a_time_flamegraph_and_report_page_in_browser(browser, silent_trace, tmp_path):
+    flame = phprof.render(phprof.flamegraph(silent_trace), tmp_path / "time.html")
+    report = phprof.render(phprof.report(silent_trace), tmp_path / "r.html")
+    ph = "return window.phprof."
+    for path, shot in ((flame, "flamegraph-time.png"), (report, "report-time.png")):
+        _open(browser, path.read_text(encoding="utf-8"), tmp_path / f"copy-{path.name}")
+        _no_errors(browser)
+        assert browser.execute_script(ph + "view()") == {"zoomedPath": "all", "mode": "time", "inverted": False}
+        energy = browser.find_element("id", "mode-energy")
+        assert not energy.is_enabled()  # nothing to draw by energy
+        browser.execute_script("document.getElementById('mode-energy').click()")
+        assert browser.execute_script(ph + "view()")["mode"] == "time"
+        assert browser.find_element("id", "mode-time").is_enabled()
+        title = browser.find_element("id", "title").text
+        assert TIME_ONLY in title and "time flamegraph" in title and TIME_ONLY in browser.title
+        header = browser.find_element("id", "head").text
+        assert "Energy was not measured" in header and "energy not measured" in header
+        assert "Total time:" in header and "per inference" in header
+        assert browser.execute_script(ph + "search('attn')") >= 1
+        browser.execute_script(ph + "search('')")
+        rows = browser.execute_script("return document.getElementById('canvas').height") // 20
+        tip = _hover(browser, 0.5, rows - 1)
+        assert "all" in tip and "of time" in tip and "not measured" in tip
+        if path is report:
+            body = browser.find_element("tag name", "body").text
+            assert "not measured" in body and "no power readings" in body
+        _screenshot(browser, shot)
+        _no_errors(browser)

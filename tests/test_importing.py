@@ -1,4 +1,4 @@
-"""phprof.importing: a Kineto trace and a power log CSV from elsewhere, as a phprof trace file.
+"""phprof.tracing.importing: a Kineto trace and a power log CSV from elsewhere, as a phprof trace file.
 
 Each real trace of ../shared/data/kineto is imported with a synthetic power log
 written over its own time range; the file read back is compared with what
@@ -16,15 +16,12 @@ import numpy as np
 import pytest
 
 import phprof
-from phprof.importing import (
-    ClockMismatchError,
-    PowerCsvError,
-    TraceImportError,
-    import_trace,
-    read_power_csv,
-)
+from phprof.energy import Method
 from phprof.sources import sensor_updates
-from phprof.tracing.kineto import Kind, load_kineto
+from phprof.sources.csvlog import PowerCsvError, read_power_csv
+from phprof.store import Kind
+from phprof.tracing.importing import ClockMismatchError, TraceImportError, import_trace
+from phprof.tracing.kineto import load_kineto
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kineto"
 V100 = DATA / "v100-resnet-ns.json.gz"
@@ -180,7 +177,8 @@ def test_import_real_trace(path, tmp_path):
         expected = step_integral(times, watts, a, b)
         # PowerLog interpolates on float64 times: ns since the epoch are resolved to 256 ns there
         assert e.joules == pytest.approx(expected, rel=1e-9, abs=1e-3)
-        assert e.method == "integrated gpu0.power_instant" and not e.measured
+        assert e.method is Method.INTEGRATED and e.detail == "gpu0.power_instant" and not e.measured
+        assert e.energy.method_text == "integrated gpu0.power_instant"
     a, b = int(tr.inferences["start_ns"].min()), int(tr.inferences["end_ns"].max())
     assert tr.summary["energy_j"] == pytest.approx(step_integral(times, watts, a, b), rel=1e-9, abs=1e-3)
     assert tr.summary["inferences"] == len(tr.inferences)
@@ -228,7 +226,8 @@ def test_energy_counter_and_power_together(tmp_path):
     ia, ib = 10, len(times) - 10
     a, b = int(times[ia]), int(times[ib])
     e = log.energy_between("gpu0", a, b)
-    assert e.method == "energy counter" and e.measured and e.channel == "gpu0.energy"
+    assert e.method is Method.COUNTER and e.measured and e.channel == "gpu0.energy"
+    assert e.energy.method_text == "energy counter"
     expected = float(Decimal(counter[ib]) - Decimal(counter[ia]))
     # one row's energy at each end at most (rows <= 6.7 ms apart, <= 270 W)
     assert e.uncertainty_j is not None and 0 < e.uncertainty_j <= 2 * 270 * np.diff(times).max() / 1e9
@@ -333,6 +332,26 @@ def test_garbage_cell_names_its_line(tmp_path):
         read_power_csv(p)
     p.write_text("timestamp_ns,power_w\n1712195495000000000,100\n1712195495010000000\n")
     with pytest.raises(PowerCsvError, match="line 3: 1 cells where the header has 2"):
+        read_power_csv(p)
+
+
+@pytest.mark.parametrize("bad", ["yesterday", "nan", "", "1712195495.5.1", "12:00:01"])
+def test_a_bad_time_cell_names_its_line(tmp_path, bad):
+    """The times are read in one go (phprof.clock.decimal_text_to_ns); a bad one is still
+    reported with its line in the file, blank lines counted."""
+    rows = [f"{1712195495 + i}.{i:09d},{100 + i}" for i in range(6000)]  # more than one chunk of the reader
+    rows[4321] = f"{bad},150"
+    p = tmp_path / "bad.csv"
+    p.write_text("timestamp_s,power_w\n" + "\n".join(rows[:10]) + "\n\n" + "\n".join(rows[10:]) + "\n")
+    with pytest.raises(PowerCsvError, match=rf"line 4324: timestamp_s = {bad!r} is not a number"):
+        read_power_csv(p)
+
+
+def test_times_beyond_an_int64_of_nanoseconds_are_a_wrong_unit(tmp_path):
+    """ms since the epoch named as seconds would not fit an int64 of ns: said as a wrong unit."""
+    us = [1712195495502094 + 10_000 * i for i in range(5)]
+    p = write_csv(tmp_path / "us.csv", ["time", "power_w"], [us, ["100"] * 5])
+    with pytest.raises(PowerCsvError, match="after the year 2100.*timestamp_us"):
         read_power_csv(p)
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phprof.tracing.kineto import DEVICE_KINDS, EVENT_DTYPE, STACK_DTYPE, Kind, KinetoTrace, load_kineto
+from phprof.store import CATEGORY, DEVICE_KINDS, STACK_DTYPE, Kind
+from phprof.tracing.kineto import KINETO_EVENT_DTYPE, KinetoTrace, load_kineto
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kineto"
 V100 = DATA / "v100-resnet-ns.json.gz"
@@ -65,8 +66,10 @@ def test_kind_values_are_fixed():
         "GPU_ANNOTATION": 5,
         "RUNTIME": 6,
     }
-    assert all(getattr(kineto, k.name) == k for k in Kind)
-    assert EVENT_DTYPE.names == (
+    # the kinds are the store's (phprof.store.Kind), which the parser maps every category to
+    assert kineto.Kind is Kind and set(CATEGORY) == set(Kind)
+    assert all(kineto._KIND_OF_CAT[CATEGORY[k]] == k for k in Kind)
+    assert KINETO_EVENT_DTYPE.names == (
         "start_ns", "end_ns", "name", "kind", "device", "stream", "correlation", "external_id", "op", "stack"
     )
 
@@ -86,7 +89,7 @@ def test_v100_counts_and_metadata(v100):
         "GPU_ANNOTATION": 15,
         "RUNTIME": 15329,
     }
-    assert v100.events.dtype == EVENT_DTYPE and v100.stacks.dtype == STACK_DTYPE
+    assert v100.events.dtype == KINETO_EVENT_DTYPE and v100.stacks.dtype == STACK_DTYPE
     assert s["skipped"] == {"Trace": 1}
     assert v100.base_time_ns == 0 and v100.schema_version == 1 and v100.exact_ns
     assert s["devices"] == [0]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from phprof.energy import Method
 from phprof.sources import RaplSource
 
 MAX_RANGE = 262143328850  # a real package zone's max_energy_range_uj
@@ -101,7 +102,8 @@ def test_energy_follows_the_counter_through_a_wrap(powercap):
     i0, i1 = written.index(int(r["value"][0])), written.index(int(r["value"][-1]))
     assert i1 - i0 > 20 and written[i1] < written[i0]  # went round
     total = log.energy("package-0")
-    assert total.measured and total.method == "energy counter" and total.counter_resets == 0
+    assert total.measured and total.method is Method.COUNTER and total.counter_resets == 0
+    assert total.energy.method_text == "energy counter"
     # 1 J per write, between the first and last readings: within one write at each end
     # (none at the end, where the counter was seen unchanged for longer than a write period)
     assert 0.5 < total.uncertainty_j <= 2.0 + 1e-9

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from phprof import _sampler
-from phprof.sources import READING_DTYPE, NvmlSource, recording, value_changes
+from phprof.energy import Method
+from phprof.sources import READING_DTYPE, Channel, NvmlSource, PowerLog, change_instants, recording, value_changes
 
 
 def sampler_threads(expect: int | None = None, timeout_s: float = 2.0) -> int:
@@ -90,7 +91,7 @@ def test_energy_readings_are_the_fake_counter_exactly(fake, fake_lib):
     assert int(last["value"] - first["value"]) in fake_diff
     # and the energy over the run is the true energy, within the uncertainty it states
     total = log.energy("gpu0")
-    assert total.method == "energy counter" and total.measured
+    assert total.method is Method.COUNTER and total.energy.method_text == "energy counter" and total.measured
     truth = fake.true_energy(0, int(first["t_before_ns"]), int(last["t_after_ns"]))
     assert 0 < total.uncertainty_j < 0.05 * truth
     assert abs(total.joules - truth) <= total.uncertainty_j
@@ -266,7 +267,8 @@ def test_no_energy_counter_falls_back_to_integrated_instant_power(fake, fake_lib
     e = log.of("gpu0.energy")
     assert len(e) == 1 and e["status"][0] == 3  # recorded once, then no longer asked
     total = log.energy("gpu0")
-    assert total.method == "integrated gpu0.power_instant" and not total.measured
+    assert total.method is Method.INTEGRATED and total.detail == "gpu0.power_instant" and not total.measured
+    assert total.energy.method_text == "integrated gpu0.power_instant"
     assert any("gpu0.energy unusable: not supported" in n for n in total.notes)
     p = log.of("gpu0.power_instant")
     truth = fake.true_energy(0, int(p["t_before_ns"][0]), int(p["t_after_ns"][-1]))
@@ -281,7 +283,8 @@ def test_no_power_field_at_all_gives_no_energy_and_says_why(fake, fake_lib):
     log = _sample(NvmlSource(gpus=[0], library=str(fake_lib)), 0.2)
     assert len(log.readings) == 3  # one NOT_SUPPORTED reading per field, then silence
     total = log.energy("gpu0")
-    assert total.joules is None and total.method == "none" and len(total.notes) == 3
+    assert total.joules is None and total.method is Method.NONE and len(total.notes) == 3
+    assert total.energy.method_text == "none"
 
 
 def test_counter_reset_is_recorded_and_bridged(fake, fake_lib):
@@ -300,6 +303,41 @@ def test_counter_reset_is_recorded_and_bridged(fake, fake_lib):
     # the stated uncertainty (one counter update at each end) plus what the reset hid:
     # up to one more update, between the last reading before it and the reset itself
     assert abs(total.joules - truth) <= total.uncertainty_j + 0.02 * 150
+
+
+def test_change_instants_of_integer_times():
+    """Each change lies between the start of the last read of the old value and the end of
+    the first read of the new one; its instant is the middle, in integer ns."""
+    t_lo = np.array([0, 10, 20, 30, 40, 50], np.int64)
+    t_hi = t_lo + 3
+    values = np.array([5, 5, 7, 7, 7, 9])
+    instants, new = change_instants(t_lo, t_hi, values)
+    assert instants.dtype.kind == "i" and new.tolist() == [7, 9]
+    assert instants.tolist() == [(10 + 23) // 2, (40 + 53) // 2]  # 16 (floored), 46
+    none = change_instants(t_lo, t_hi, np.full(6, 4))
+    assert len(none[0]) == 0 and len(none[1]) == 0
+
+
+def test_change_instants_of_float_times_read_at_one_instant():
+    """Readings stamped with one time (a CSV row, a probe) pass it twice; float times stay float."""
+    t_s = np.array([0.0, 0.1, 0.2, 0.3, 0.45])
+    watts = np.array([100.0, 100.0, 250.5, 250.5, 90.0])
+    instants, new = change_instants(t_s, t_s, watts)
+    assert instants.dtype.kind == "f" and new.tolist() == [250.5, 90.0]
+    assert instants == pytest.approx([0.15, 0.375])
+
+
+def test_a_counter_reset_to_zero_and_read_as_zero_is_bridged():
+    """A 64-bit counter read as 0 right after a reset: the read is no update (regression:
+    the update instants and the energies once disagreed in length)."""
+    r = np.zeros(10, READING_DTYPE)
+    r["t_before_ns"] = np.arange(10) * 10_000_000
+    r["t_after_ns"] = r["t_before_ns"] + 1_000
+    r["value"] = [0, 100, 200, 300, 400, 0, 0, 100, 200, 300]  # mJ; reset between rows 4 and 5
+    log = PowerLog("nvml", (Channel("gpu0.energy", "gpu0", "energy", "mJ", "test counter"),), r)
+    total = log.energy("gpu0")
+    assert total.method is Method.COUNTER and total.counter_resets == 1 and any("reset" in n for n in total.notes)
+    assert total.joules == pytest.approx(0.7, abs=total.uncertainty_j)  # 400 mJ before the reset, 300 after
 
 
 def test_changed_only_keeps_every_change_bracketed(fake, fake_lib):

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phprof.attribution.sensor import Schedule, fit_period, fit_sensor, naive_phase_means, update_instants
-from phprof.sources import NvmlSource
+from phprof.attribution.sensor import Schedule, fit_period, fit_sensor, naive_phase_means
+from phprof.sources import NvmlSource, change_instants
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "a100-square-wave"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} is missing (../shared is not beside the repo)")
@@ -48,7 +48,8 @@ def test_the_fitted_sensor_model_recovers_the_a100s_period_window_and_levels():
 def test_the_update_probe_shows_the_101_ms_period():
     with gzip.open(DATA / "update-probe-nvml.csv.gz") as f:
         probe = np.loadtxt(f, delimiter=",", skiprows=1)
-    instants, _ = update_instants(probe[:, 0] / 1e3, probe[:, 2])
+    t_s = probe[:, 0] / 1e3  # each reading stamped at one instant: it brackets its own change
+    instants, _ = change_instants(t_s, t_s, probe[:, 2])
     period, _, jitter = fit_period(instants)
     assert period == pytest.approx(0.101, abs=0.001) and jitter < 0.008
 

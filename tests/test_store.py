@@ -1,16 +1,23 @@
-"""The trace file: what is written is what is read, and a run cut short stays readable."""
+"""The trace file: what is written is what is read (its tables and the typed results), and a run cut
+short stays readable."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
+from dataclasses import fields
 
 import h5py
 import numpy as np
 import pytest
 
-from phprof.sources import READING_DTYPE, Channel, PowerLog
-from phprof.store import EVENT_DTYPE, INFERENCE_DTYPE, PHASE_DTYPE, STACK_DTYPE, TraceFileError, TraceWriter, load
+from phprof.energy import Energy, Method
+from phprof.sources import READING_DTYPE, Channel, PowerLog, SensorModel
+from phprof.store import (EVENT_DTYPE, INFERENCE_DTYPE, PHASE_DTYPE, STACK_DTYPE, TraceFileError, TraceWriter, load,
+                          write_results)
+from phprof.store.results import (RESULTS_VERSION, Carbon, ComponentEnergy, Group, KernelEnergy, Layer, Leaf,
+                                  PhaseEnergy, Results, Role, Rollups, from_tables, to_tables)
 
 CHANNELS = (Channel("gpu0.energy", "gpu0", "energy", "mJ", "NVML total energy counter"),)
 
@@ -124,3 +131,166 @@ def test_writer_refuses_to_clobber_or_write_nowhere(tmp_path):
         TraceWriter(tmp_path / "no" / "dir" / "t.h5", {})
     with pytest.raises(PermissionError, match="cannot write"):
         TraceWriter(tmp_path, {}, overwrite=True)  # a folder, not a file
+
+
+# ---- the results: what write_results stores is what load reads back ------------------------------
+
+
+def _energies() -> list[Energy]:
+    """Energies of several methods: with and without a range and a detail, bound or not."""
+    return [
+        Energy(12.5, 12.25, 12.75, Method.COUNTER, bound=True),
+        Energy(3.0, 2.5, 3.75, Method.WLS),  # a confidence interval
+        Energy(1.0 / 3.0, None, None, Method.INTEGRATED, "gpu0.power_instant"),
+        Energy(0.125, 0.0, 0.5, Method.WITHIN_GROUP, "transformer.h.0.attn (+2 merged)", bound=True),
+        Energy(7.0, method=Method.TIME_PROPORTIONAL),
+        Energy(2.0, 1.5, 2.5, Method.MIXED, "windowed least squares; energy counter"),
+        Energy(None, method=Method.NONE),
+    ]
+
+
+def synthetic_results() -> Results:
+    """Results with every field set, every role, method and kind of row (no model, no GPU)."""
+    e = _energies()
+    layers = [
+        Layer("transformer.h.0.attn", Role.MODULE, 0.25, e[1], 12.0, "transformer.h.0.attn (+2 merged)",
+              parent="transformer.h.0", calls=60, component="attention", part="scores", stack="decoder",
+              module_type="GPT2Attention", parameters=2_359_296, inclusive_low_j=2.5, inclusive_high_j=4.0),
+        Layer("transformer.h.0.mlp", Role.MODULE, 0.5, e[3], None, "transformer.h.0.attn (+2 merged)",
+              parent="transformer.h.0", calls=60, component="mlp", stack="decoder", unclassified=True,
+              module_type="GPT2MLP", parameters=4_722_432),  # no power of its own, no inclusive interval
+        Layer("lm_head", Role.MODULE, 0.125, e[5], 16.0, "lm_head", calls=60, component="head",
+              module_type="Linear", parameters=0, inclusive_low_j=1.5, inclusive_high_j=2.5),
+        Layer(Role.OUTSIDE_MODULES.label, Role.OUTSIDE_MODULES, 0.0625, e[4], 112.0, Role.OUTSIDE_MODULES.label),
+        Layer(Role.NO_KERNEL.label, Role.NO_KERNEL, 0.03125, e[2], 10.5, Role.NO_KERNEL.label),
+        Layer("lm_head.never_powered", Role.MODULE, 0.015625, None, None, "lm_head.never_powered",
+              parent="lm_head", calls=1, module_type="Identity"),  # an energy of None
+        Layer(Role.BETWEEN_INFERENCES.label, Role.BETWEEN_INFERENCES, 2.0, e[0], 6.25, Role.BETWEEN_INFERENCES.label),
+    ]
+    leaves = [
+        Leaf("transformer.h.0.attn", "ampere_sgemm_128x64_tn", "kernel", 120, 0.125, e[1].scaled(0.5)),
+        Leaf("transformer.h.0.attn", "void at::native::softmax<float>(...)", "kernel", 60, 0.0625, e[3]),
+        Leaf("lm_head.never_powered", "aten::linear", "op", 1, 0.001, None),
+    ]
+    return Results(
+        model='"gpt2" (tiny)',  # text a reader could take for JSON stays text
+        task="text-generation",
+        device="gpu0",
+        device_name="NVIDIA A100-SXM4-80GB — fake",
+        trace_status="complete",
+        inferences=3,
+        span_s=2.984375,
+        inference_s=0.984375,
+        batch_size=2,
+        timeline="device kernels",
+        layers=layers,
+        leaves=leaves,
+        why_no_energy=None,
+        total=Energy(25.5, 24.5, 26.5, Method.COUNTER, bound=True),
+        total_uncertainty_j=1.0,
+        inferences_energy=Energy(13.0, 12.0, 14.0, Method.COUNTER, bound=True),
+        idle_w=55.25,
+        method=Method.WLS,
+        interval=0.95,
+        sensor=SensorModel(0.1, 0.025, 0.002, "fitted to the run"),
+        sensor_updates=31,
+        residual_w=1.75,
+        scale=1.0625,
+        groups=[Group("transformer.h.0.attn (+2 merged)", 0.75, 12.5, e[1]), Group("lm_head", 0.125, 16.0, e[5])],
+        per_inference=[e[0], Energy(4.0, 3.5, 4.5, Method.COUNTER, bound=True), Energy(4.5, method=Method.COUNTER)],
+        phases=[PhaseEnergy("prefill", 3, e[1]), PhaseEnergy("decode", 9, e[5]), PhaseEnergy("forward", 0, e[6])],
+        components=[ComponentEnergy("attention", "", 0.25, e[1]), ComponentEnergy("mlp", "", 0.5, e[3])],
+        stack_components=[ComponentEnergy("attention", "decoder", 0.25, e[1]),
+                          ComponentEnergy("mlp", "decoder", 0.5, Energy(None, method=Method.LAYERS_SUM))],
+        kernels=[KernelEnergy("ampere_sgemm_128x64_tn", 120, 0.125, e[1].scaled(0.5)),
+                 KernelEnergy("void at::native::softmax<float>(...)", 60, 0.0625, e[3])],
+        notes=["the span covers few updates of gpu0.energy", "[not json]", "null"],
+    )
+
+
+def time_only_results() -> Results:
+    """A trace without power readings: times only, every energy None."""
+    return Results(
+        model="gpt2", task=None, device="", device_name=None, trace_status="interrupted", inferences=2,
+        span_s=0.5, inference_s=0.25, batch_size=None, timeline="module scopes (CPU)",
+        layers=[Layer("transformer.h.0", Role.MODULE, 0.125, None, None, "transformer.h.0", calls=2),
+                Layer(Role.OUTSIDE_MODULES.label, Role.OUTSIDE_MODULES, 0.125, None, None, Role.OUTSIDE_MODULES.label),
+                Layer(Role.BETWEEN_INFERENCES.label, Role.BETWEEN_INFERENCES, 0.25, None, None,
+                      Role.BETWEEN_INFERENCES.label)],
+        leaves=[Leaf("transformer.h.0", "aten::mm", "op", 4, 0.0625, None)],
+        why_no_energy="the trace was recorded with --source none",
+        per_inference=[None, None],
+    )
+
+
+def trace_file(path):
+    w = TraceWriter(path, {"model": "gpt2"})
+    window(w, 0, 2)
+    w.close("complete")
+    return path
+
+
+@pytest.mark.parametrize("make", [synthetic_results, time_only_results], ids=["energies", "time-only"])
+def test_results_round_trip(tmp_path, make):
+    path = trace_file(tmp_path / "t.h5")
+    original = make()
+    assert load(path).results is None  # not attributed yet
+    write_results(path, original)
+    back = load(path).results
+    assert back == original
+    # field by field too, so that a failure names the table that differs
+    for name in ("layers", "leaves", "groups", "per_inference", "phases", "components", "stack_components",
+                 "kernels", "notes"):
+        assert getattr(back, name) == getattr(original, name), name
+    assert [x.role for x in back.layers] == [x.role for x in original.layers]
+
+
+def test_every_role_and_method_kind_is_in_the_round_trip():
+    """The synthetic results cover what the test above claims to cover."""
+    r = synthetic_results()
+    assert {x.role for x in r.layers} == set(Role)
+    energies = [x.energy for x in r.layers] + [x.energy for x in r.leaves] + r.per_inference
+    assert None in energies
+    energies = [x for x in energies if x is not None]
+    assert len({x.method for x in energies}) >= 5
+    assert any(x.has_range and x.bound for x in energies) and any(x.has_range and not x.bound for x in energies)
+    assert any(not x.has_range for x in energies) and any(x.detail for x in energies)
+    assert all(getattr(r, f.name) not in (None, [], "") for f in fields(Results) if f.name != "why_no_energy")
+
+
+def test_results_replace_earlier_ones_and_keep_the_rollups(tmp_path):
+    path = trace_file(tmp_path / "t.h5")
+    write_results(path, time_only_results())
+    r = synthetic_results()
+    per = r.inferences_energy.scaled(1 / r.inferences)
+    carbon = Carbon("world", "World", 480.0, 2023, "Ember", 1.5, 1.25, 1.75)
+    write_results(path, r, Rollups(per, per.scaled(1000), 1.2, carbon, tokens=24))
+    assert load(path).results == r
+    with h5py.File(path) as f:
+        rollups = json.loads(f["results"].attrs["rollups"])
+    assert rollups["pue"] == 1.2 and rollups["tokens"] == 24 and rollups["carbon"]["region"] == "world"
+    assert rollups["per_1000"]["method"] == "COUNTER"
+    assert rollups["per_1000"]["joules"] == pytest.approx(per.joules * 1000)
+
+
+def test_results_of_another_version_read_back_as_none(tmp_path):
+    path = trace_file(tmp_path / "t.h5")
+    write_results(path, synthetic_results())
+    for version in (RESULTS_VERSION - 1, RESULTS_VERSION + 1):
+        with h5py.File(path, "r+") as f:
+            f["results"].attrs["results_version"] = version
+        t = load(path)
+        assert t.results is None and t.complete  # recomputed by whoever needs them; the trace still reads
+    attrs, tables = to_tables(synthetic_results())
+    assert from_tables(attrs, tables) == synthetic_results()
+    assert from_tables({**attrs, "results_version": RESULTS_VERSION - 1}, tables) is None
+    assert from_tables({k: v for k, v in attrs.items() if k != "results_version"}, tables) is None
+
+
+def test_results_are_not_written_into_other_files(tmp_path):
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = 1
+    with pytest.raises(TraceFileError, match="not a phprof trace"):
+        write_results(tmp_path / "other.h5", synthetic_results())
+    with pytest.raises(PermissionError, match="cannot write the results"):
+        write_results(tmp_path / "absent.h5", synthetic_results())

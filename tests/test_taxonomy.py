@@ -12,6 +12,7 @@ from phprof import load
 from phprof.attribution import attribute
 from phprof.attribution.components import COMPONENTS, Taxonomy
 from phprof.models.factory import build
+from phprof.store.results import Role
 from phprof.tracing.run import trace
 
 # one model of each family the issue names: decoder-only, seq2seq, encoder, vision, diffusion
@@ -106,12 +107,12 @@ def t5_small_trace(tmp_path_factory, fake_lib):
 def test_gpt2_and_t5_small_every_module_in_a_component_and_the_components_add_up(which, gpt2_trace,
                                                                                   t5_small_trace):
     path = gpt2_trace[0] if which == "gpt2" else t5_small_trace
-    att = attribute(load(path))
-    assert not [layer.label for layer, c in zip(att.layers, att.classes) if c.unclassified]
-    total = sum(e.joules for _, e in att.components.values())
-    assert total == pytest.approx(att.inferences_energy.joules, rel=1e-9)
+    r = attribute(load(path))
+    assert not [layer.label for layer in r.layers if layer.unclassified]
+    total = sum(c.energy.joules for c in r.components)
+    assert total == pytest.approx(r.inferences_energy.joules, rel=1e-9)
     expected = {"embeddings", "self-attention", "mlp", "norm"} | ({"cross-attention"} if which == "t5-small" else set())
-    assert expected <= set(att.components)
-    stacks = {c.stack for c in att.classes}
+    assert expected <= {c.component for c in r.components}
+    stacks = {layer.stack for layer in r.layers if layer.role is not Role.BETWEEN_INFERENCES}
     assert stacks >= ({"encoder", "decoder"} if which == "t5-small" else {"decoder"})
-    assert np.isfinite([e.joules for _, e in att.components.values()]).all()
+    assert np.isfinite([c.energy.joules for c in r.components]).all()

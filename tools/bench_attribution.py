@@ -37,13 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fake_nvml  # noqa: E402
 from fake_nvml import OUTSIDE_TAG, power_per_module  # noqa: E402
 
-from phprof import load  # noqa: E402
-from phprof.attribution import attribute  # noqa: E402
-from phprof.attribution.estimate import TIME_PROPORTIONAL  # noqa: E402
+import phprof  # noqa: E402
 from phprof.attribution.timeline import trace_timeline  # noqa: E402
-from phprof.attribution.timeline import OUTSIDE  # noqa: E402
+from phprof.energy import Method  # noqa: E402
 from phprof.sources import sensor_updates  # noqa: E402
-from phprof.tracing.run import trace  # noqa: E402
+from phprof.store.results import Role  # noqa: E402
 
 warnings.filterwarnings("ignore")
 LAG_S = 0.005  # the fake sensor's lag: phprof is not told, it fits it
@@ -64,46 +62,49 @@ def fake_gpu(work: Path, preset: str, seed: int):
 
 def compare(path: Path, fake, tags: dict) -> dict:
     """phprof's layers against the truth, and the naive figures."""
-    t = load(path)
-    att = attribute(t)
-    est = att.estimate
+    t = phprof.load(path)
+    results = phprof.results(path, store=False)
     timeline = trace_timeline(t)[0]
     true_j = np.array([fake.true_energy(0, int(a), int(b)) for a, b in zip(timeline.starts_ns, timeline.ends_ns)])
     label_truth = np.bincount(timeline.labels, true_j, len(timeline.names))
-    inferences_j = att.inferences_energy.joules
-    members: dict[int, list[int]] = {}
-    for j in range(len(est.labels)):
-        members.setdefault(int(est.group_of[j]), []).append(j)
-    if est.method == TIME_PROPORTIONAL:  # no resolved groups: each label with its bounds
-        members = {j: [j] for j in range(len(est.labels))}
-    seconds = sum(x.seconds for x in est.labels)
-    active = est.total_j - est.idle.energy_j
+    inferences_j = results.inferences_energy.joules
+    layers = [x for x in results.layers if x.role is not Role.BETWEEN_INFERENCES]  # in the timeline's order
+    # each resolved group and its labels; without resolved groups (a split by time) each label with its bounds
+    by_time = results.method is Method.TIME_PROPORTIONAL
+    members: dict[str, list[int]] = {}
+    for j, x in enumerate(layers):
+        members.setdefault(x.label if by_time else x.group, []).append(j)
+    groups = {g.label: g for g in results.groups}
+    seconds = sum(x.seconds for x in layers)
+    idle = next(x for x in results.layers if x.role is Role.BETWEEN_INFERENCES)
+    active = results.total.joules - idle.energy.joules
     rows = []
     tag_gap = []
-    for g, labels in members.items():
+    for group, labels in members.items():
         names = [timeline.names[j] for j in labels]
-        if OUTSIDE in names:
+        if any(layers[j].role is Role.OUTSIDE_MODULES for j in labels):
             continue
         truth = float(label_truth[labels].sum())
         tag_gap.append(abs(sum(fake.tag_energy(0, tags[n]) for n in names) - truth) / inferences_j)
-        group = est.groups[g] if est.method != TIME_PROPORTIONAL else est.labels[g]
-        naive = active * group.seconds / seconds
-        rows.append((group.label, truth, group.energy_j, group.low_j, group.high_j, naive))
+        row = layers[labels[0]] if by_time else groups[group]
+        e = row.energy
+        naive = active * row.seconds / seconds
+        rows.append((group, truth, e.joules, e.low_j, e.high_j, naive))
     span = (int(t.inferences["start_ns"].min()), int(t.inferences["end_ns"].max()))
     true_total = fake.true_energy(0, *span)
     updates, mw = sensor_updates(t.power.of("gpu0.power_instant"))
     inside = (updates >= span[0]) & (updates <= span[1])
     integrated = float(np.mean(mw[inside])) / 1e3 * (span[1] - span[0]) / 1e9
-    return {"att": att, "rows": rows, "tag_gap": max(tag_gap), "inferences_j": inferences_j, "true_total": true_total,
-            "counter_total": est.total_j, "integrated_total": integrated, "n": len(t.inferences),
-            "span_s": (span[1] - span[0]) / 1e9}
+    return {"results": results, "rows": rows, "tag_gap": max(tag_gap), "inferences_j": inferences_j,
+            "true_total": true_total, "counter_total": results.total.joules, "integrated_total": integrated,
+            "n": len(t.inferences), "span_s": (span[1] - span[0]) / 1e9}
 
 
 def run_gpt2(work: Path, seed: int, inferences: int) -> dict:
     fake = fake_gpu(work, "a100", seed)
     levels, tags = {}, {}
     out = work / f"gpt2-{seed}.h5"
-    trace("gpt2", inferences=inferences, warmup=0, output=out, size="tiny", idle_s=0.5, source="nvml",
+    phprof.trace("gpt2", inferences=inferences, warmup=0, output=out, size="tiny", idle_s=0.5, source="nvml",
           setup=power_per_module(fake, levels, tags, dwell_s=DWELL_S))
     fake.set_power(0, fake_nvml.OUTSIDE_W, tag=OUTSIDE_TAG)
     result = compare(out, fake, tags)
@@ -141,7 +142,7 @@ def run_adversarial(work: Path, anti_alias: bool, inferences: int) -> dict:
     levels, tags = {}, {}
     out = work / f"padded-{anti_alias}.h5"
     # one profiler window for the whole run: saving a window pauses the loop, which would shift the phase
-    trace("distilbert-base-uncased-finetuned-sst-2-english", inferences=inferences, warmup=0, output=out,
+    phprof.trace("distilbert-base-uncased-finetuned-sst-2-english", inferences=inferences, warmup=0, output=out,
           size="tiny", idle_s=0.5, source="nvml", anti_alias=anti_alias, events_per_window=10**8,
           setup=padded(fake, levels, tags, PADDED_PERIOD_S))
     fake.set_power(0, fake_nvml.OUTSIDE_W, tag=OUTSIDE_TAG)
@@ -155,12 +156,12 @@ def summarise(label: str, r: dict) -> tuple[float, float, float, list[bool]]:
     err = [abs(e - t) / total for _, t, e, *_ in r["rows"]]
     naive = [abs(n - t) / total for _, t, _, _, _, n in r["rows"]]
     inside = [lo <= t <= hi for _, t, _, lo, hi, _ in r["rows"]]
-    att = r["att"]
-    print(f"| {label} | {r['n']} | {r['span_s']:.0f} | {len(r['rows'])}/{len(att.layers) - 1} | "
+    res = r["results"]
+    print(f"| {label} | {r['n']} | {r['span_s']:.0f} | {len(r['rows'])}/{len(res.layers) - 2} | "
           f"{max(err):.2%} | {max(naive):.2%} | {np.mean(inside):.0%} | "
           f"{100 * (r['counter_total'] / r['true_total'] - 1):+.2f}% | "
           f"{100 * (r['integrated_total'] / r['true_total'] - 1):+.2f}% | "
-          f"{att.sensor.lag_s * 1e3:+.0f} ms / {att.sensor.window_s * 1e3:.0f} ms | {att.estimate.method} | "
+          f"{res.sensor.lag_s * 1e3:+.0f} ms / {res.sensor.window_s * 1e3:.0f} ms | {res.method.text()} | "
           f"{r['tag_gap']:.2%} |")
     return max(err), max(naive), float(np.mean(inside)), inside
 
@@ -192,7 +193,7 @@ def main() -> None:
             r = run_adversarial(work, anti_alias, 1300)
             summarise(f"{PADDED_PERIOD_S * 1e3:.0f} ms inferences, h100 100 ms sensor, anti-alias "
                       f"{'on' if anti_alias else 'off'}", r)
-            print("|  | " + "; ".join(n for n in r["att"].notes if "windows" in n) + " ||||||||||")
+            print("|  | " + "; ".join(n for n in r["results"].notes if "windows" in n) + " ||||||||||")
     print()
     print(f"sensor: fake a100 (101 ms update, 25 ms window, {LAG_S * 1e3:.0f} ms lag, 1% noise) for gpt2, the fake "
           "h100 preset for the adversarial rows; errors are shares of the inferences' own energy; totals against "

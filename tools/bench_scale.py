@@ -24,8 +24,7 @@ import numpy as np
 
 def write_trace(path: Path, kernels: int, samples: int, inferences: int = 1000, layers: int = 48) -> None:
     from phprof.sources import READING_DTYPE, Channel, PowerLog
-    from phprof.store import EVENT_DTYPE, INFERENCE_DTYPE, TraceWriter
-    from phprof.tracing.kineto import Kind
+    from phprof.store import EVENT_DTYPE, INFERENCE_DTYPE, PHASE_DTYPE, STACK_DTYPE, Kind, TraceWriter
 
     rng = np.random.default_rng(0)
     scopes = ["Model"] + [f"layers.{i}" for i in range(layers)]
@@ -86,9 +85,8 @@ def write_trace(path: Path, kernels: int, samples: int, inferences: int = 1000, 
             "sensor": {"source": "nvml", "devices": {"gpu0": "NVIDIA H100 80GB HBM3"}}}
     w = TraceWriter(path, meta, overwrite=True)
     w.append_strings(strings)
-    w.append_stacks(np.array(stacks, dtype=[("parent", "<u4"), ("scope", "<u4")]))
-    w.append_window(ev, inf, np.zeros(0, dtype=[("inference", "<i4"), ("name", "<u4"), ("start_ns", "<i8"),
-                                                  ("end_ns", "<i8")]),
+    w.append_stacks(np.array(stacks, dtype=STACK_DTYPE))
+    w.append_window(ev, inf, np.zeros(0, dtype=PHASE_DTYPE),
                     (0, 0, inferences - 1, int(inf["start_ns"][0]), int(inf["end_ns"][-1]), kernels))
     w.append_power(PowerLog("nvml", channels, readings))
     w.close("complete")
@@ -99,20 +97,19 @@ import json, resource, sys, time
 t = time.perf_counter()
 from phprof import load
 from phprof.attribution import attribute
-from phprof.attribution.results import to_results
 from phprof.store import write_results
 imported = time.perf_counter()
 trace = load(sys.argv[1])
 loaded = time.perf_counter()
-att = attribute(trace)
+results = attribute(trace)
 attributed = time.perf_counter()
-summary, tables = to_results(att, trace.meta)
-write_results(sys.argv[1], summary, tables)
+write_results(sys.argv[1], results)
 stored = time.perf_counter()
 print(json.dumps({"import": imported - t, "load": loaded - imported, "attribute": attributed - loaded,
                   "store": stored - attributed, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "method": att.estimate.method, "updates": att.estimate.updates, "labels": len(att.layers),
-                  "groups": len(att.estimate.groups), "kernels": len(att.kernels)}))
+                  "method": results.method.text(), "updates": results.sensor_updates,
+                  "labels": len(results.layers) - 1, "groups": len(results.groups),
+                  "kernels": len(results.kernels)}))
 """
 
 

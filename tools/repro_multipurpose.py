@@ -24,15 +24,12 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
-from click.testing import CliRunner
-
-from phprof import load
-from phprof.attribution.attribute import layer_times, module_types
-from phprof.attribution.components import COMPONENTS, Taxonomy
-from phprof.cli import main as cli
+import phprof
+from phprof.attribution.components import COMPONENTS
 from phprof.models import get_task, resolve
 from phprof.models.tasks import default_shape
-from phprof.tracing.run import trace
+from phprof.store import phase_kind
+from phprof.store.results import Role
 
 TASKS = {  # the study's zero-shot settings (paper.md): the dataset whose shape to use, None for
     "zero-shot-sentiment": None,  # the mean of the task's datasets (phprof trace's default): 1 new token
@@ -43,16 +40,15 @@ TASKS = {  # the study's zero-shot settings (paper.md): the dataset whose shape 
 
 def component_times(path: Path) -> tuple[dict[tuple[str, str], float], dict, int]:
     """Seconds per (stack, component) over a trace's inferences, the phases' counts, inferences."""
-    t = load(path)
-    types = module_types(t)
-    tax = Taxonomy.load()
+    t = phprof.load(path)
+    results = phprof.results(path, store=False)
     out: dict[tuple[str, str], float] = defaultdict(float)
-    for label, seconds in layer_times(t)[1]:
-        c = tax.classify(label, types)
-        out[(c.stack or "-", c.component)] += seconds
+    for x in results.layers:
+        if x.role is not Role.BETWEEN_INFERENCES and x.seconds > 0:
+            out[(x.stack or "-", x.component)] += x.seconds
     phases: dict[str, int] = defaultdict(int)
     for name in t.phases["name"]:
-        phases[t.strings[int(name)].split(".")[0]] += 1
+        phases[phase_kind(t.strings[int(name)])] += 1
     return dict(out), dict(phases), len(t.inferences)
 
 
@@ -103,18 +99,16 @@ def main() -> None:
             shape = default_shape(resolve(model), get_task(task), TASKS[task])
             print(f"tracing {model} on {task} ({args.inferences} inferences, {shape.seq_len} input tokens, "
                   f"{shape.new_tokens} new tokens)...", file=sys.stderr)
-            s = trace(model, task, inferences=args.inferences, warmup=1, output=out, overwrite=True,
+            s = phprof.trace(model, task, inferences=args.inferences, warmup=1, output=out, overwrite=True,
                       seq_len=shape.seq_len, new_tokens=shape.new_tokens, device=args.device, size=args.size,
                       idle_s=0.5)
             runs[model] = (out, s)
         measured = all(s.energy is not None and s.energy.joules is not None for _, s in runs.values())
         paths = [str(p) for p, _ in runs.values()]
         if measured:
-            page = args.out / f"compare-{task}.html"
-            r = CliRunner().invoke(cli, ["compare", *paths, "--markdown", "--html", str(page)])
-            if r.exit_code:
-                raise SystemExit(r.output)
-            tables.append(f"**{task}** (energy)\n\n{r.output}\npage: {page}\n")
+            comparison = phprof.compare(paths)
+            page = phprof.render(comparison, args.out / f"compare-{task}.html")
+            tables.append(f"**{task}** (energy)\n\n{phprof.render(comparison, 'markdown')}\npage: {page}\n")
         else:
             tables.append(time_table(task, {m: p for m, (p, _) in runs.items()}))
     report = "\n".join(tables)

@@ -1,13 +1,17 @@
 """Attribution: from power readings and kernel timelines to energy per layer.
 
-``phprof.attribution.sensor``: a model of a power sensor (update period,
-averaging window, lag) and its fit from readings under a known load.
-``phprof.attribution.aliasing``: whether the sensor's windows see every part
-of the inferences, and the pauses that make them.
+``phprof.attribution.attribute``: a trace's results (``phprof.store.results``):
+energy per layer, kernel, component, phase and inference.
 ``phprof.attribution.estimate``: each label's power and energy from the
 sensor's updates by windowed non-negative least squares, with bootstrap
 intervals, or a time-proportional split when the updates cannot tell labels apart.
+``phprof.attribution.timeline``: which label was active when.
+``phprof.attribution.sensor``: fitting a sensor's model to readings under a known load.
+``phprof.attribution.components``: what part of a network each module is.
+``phprof.attribution.rollups``: per inference, per 1,000, per token, carbon.
+``phprof.attribution.compare``: runs side by side per component and phase.
+``phprof.attribution.excerpt``: a stretch of the run for the power plot.
 """
-from .attribute import Attribution, AttributionError, attribute, load_sensor_model  # noqa: E402
+from .attribute import AttributionError, attribute, load_sensor_model
 
-__all__ = ["Attribution", "AttributionError", "attribute", "load_sensor_model"]
+__all__ = ["AttributionError", "attribute", "load_sensor_model"]

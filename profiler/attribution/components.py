@@ -32,15 +32,12 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
-from .timeline import NO_KERNEL, OUTSIDE
+from ..store.results import Role
 
 COMPONENTS = ("embeddings", "self-attention", "cross-attention", "mlp", "norm", "head", "convolution", "other")
-# the flamegraph's colour kinds (render/flamegraph.js) for each component
-KIND_OF = {"embeddings": "embedding", "self-attention": "attention", "cross-attention": "attention",
-           "mlp": "mlp", "norm": "norm", "head": "head", "convolution": "convolution", "other": "other"}
+_NOT_MODULES = {r.label for r in Role if r is not Role.MODULE}
 ENV = "PHPROF_TAXONOMY"
 
 # (component, type regex, name regex): a rule matches when every regex it has is found.
@@ -92,11 +89,6 @@ class Component:
     part: str  # inside attention: projections | scores | output | ""
     stack: str  # encoder | decoder | unet | vae | text_encoder | ""
     unclassified: bool = False  # no rule reached this module
-
-    @property
-    def kind(self) -> str:
-        """The colour kind the flamegraph uses."""
-        return KIND_OF[self.component]
 
 
 @dataclass(frozen=True)
@@ -163,7 +155,7 @@ class Taxonomy:
     def classify(self, path: str, types: dict[str, str]) -> Component:
         """The component of the module at ``path``; ``types``: class name by module path
         (the root, path "", too)."""
-        if path in (OUTSIDE, NO_KERNEL):
+        if path in _NOT_MODULES:
             return Component("other", "", "")
         parts = path.split(".") if path else []
         stack = self._stack(parts, types)
@@ -203,16 +195,3 @@ def _attention_part(parts: list[str], level: int, type_name: str) -> str:
     if _OUTPUTS.match(child):
         return "output"
     return "scores"
-
-
-@lru_cache(maxsize=None)
-def _default() -> Taxonomy:
-    return Taxonomy.load()
-
-
-def component_of(path: str, types: dict[str, str] | None = None) -> str:
-    """The colour kind of a module from its path alone (no class names): for views
-    that have only a label."""
-    if types is None:
-        types = {}
-    return _default().classify(path, types).kind if path else "other"

@@ -31,24 +31,22 @@ import numpy as np
 from scipy.linalg import solve_triangular
 from scipy.optimize import nnls
 
-from .sensor import SensorModel
+from ..energy import Energy, Method
+from ..sources.sensors import SensorModel
+from ..store.results import Group, Role
 
-WLS = "windowed least squares"
-WITHIN_GROUP = "time-proportional within {group} (the sensor cannot tell its members apart)"
-TIME_PROPORTIONAL = "time-proportional (the sensor's updates cannot tell the labels apart)"
-IDLE = "(idle)"
+IDLE = Role.BETWEEN_INFERENCES.label  # the time no label covers: between the inferences
 
 
 @dataclass(frozen=True)
-class LabelEnergy:
+class LabelEstimate:
+    """One label's (or idle's) estimated power and energy over the span."""
+
     label: str
     seconds: float  # the label's own time over the span
     power_w: float
-    energy_j: float
-    low_j: float  # interval bounds (see Estimate.interval)
-    high_j: float
-    method: str = WLS
-    group: str = ""  # the resolved label whose energy this one's is a share of ("" : itself)
+    energy: Energy  # an interval (see Estimate.interval), or bounds for a share split by time
+    group: str  # the resolved group's label this one's estimate belongs to (its own where resolved alone)
 
 
 @dataclass(frozen=True)
@@ -119,21 +117,21 @@ def instant_windows(update_ns, update_w, sensor: SensorModel, span_ns: tuple[int
 
 @dataclass(frozen=True)
 class Estimate:
-    labels: list[LabelEnergy]  # every label of the timeline
-    idle: LabelEnergy  # time covered by no label
-    method: str  # WLS, or TIME_PROPORTIONAL for the whole estimate
+    labels: list[LabelEstimate]  # every label of the timeline
+    idle: LabelEstimate  # time covered by no label
+    method: Method  # WLS, or TIME_PROPORTIONAL for the whole estimate
     updates: int  # sensor updates whose windows lay inside the span
     residual_w: float  # RMS of the updates around the fitted model
     interval: float = 0.90
     notes: list[str] = field(default_factory=list)
-    groups: list[LabelEnergy] = field(default_factory=list)  # the resolved labels (merged ones whole)
+    groups: list[Group] = field(default_factory=list)  # the resolved labels (merged ones whole)
     boot_w: np.ndarray | None = None  # (bootstrap, resolved labels + idle) power draws, scaled
     group_of: np.ndarray | None = None  # timeline label -> index into groups
     scale: float = 1.0  # measured / modelled energy over the span
 
     @property
     def total_j(self) -> float:
-        return sum(x.energy_j for x in self.labels) + self.idle.energy_j
+        return sum(x.energy.joules for x in self.labels) + self.idle.energy.joules
 
 
 def _nnls_gram(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
@@ -217,7 +215,7 @@ def estimate_label_power(
     label_s = timeline.seconds_in(windows.a_ns, windows.b_ns)  # (windows, labels)
     q = (1 - interval) / 2
     unseen = np.zeros(0, bool)
-    method = TIME_PROPORTIONAL
+    method = Method.TIME_PROPORTIONAL
     if len(y) >= 3 * (n + 1) and len(np.unique(blocks)) >= 5:
         # one fit of every label's power; labels too uncertain on their own are
         # then reported together with their parent, from the same draws (the sum of
@@ -257,8 +255,8 @@ def estimate_label_power(
         safe = np.maximum(g_seconds, 1e-12)
         p = np.append(g_energy, p_label[n] * idle_s) / safe
         draws = np.column_stack([g_draws, d_label[:, n] * idle_s]) / safe
-        method = WLS
-    if method != WLS or unseen.any():
+        method = Method.WLS
+    if method != Method.WLS or unseen.any():
         # the updates cannot separate the labels: idle power from the windows that
         # saw no activity (else the smallest update), active energy split by time
         groups = np.array([0]) if n else np.array([], int)
@@ -277,7 +275,7 @@ def estimate_label_power(
         draws = np.full((1, 2), np.nan)
         e_draws, p_label, total = None, None, 1.0
         residual = float("nan")
-        method = TIME_PROPORTIONAL
+        method = Method.TIME_PROPORTIONAL
         notes.append(f"{len(y)} sensor updates for {n} labels and idle: too few, or labels that the windows "
                      "never saw or cannot tell apart; the split is by time, with bounds instead of intervals")
     energies = p * g_seconds
@@ -291,53 +289,56 @@ def estimate_label_power(
     boot_j = draws * g_seconds
     low, high = np.quantile(boot_j, q, axis=0), np.quantile(boot_j, 1 - q, axis=0)
     names = timeline.names
+    wls = method == Method.WLS
     group_rows = []
     for k, g in enumerate(groups):
         members = np.flatnonzero(group_of == g)
         label = names[g] if len(members) == 1 else f"{names[g]} (+{len(members) - 1} merged)"
-        group_rows.append(LabelEnergy(label, float(g_seconds[k]), float(p[k]), float(p[k] * g_seconds[k]),
-                                      float(low[k]), float(high[k]), method))
+        group_rows.append(Group(label, float(g_seconds[k]), float(p[k]),
+                                Energy(float(p[k] * g_seconds[k]), float(low[k]), float(high[k]), method)))
     # a member of a merged group keeps its own estimate where that alone is known to
     # within the tolerance; the others share what is left of the group's energy in
     # proportion to their time, with bounds: each drew at least the idle power (a
     # busy device draws no less than an idle one), the rest holds the remainder
-    floor_w = max(float(np.nanquantile(draws[:, -1], q)) if method == WLS else float(p[-1]), 0.0)
-    own_se = e_draws.std(axis=0) / max(total, 1e-12) if method == WLS else np.full(n, np.inf)
-    rows: list[LabelEnergy | None] = [None] * n
+    floor_w = max(float(np.nanquantile(draws[:, -1], q)) if wls else float(p[-1]), 0.0)
+    own_se = e_draws.std(axis=0) / max(total, 1e-12) if wls else np.full(n, np.inf)
+    rows: list[LabelEstimate | None] = [None] * n
     for k, g in enumerate(groups):
         members = np.flatnonzero(group_of == g)
-        if method == WLS and len(members) == 1:
+        if wls and len(members) == 1:
             j = members[0]
-            rows[j] = LabelEnergy(names[j], float(seconds[j]), float(p[k]), float(p[k] * seconds[j]),
-                                  float(low[k]), float(high[k]))
+            rows[j] = LabelEstimate(names[j], float(seconds[j]), float(p[k]),
+                                    Energy(float(p[k] * seconds[j]), float(low[k]), float(high[k]), Method.WLS),
+                                    names[j])
             continue
         alone = [j for j in members if own_se[j] <= tolerance]
         shared = [j for j in members if own_se[j] > tolerance]
         for j in alone:
             lo_j, hi_j = np.quantile(e_draws[:, j] * scale, [q, 1 - q])
-            rows[j] = LabelEnergy(names[j], float(seconds[j]), float(p_label[j] * scale),
-                                  float(p_label[j] * scale * seconds[j]), float(lo_j), float(hi_j), WLS,
-                                  group_rows[k].label)
+            rows[j] = LabelEstimate(names[j], float(seconds[j]), float(p_label[j] * scale),
+                                    Energy(float(p_label[j] * scale * seconds[j]), float(lo_j), float(hi_j),
+                                           Method.WLS), group_rows[k].label)
         if not shared:
             continue
-        rest_j = g_seconds[k] * p[k] - sum(rows[j].energy_j for j in alone)
-        if method == WLS:
+        rest_j = g_seconds[k] * p[k] - sum(rows[j].energy.joules for j in alone)
+        if wls:
             rest_draws = boot_j[:, k] - (e_draws[:, alone].sum(axis=1) * scale if alone else 0.0)
             rest_high = float(np.quantile(rest_draws, 1 - q))
         else:
             rest_high = rest_j
         shared_s = max(float(seconds[shared].sum()), 1e-12)
-        how = WITHIN_GROUP.format(group=names[g]) if method == WLS else TIME_PROPORTIONAL
+        how, detail = (Method.WITHIN_GROUP, names[g]) if wls else (Method.TIME_PROPORTIONAL, "")
         for j in shared:
             e = rest_j * seconds[j] / shared_s
             lo = floor_w * seconds[j]
             hi = max(rest_high - floor_w * (shared_s - seconds[j]), lo)
-            rows[j] = LabelEnergy(names[j], float(seconds[j]), e / max(seconds[j], 1e-12), float(e), lo, hi, how,
-                                  group_rows[k].label if method == WLS else "")
-    idle = LabelEnergy(IDLE, float(idle_s), float(p[-1]), float(energies[-1] * scale), float(low[-1]),
-                       float(high[-1]), method)
+            rows[j] = LabelEstimate(names[j], float(seconds[j]), e / max(seconds[j], 1e-12),
+                                    Energy(float(e), lo, hi, how, detail, bound=True),
+                                    group_rows[k].label if wls else names[j])
+    idle = LabelEstimate(IDLE, float(idle_s), float(p[-1]),
+                         Energy(float(energies[-1] * scale), float(low[-1]), float(high[-1]), method), IDLE)
     merged = sum(1 for r in group_rows if "merged)" in r.label)
-    if method == WLS and merged:
+    if wls and merged:
         notes.append(f"{merged} labels were merged with their children: the sensor could not resolve "
                      f"the children to within {tolerance:.0%} of the total")
     return Estimate(rows, idle, method, int(len(y)), residual, interval, notes, group_rows, draws, col, scale)

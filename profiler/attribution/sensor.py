@@ -1,11 +1,12 @@
-"""A model of a power sensor, and fitting it to readings taken under a known load.
+"""Fitting a power sensor's model to readings taken under a known load.
 
 A GPU's instant power field is not instant: the driver refreshes it every
 ``period`` seconds with the mean power over a ``window`` ending ``lag`` before
-the new value becomes visible (A100: ~101 ms period, ~25 ms window; see
-../shared/docs/sensors.md). Reading such a sensor as if it were instant gives
-wrong answers for anything shorter than a period: :func:`naive_phase_means`
-shows how (it is the method the sensor model replaces).
+the new value becomes visible (``phprof.sources.sensors.SensorModel``; A100:
+~101 ms period, ~25 ms window; see ../shared/docs/sensors.md). Reading such a
+sensor as if it were instant gives wrong answers for anything shorter than a
+period: :func:`naive_phase_means` shows how (it is the method the sensor model
+replaces).
 
 :func:`fit_sensor` recovers the period, window and lag, and the power levels of
 the load, from a sensor's readings and the load's schedule (the instants it
@@ -24,20 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class SensorModel:
-    """How a power field reports the true power."""
-
-    period_s: float  # update period
-    window_s: float  # averaging window ending at each update
-    lag_s: float = 0.0  # from the window's end to the value becoming visible (as stamped)
-    source: str = ""  # where these numbers come from (a publication, a fit, a calibration file)
-
-
-# The instant power field of A100/H100 GPUs as published (../shared/docs/sensors.md):
-# used until a calibration of the GPU at hand says otherwise.
-NOMINAL_INSTANT = SensorModel(0.100, 0.025, 0.0, "nominal A100/H100 instant power (Yang et al., arXiv 2312.02741)")
+from ..sources import change_instants
+from ..sources.sensors import SensorModel
 
 
 @dataclass(frozen=True)
@@ -90,13 +79,6 @@ def naive_phase_means(t_s: np.ndarray, watts: np.ndarray, schedule: Schedule) ->
     return float(w[on].mean()), float(w[~on].mean())
 
 
-def update_instants(t_s: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Instants at which a polled value changed (midway between the two readings
-    around each change), and the new values."""
-    changed = np.flatnonzero(np.diff(values) != 0) + 1
-    return (t_s[changed - 1] + t_s[changed]) / 2, values[changed]
-
-
 def fit_period(instants_s: np.ndarray) -> tuple[float, float, float]:
     """Period, phase and RMS jitter of update instants that fall on a grid
     c + k*period, where some updates may be missing (a value that did not
@@ -133,7 +115,8 @@ def fit_sensor(
     ``schedule``: when the load was on. Only updates whose window lies inside
     the schedule are used.
     """
-    seen, values = update_instants(np.asarray(t_s, float), np.asarray(watts, float))
+    t_s = np.asarray(t_s, float)
+    seen, values = change_instants(t_s, t_s, np.asarray(watts, float))
     if len(seen) < 10:
         raise ValueError(f"only {len(seen)} sensor updates seen: too few to fit a sensor model")
     period, phase, jitter = fit_period(seen)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..tracing.kineto import Kind
+from ..store import DEVICE_KINDS, Kind
+from ..store.results import Role
 from .estimate import Timeline
 
-OUTSIDE = "(inference, outside modules)"
-NO_KERNEL = "(inference, no kernel running)"
-DEVICE_KINDS = (Kind.KERNEL, Kind.MEMCPY, Kind.MEMSET)
+OUTSIDE = Role.OUTSIDE_MODULES.label
+NO_KERNEL = Role.NO_KERNEL.label
 _OUTSIDE_ID = np.iinfo(np.uint32).max  # a name id no string table reaches
 
 

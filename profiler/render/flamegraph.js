@@ -1,6 +1,8 @@
 // phprof energy flamegraph: draws the frame tree embedded in #phprof-data on a canvas.
 // Width is a frame's inclusive energy (or time); click zooms, Esc resets, the search
 // box highlights frames. window.phprof lets tests drive the page.
+// With DATA.measure "time" (a trace without energy), widths are time only and the page says
+// that energy was not measured. Colours come from DATA.palette (phprof.render.palette).
 // With DATA.diff (phprof compare), the same page is a differential flamegraph: frames are
 // the union of two runs' (A, B) by path, each as wide as a layout width (its larger own energy
 // plus its children's widths: at least either run's energy, possibly more than both), coloured
@@ -18,19 +20,9 @@
   const DIFF = DATA.diff || null;  // {names: [A, B], a_j, b_j}: a differential flamegraph
   const SAME = 0.01;       // |B - A| within 1% of the larger: drawn grey, "equal"
 
-  // kind -> [hue, saturation %, lightness %]; pale enough for dark labels
-  const KINDS = {
-    attention: ["attention", [18, 85, 68]],
-    mlp: ["MLP", [212, 70, 72]],
-    norm: ["norm", [135, 45, 68]],
-    embedding: ["embedding", [275, 55, 76]],
-    head: ["head", [330, 65, 76]],
-    convolution: ["convolution", [30, 45, 62]],
-    other: ["other", [220, 10, 76]],
-    kernel: ["kernel / op", [50, 90, 62]],
-    op: ["kernel / op", [50, 90, 62]],
-    collapsed: ["merged small frames", [0, 0, 88]],
-  };
+  // kind -> [legend name, [hue, saturation %, lightness %]]
+  const KINDS = DATA.palette;
+  const TIME_ONLY = DATA.measure === "time";  // no energy: widths are time
 
   // ---- frames: columns -> objects with children -------------------------------------
   const S = DATA.strings, C = DATA.frames, N = C.parent.length;
@@ -61,7 +53,7 @@
   }
   const root = nodes[0];
 
-  const state = { zoom: root, mode: "energy", inverted: false, query: "", match: null, drawn: [], hover: null };
+  const state = { zoom: root, mode: TIME_ONLY ? "time" : "energy", inverted: false, query: "", match: null, drawn: [], hover: null };
   const $ = (id) => document.getElementById(id);
   const canvas = $("canvas"), ctx = canvas.getContext("2d"), tip = $("tip");
 
@@ -197,6 +189,10 @@
         `<b class="more">red</b> where ${esc(DIFF.names[1])} spends more, <b class="less">blue</b> where less, grey ` +
         `within ±${Math.round(SAME * 100)}%. Per-layer energies are <b>estimates</b> (hover a frame for both runs ` +
         `and the difference). Click to zoom; Esc or the root to go back; / to search.`;
+    } else if (TIME_ONLY) {
+      $("explain").innerHTML = `Width = share of <b>time</b>, inclusive (a frame spans everything ` +
+        `${state.inverted ? "below" : "above"} it), measured by the profiler. <b>Energy was not measured</b>: ` +
+        `the trace has no power readings. Click to zoom; Esc or the root to go back; / to search.`;
     } else {
       $("explain").innerHTML = `Width = share of <b>${what}</b>, inclusive (a frame spans everything ` +
         `${state.inverted ? "below" : "above"} it). Per-layer energies are <b>estimates</b>` +
@@ -240,12 +236,15 @@
 
   function summary() {
     if (DIFF) { diffSummary(); return; }
-    $("title").innerHTML = `${esc(DATA.title)} <span class="tool">energy flamegraph · phprof</span>`;
+    $("title").innerHTML = `${esc(DATA.title)} <span class="tool">${TIME_ONLY ? "time" : "energy"} flamegraph · phprof</span>`;
     document.title = DATA.title;
     const interval = known(root.lo) && known(root.hi)
       ? ` (estimated, ${LEVEL} interval ${joules(root.lo / INF)} – ${joules(root.hi / INF)})` : " (estimated)";
-    const parts = [`Total energy: <b class="total">${joules(root.e / INF)} per inference</b>${interval}`,
-      `time ${secs(root.s / INF)} per inference`, `${INF.toLocaleString("en-US")} inferences`];
+    const parts = TIME_ONLY
+      ? [`Total time: <b class="total">${secs(root.s / INF)} per inference</b> (measured)`, `energy not measured`,
+        `${INF.toLocaleString("en-US")} inferences`]
+      : [`Total energy: <b class="total">${joules(root.e / INF)} per inference</b>${interval}`,
+        `time ${secs(root.s / INF)} per inference`, `${INF.toLocaleString("en-US")} inferences`];
     if (DATA.method) parts.push(esc(DATA.method));
     if (DATA.device) parts.push(esc(DATA.device));
     if (DATA.frames_in > DATA.frames_out) {
@@ -294,7 +293,12 @@
       : `no interval (${esc(n.method || "method unknown")})`;
     const calls = n.calls === null ? "–"
       : `${n.calls.toLocaleString("en-US")} (${(n.calls / INF).toLocaleString("en-US", { maximumFractionDigits: 2 })} per inference)`;
-    const rows = [
+    const rows = TIME_ONLY ? [
+      ["time", `<b>${secs(n.s / INF)}</b> per inference · ${pct(n.s, root.s)} of time`],
+      ["own", `${secs(n.ss / INF)} (outside its children)`],
+      ["energy", "not measured"],
+      ["calls", calls],
+    ] : [
       ["energy", `<b>${joules(e)}</b> per inference · ${pct(n.e, root.e)} of energy`],
       ["", interval],
       ["time", `${secs(n.s / INF)} per inference · ${pct(n.s, root.s)} of time`],
@@ -349,7 +353,7 @@
   }
 
   function setMode(mode) {
-    state.mode = mode === "time" ? "time" : "energy";
+    state.mode = mode === "time" || TIME_ONLY ? "time" : "energy";
     if (state.match) search(state.query); else draw();
   }
 
@@ -412,6 +416,7 @@
     },
   };
 
+  if (TIME_ONLY) $("mode-energy").disabled = true;  // nothing to draw by energy
   summary();
   draw();
 })();

@@ -15,42 +15,30 @@
   Kineto's convention (``baseTimeNanoseconds`` plus ``ts``/``dur`` in
   microseconds with three decimals), so :func:`phprof.tracing.kineto.load_kineto`
   reads every nanosecond back.
-* :func:`write`: one of the three to a file, chosen by ``fmt`` or the file name.
 
-The frame tree (:mod:`phprof.render.frames`) is taken as plain dicts; only
-``name``, ``self_j`` and ``children`` of each frame, and ``title`` and
-``total_j`` of the tree, are read here.
+Each is a renderer of a :class:`~phprof.render.views.Flamegraph` (see
+``phprof.render.base``). The frame tree (:mod:`phprof.render.frames`) is taken
+as plain dicts; only ``name``, ``self_j`` (``self_s`` in a tree of times only)
+and ``children`` of each frame, and ``title``, ``measure`` and ``total_j`` of the
+tree, are read here. A tree of times only (a trace without energy) counts
+integer microseconds instead of microjoules, and says so where the format can.
 """
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
-from ..tracing.kineto import Kind
+from ..sources import sensor_updates
+from ..store import CATEGORY, INFERENCE_PREFIX, ON_DEVICE, PHASE_PREFIX, Kind
+from .base import Renderer, register
+from .frames import frame_tree
 
-__all__ = [
-    "FORMATS",
-    "SPEEDSCOPE_SCHEMA",
-    "format_of",
-    "parse_folded",
-    "to_folded",
-    "to_perfetto",
-    "to_speedscope",
-    "write",
-]
+__all__ = ["SPEEDSCOPE_SCHEMA", "parse_folded", "to_folded", "to_perfetto", "to_speedscope"]
 
 SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
-
-#: format name -> the file name endings that select it (longest first when matched)
-FORMATS: dict[str, tuple[str, ...]] = {
-    "folded": (".folded",),
-    "speedscope": (".speedscope.json",),
-    "perfetto": (".perfetto.json", ".trace.json"),
-}
 
 # ---------------------------------------------------------------- stacks
 
@@ -62,11 +50,11 @@ def _frame_name(name) -> str:
     return text if text.strip() else "?"
 
 
-def _microjoules(joules) -> int:
-    """Integer microjoules of a frame's own energy; 0 for None, NaN or below 0.5 µJ."""
-    if joules is None:
+def _micro(value) -> int:
+    """Integer millionths of a frame's own energy (or time); 0 for None, NaN or below 0.5."""
+    if value is None:
         return 0
-    j = float(joules)
+    j = float(value)
     if j != j or j <= 0:  # NaN, zero, negative
         return 0
     return round(j * 1e6)
@@ -74,13 +62,14 @@ def _microjoules(joules) -> int:
 
 def _stacks(tree: dict) -> dict[tuple[str, ...], int]:
     """Every stack (frame names from the root) whose frames' own energy is > 0,
-    in depth-first order, with its integer microjoules; equal stacks (two
-    sibling frames of one name) are added together."""
+    in depth-first order, with its integer microjoules (microseconds in a tree of
+    times only); equal stacks (two sibling frames of one name) are added together."""
+    own = "self_s" if tree.get("measure") == "time" else "self_j"
     out: dict[tuple[str, ...], int] = {}
     todo = [((_frame_name(tree["root"]["name"]),), tree["root"])]
     while todo:
         names, frame = todo.pop()
-        uj = _microjoules(frame.get("self_j"))
+        uj = _micro(frame.get(own))
         if uj > 0:
             out[names] = out.get(names, 0) + uj
         children = frame.get("children") or ()
@@ -134,13 +123,14 @@ def to_speedscope(tree: dict) -> dict:
         samples.append([index.setdefault(n, len(index)) for n in names])
         weights.append(uj)
     title = str(tree.get("title") or "phprof")
+    what = "time (µs)" if tree.get("measure") == "time" else "energy (µJ)"
     return {
         "$schema": SPEEDSCOPE_SCHEMA,
         "shared": {"frames": [{"name": n} for n in index]},
         "profiles": [
             {
                 "type": "sampled",
-                "name": f"energy (µJ), {title}",
+                "name": f"{what}, {title}",
                 "unit": "none",
                 "startValue": 0,
                 "endValue": sum(weights),
@@ -155,18 +145,6 @@ def to_speedscope(tree: dict) -> dict:
 
 
 # ---------------------------------------------------------------- timeline
-
-# Kineto's "cat" of each kind (phprof.tracing.kineto reads them back).
-_CAT = {
-    Kind.CPU_OP: "cpu_op",
-    Kind.USER_ANNOTATION: "user_annotation",
-    Kind.KERNEL: "kernel",
-    Kind.MEMCPY: "gpu_memcpy",
-    Kind.MEMSET: "gpu_memset",
-    Kind.GPU_ANNOTATION: "gpu_user_annotation",
-    Kind.RUNTIME: "cuda_runtime",
-}
-_ON_DEVICE = (Kind.KERNEL, Kind.MEMCPY, Kind.MEMSET, Kind.GPU_ANNOTATION)
 
 # Process ids. Devices are their index, as in Kineto's files; the CPU side and
 # the power tracks get numbers no device has (Perfetto keeps pids as uint32).
@@ -202,8 +180,6 @@ def _power_series(log, device: str | None) -> list[tuple[str, np.ndarray, np.nda
         if device is not None:
             raise ValueError(f"no power device {device!r}: the trace has no power readings")
         return []
-    from ..sources import sensor_updates
-
     devices = log.devices
     if device is not None and device not in devices:
         raise ValueError(f"no power device {device!r} in the trace (devices: {', '.join(devices)})")
@@ -308,8 +284,8 @@ def to_perfetto(trace, tree: dict | None = None, device: str | None = None) -> d
     stream = ev["stream"][order].tolist()
     op = ev["op"][order].tolist()
     name = names[ev["name"][order]].tolist() if len(ev) else []
-    on_device = {int(k) for k in _ON_DEVICE}
-    cats = {int(k): c for k, c in _CAT.items()}
+    on_device = {int(k) for k in ON_DEVICE}
+    cats = {int(k): c for k, c in CATEGORY.items()}
     for row, k, d, s, o, nm, t0, du in zip(order.tolist(), kind, dev, stream, op, name, ts, dur):
         e = {"ph": "X", "cat": cats.get(k, "cpu_op"), "name": nm, "ts": t0, "dur": du}
         if k in on_device and d >= 0:
@@ -325,8 +301,6 @@ def to_perfetto(trace, tree: dict | None = None, device: str | None = None) -> d
         out.append(e)
 
     # --- inferences and phases: annotations on the thread that ran them
-    from ..tracing.scopes import INFERENCE_PREFIX, PHASE_PREFIX  # imports torch: only for this format
-
     thread_of = _main_threads(ev)
     for i, t0, t1 in zip(inferences["index"].tolist(), inferences["start_ns"].tolist(),
                          inferences["end_ns"].tolist()):
@@ -367,41 +341,37 @@ def to_perfetto(trace, tree: dict | None = None, device: str | None = None) -> d
     }
 
 
-# ---------------------------------------------------------------- files
+# ---------------------------------------------------------------- renderers
 
 
-def format_of(path: str | os.PathLike) -> str:
-    """The format a file name asks for (by its ending); ValueError naming the
-    known ones for any other."""
-    name = Path(path).name.lower()
-    for fmt, endings in sorted(FORMATS.items(), key=lambda kv: -max(map(len, kv[1]))):
-        if name.endswith(endings):
-            return fmt
-    raise ValueError(f"cannot tell the format of {Path(path).name!r}: {_known()}")
+@register
+class FoldedRenderer(Renderer):
+    """Folded stacks (flamegraph.pl, inferno, speedscope)."""
+
+    view, name, suffixes = "flamegraph", "folded", (".folded",)
+
+    def render(self, view) -> str:
+        return to_folded(frame_tree(view.results, view.title))
 
 
-def _known() -> str:
-    return "known formats: " + "; ".join(f"{fmt} ({', '.join(e)})" for fmt, e in FORMATS.items())
+@register
+class SpeedscopeRenderer(Renderer):
+    """speedscope's own file format."""
+
+    view, name, suffixes = "flamegraph", "speedscope", (".speedscope.json",)
+
+    def render(self, view) -> str:
+        return json.dumps(to_speedscope(frame_tree(view.results, view.title)), ensure_ascii=False)
 
 
-def write(tree: dict | None, trace, path: str | os.PathLike, fmt: str | None = None) -> Path:
-    """Writes ``tree`` (folded, speedscope) or ``trace`` (perfetto) to ``path``
-    in ``fmt``, or in the format its name asks for; returns the path.
+@register
+class PerfettoRenderer(Renderer):
+    """The trace's timeline with the power as a counter track (ui.perfetto.dev, chrome://tracing)."""
 
-    ``fmt``: ``"folded"``, ``"speedscope"`` or ``"perfetto"``; anything else
-    (``"html"`` included, which :mod:`phprof.render.html` writes) is a ValueError.
-    """
-    path = Path(path)
-    fmt = format_of(path) if fmt is None else fmt
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}: {_known()}")
-    if fmt == "perfetto":
-        if trace is None:
+    view, name, suffixes = "flamegraph", "perfetto", (".perfetto.json", ".trace.json")
+
+    def render(self, view) -> str:
+        if view.trace is None:
             raise ValueError("the perfetto format needs the trace (phprof.load(path))")
-        text = json.dumps(to_perfetto(trace, tree), separators=(",", ":"), ensure_ascii=False)
-    else:
-        if tree is None:
-            raise ValueError(f"the {fmt} format needs a frame tree")
-        text = to_folded(tree) if fmt == "folded" else json.dumps(to_speedscope(tree), ensure_ascii=False)
-    path.write_text(text, encoding="utf-8")
-    return path
+        tree = frame_tree(view.results, view.title)
+        return json.dumps(to_perfetto(view.trace, tree), separators=(",", ":"), ensure_ascii=False)

@@ -1,105 +1,104 @@
 """The frame tree every view renders: where the joules went, as nested frames.
 
-Built from an attribution's stored tables (``/results``: layers with their
+Built from a trace's results (``phprof.store.results``: layers with their
 parent scope, and the kernels or ops inside each layer's own time), so the
 renderers compute nothing. A frame is a module scope (its path), or a kernel
 or op at its leaves; its energy is inclusive (itself and everything under it),
 ``self_j`` its own. The root ("all") holds the inferences' own energy, the
 same figure as the report's "inferences' own" total; the time between
-inferences is not a frame. :func:`diff_tree` joins two runs' trees into the
-differential flamegraph's tree.
+inferences is not a frame. A trace without energy gives a tree of times only
+(``measure`` "time", every energy None). :func:`diff_tree` joins two runs'
+trees into the differential flamegraph's tree.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
-from ..attribution.components import KIND_OF, component_of
-from ..attribution.estimate import IDLE
-from ..attribution.results import finite
-from ..attribution.timeline import OUTSIDE
+from ..store.results import Results, Role
+from .palette import kind_of
 
 ROOT = "all"
+TIME_ONLY = "time, energy not measured"  # what a tree of a trace without energy shows
 
 
-def frame_tree(summary: dict, tables: dict, title: str | None = None) -> dict:
-    """The frame tree of stored results (``phprof.attribution.results``)."""
-    layers = tables["layers"]
-    n = len(layers["label"])
+def frame_tree(results: Results, title: str | None = None) -> dict:
+    """The frame tree of a trace's results (see the module's docstring)."""
+    energy = results.has_energy
     frames: dict[str, dict] = {}
-    for i in range(n):
-        label = str(layers["label"][i])
-        if label == IDLE:
+    for x in results.layers:
+        if x.role is Role.BETWEEN_INFERENCES:
             continue
-        frames[label] = {
-            "name": _display_name(label),
-            "path": label,
-            "kind": KIND_OF[str(layers["component"][i])] if "component" in layers else component_of(label),
-            "component": str(layers["component"][i]) if "component" in layers else "",
-            "energy_j": 0.0,
-            "self_j": float(layers["energy_j"][i]),
+        frames[x.label] = {
+            "name": _display_name(x),
+            "path": x.label,
+            "kind": kind_of(x.component),
+            "component": x.component,
+            "energy_j": 0.0 if energy else None,
+            "self_j": x.energy.joules if energy else None,
             "seconds": 0.0,
-            "self_s": float(layers["seconds"][i]),
-            "low_j": finite(layers["inclusive_low_j"][i]),
-            "high_j": finite(layers["inclusive_high_j"][i]),
-            "self_low_j": finite(layers["low_j"][i]),
-            "self_high_j": finite(layers["high_j"][i]),
-            "calls": int(layers["calls"][i]) if int(layers["calls"][i]) >= 0 else None,
-            "method": str(layers["method"][i]),
+            "self_s": x.seconds,
+            "low_j": x.inclusive_low_j,
+            "high_j": x.inclusive_high_j,
+            "self_low_j": x.energy.low_j if energy else None,
+            "self_high_j": x.energy.high_j if energy else None,
+            "calls": x.calls if x.calls >= 0 else None,
+            "method": x.energy.method_text if energy else TIME_ONLY,
             "children": [],
         }
-    root = {"name": ROOT, "path": ROOT, "kind": "other", "energy_j": 0.0, "self_j": 0.0, "seconds": 0.0,
-            "self_s": 0.0, "low_j": None, "high_j": None, "calls": summary["inferences"],
-            "method": summary["method"], "children": []}
-    for i in range(n):
-        label = str(layers["label"][i])
-        if label not in frames:
+    root = {"name": ROOT, "path": ROOT, "kind": "other", "energy_j": 0.0 if energy else None,
+            "self_j": 0.0 if energy else None, "seconds": 0.0, "self_s": 0.0, "low_j": None, "high_j": None,
+            "calls": results.inferences, "method": results.method.text() if energy else TIME_ONLY, "children": []}
+    for x in results.layers:
+        if x.label not in frames:
             continue
-        parent_label = str(layers["parent"][i])
-        parent = frames.get(parent_label, root)
-        if label.startswith(parent_label + ".") and parent_label != OUTSIDE:
-            frames[label]["name"] = label[len(parent_label) + 1:]  # "h.0" under "transformer"
-        parent["children"].append(frames[label])
-    leaves = tables.get("leaves") or {}
-    for layer, name, kind, calls, sec, joules in zip(leaves.get("layer", []), leaves.get("name", []),
-                                                    leaves.get("kind", []), leaves.get("calls", []),
-                                                    leaves.get("seconds", []), leaves.get("energy_j", [])):
-        owner = frames.get(str(layer))
+        parent = frames.get(x.parent, root)
+        if x.parent and x.label.startswith(x.parent + "."):
+            frames[x.label]["name"] = x.label[len(x.parent) + 1:]  # "h.0" under "transformer"
+        parent["children"].append(frames[x.label])
+    for leaf in results.leaves:
+        owner = frames.get(leaf.layer)
         if owner is None:
             continue
+        joules = leaf.energy.joules if energy else None
         owner["children"].append({
-            "name": str(name), "path": f"{layer};{name}", "kind": str(kind), "energy_j": float(joules),
-            "self_j": float(joules), "seconds": float(sec), "self_s": float(sec), "low_j": None, "high_j": None,
-            "calls": int(calls), "method": "its layer's power x its time", "children": []})
+            "name": leaf.name, "path": f"{leaf.layer};{leaf.name}", "kind": leaf.kind, "energy_j": joules,
+            "self_j": joules, "seconds": leaf.seconds, "self_s": leaf.seconds, "low_j": None, "high_j": None,
+            "calls": leaf.calls, "method": leaf.energy.method_text if energy else TIME_ONLY, "children": []})
         # the leaves' share comes out of the layer's own energy and time
-        owner["self_j"] = max(owner["self_j"] - float(joules), 0.0)
-        owner["self_s"] = max(owner["self_s"] - float(sec), 0.0)
+        if energy:
+            owner["self_j"] = max(owner["self_j"] - joules, 0.0)
+        owner["self_s"] = max(owner["self_s"] - leaf.seconds, 0.0)
     add_up(root)
-    root["low_j"], root["high_j"] = (summary["inferences_energy"].get("low_j"),
-                                     summary["inferences_energy"].get("high_j"))
-    return {"title": title or f"{summary.get('model')} ({summary.get('task')})", "unit": "J",
-            "inferences": summary["inferences"], "interval": summary["interval"], "total_j": root["energy_j"],
-            "method": summary["method"], "device": summary.get("device_name") or summary.get("device"),
+    if energy:
+        root["low_j"], root["high_j"] = results.inferences_energy.low_j, results.inferences_energy.high_j
+    title = title or f"{results.model} ({results.task})"
+    return {"title": title if energy else f"{title}: {TIME_ONLY}", "unit": "J" if energy else "s",
+            "measure": "energy" if energy else "time", "inferences": results.inferences,
+            "interval": results.interval if energy else None, "total_j": root["energy_j"],
+            "method": root["method"] if energy else None, "device": results.device_name or results.device or None,
             "root": root}
 
 
-def _display_name(label: str) -> str:
+def _display_name(layer) -> str:
     """A frame's name (shortened to the part after its parent's path when it is
     attached): "inference" for the time outside every module, which encloses them."""
-    return "inference" if label == OUTSIDE else label
+    return "inference" if layer.role is Role.OUTSIDE_MODULES else layer.label
 
 
 def add_up(frame: dict) -> None:
     """Inclusive energy and time of every frame from the ``self_`` values, bottom
-    up, and children largest first (iterative: module trees can be deep)."""
+    up, and children largest first, by energy (by time in a tree without energy;
+    iterative: module trees can be deep)."""
     order, stack = [], [frame]
     while stack:
         f = stack.pop()
         order.append(f)
         stack.extend(f["children"])
     for f in reversed(order):
-        f["energy_j"] = f["self_j"] + sum(c["energy_j"] for c in f["children"])
+        if f["self_j"] is not None:
+            f["energy_j"] = f["self_j"] + sum(c["energy_j"] for c in f["children"])
         f["seconds"] = f["self_s"] + sum(c["seconds"] for c in f["children"])
-        f["children"].sort(key=lambda c: -c["energy_j"])
+        f["children"].sort(key=lambda c: -(c["energy_j"] if c["energy_j"] is not None else c["seconds"]))
 
 
 # ---- the differential flamegraph's tree ------------------------------------------------------
@@ -146,7 +145,7 @@ def diff_tree(tree_a: dict, tree_b: dict, names: Sequence[str] = ("A", "B")) -> 
         ca = {c["path"]: c for c in (fa["children"] if fa else [])}
         cb = {c["path"]: c for c in (fb["children"] if fb else [])}
         pairs = [(ca.get(p), cb.get(p)) for p in dict.fromkeys(list(cb) + list(ca))]
-        if fa is not None and fb is not None and fa["path"] == fb["path"] == OUTSIDE:
+        if fa is not None and fb is not None and fa["path"] == fb["path"] == Role.OUTSIDE_MODULES.label:
             pairs = _pair_models(pairs)
         for ka, kb in pairs:
             child = join(ka, kb)

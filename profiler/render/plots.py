@@ -6,22 +6,18 @@ from __future__ import annotations
 
 from html import escape
 
-# the flamegraph's palette (flamegraph.js), so a kind has one colour on the whole page
-KIND_COLOURS = {
-    "attention": "hsl(18,85%,68%)", "mlp": "hsl(212,70%,72%)", "norm": "hsl(135,45%,68%)",
-    "embedding": "hsl(275,55%,76%)", "head": "hsl(330,65%,76%)", "convolution": "hsl(30,45%,62%)",
-    "other": "hsl(220,10%,76%)", "kernel": "hsl(50,90%,62%)", "op": "hsl(50,90%,62%)",
-}
+from .palette import colour, kind_of
 
 
-def power_plot(excerpt: dict, width: int = 960, height: int = 300) -> str:
+def power_plot(excerpt, width: int = 960, height: int = 300) -> str:
     """The sensor's updates (dots, held as steps) and the window each averaged (shaded),
     the power the estimate implies (line), inferences (bands) and what ran (a strip
-    coloured by component kind), over a short stretch of the run."""
+    coloured by component kind), over a short stretch of the run
+    (``excerpt``: a ``phprof.attribution.excerpt.PowerExcerpt``)."""
     pad_l, pad_r, pad_t, strip = 52, 30, 14, 16
     plot_h = height - pad_t - 34 - strip
-    seconds = excerpt["seconds"]
-    values = [w for _, w in excerpt["updates"]] + [w for _, w in excerpt["model_w"]]
+    seconds = excerpt.seconds
+    values = [w for _, w in excerpt.updates] + [w for _, w in excerpt.model_w]
     top = max(values + [1.0]) * 1.08
 
     def x(t: float) -> float:
@@ -32,26 +28,26 @@ def power_plot(excerpt: dict, width: int = 960, height: int = 300) -> str:
 
     parts = [f'<svg class="plot" viewBox="0 0 {width} {height}" width="100%" role="img" '
              f'aria-label="power over time">']
-    for s, e in excerpt["inferences"]:
+    for s, e in excerpt.inferences:
         parts.append(f'<rect x="{x(s):.1f}" y="{pad_t}" width="{max(x(e) - x(s), 0.5):.1f}" height="{plot_h}" '
                      'fill="#eef3f8"><title>inference</title></rect>')
-    for a, b in excerpt["windows"]:
+    for a, b in excerpt.windows:
         parts.append(f'<rect x="{x(max(a, 0)):.1f}" y="{pad_t}" width="{max(x(b) - x(max(a, 0)), 0.5):.1f}" '
                      f'height="{plot_h}" fill="#f6c85f" opacity="0.35"><title>sensor window</title></rect>')
-    if excerpt["model_w"]:
-        pts = " ".join(f"{x(t):.1f},{y(w):.1f}" for t, w in excerpt["model_w"])
+    if excerpt.model_w:
+        pts = " ".join(f"{x(t):.1f},{y(w):.1f}" for t, w in excerpt.model_w)
         parts.append(f'<polyline points="{pts}" fill="none" stroke="#2e86ab" stroke-width="1">'
                      '<title>power implied by the estimate (each layer at its fitted power)</title></polyline>')
-    ups = excerpt["updates"]
+    ups = excerpt.updates
     for (t, w), nxt in zip(ups, ups[1:] + [(seconds, None)]):
         parts.append(f'<line x1="{x(t):.1f}" y1="{y(w):.1f}" x2="{x(min(nxt[0], seconds)):.1f}" y2="{y(w):.1f}" '
                      'stroke="#d1495b" stroke-width="1.5"/>')
         parts.append(f'<circle cx="{x(t):.1f}" cy="{y(w):.1f}" r="3" fill="#d1495b">'
                      f'<title>sensor update: {w:.1f} W at {t * 1e3:.1f} ms</title></circle>')
     strip_y = pad_t + plot_h + 4
-    for s, e, kind in excerpt["activity"]:
+    for s, e, component in excerpt.activity:
         parts.append(f'<rect x="{x(s):.2f}" y="{strip_y}" width="{max(x(e) - x(s), 0.3):.2f}" height="{strip}" '
-                     f'fill="{KIND_COLOURS.get(kind, "#9aa0a6")}"/>')
+                     f'fill="{colour(kind_of(component))}"/>')
     for k in range(5):  # axes
         w = top * k / 4
         parts.append(f'<text x="{pad_l - 6}" y="{y(w) + 4:.1f}" text-anchor="end" class="tick">{w:.0f} W</text>')
@@ -78,10 +74,10 @@ def share_bars(rows: list[tuple[str, str, float, float]], width: int = 960, bar_
              f'aria-label="energy share against time share per layer">']
     for i, (label, kind, e, t) in enumerate(rows):
         y0 = 10 + i * bar_h * 2
-        colour = KIND_COLOURS.get(kind, "#9aa0a6")
+        fill = colour(kind)
         parts.append(f'<text x="{label_w - 8}" y="{y0 + bar_h * 0.8:.1f}" text-anchor="end" class="label">'
                      f'{escape(label[-48:])}</text>')
-        parts.append(f'<rect x="{label_w}" y="{y0}" width="{w(e):.1f}" height="{bar_h * 0.8:.1f}" fill="{colour}">'
+        parts.append(f'<rect x="{label_w}" y="{y0}" width="{w(e):.1f}" height="{bar_h * 0.8:.1f}" fill="{fill}">'
                      f'<title>{escape(label)}: {e:.1%} of the energy</title></rect>')
         parts.append(f'<rect x="{label_w}" y="{y0 + bar_h * 0.85:.1f}" width="{w(t):.1f}" height="{bar_h * 0.5:.1f}" '
                      f'fill="none" stroke="#374151"><title>{escape(label)}: {t:.1%} of the time</title></rect>')

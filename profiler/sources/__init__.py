@@ -1,32 +1,40 @@
 """Power sources behind one interface: ``nvml`` (GPUs, native sampler),
-``rapl`` (CPU package and DRAM counters) and ``none`` (time only).
+``rapl`` (CPU package and DRAM counters) and ``none`` (time only), and power
+logs recorded elsewhere (``csvlog``).
 
     from phprof.sources import NvmlSource, recording
     with recording(NvmlSource(gpus=[0])) as rec:
         run_the_model()
     print(rec.log.energy("gpu0"))
+
+What is known of each GPU family's sensors, and the model of a windowed
+sensor, are in ``phprof.sources.sensors``.
 """
 from __future__ import annotations
 
+import time
+
+from ..errors import PhprofError
 from .base import (
     READING_DTYPE,
     Availability,
     BehaviourTally,
     Channel,
-    EnergyTotal,
+    Measurement,
     ObservedBehaviour,
     PowerLog,
     PowerSource,
     Recording,
+    change_instants,
     observed_behaviour,
     recording,
     sensor_updates,
-    utc_text,
     value_changes,
 )
-from .none import TimeOnlySource, assumed_energy
+from .none import TimeOnlySource
 from .nvml import NvmlSource
 from .rapl import RaplSource
+from .sensors import NOMINAL_INSTANT, SensorModel
 
 SOURCES: dict[str, type[PowerSource]] = {
     NvmlSource.name: NvmlSource,
@@ -35,39 +43,85 @@ SOURCES: dict[str, type[PowerSource]] = {
 }
 
 
+class SourceError(PhprofError):
+    """A power source that cannot be opened as asked."""
+
+
 def probe_all() -> list[Availability]:
     """What each source can do on this machine, and why a missing one is missing."""
     return [cls.probe() for cls in SOURCES.values()]
 
 
-def open_source(name: str, **options) -> PowerSource:
-    try:
-        cls = SOURCES[name]
-    except KeyError:
-        raise ValueError(f"unknown power source {name!r} (known: {', '.join(SOURCES)})") from None
-    return cls(**options)
+def open_source(name: str, device: str = "cpu", interval_s: float | None = 1e-3) -> PowerSource:
+    """The power source ``name`` for a run on ``device`` (``cpu``, ``cuda``,
+    ``cuda:N``). ``auto``: NVML for a CUDA device, RAPL for the CPU when its
+    counters are readable, else time only."""
+    gpu = int(device.split(":")[1]) if device.startswith("cuda:") else 0
+    if name == "auto":
+        if device.startswith("cuda") and NvmlSource.probe().available:
+            name = "nvml"
+        elif device == "cpu" and RaplSource.probe().available:
+            name = "rapl"
+        else:
+            name = "none"
+    if name == "nvml":
+        return NvmlSource(gpus=[gpu], interval_s=interval_s)
+    if name == "rapl":
+        return RaplSource(interval_s=interval_s)
+    if name == "none":
+        return TimeOnlySource()
+    raise SourceError(f"unknown power source {name!r} (choose auto, {', '.join(SOURCES)})")
+
+
+def measure(seconds: float, found: list[Availability] | None = None, progress=None) \
+        -> dict[str, tuple[list[ObservedBehaviour], int]]:
+    """Samples every available sensor as fast as it answers for ``seconds`` (one
+    source after the other, draining as it goes) and returns, per source, each
+    channel's observed behaviour (cost of a read, how often its value changes)
+    and the readings dropped. ``found``: the probe to use (default: a new one);
+    ``progress(source, done_share)`` is called as it goes."""
+    observed = {}
+    for a in found if found is not None else probe_all():
+        src = SOURCES[a.source].for_measuring(a, interval_s=None) if a.available else None
+        if src is None:
+            continue
+        tally = BehaviourTally(src.channels)
+        src.start()
+        start = time.monotonic()
+        end = start + seconds
+        while (now := time.monotonic()) < end:
+            time.sleep(min(0.05, end - now))
+            tally.add(src.drain())
+            if progress is not None:
+                progress(a.source, min(1.0, (time.monotonic() - start) / seconds))
+        tally.add(src.stop())
+        observed[a.source] = (tally.result(), tally.dropped)
+    return observed
 
 
 __all__ = [
+    "NOMINAL_INSTANT",
     "READING_DTYPE",
     "SOURCES",
     "Availability",
     "BehaviourTally",
     "Channel",
-    "EnergyTotal",
+    "Measurement",
     "NvmlSource",
     "ObservedBehaviour",
     "PowerLog",
     "PowerSource",
     "RaplSource",
     "Recording",
+    "SensorModel",
+    "SourceError",
     "TimeOnlySource",
-    "assumed_energy",
+    "change_instants",
+    "measure",
     "observed_behaviour",
     "open_source",
     "probe_all",
     "recording",
     "sensor_updates",
-    "utc_text",
     "value_changes",
 ]

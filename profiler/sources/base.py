@@ -8,22 +8,26 @@ record layout, declared once by the native sampler (``READING_DTYPE``).
 
 A :class:`PowerLog` is a span of readings with the channel table and the
 (monotonic, realtime) clock pairs taken around it. It knows how to turn a
-device's readings into an energy total, and says how it did so: from an
-energy counter (measured), or by integrating a power gauge (an estimate when
-the sensor only sees part of the time), or not at all.
+device's readings into the energy over a span (a :class:`Measurement`),
+and says how it did so: from an energy counter (measured), or by integrating
+a power gauge (an estimate when the sensor only sees part of the time), or
+not at all.
 """
 from __future__ import annotations
 
 import errno
 import os
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ..clock import clock_pair
+from ..energy import Energy, Method
+from .sensors import SensorModel
 
 # The record layout of phprof._sampler, repeated here only as numpy needs it;
 # tests check that the two agree field by field.
@@ -82,41 +86,35 @@ class Channel:
 
 
 @dataclass(frozen=True)
-class EnergyTotal:
-    """Energy of one device over a log, with how it was obtained."""
+class Measurement:
+    """What a power log says of one device's energy over a span of time."""
 
     device: str
     joules: float | None  # None: this source cannot give energy
-    seconds: float  # span of the readings used
-    method: str  # "energy counter", "integrated power_instant", ...
-    measured: bool  # False: an estimate (partial sensor windows, assumed power)
-    channel: str | None = None
+    method: Method  # COUNTER (measured), INTEGRATED (an estimate), NONE
+    seconds: float  # the span
+    channel: str | None = None  # the channel read
     notes: tuple[str, ...] = ()
     counter_resets: int = 0
-    uncertainty_j: float | None = None  # bound on the error from the sensor's steps; None: unknown
+    uncertainty_j: float | None = None  # bound on the error from the sensor's steps (a counter's: one
+    # update at each end of the span); None: unknown
+    detail: str = ""  # of the method (the channel integrated)
+
+    @property
+    def energy(self) -> Energy:
+        """The figure: the joules, the bound of the sensor's steps, and the method."""
+        u = self.uncertainty_j
+        if u is None or self.joules is None:
+            return Energy(self.joules, method=self.method, detail=self.detail)
+        return Energy(self.joules, self.joules - u, self.joules + u, self.method, self.detail, bound=True)
+
+    @property
+    def measured(self) -> bool:
+        return self.method.measured
 
     @property
     def kind(self) -> str:
-        return "measured" if self.measured else "estimated"
-
-
-def utc_text(ns: int) -> str:
-    """A CLOCK_REALTIME instant (ns) as a readable UTC time, to the microsecond."""
-    from datetime import datetime, timezone
-
-    try:
-        return datetime.fromtimestamp(int(ns) / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
-    except (OverflowError, OSError, ValueError):
-        return f"{ns} ns since the epoch"
-
-
-def clock_pair() -> tuple[int, int]:
-    """(CLOCK_MONOTONIC, CLOCK_REALTIME) ns taken together; the realtime read
-    is bracketed by two monotonic reads and paired with their midpoint."""
-    m0 = time.monotonic_ns()
-    r = time.time_ns()
-    m1 = time.monotonic_ns()
-    return (m0 + m1) // 2, r
+        return self.energy.kind
 
 
 def value_changes(readings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -133,20 +131,26 @@ def value_changes(readings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def sensor_updates(readings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each change of one channel's value: its instant (the middle of the bracket
     of :func:`value_changes`, ns) and the new value (in the channel's unit)."""
-    r, changed = _changes(readings)
-    return _update_instants(r, changed), r["value"][changed]
+    r = readings[readings["status"] == 0]
+    return change_instants(r["t_before_ns"], r["t_after_ns"], r["value"])
+
+
+def change_instants(t_lo: np.ndarray, t_hi: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where a polled value changed, and the new values: each change lies between
+    the start of the last read that showed the old value (``t_lo``) and the end of
+    the first that shows the new one (``t_hi``); its instant is the middle of that
+    bracket (integer times stay integers). Readings whose time is one instant
+    pass it as both ``t_lo`` and ``t_hi``."""
+    changed = np.flatnonzero(np.diff(values) != 0) + 1
+    lo, hi = t_lo[changed - 1], t_hi[changed]
+    middle = (lo + hi) // 2 if np.issubdtype(np.asarray(lo).dtype, np.integer) else (lo + hi) / 2
+    return middle, values[changed]
 
 
 def _changes(readings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The readings with status 0, and the index of each one that shows a new value."""
     r = readings[readings["status"] == 0]
     return r, np.flatnonzero(np.diff(r["value"]) != 0) + 1
-
-
-def _update_instants(r: np.ndarray, changed: np.ndarray) -> np.ndarray:
-    """The instant (ns) of each change: the middle of its bracket, from the start of
-    the last read before it to the end of the first read that shows it."""
-    return (r["t_before_ns"][changed - 1] + r["t_after_ns"][changed]) // 2
 
 
 @dataclass
@@ -207,21 +211,21 @@ class PowerLog:
     def devices(self) -> list[str]:
         return list(dict.fromkeys(c.device for c in self.channels))
 
-    def energy(self, device: str) -> EnergyTotal:
+    def energy(self, device: str) -> Measurement:
         """Energy of one device over the whole log: its energy counter when it has
         one that answered, else its best power gauge integrated over time."""
         curve = self._energy_curve(device)
         if curve.t is None:
-            return EnergyTotal(device, None, 0.0, "none", False, None, curve.notes)
+            return Measurement(device, None, Method.NONE, 0.0, None, curve.notes)
         return curve.total(device, curve.t[0], curve.t[-1])
 
-    def energy_between(self, device: str, t0_ns: int, t1_ns: int) -> EnergyTotal:
+    def energy_between(self, device: str, t0_ns: int, t1_ns: int) -> Measurement:
         """Energy of one device between two CLOCK_REALTIME instants, read off the
         cumulative energy at the readings around each instant (linear between
         them): within one sensor update at each end."""
         curve = self._energy_curve(device)
         if curve.t is None:
-            return EnergyTotal(device, None, (t1_ns - t0_ns) / 1e9, "none", False, None, curve.notes)
+            return Measurement(device, None, Method.NONE, (t1_ns - t0_ns) / 1e9, None, curve.notes)
         return curve.total(device, t0_ns, t1_ns)
 
     def _energy_curve(self, device: str) -> _EnergyCurve:
@@ -239,7 +243,7 @@ class PowerLog:
                 if len(ok) >= 2:
                     return (_counter_curve if quantity == "energy" else _power_curve)(c, ok, notes)
                 notes.append(_why_unusable(c, r))
-        return _EnergyCurve(None, None, None, "none", False, tuple(notes))
+        return _EnergyCurve(None, None, None, Method.NONE, tuple(notes))
 
 
 @dataclass(frozen=True)
@@ -251,14 +255,13 @@ class _EnergyCurve:
     and, between updates, wrong by at most the energy of that update period: the
     stated uncertainty is that energy at each end of a span. (The counter's lag
     behind the true energy is taken as 0 until calibration measures it.) A power
-    curve (``measured`` False) has no such bound.
+    curve (method INTEGRATED: an estimate) has no such bound.
     """
 
     channel: Channel | None
     t: np.ndarray | None  # ns
     joules: np.ndarray | None
-    method: str
-    measured: bool
+    method: Method  # COUNTER (measured), or INTEGRATED (of the channel: an estimate)
     notes: tuple[str, ...]
     counter_resets: int = 0
     update_j: np.ndarray | None = None  # a counter's, per segment of the curve: the increment of its update
@@ -269,22 +272,22 @@ class _EnergyCurve:
         steps = self.update_j
         return float(steps[np.clip(np.searchsorted(self.t, t_ns) - 1, 0, len(steps) - 1)])
 
-    def total(self, device: str, t0_ns: int, t1_ns: int) -> EnergyTotal:
+    def total(self, device: str, t0_ns: int, t1_ns: int) -> Measurement:
         e0, e1 = np.interp([t0_ns, t1_ns], self.t, self.joules)
+        joules = float(e1 - e0)
         notes, uncertainty = self.notes, None
         if t0_ns < self.t[0] or t1_ns > self.t[-1]:
             notes += (f"{self.channel.name} readings do not cover the whole span: its ends are clipped",)
-        if self.measured:
+        if self.method.measured:
             uncertainty = self.update_energy(t0_ns) + self.update_energy(t1_ns)
-            if e1 - e0 < 10 * uncertainty:
+            if joules < 10 * uncertainty:
                 notes += (
                     f"the span covers few updates of {self.channel.name}: the energy is uncertain to "
                     f"+-{uncertainty:.3g} J (one counter update at each end)",
                 )
-        return EnergyTotal(
-            device, float(e1 - e0), (t1_ns - t0_ns) / 1e9, self.method, self.measured, self.channel.name,
-            notes, self.counter_resets, uncertainty,
-        )
+        return Measurement(device, joules, self.method, (t1_ns - t0_ns) / 1e9, self.channel.name, notes,
+                           self.counter_resets, uncertainty,
+                           self.channel.name if self.method is Method.INTEGRATED else "")
 
 
 def _mid_times(r: np.ndarray) -> np.ndarray:
@@ -313,13 +316,15 @@ def _counter_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve:
     if len(changed) < 2:
         # no update period seen: the counter's value at each reading is all we know
         notes.append(f"{c.name} changed fewer than twice: its update instants are unknown")
-        return _EnergyCurve(c, _mid_times(r), cum, "energy counter", True, tuple(notes), resets, np.diff(cum))
+        return _EnergyCurve(c, _mid_times(r), cum, Method.COUNTER, tuple(notes), resets, np.diff(cum))
     # The counter's value at each update instant u_k is the energy up to u_k. The
     # first value read belongs to the update one period before the first change;
     # after the last change, a period (and a quarter) without a change means no energy
     # (the curve stays flat), and a span ending within it is extended at the
     # power of the last period.
-    u = _update_instants(r, changed).astype(float)
+    # the changes of the counted energy (cum), not of the raw values: those are ``changed``
+    # (a reading of 0 just after a reset is a change of value but no update)
+    u = change_instants(r["t_before_ns"], r["t_after_ns"], cum)[0].astype(float)
     period = float(np.median(np.diff(u)))
     t = np.concatenate([[u[0] - period], u])
     e = np.concatenate([[cum[0]], cum[changed]])
@@ -332,7 +337,7 @@ def _counter_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve:
         slope = (e[-1] - e[-2]) / (t[-1] - t[-2])
         t, e = np.append(t, t_last), np.append(e, e[-1] + slope * (t_last - u[-1]))
         update_j = np.append(update_j, update_j[-1])  # the next update, not seen: like the last
-    return _EnergyCurve(c, t, e, "energy counter", True, tuple(notes), resets, update_j)
+    return _EnergyCurve(c, t, e, Method.COUNTER, tuple(notes), resets, update_j)
 
 
 def _power_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve:
@@ -343,7 +348,7 @@ def _power_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve:
         f"no usable energy counter: integrated {c.name} ({c.description}); the sensor averages only part "
         "of the time, so this is an estimate"
     )
-    return _EnergyCurve(c, t, joules, f"integrated {c.name}", False, tuple(notes))
+    return _EnergyCurve(c, t, joules, Method.INTEGRATED, tuple(notes))
 
 
 def _why_unusable(c: Channel, r: np.ndarray) -> str:
@@ -400,6 +405,28 @@ class PowerSource(ABC):
     @property
     def running(self) -> bool:
         return self._running
+
+    @classmethod
+    def for_measuring(cls, found: Availability, interval_s: float | None = None) -> PowerSource | None:
+        """A source that samples everything ``found`` (its probe) lists, for
+        ``phprof devices --measure``; None when it has nothing to sample."""
+        return None
+
+    @classmethod
+    def device_lines(cls, device: dict) -> list[str]:
+        """One device of :meth:`probe`'s, described for a person (``phprof devices``)."""
+        return [str(device)]
+
+    def windowed_sensor(self) -> SensorModel | None:
+        """The model of the averaging power field this source reads (a GPU's instant
+        power), for the pauses that keep its windows from aliasing with the
+        inferences; None for a source of counters only."""
+        return None
+
+    def device_names(self) -> tuple[dict[str, str], str | None]:
+        """Each measured device's product name (which says what sensor it has), and
+        the driver's version; ({}, None) where the source cannot tell."""
+        return {}, None
 
     def start(self) -> None:
         with self._lock:

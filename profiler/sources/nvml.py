@@ -7,10 +7,10 @@ the driver's ``libnvidia-ml.so.1`` is used.
 from __future__ import annotations
 
 import os
-import re
 
 from .base import Availability, Channel
 from .native import NativeSource, native_module
+from .sensors import NOMINAL_INSTANT, SensorModel, nominal_behaviour, nominal_sensor
 
 LIBRARY_ENV = "PHPROF_NVML_LIB"
 DEFAULT_LIBRARY = "libnvidia-ml.so.1"
@@ -25,38 +25,9 @@ FIELDS = {
     "power_average": ("power", "mW", "NVML average power field (NVML_FI_DEV_POWER_AVERAGE)"),
 }
 
-# Nominal sensor behaviour by GPU family, from published measurements
-# (../shared/docs/sensors.md). Not measured on this GPU: calibration does that.
-_NOMINAL = {
-    "energy": "mJ counter, Volta and newer; updates every 10-100 ms (reported)",
-    "power_instant": "update period and averaging window not characterised for this GPU",
-    "power_average": "1 s average on Ampere (not GA100) and newer; the instant value on GA100 and older",
-}
-_NOMINAL_BY_FAMILY = {
-    "A100": {
-        "power_instant": "refreshed every ~100 ms from a ~25 ms window: ~75% of the time is never seen "
-        "(A100: 101 ms / 25 ms, Yang et al. 2023)",
-    },
-    "H100": {
-        "power_instant": "refreshed every ~100 ms from a 21-25 ms window, rise time 75-120 ms (H100, Yang et al. 2023)",
-        "power_average": "1 s average, rise time ~900 ms",
-    },
-}
-_NOMINAL_BY_FAMILY["H200"] = _NOMINAL_BY_FAMILY["GH200"] = _NOMINAL_BY_FAMILY["H100"]
-
-
 def library_path() -> str:
     """The NVML library phprof loads: $PHPROF_NVML_LIB, else the driver's."""
     return os.environ.get(LIBRARY_ENV) or DEFAULT_LIBRARY
-
-
-def nominal_behaviour(gpu_name: str, field: str) -> str:
-    """What the literature says of this field on this GPU family (not a measurement)."""
-    words = set(re.findall(r"[A-Z0-9]+", gpu_name.upper()))
-    for family, table in _NOMINAL_BY_FAMILY.items():
-        if family in words and field in table:
-            return table[field]
-    return _NOMINAL[field]
 
 
 def _unavailable_hint(library: str) -> str:
@@ -124,6 +95,32 @@ class NvmlSource(NativeSource):
             "capacity": sampler.stats()["capacity"],
         }
         super().__init__(sampler, channels, settings)
+
+    @classmethod
+    def for_measuring(cls, found: Availability, interval_s: float | None = None) -> NvmlSource:
+        return cls(gpus=[d["index"] for d in found.devices], interval_s=interval_s)
+
+    @classmethod
+    def device_lines(cls, d: dict) -> list[str]:
+        out = [f"GPU {d['index']}: {d['name']}  {d['uuid']}"]
+        for field, f in d["fields"].items():
+            if f["ok"]:
+                value = f"{f['value']} {f['unit']}"
+                out.append(f"  {field:<14} ok   {value:>16}  read in {f['call_us']:.0f} us")
+                out.append(f"  {'':<14}      nominal: {f['behaviour']}")
+            else:
+                out.append(f"  {field:<14} {f['error'] or 'error'} (NVML code {f['status']})")
+        return out
+
+    def windowed_sensor(self) -> SensorModel:
+        """The instant power field's published model for the first GPU's family; the
+        A100/H100 one where the family's is not known."""
+        names, _ = self.device_names()
+        return next((m for m in map(nominal_sensor, names.values()) if m is not None), NOMINAL_INSTANT)
+
+    def device_names(self) -> tuple[dict[str, str], str | None]:
+        found = [d for d in self.probe(self.settings["library"]).devices if d["index"] in self.settings["gpus"]]
+        return {f"gpu{d['index']}": d["name"] for d in found}, (found[0]["driver"] if found else None)
 
     @classmethod
     def probe(cls, library: str | None = None) -> Availability:

@@ -123,6 +123,15 @@ class RaplSource(NativeSource):
         super().__init__(sampler, channels, settings)
 
     @classmethod
+    def for_measuring(cls, found: Availability, interval_s: float | None = None) -> RaplSource:
+        return cls(interval_s=interval_s)
+
+    @classmethod
+    def device_lines(cls, d: dict) -> list[str]:
+        default = "" if d["default"] else " (not sampled by default: part of another zone)"
+        return [f"{d['name']:<12} {d['zone']}, wraps at {d['wraps_at_uj']} uJ{default}"]
+
+    @classmethod
     def probe(cls, root: Path | None = None) -> Availability:
         zones, why = find_zones(root)
         if not zones:

@@ -52,55 +52,20 @@ import re
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
-from enum import IntEnum
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "CPU_OP",
-    "DEVICE_KINDS",
-    "EVENT_DTYPE",
-    "GPU_ANNOTATION",
-    "KERNEL",
-    "MEMCPY",
-    "MEMSET",
-    "RUNTIME",
-    "STACK_DTYPE",
-    "USER_ANNOTATION",
-    "Kind",
-    "KinetoTrace",
-    "load_kineto",
-]
+from ..clock import decimal_text_to_ns
+from ..store.schema import CATEGORY, DEVICE_KINDS, ON_DEVICE, STACK_DTYPE, Kind, stack_path
 
+__all__ = ["KINETO_EVENT_DTYPE", "KinetoTrace", "load_kineto", "span_of_events"]
 
-class Kind(IntEnum):
-    """What an event is; stored in ``EVENT_DTYPE['kind']``."""
-
-    CPU_OP = 0  # cat "cpu_op": an aten operator or other dispatched op
-    USER_ANNOTATION = 1  # cat "user_annotation": a record_function span on a CPU thread
-    KERNEL = 2  # cat "kernel"
-    MEMCPY = 3  # cat "gpu_memcpy"
-    MEMSET = 4  # cat "gpu_memset"
-    GPU_ANNOTATION = 5  # cat "gpu_user_annotation": a record_function span mirrored on a stream
-    RUNTIME = 6  # cat "cuda_runtime" / "cuda_driver": launches and other API calls
-
-
-# The kinds as module constants too: ``ev["kind"] == kineto.KERNEL``.
-CPU_OP = Kind.CPU_OP
-USER_ANNOTATION = Kind.USER_ANNOTATION
-KERNEL = Kind.KERNEL
-MEMCPY = Kind.MEMCPY
-MEMSET = Kind.MEMSET
-GPU_ANNOTATION = Kind.GPU_ANNOTATION
-RUNTIME = Kind.RUNTIME
-
-#: The kinds that run on a device and are launched by a runtime call.
-DEVICE_KINDS = (Kind.KERNEL, Kind.MEMCPY, Kind.MEMSET)
-
-EVENT_DTYPE = np.dtype(
+#: The events of one parsed trace, with the ids the joins need (the trace file's
+#: ``phprof.store.schema.EVENT_DTYPE`` keeps less: see ``phprof.store.schema.event_rows``).
+KINETO_EVENT_DTYPE = np.dtype(
     [
         ("start_ns", "<i8"),  # CLOCK_REALTIME ns
         ("end_ns", "<i8"),
@@ -116,26 +81,15 @@ EVENT_DTYPE = np.dtype(
     ]
 )
 
-STACK_DTYPE = np.dtype([("parent", "<u4"), ("scope", "<u4")])
-
-# Chrome-trace "cat" -> Kind. Lower-case names are what Kineto writes today; the
-# capitalised ones are those of the first torch.profiler releases (1.8).
+# Chrome-trace "cat" -> Kind: the categories Kineto writes today, CUDA driver calls,
+# and the capitalised ones of the first torch.profiler releases (1.8). Plain ints
+# for the hot loop.
 _KIND_OF_CAT: dict[str, int] = {
-    "cpu_op": Kind.CPU_OP,
-    "Operator": Kind.CPU_OP,
-    "user_annotation": Kind.USER_ANNOTATION,
-    "kernel": Kind.KERNEL,
-    "Kernel": Kind.KERNEL,
-    "gpu_memcpy": Kind.MEMCPY,
-    "Memcpy": Kind.MEMCPY,
-    "gpu_memset": Kind.MEMSET,
-    "Memset": Kind.MEMSET,
-    "gpu_user_annotation": Kind.GPU_ANNOTATION,
-    "cuda_runtime": Kind.RUNTIME,
-    "cuda_driver": Kind.RUNTIME,
-    "Runtime": Kind.RUNTIME,
+    **{cat: int(k) for k, cat in CATEGORY.items()},
+    "cuda_driver": int(Kind.RUNTIME),
+    **{cat: int(k) for cat, k in (("Operator", Kind.CPU_OP), ("Kernel", Kind.KERNEL), ("Memcpy", Kind.MEMCPY),
+                                  ("Memset", Kind.MEMSET), ("Runtime", Kind.RUNTIME))},
 }
-_KIND_OF_CAT = {cat: int(k) for cat, k in _KIND_OF_CAT.items()}  # plain ints for the hot loop
 
 # An External id shared by more candidate events than this is ambiguous, and
 # left to the time-containment join (guards the pairwise expansion below).
@@ -181,47 +135,6 @@ def _gc_paused():
 # ----------------------------------------------------------------- numbers
 
 
-_POW10 = 10 ** np.arange(19, dtype=np.int64)
-_DECIMAL_WEIGHT = np.array([0, 100, 10, 1, 0], dtype=np.int64)  # ns per digit 1, 2, 3 after the dot
-_CHUNK = 4096
-
-
-def _text_us_to_ns(texts: np.ndarray) -> np.ndarray:
-    """Decimal texts of microseconds (numpy 'U' or 'S' array) -> int64 nanoseconds.
-
-    The texts are a byte matrix; each digit is weighted by its place relative
-    to the dot (integer part, then 100, 10, 1 ns for the first three decimals,
-    the fourth rounds half up), in chunks to bound memory. Texts with an
-    exponent go through Decimal one by one.
-    """
-    n = len(texts)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    raw = np.ascontiguousarray(texts.astype("S") if texts.dtype.kind == "U" else texts)
-    width = raw.dtype.itemsize
-    m = raw.view(np.uint8).reshape(n, width)
-    col = np.arange(width, dtype=np.int64)[None, :]
-    out = np.empty(n, np.int64)
-    for lo in range(0, n, _CHUNK):
-        mm = m[lo : lo + _CHUNK]
-        d = mm.astype(np.int64) - ord("0")
-        d[(d < 0) | (d > 9)] = 0
-        dot = mm == ord(".")
-        dotpos = np.where(dot.any(axis=1), dot.argmax(axis=1), (mm != 0).sum(axis=1))[:, None]
-        rel = col - dotpos  # < 0: integer part; 1, 2, 3: decimals kept; 4: rounding
-        whole = (d * (_POW10[np.clip(-rel - 1, 0, 18)] * (rel < 0))).sum(axis=1)
-        frac = (d * _DECIMAL_WEIGHT[np.clip(rel, 0, 4)]).sum(axis=1) + ((rel == 4) & (d >= 5)).any(axis=1)
-        ns = whole * 1000 + frac
-        out[lo : lo + _CHUNK] = np.where(mm[:, 0] == ord("-"), -ns, ns)
-    odd = np.flatnonzero(((m == ord("e")) | (m == ord("E"))).any(axis=1) | (m[:, 0] == 0))
-    for i in odd:
-        try:
-            out[i] = int((Decimal(raw[i].decode()) * 1000).to_integral_value(ROUND_HALF_UP))
-        except ArithmeticError:  # NaN, Infinity, empty
-            out[i] = 0
-    return out
-
-
 # Below 2**43 us (~100 days) doubles are spaced under 0.001 us, so the shortest
 # repr of a parsed float gives back the three written decimals exactly.
 _FLOAT_EXACT_US = 2.0**43
@@ -239,7 +152,7 @@ def _us_to_ns(values: list) -> tuple[np.ndarray, bool]:
     if a.dtype.kind in "iu":
         return a.astype(np.int64) * 1000, True
     if a.dtype.kind == "U":
-        return _text_us_to_ns(a), True
+        return decimal_text_to_ns(a, 1000, invalid=0), True
     # floats (a dict parsed with plain floats), Decimals, or a mix: through text
     exact = True
     texts = []
@@ -249,7 +162,7 @@ def _us_to_ns(values: list) -> tuple[np.ndarray, bool]:
             texts.append(repr(v))
         else:
             texts.append(str(v))
-    return _text_us_to_ns(np.asarray(texts, dtype=str)), exact
+    return decimal_text_to_ns(np.asarray(texts, dtype=str), 1000, invalid=0), exact
 
 
 _INT_IN_TEXT = re.compile(r"-?\d+")
@@ -364,7 +277,7 @@ class KinetoTrace:
     :attr:`launch` are row indices into it.
     """
 
-    events: np.ndarray = field(repr=False)  # EVENT_DTYPE
+    events: np.ndarray = field(repr=False)  # KINETO_EVENT_DTYPE
     names: list[str] = field(repr=False)  # string table; names[0] == ""
     stacks: np.ndarray = field(repr=False)  # STACK_DTYPE; row 0 is the root
     #: per event row: for a device event, the row of its launching runtime call; else -1
@@ -400,14 +313,7 @@ class KinetoTrace:
 
     def stack_path(self, stack: int) -> list[str]:
         """Scope names from the outermost to ``stack``'s own scope; [] for the root."""
-        path = []
-        i = int(stack)
-        while i != 0:
-            row = self.stacks[i]
-            path.append(self.names[int(row["scope"])])
-            i = int(row["parent"])
-        path.reverse()
-        return path
+        return stack_path(self.stacks, self.names, stack)
 
     def stack_id(self, path) -> int:
         """Row of the stack with these scope names (outermost first); KeyError if absent."""
@@ -583,7 +489,7 @@ def _build_table(c: dict[str, list], base_ns: int) -> tuple[np.ndarray, bool]:
     dur, exact_dur = _us_to_ns(c["dur"])
     dur = np.maximum(dur, 0)
     kind = np.asarray(c["kind"], dtype=np.uint8) if n else np.zeros(0, np.uint8)
-    on_device = np.isin(kind, np.asarray([*DEVICE_KINDS, Kind.GPU_ANNOTATION], dtype=np.uint8))
+    on_device = np.isin(kind, np.asarray(ON_DEVICE, dtype=np.uint8))
     pid = _int_column(c["pid"])
     tid = _int_column(c["tid"])
     dev_arg = _int_column(c["dev"])
@@ -592,7 +498,7 @@ def _build_table(c: dict[str, list], base_ns: int) -> tuple[np.ndarray, bool]:
     stream = np.where(on_device & (stream_arg >= 0), stream_arg, tid)
 
     order = np.lexsort((-dur, start))
-    ev = np.zeros(n, EVENT_DTYPE)
+    ev = np.zeros(n, KINETO_EVENT_DTYPE)
     ev["start_ns"] = start[order]
     ev["end_ns"] = (start + dur)[order]
     ev["name"] = np.asarray(c["name"], dtype=np.uint32)[order] if n else 0
@@ -811,7 +717,7 @@ def _assign_stacks(events: np.ndarray, names: list[str], scope_filter, launch: n
             stack[qsel] = np.where(idx >= 0, node_arr[np.maximum(idx, 0)], 0)
 
     # device events: the stack of their CPU op, else of their launch
-    dev = np.flatnonzero(np.isin(kind, np.asarray([*DEVICE_KINDS, Kind.GPU_ANNOTATION], dtype=np.uint8)))
+    dev = np.flatnonzero(np.isin(kind, np.asarray(ON_DEVICE, dtype=np.uint8)))
     op = events["op"][dev].astype(np.int64)
     ln = launch[dev].astype(np.int64)
     src = np.where(op >= 0, op, ln)

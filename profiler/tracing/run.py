@@ -29,18 +29,22 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..attribution.aliasing import AliasBreaker, phase_coverage
-from ..attribution.sensor import NOMINAL_INSTANT
-from ..sources import EnergyTotal, NvmlSource, PowerLog, PowerSource, RaplSource, TimeOnlySource, sensor_updates
-from ..store import INFERENCE_DTYPE, MODULE_DTYPE, PHASE_DTYPE, TraceWriter, event_rows
+from ..energy import Method
+from ..errors import PhprofError
+from ..sources import Measurement, PowerLog, PowerSource, open_source, sensor_updates
+from ..sources.sensors import phase_coverage
+from ..store import (INFERENCE_DTYPE, INFERENCE_PREFIX, MODULE_DTYPE, PHASE_DTYPE, PHASE_PREFIX, STEP_PREFIX, Kind,
+                     TraceWriter, event_rows, is_module_scope, run_meta, run_summary)
+from .aliasing import AliasBreaker
 from .catalog import Catalog
-from .scopes import INFERENCE_PREFIX, PHASE_PREFIX, ModuleScopes, PhaseScopes, inference_scope, is_module_scope
+from .kineto import load_kineto, span_of_events
+from .scopes import ModuleScopes, PhaseScopes, inference_scope
 
 DEFAULT_TRACES_DIR = Path("traces")
 DTYPES = ("float32", "float16", "bfloat16")
 
 
-class TraceError(Exception):
+class TraceError(PhprofError):
     """A run that cannot start: bad model, task, shapes, device or output."""
 
 
@@ -55,7 +59,7 @@ class TraceSummary:
     inferences: int
     inference_s: float  # the traced inferences' own time, added up
     span_s: float  # the windows' spans, first to last inference: also the gaps between inferences
-    energy: EnergyTotal | None  # over the windows' spans; None without a sensor
+    energy: Measurement | None  # over the windows' spans; None without a sensor
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -69,47 +73,14 @@ class TraceSummary:
         return self.energy.joules / self.inferences
 
     def as_dict(self) -> dict:
-        e = self.energy
-        return {
-            "status": self.status,
-            "model": self.model,
-            "task": self.task,
-            "inferences": self.inferences,
-            "inference_s": self.inference_s,
-            "span_s": self.span_s,
-            "seconds_per_inference": self.seconds_per_inference,
-            "energy_j": None if e is None else e.joules,
-            "energy_method": None if e is None else e.method,
-            "energy_kind": None if e is None else e.kind,
-            "energy_uncertainty_j": None if e is None else e.uncertainty_j,
-            "joules_per_inference": self.joules_per_inference,
-            "notes": list(self.notes) + (list(e.notes) if e else []),
-        }
+        return run_summary(status=self.status, model=self.model, task=self.task, inferences=self.inferences,
+                           inference_s=self.inference_s, span_s=self.span_s, energy=self.energy, notes=self.notes)
 
 
 def default_output(model: str, task: str, directory: Path = DEFAULT_TRACES_DIR) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     safe = model.replace("/", "--").replace(os.sep, "--").strip("-.") or "model"
     return directory / f"{safe}.{task}.{stamp}.h5"
-
-
-def open_power_source(name: str, device: str, interval_s: float | None = 1e-3) -> PowerSource:
-    """``auto``: NVML for a CUDA device, RAPL for the CPU when readable, else time only."""
-    gpu = int(device.split(":")[1]) if device.startswith("cuda:") else 0
-    if name == "auto":
-        if device.startswith("cuda") and NvmlSource.probe().available:
-            name = "nvml"
-        elif device == "cpu" and RaplSource.probe().available:
-            name = "rapl"
-        else:
-            name = "none"
-    if name == "nvml":
-        return NvmlSource(gpus=[gpu], interval_s=interval_s)
-    if name == "rapl":
-        return RaplSource(interval_s=interval_s)
-    if name == "none":
-        return TimeOnlySource()
-    raise TraceError(f"unknown power source {name!r} (choose auto, nvml, rapl or none)")
 
 
 class _Windows:
@@ -175,7 +146,7 @@ class _Recorder:
         self.inferences_written = 0
         self.outside = 0  # events outside any inference (dropped, counted)
         self.spans: list[tuple[int, int]] = []  # (first start, last end) of each window's inferences
-        self.energies: list[EnergyTotal] = []  # per window and device, over the window's inferences
+        self.energies: list[Measurement] = []  # per window and device, over the window's inferences
         self.schedule: _Windows | None = None
         self._tail: PowerLog | None = None  # the last readings of each channel, for the next window's start
         self.instant_updates: list[np.ndarray] = []  # when the instant power field changed (ns)
@@ -195,8 +166,6 @@ class _Recorder:
         self.writer.append_modules(rows)
 
     def on_trace_ready(self, prof) -> None:
-        from .kineto import load_kineto
-
         with tempfile.TemporaryDirectory(prefix="phprof-window-") as tmp:
             path = os.path.join(tmp, "window.json")
             prof.export_chrome_trace(path)
@@ -215,18 +184,16 @@ class _Recorder:
 
     def _write(self, trace) -> tuple[int, int] | None:
         """Appends a parsed window; returns the span of its inferences."""
-        from . import kineto
-
         ev = trace.events
         names = trace.names
         # what each distinct name is, then per event by indexing (no per-event Python)
         def named(prefix: str) -> np.ndarray:
             return np.array([n.startswith(prefix) for n in names], dtype=bool)[ev["name"]]
 
-        is_ann = ev["kind"] == kineto.USER_ANNOTATION
+        is_ann = ev["kind"] == Kind.USER_ANNOTATION
         inf_mask = is_ann & named(INFERENCE_PREFIX)
         phase_mask = is_ann & named(PHASE_PREFIX)
-        step_mask = is_ann & named("ProfilerStep#")
+        step_mask = is_ann & named(STEP_PREFIX)
 
         # inferences of this window; an inference cut short by an interrupt is left out
         if not inf_mask.any():
@@ -240,7 +207,7 @@ class _Recorder:
 
         # every CPU event belongs to the inference whose span holds it; device
         # events to the inference of the CPU op that launched them
-        pos = kineto.span_of_events(ev, inf_ev["start_ns"], inf_ev["end_ns"])
+        pos = span_of_events(ev, inf_ev["start_ns"], inf_ev["end_ns"])
         inside = pos >= 0
         inference = np.full(len(ev), -1, dtype=np.int32)
         inference[inside] = inf_idx[pos[inside]]
@@ -295,28 +262,19 @@ def _run_meta(spec, task, options: dict, source: PowerSource, device_name: str) 
     config = json.loads(json.dumps(dict(spec.config), default=str))
     versions = {"phprof": __version__, "torch": torch.__version__, "python": platform.python_version(),
                 "cuda": torch.version.cuda}
-    sensor_devices, driver = _sensor_devices(source)
+    sensor_devices, driver = source.device_names()
     for lib in ("transformers", "diffusers", "numpy", "h5py"):
         try:
             versions[lib] = __import__(lib).__version__
         except ImportError:
             pass
-    return {
-        "model": spec.id,
-        "model_source": spec.source,
-        "config": config,
-        "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16],
-        "task": task,
-        "options": options,
-        "device": options["device"],
-        "device_name": device_name,
-        "driver": driver,
-        "versions": versions,
-        "host": platform.node(),
-        "sensor": {"source": source.name, "settings": source.settings, "channels": [c.name for c in source.channels],
-                   "devices": sensor_devices},
-        "units": {"time": "ns, CLOCK_REALTIME", "energy_counter": "per channel (mJ/uJ)", "power": "mW"},
-    }
+    return run_meta(
+        model=spec.id, task=task, device=options["device"], device_name=device_name,
+        sensor={"source": source.name, "settings": source.settings, "channels": [c.name for c in source.channels],
+                "devices": sensor_devices},
+        versions=versions, model_source=spec.source, config=config,
+        config_hash=hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16],
+        options=options, driver=driver, host=platform.node())
 
 
 def trace(
@@ -394,7 +352,7 @@ def trace(
     path = Path(output) if output else default_output(spec.id, task)
     if output is None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    power = open_power_source(source, device)
+    power = open_source(source, device)
     device_name = _device_name(device)
     options = {
         "inferences": inferences, "warmup": warmup, "batch_size": batch_size, "seq_len": seq_len,
@@ -408,7 +366,8 @@ def trace(
         raise TraceError(str(e)) from None
 
     run = lambda: models.infer(built, task, inputs, new_tokens=new_tokens, steps=steps)  # noqa: E731
-    breaker = AliasBreaker(NOMINAL_INSTANT.period_s) if anti_alias and power.name == "nvml" else None
+    sensor = power.windowed_sensor()
+    breaker = AliasBreaker(sensor.period_s) if anti_alias and sensor is not None else None
     completed: list[int] = []
     recorder = _Recorder(writer, power, completed)
     status, notes = "failed", []
@@ -472,19 +431,9 @@ def trace(
             writer.append_power(power.stop())
         if breaker is not None and breaker.paused_s:
             notes.append(f"anti-aliasing pauses between inferences: {breaker.paused_s:.2f} s in all")
-        summary = _summary(path, status, spec.id, task, recorder, power, notes)
+        summary = _summary(path, status, spec.id, task, recorder, power, sensor, notes)
         writer.close(status, summary.as_dict())
     return summary
-
-
-def _sensor_devices(source: PowerSource) -> tuple[dict[str, str], str | None]:
-    """The measured devices' names (``gpu0``: its product name), which say what sensor
-    it has, and the NVIDIA driver's version; ({}, None) for a source other than NVML."""
-    if source.name != "nvml":
-        return {}, None
-    found = [d for d in NvmlSource.probe(source.settings.get("library")).devices
-             if d["index"] in source.settings.get("gpus", [])]
-    return {f"gpu{d['index']}": d["name"] for d in found}, (found[0]["driver"] if found else None)
 
 
 def _device_name(device: str) -> str:
@@ -501,26 +450,27 @@ def _last_readings(log: PowerLog, n: int) -> PowerLog:
     return PowerLog(log.source, log.channels, r[np.sort(idx.astype(np.int64))], settings=log.settings)
 
 
-def _sum_energy(parts: list[EnergyTotal]) -> EnergyTotal | None:
+def _sum_energy(parts: list[Measurement]) -> Measurement | None:
     """The run's energy over its traced inferences: the windows' energies added up."""
     if not parts:
         return None
     notes = tuple(dict.fromkeys(n for p in parts for n in p.notes))
-    methods = sorted({p.method for p in parts})
     devices = sorted({p.device for p in parts})
-    joules = None if any(p.joules is None for p in parts) else sum(p.joules for p in parts)
-    return EnergyTotal(
-        "+".join(devices), joules, sum(p.seconds for p in parts) / len(devices), " + ".join(methods),
-        all(p.measured for p in parts), None,
+    methods = {(p.method, p.detail) for p in parts}
+    method, detail = methods.pop() if len(methods) == 1 else \
+        (Method.MIXED, " + ".join(sorted({p.energy.method_text for p in parts})))
+    return Measurement(
+        "+".join(devices), None if any(p.joules is None for p in parts) else sum(p.joules for p in parts),
+        method, sum(p.seconds for p in parts) / len(devices), None,
         notes + ("summed over the profiler windows' inferences; the pauses between windows, while phprof "
                  "saves a window, are left out",
                  "the device's whole draw, idle (static) power included: `phprof report` splits it, and per layer"),
         sum(p.counter_resets for p in parts),
-        None if any(p.uncertainty_j is None for p in parts) else sum(p.uncertainty_j for p in parts),
+        None if any(p.uncertainty_j is None for p in parts) else sum(p.uncertainty_j for p in parts), detail,
     )
 
 
-def _summary(path, status, model, task, recorder: _Recorder, power: PowerSource, notes) -> TraceSummary:
+def _summary(path, status, model, task, recorder: _Recorder, power: PowerSource, sensor, notes) -> TraceSummary:
     span = sum((e - s) for s, e in recorder.spans) / 1e9
     own = (sum(int((e - s).sum()) for s, e in zip(recorder.inference_starts, recorder.inference_ends)) / 1e9)
     if power.channels and span > 0:
@@ -530,12 +480,12 @@ def _summary(path, status, model, task, recorder: _Recorder, power: PowerSource,
         notes.append(f"{recorder.outside} profiler events fell outside every inference and were not stored")
     if not power.channels:
         notes.append("no power sensor (source 'none'): time only, energy not measured")
-    if recorder.instant_updates and recorder.spans:
+    if recorder.instant_updates and recorder.spans and sensor is not None:
         updates = np.concatenate(recorder.instant_updates)
-        centres = updates - int((NOMINAL_INSTANT.lag_s + NOMINAL_INSTANT.window_s / 2) * 1e9)
+        centres = updates - int((sensor.lag_s + sensor.window_s / 2) * 1e9)
         cov = phase_coverage(centres, np.concatenate(recorder.inference_starts),
                              np.concatenate(recorder.inference_ends))
-        notes.append(cov.describe() + f" ({NOMINAL_INSTANT.source})")
+        notes.append(cov.describe() + f" ({sensor.source})")
     return TraceSummary(
         path, status, model, task, recorder.inferences_written, own, span, _sum_energy(recorder.energies), notes
     )

@@ -8,8 +8,8 @@
   ``decode.<k>`` for sequence-to-sequence, ``encode_prompt``, ``denoise.<k>``
   and ``vae_decode`` for diffusion, ``forward`` for a single forward pass.
 
-Names starting with ``phprof.`` are not module paths: :func:`is_module_scope`
-tells the two apart when stacks are built.
+Names starting with ``phprof.`` are not module paths:
+``phprof.store.schema.is_module_scope`` tells the two apart when stacks are built.
 """
 from __future__ import annotations
 
@@ -18,12 +18,7 @@ from contextlib import contextmanager
 import torch
 from torch.autograd.profiler import record_function
 
-INFERENCE_PREFIX = "phprof.inference."
-PHASE_PREFIX = "phprof.phase."
-
-
-def is_module_scope(name: str) -> bool:
-    return not name.startswith("phprof.") and not name.startswith("ProfilerStep#")
+from ..store.schema import INFERENCE_PREFIX, PHASE_PREFIX
 
 
 class _Scoped:

@@ -1,4 +1,7 @@
-"""`phprof devices` as a user runs it."""
+"""`phprof devices` as a user runs it, and what every command shares (the group, its formats).
+
+The commands' views (`phprof report`, `flamegraph`, `compare` on real traces) are in
+tests/test_commands_views.py."""
 from __future__ import annotations
 
 import json
@@ -10,7 +13,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from phprof.cli import main
+import phprof
+from phprof.commands import main
 
 
 def test_devices_on_a_machine_without_gpu_or_rapl_says_why(tmp_path):
@@ -63,3 +67,22 @@ def pytest_approx(value, abs_):
     import pytest
 
     return pytest.approx(value, abs=abs_)
+
+
+def test_flamegraph_formats_are_the_renderers():
+    """`phprof flamegraph --format` lists the formats without importing the renderers: the
+    list must be the registry's, in its order."""
+    from phprof.commands.flamegraph import FORMATS
+
+    assert FORMATS == phprof.render.format_names("flamegraph")
+    assert FORMATS == ["html", "folded", "speedscope", "perfetto"]
+
+
+def test_the_console_script_is_the_commands_group():
+    """The `phprof` script the package installs runs phprof.commands.main (the group
+    every subcommand registers on)."""
+    p = subprocess.run([Path(sys.executable).parent / "phprof", "--help"], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    for name in ("attribute", "compare", "devices", "flamegraph", "models", "report", "trace"):
+        assert name in main.commands and re.search(rf"^ +{name}\b", p.stdout, re.M), name

@@ -1,23 +1,27 @@
-"""The interactive energy flamegraph: one self-contained HTML page.
+"""The interactive energy flamegraph: one self-contained HTML page, the core of
+every page phprof writes (the report and comparison pages add their sections
+around it, styled by the same stylesheet).
 
-The page holds everything it needs (script, style and the data as JSON in a
-``<script type="application/json" id="phprof-data">`` tag), so it opens from a
-file with no network. Frames too small to see are merged in Python before the
+The page holds everything it needs (script, style, the palette and the data as
+JSON in a ``<script type="application/json" id="phprof-data">`` tag), so it
+opens from a file with no network. Frames too small to see are merged in Python before the
 data is embedded: under each parent, the children whose share of the total is
 below ``min_share`` in both energy and time become one "(n smaller frames)"
 frame, so the page stays small and fast for trees of any size.
 
 The data is columnar (one array per field, frames in pre-order with the index
 of their parent) and strings are interned in one table, so a frame costs a few
-numbers. The drawing code is ``flamegraph.js`` and ``flamegraph.css`` next to
-this module, read at render time and inlined.
+numbers. The drawing code is ``flamegraph.js`` and the one stylesheet of every
+page ``page.css``, next to this module, read at render time and inlined; the
+kinds' colours come from ``phprof.render.palette``.
 
 The same page draws a differential flamegraph (:func:`diff_flamegraph_html`): the
 union of two runs' frames by path (``phprof.render.frames.diff_tree``), each frame
 as wide as a layout width (its larger own energy plus its children's widths: at
 least either run's energy, and possibly more than both), coloured by (B - A) / A;
 the tree's ``diff`` entry and its frames' ``a_*`` / ``b_*`` fields switch the
-script to it.
+script to it. A tree of times only (``measure`` "time": a trace without energy)
+is drawn by time, its title saying that energy was not measured.
 """
 from __future__ import annotations
 
@@ -26,8 +30,9 @@ import json
 import math
 from importlib import resources
 
-from ..attribution.results import finite
-from .frames import diff_tree
+from .base import Renderer, register
+from .frames import diff_tree, frame_tree
+from .palette import KINDS
 
 COLLAPSED = "collapsed"  # the kind of a "(n smaller frames)" frame
 # a differential tree's per-run columns (diff_tree), embedded when the tree has "diff"
@@ -41,7 +46,7 @@ def flamegraph_html(tree: dict, *, title: str | None = None, min_share: float = 
     data = embedded_data(tree, title=title, min_share=min_share)
     page_title = data["title"]
     script = _asset("flamegraph.js")
-    style = _asset("flamegraph.css")
+    style = _asset("page.css")
     return _PAGE.format(
         title=html.escape(page_title),
         style=style,
@@ -68,7 +73,7 @@ def embedded_data(tree: dict, *, title: str | None = None, min_share: float = 0.
     """What the page embeds: the tree's header fields and its frames, merged
     below ``min_share`` and laid out in columns (see the module's docstring)."""
     root = tree["root"]
-    total_j = float(tree.get("total_j", root["energy_j"]))
+    total_j = _finite(tree.get("total_j", root["energy_j"])) or 0.0
     total_s = float(root["seconds"])
     strings: list[str] = []
     index: dict[str, int] = {}
@@ -95,7 +100,7 @@ def embedded_data(tree: dict, *, title: str | None = None, min_share: float = 0.
         cols["path"].append(intern(frame["path"]))
         cols["kind"].append(intern(frame.get("kind") or "other"))
         for key in keys:
-            cols[key].append(finite(frame.get(key)))
+            cols[key].append(_finite(frame.get(key)))
         calls = frame.get("calls")
         cols["calls"].append(None if calls is None else int(calls))
         cols["method"].append(intern(frame.get("method") or ""))
@@ -114,13 +119,13 @@ def embedded_data(tree: dict, *, title: str | None = None, min_share: float = 0.
         children = frame.get("children") or []
         big, small = [], []
         for c in children:
-            if abs(c["energy_j"]) >= kept_floor_j or abs(c.get("seconds") or 0.0) >= kept_floor_s:
+            if abs(c["energy_j"] or 0.0) >= kept_floor_j or abs(c.get("seconds") or 0.0) >= kept_floor_s:
                 big.append(c)
             else:
                 small.append(c)
         if len(small) == 1:
             big.append(small.pop())  # merging one frame gains nothing (its children may merge)
-        big.sort(key=lambda c: -c["energy_j"])
+        big.sort(key=lambda c: -(c["energy_j"] if c["energy_j"] is not None else c.get("seconds") or 0.0))
         if small:  # pushed first: drawn after (right of) its bigger siblings
             merged = _merge(small, frame["path"], diff is not None)
             merged["merged"] = _count(small)  # they and their descendants, never walked
@@ -136,6 +141,8 @@ def embedded_data(tree: dict, *, title: str | None = None, min_share: float = 0.
         "total_j": total_j,
         "method": tree.get("method"),
         "device": tree.get("device"),
+        "measure": tree.get("measure", "energy"),
+        "palette": KINDS,
         "min_share": min_share,
         "frames_in": n_in,
         "frames_out": len(cols["parent"]),
@@ -143,8 +150,8 @@ def embedded_data(tree: dict, *, title: str | None = None, min_share: float = 0.
         "frames": cols,
     }
     if diff:
-        data["diff"] = {"names": [str(x) for x in diff["names"]], "a_j": finite(diff.get("a_j")),
-                        "b_j": finite(diff.get("b_j"))}
+        data["diff"] = {"names": [str(x) for x in diff["names"]], "a_j": _finite(diff.get("a_j")),
+                        "b_j": _finite(diff.get("b_j"))}
     return data
 
 
@@ -161,8 +168,8 @@ def _merge(frames: list[dict], parent_path: str, diff: bool = False) -> dict:
         "name": name,
         "path": f"{parent_path};{name}",
         "kind": COLLAPSED,
-        "energy_j": sum(f["energy_j"] for f in frames),
-        "self_j": sum(f["energy_j"] for f in frames),
+        "energy_j": _sum(f["energy_j"] for f in frames),
+        "self_j": _sum(f["energy_j"] for f in frames),
         "seconds": sum(f.get("seconds") or 0.0 for f in frames),
         "self_s": sum(f.get("seconds") or 0.0 for f in frames),
         "low_j": None,
@@ -179,6 +186,20 @@ def _merge(frames: list[dict], parent_path: str, diff: bool = False) -> dict:
             out[key] = None if any(v is None for v in values) else sum(values)
         out["a_self_j"], out["b_self_j"] = out["a_j"], out["b_j"]  # its members' whole energy is its own
     return out
+
+
+def _sum(values) -> float | None:
+    """A sum of frames' energies; None where they have none (a tree of times only)."""
+    values = list(values)
+    return None if any(v is None for v in values) else sum(values)
+
+
+def _finite(x) -> float | None:
+    """``x`` as a float, or None where it is None, NaN or infinite (no figure)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
 
 
 def _count(frames: list[dict]) -> int:
@@ -239,3 +260,14 @@ _PAGE = """<!DOCTYPE html>
 </body>
 </html>
 """
+
+
+@register
+class FlamegraphPage(Renderer):
+    """The interactive flamegraph page of one trace."""
+
+    view, name, suffixes = "flamegraph", "html", (".html",)
+    options = {"min_share": 0.001}
+
+    def render(self, view) -> str:
+        return flamegraph_html(frame_tree(view.results, view.title), min_share=self.min_share)

@@ -1,4 +1,6 @@
-"""The trace file: one HDF5 file per run. The only module that reads or writes it.
+"""The trace file: one HDF5 file per run. The only module that reads or writes it
+(the vocabulary of its tables is ``phprof.store.schema``; the results it holds,
+``phprof.store.results``).
 
 Schema version 1 (every table is a chunked, compressed, appendable dataset):
 
@@ -26,9 +28,11 @@ Schema version 1 (every table is a chunked, compressed, appendable dataset):
     /idle/...           the same as /power, for the idle period sampled before the run
     /summary            attrs: the end-of-run summary (JSON values)
     /results            written by `phprof report` (phprof.attribution): attrs: the
-                        attribution's summary and roll-ups (JSON values); one
-                        subgroup per table (layers, groups, phases, kernels,
+                        results' scalars and the first report's roll-ups (JSON
+                        values); one subgroup per table of rows (layers, groups,
+                        leaves, kernels, components, stack_components, phases,
                         inferences), one 1-D dataset per column, strings UTF-8
+                        (phprof.store.results.to_tables)
 
 Times are CLOCK_REALTIME nanoseconds (the clock of torch.profiler and of the
 power readings). A window's rows are appended and flushed together when the
@@ -45,40 +49,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import __version__
-from .sources import READING_DTYPE, Channel, PowerLog
-
-FORMAT = "phprof-trace"
-SCHEMA_VERSION = 1
-
-EVENT_DTYPE = np.dtype(
-    [
-        ("start_ns", "<i8"),
-        ("end_ns", "<i8"),
-        ("name", "<u4"),  # row of /strings
-        ("stack", "<u4"),  # row of /stacks: the scopes the event ran in
-        ("inference", "<i4"),  # -1: outside any inference
-        ("op", "<i4"),  # device events: row of the CPU op that launched them; -1 otherwise
-        ("stream", "<i4"),  # CUDA stream, or the CPU thread id for CPU events
-        ("device", "<i2"),  # -1: CPU
-        ("kind", "u1"),  # phprof.tracing.kineto.Kind
-    ]
-)
-STACK_DTYPE = np.dtype([("parent", "<u4"), ("scope", "<u4")])
-INFERENCE_DTYPE = np.dtype([("index", "<i4"), ("start_ns", "<i8"), ("end_ns", "<i8"), ("window", "<i4")])
-PHASE_DTYPE = np.dtype([("inference", "<i4"), ("name", "<u4"), ("start_ns", "<i8"), ("end_ns", "<i8")])
-WINDOW_DTYPE = np.dtype(
-    [
-        ("index", "<i4"),
-        ("first_inference", "<i4"),
-        ("last_inference", "<i4"),
-        ("start_ns", "<i8"),
-        ("end_ns", "<i8"),
-        ("events", "<i8"),
-    ]
-)
-
-MODULE_DTYPE = np.dtype([("path", "<u4"), ("type", "<u4"), ("parameters", "<i8"), ("calls", "<i8")])
+from .. import __version__
+from ..errors import PhprofError
+from ..sources import READING_DTYPE, Channel, PowerLog
+from . import results as _results
+from .results import Results, Rollups
+from .schema import (EVENT_DTYPE, FORMAT, INFERENCE_DTYPE, MODULE_DTYPE, PHASE_DTYPE, SCHEMA_VERSION, STACK_DTYPE,
+                     WINDOW_DTYPE, stack_path)
 
 _TABLES = {
     "stacks": STACK_DTYPE,
@@ -92,30 +69,12 @@ _CHUNK_ROWS = 16384
 _STR = h5py.string_dtype("utf-8")
 
 
-def event_rows(events: np.ndarray, keep: np.ndarray, inference: np.ndarray, names: np.ndarray | None = None,
-               stacks: np.ndarray | None = None, base: int = 0) -> np.ndarray:
-    """The /events rows of the kept events of a Kineto event table
-    (``phprof.tracing.kineto.EVENT_DTYPE``). ``inference``: per event; ``names``,
-    ``stacks``: maps of the table's name and stack ids to the file's (None: the same
-    ids); ``base``: rows the file already holds. An op link to an event not kept
-    becomes -1."""
-    new_row = np.cumsum(keep) - 1 + base
-    k = events[keep]
-    out = np.zeros(len(k), dtype=EVENT_DTYPE)
-    out["start_ns"], out["end_ns"] = k["start_ns"], k["end_ns"]
-    out["name"] = k["name"] if names is None else names[k["name"]]
-    out["stack"] = k["stack"] if stacks is None else stacks[k["stack"]]
-    out["inference"] = inference[keep]
-    op = k["op"].astype(np.int64)
-    has_op = op >= 0
-    out["op"] = -1
-    out["op"][has_op] = np.where(keep[op[has_op]], new_row[op[has_op]], -1)
-    out["stream"], out["device"], out["kind"] = k["stream"], k["device"], k["kind"]
-    return out
-
-
-class TraceFileError(Exception):
+class TraceFileError(PhprofError):
     """A file that is not a readable phprof trace."""
+
+
+class TraceNotFound(TraceFileError, FileNotFoundError):
+    """No file at the path given."""
 
 
 def _json_attrs(attrs: h5py.AttributeManager, values: dict) -> None:
@@ -275,7 +234,7 @@ class Trace:
     power: PowerLog | None
     idle: PowerLog | None
     summary: dict = field(default_factory=dict)
-    results: dict | None = None  # {"summary": {...}, "tables": {name: {column: array}}}; None: not attributed yet
+    results: Results | None = None  # the stored attribution; None: not attributed yet (or by another version)
 
     @property
     def complete(self) -> bool:
@@ -283,12 +242,7 @@ class Trace:
 
     def stack_path(self, stack_id: int) -> list[str]:
         """The scopes of a stack, outermost first."""
-        path = []
-        while stack_id:
-            parent, scope = self.stacks[stack_id]
-            path.append(self.strings[scope])
-            stack_id = int(parent)
-        return path[::-1]
+        return stack_path(self.stacks, self.strings, stack_id)
 
 
 def _power_log(g: h5py.Group | None) -> PowerLog | None:
@@ -309,7 +263,7 @@ def load(path: str | Path) -> Trace:
     """Reads a trace file written by phprof (complete or not)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no such trace file: {path}")
+        raise TraceNotFound(f"no such trace file: {path}")
     try:
         f = h5py.File(path, "r")
     except OSError as e:
@@ -352,17 +306,19 @@ def _read(path: Path, f: h5py.File) -> Trace:
     )
 
 
-def _read_results(g: h5py.Group) -> dict:
+def _read_results(g: h5py.Group) -> Results | None:
     tables = {}
     for name, t in g.items():
         tables[name] = {c: (np.array([x.decode() if isinstance(x, bytes) else x for x in t[c][:]], dtype=object)
                             if t[c].dtype.kind == "O" else t[c][:]) for c in t.attrs.get("columns", list(t))}
-    return {"summary": _read_attrs(g.attrs), "tables": tables}
+    return _results.from_tables(_read_attrs(g.attrs), tables)
 
 
-def write_results(path: str | Path, summary: dict, tables: dict[str, dict[str, np.ndarray | list]]) -> None:
-    """Stores an attribution's results in a trace file's /results group, replacing
-    any earlier one. ``tables``: per table, its columns (equal lengths)."""
+def write_results(path: str | Path, results: Results, rollups: Rollups | None = None) -> None:
+    """Stores an attribution's results (and the roll-ups a report made of them, for
+    other readers of the file) in a trace file's /results group, replacing any
+    earlier one. Raises PermissionError for a file that cannot be written."""
+    attrs, tables = _results.to_tables(results, rollups)
     path = Path(path)
     try:
         f = h5py.File(path, "r+")
@@ -374,13 +330,12 @@ def write_results(path: str | Path, summary: dict, tables: dict[str, dict[str, n
         if "results" in f:
             del f["results"]
         g = f.create_group("results")
-        _json_attrs(g.attrs, summary)
+        _json_attrs(g.attrs, attrs)
         for name, columns in tables.items():
             t = g.create_group(name)
             t.attrs["columns"] = list(columns)
             for c, values in columns.items():
-                column = np.asarray(values) if len(values) else np.zeros(0)  # an empty column: numbers
-                if column.dtype.kind in "OU":
-                    t.create_dataset(c, data=column.astype(object), dtype=_STR)
+                if values.dtype.kind == "O":
+                    t.create_dataset(c, data=values, dtype=_STR)
                 else:
-                    t.create_dataset(c, data=column)
+                    t.create_dataset(c, data=values)

@@ -1,0 +1,4 @@
+"""`python -m phprof`: the phprof command."""
+from .commands import main
+
+main()

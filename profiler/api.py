@@ -1,0 +1,166 @@
+"""The library: one call per job, what the commands and a Python user call alike.
+
+    import phprof
+    summary = phprof.trace("gpt2", inferences=100)        # record
+    results = phprof.results(summary.path)                 # analyse (computed once, then read back)
+    print(phprof.render(phprof.report(summary.path), "text"))
+    phprof.render(phprof.flamegraph(summary.path), "flame.html")
+    phprof.render(phprof.compare(["a.h5", "b.h5"]), "markdown")
+
+Each step lives in its own package (``tracing`` records, ``store`` keeps,
+``attribution`` analyses, ``render`` shows); this module only strings them
+together: where results are computed or read back and stored, which defaults
+a report takes, how runs are named in a comparison.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+from . import carbon
+from .errors import OptionError, PhprofError, PhprofWarning
+from .render import Flamegraph, Report
+from .render import render  # noqa: F401  (part of the library's face: phprof.render)
+from .store import Trace, TraceFileError, load, write_results
+from .store.results import Results
+
+
+class StoreWarning(PhprofWarning):
+    """Results computed but not stored in the trace file (it is read-only, say)."""
+
+
+class CompareError(PhprofError):
+    """Runs that cannot be compared."""
+
+
+def trace(model, task=None, **options):
+    """Runs a model's inferences under the power sampler and torch.profiler into one
+    trace file and returns its summary; see :func:`phprof.tracing.run.trace`."""
+    from .tracing.run import trace as run_trace
+
+    return run_trace(model, task, **options)
+
+
+def import_trace(kineto, power_csv, output, **options) -> Path:
+    """A torch.profiler trace and a power log recorded elsewhere, as a trace file;
+    see :func:`phprof.tracing.importing.import_trace`."""
+    from .tracing.importing import import_trace as run_import
+
+    return run_import(kineto, power_csv, output, **options)
+
+
+def results(path: str | Path, *, calibration: str | Path | None = None, recompute: bool = False,
+            store: bool = True) -> Results:
+    """Where a trace's energy went (:class:`phprof.store.results.Results`).
+
+    The first call attributes the trace (``phprof.attribution``) and, with
+    ``store``, keeps the results in the file; later calls read them back.
+    ``recompute`` attributes again; ``calibration``: a sensor calibration JSON
+    (``period_s``, ``window_s``, ``lag_s``) used as given instead of the
+    published model refitted to the run (always recomputes). A trace without
+    usable power readings gets results of times only (``why_no_energy``)."""
+    return _results(load(path), path, calibration, recompute, store)[0]
+
+
+def _results(t: Trace, path, calibration, recompute: bool, store: bool, rollups=None) -> tuple[Results, bool]:
+    """The trace's results and whether they were just computed (then stored with
+    ``store``, with ``rollups`` for other readers of the file)."""
+    from .attribution import attribute, load_sensor_model
+
+    if t.results is not None and not recompute and calibration is None:
+        return t.results, False
+    sensor = load_sensor_model(calibration) if calibration else None
+    out = attribute(t, sensor=sensor, fit=calibration is None)
+    if store and out.has_energy:
+        _store(path, out, rollups)
+    return out, True
+
+
+def _store(path, r: Results, rollups=None) -> None:
+    try:
+        write_results(path, r, rollups)
+    except (PermissionError, TraceFileError) as e:
+        warnings.warn(f"results not stored ({e})", StoreWarning, stacklevel=3)
+
+
+def grid_intensity(region: str | None = None, g_per_kwh: float | None = None) -> carbon.CarbonIntensity:
+    """The grid intensity a report converts energy to carbon with: a bundled region
+    (default: world), or the user's own figure in gCO2eq/kWh."""
+    if region and g_per_kwh is not None:
+        raise OptionError("give --region or --carbon-intensity, not both")
+    try:
+        return carbon.custom(g_per_kwh) if g_per_kwh is not None else carbon.lookup(region or carbon.DEFAULT_REGION)
+    except ValueError as e:
+        raise OptionError(str(e)) from None
+
+
+def report(path: str | Path, *, region: str | None = None, carbon_intensity: float | None = None,
+           pue: float = 1.0, training_kwh: float | None = None, calibration: str | Path | None = None,
+           recompute: bool = False) -> Report:
+    """A trace's report: its results (computed and stored, or read back, as by
+    :func:`results`) and the roll-ups a reader wants of them: per inference, per
+    1,000, per token, gCO2eq at a grid's intensity (``region`` or
+    ``carbon_intensity``) and a facility's ``pue``, and the training parity
+    (``training_kwh``; default for the study's BLOOMz models: its published
+    training + fine-tuning energy)."""
+    from .attribution.excerpt import power_excerpt
+    from .attribution.rollups import rollups as make_rollups
+    from .attribution.rollups import study_training_kwh
+
+    intensity = grid_intensity(region, carbon_intensity)
+    t = load(path)
+    r, fresh = _results(t, path, calibration, recompute, store=False)
+    if not r.has_energy:
+        return Report(r, None)
+    if training_kwh is None:
+        training_kwh = study_training_kwh(r.model)
+    roll = make_rollups(r, intensity, pue, training_kwh)
+    if fresh:  # stored once, with the roll-ups of this report
+        _store(path, r, roll)
+    return Report(r, roll, lambda: power_excerpt(t, r))
+
+
+def flamegraph(path: str | Path, *, calibration: str | Path | None = None, recompute: bool = False,
+               title: str | None = None) -> Flamegraph:
+    """A trace's frames (module path down to the kernel or op; widths its energy, or
+    its time where energy was not measured) and its timeline, to render as a page,
+    folded stacks, speedscope or Perfetto."""
+    t = load(path)
+    r, _ = _results(t, path, calibration, recompute, store=True)
+    return Flamegraph(r, t, title)
+
+
+def compare(paths: Sequence[str | Path], *, recompute: bool = False, names: Sequence[str] | None = None):
+    """Runs side by side per (stack, component), phase, token and parameter, each
+    against the first (:class:`phprof.attribution.compare.Comparison`). Every
+    trace's results are computed and stored, or read back, as by :func:`results`.
+    ``names``: what to call the runs (default: their models, with the file's name
+    where two runs share a model)."""
+    from .attribution.compare import Run, compare as compare_runs
+
+    if len(paths) < 2:
+        raise CompareError(f"a comparison needs at least two trace files, got {len(paths)}")
+    loaded = []
+    for path in paths:
+        try:
+            t = load(path)
+            r, _ = _results(t, path, None, recompute, store=True)
+        except PhprofError as e:
+            if str(path) not in str(e):
+                e.args = (f"{path}: {e}",)
+            raise
+        if not r.has_energy:
+            raise CompareError(f"{path}: no energy to compare ({r.why_no_energy}); `phprof report {path}` shows "
+                               "its time per layer")
+        loaded.append((path, t, r))
+    names = list(names) if names is not None else run_names([(p, r.model or t.meta.get("model"))
+                                                              for p, t, r in loaded])
+    return compare_runs([Run.from_trace(t, r, name) for (_, t, r), name in zip(loaded, names)])
+
+
+def run_names(runs: list[tuple[str, str | None]]) -> list[str]:
+    """A name per run: its model, with the file's name where two runs share a model."""
+    models = [m or Path(p).stem for p, m in runs]
+    names = [m if models.count(m) == 1 else f"{m} ({Path(p).name})" for (p, _), m in zip(runs, models)]
+    return [n if names.count(n) == 1 else f"{n} #{i + 1}" for i, n in enumerate(names)]

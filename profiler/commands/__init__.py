@@ -1,0 +1,75 @@
+"""The `phprof` command: one small module per subcommand, each parsing its
+options, calling the library (``phprof.api``) and printing what it returns.
+
+Errors meant for the user (``phprof.errors.PhprofError``) become one
+``Error:`` line, bad option values a usage error; warnings meant for the user
+(``PhprofWarning``) become ``note:`` lines on stderr.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+
+import click
+
+from .. import __version__
+from ..errors import OptionError, PhprofError, PhprofWarning
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="phprof")
+def main() -> None:
+    """phprof: where the joules of ML inference go.
+
+    `phprof trace` runs a model's inferences while a native thread samples the
+    GPU's (or CPU's) power and energy counters, each reading stamped with the
+    time of its driver call on the clock torch.profiler uses. `phprof report`
+    then estimates each layer's and kernel's energy from them; `flamegraph` and
+    `compare` show where the joules went.
+    """
+
+
+def command(name: str | None = None, **settings):
+    """``main.command``, with the library's errors and warnings shown as the user
+    should see them (see the module's docstring)."""
+    def decorate(f):
+        @functools.wraps(f)
+        def run(*args, **kwargs):
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", PhprofWarning)
+                shown = warnings.showwarning
+
+                def show(message, category, *rest, **more):
+                    if issubclass(category, PhprofWarning):
+                        click.echo(f"note: {message}", err=True)
+                    else:
+                        shown(message, category, *rest, **more)
+
+                warnings.showwarning = show
+                try:
+                    return f(*args, **kwargs)
+                except OptionError as e:
+                    raise click.UsageError(str(e)) from None
+                except PhprofError as e:
+                    raise click.ClickException(str(e)) from None
+
+        return main.command(name, **settings)(run)
+
+    return decorate
+
+
+def echo_written(path, err: bool = False) -> None:
+    click.echo(f"written: {path} ({path.stat().st_size / 1e6:.1f} MB)", err=err)
+
+
+def writable(path) -> None:
+    """Fails before any work when a file to write has no folder to go in."""
+    from pathlib import Path
+
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise click.ClickException(f"cannot write {path}: the folder {folder} does not exist")
+
+
+# the subcommands register themselves on `main`
+from . import attribute, compare, devices, flamegraph, models, report, trace  # noqa: E402, F401

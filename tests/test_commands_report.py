@@ -1,0 +1,147 @@
+"""The `phprof report`, `phprof attribute` and `phprof flamegraph` commands: what they print and
+exit with, on good and bad input. The figures themselves are tested through the library
+(tests/test_attribute.py, tests/test_frames.py)."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from phprof import load, trace
+from phprof.commands import main
+from phprof.energy import Method
+from phprof.store import DEVICE_KINDS
+from phprof.tracing.kineto import load_kineto
+
+KINETO = Path(__file__).resolve().parents[2] / "shared" / "data" / "kineto"
+
+
+def _without_results(path: Path) -> None:
+    with h5py.File(path, "r+") as f:
+        if "results" in f:
+            del f["results"]
+
+
+def test_report_stores_results_and_reads_them_back(gpt2_trace, tmp_path):
+    path = tmp_path / "copy.h5"
+    shutil.copy(gpt2_trace[0], path)
+    _without_results(path)  # whatever another test stored in the session's trace
+    runner = CliRunner()
+    first = runner.invoke(main, ["report", str(path), "--region", "fr", "--pue", "1.2", "--training-kwh", "100"])
+    assert first.exit_code == 0, first.output
+    assert "per 1,000 inferences" in first.output and "gCO2eq" in first.output and "France" in first.output
+    assert "windowed least squares" in first.output and "training parity" in first.output
+    stored = load(path).results
+    assert stored is not None and stored.method is Method.WLS
+    assert stored.layers and all(x.energy is not None for x in stored.layers)
+    # the second report reads the stored results: same figures
+    again = runner.invoke(main, ["report", str(path), "--json", "--region", "fr", "--pue", "1.2"])
+    assert again.exit_code == 0, again.output
+    data = json.loads(again.output)
+    assert data["summary"]["inferences_energy"]["joules"] == pytest.approx(stored.inferences_energy.joules)
+    roll = data["rollups"]
+    assert roll["per_1000"]["kwh"] == pytest.approx(roll["per_1000"]["joules"] / 3.6e6)
+    assert roll["carbon"]["per_1000_g"] == pytest.approx(roll["per_1000"]["kwh"] * 1.2 * roll["carbon"]["g_co2eq_per_kwh"])
+    assert roll["per_token"]["joules"] == pytest.approx(data["summary"]["inferences_energy"]["joules"] / (60 * 4))
+    md = runner.invoke(main, ["report", str(path), "--markdown", "--top", "3"])
+    assert md.exit_code == 0 and md.output.count("\n| `") == 3
+
+
+def test_report_bad_options_and_files(tmp_path, gpt2_trace):
+    runner = CliRunner()
+    r = runner.invoke(main, ["report", str(gpt2_trace[0]), "--region", "atlantis"])
+    assert r.exit_code == 2 and "atlantis" in r.output
+    r = runner.invoke(main, ["report", str(gpt2_trace[0]), "--region", "fr", "--carbon-intensity", "100"])
+    assert r.exit_code == 2 and "not both" in r.output
+    r = runner.invoke(main, ["report", str(tmp_path / "missing.h5")])
+    assert r.exit_code == 1 and "no such trace file" in r.output
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not an hdf5 file at all")
+    r = runner.invoke(main, ["report", str(junk)])
+    assert r.exit_code == 1 and "not a readable HDF5 file" in r.output
+    r = runner.invoke(main, ["report", "--list-regions", str(junk)])
+    assert r.exit_code == 0 and "aws:us-east-1" in r.output
+
+
+def test_report_of_a_trace_without_power_says_so(tmp_path):
+    out = tmp_path / "t.h5"
+    trace("gpt2", inferences=2, warmup=0, output=out, size="tiny", idle_s=0, source="none", new_tokens=2)
+    r = CliRunner().invoke(main, ["report", str(out), "--top", "100"])  # time per layer only, and why
+    assert r.exit_code == 0 and "energy: not measured" in r.output and "lm_head" in r.output
+
+
+def test_a_damaged_file_is_refused(gpt2_trace, tmp_path):
+    path = tmp_path / "damaged.h5"
+    data = Path(gpt2_trace[0]).read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    r = CliRunner().invoke(main, ["report", str(path)])
+    assert r.exit_code == 1 and "Error" in r.output and "Traceback" not in r.output
+
+
+def _power_csv(path: Path, t0_ns: int, t1_ns: int, watts=lambda t: 200.0, step_ns: int = 1_000_000) -> Path:
+    """A power log on the trace's clock: instant power every step, and a counter."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["timestamp_ns", "power_w", "energy_j"])
+        e = 0.0
+        for t in range(t0_ns - 200_000_000, t1_ns + 200_000_000, step_ns):
+            p = watts(t)
+            e += p * step_ns / 1e9
+            w.writerow([t, f"{p:.3f}", f"{e:.6f}"])
+    return path
+
+
+def test_attribute_command_on_a_foreign_trace(tmp_path):
+    """`phprof attribute` with the V100 trace and a power log whose power follows the
+    kernels: the kernels get energy, the total is the log's."""
+    kt = load_kineto(KINETO / "v100-resnet-ns.json.gz")
+    ev = kt.events
+    busy = ev[np.isin(ev["kind"], [int(k) for k in DEVICE_KINDS])]
+    t0, t1 = int(ev["start_ns"].min()), int(ev["end_ns"].max())
+    csv_path = _power_csv(tmp_path / "p.csv", t0, t1)
+    trace_path = tmp_path / "trace.json.gz"
+    shutil.copy(KINETO / "v100-resnet-ns.json.gz", trace_path)
+    r = CliRunner().invoke(main, ["attribute", str(trace_path), str(csv_path), "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output[r.output.index("{"):])
+    s = data["summary"]
+    assert s["timeline"] == "device kernels" and s["inferences"] == 5
+    assert len(data["tables"]["kernels"]["name"]) > 10
+    # 200 W flat: energy over the inferences' span is 200 W x the span
+    assert s["total"]["joules"] == pytest.approx(200.0 * s["span_s"], rel=0.01)
+    assert len(busy)  # the trace has device work
+    assert (tmp_path / "trace.h5").exists()
+    # a second report reads the stored results back, figures the import could not know (idle power) included
+    again = CliRunner().invoke(main, ["report", str(tmp_path / "trace.h5")])
+    assert again.exit_code == 0, again.output
+    assert "per 1,000 inferences" in again.output and "static / active" not in again.output
+    # a power log on another clock is refused with both ranges named
+    bad = _power_csv(tmp_path / "bad.csv", t0 + 86400 * 10**9, t1 + 86400 * 10**9)
+    r = CliRunner().invoke(main, ["attribute", str(trace_path), str(bad), "-o", str(tmp_path / "x.h5")])
+    assert r.exit_code == 1 and "UTC" in r.output
+
+
+def test_the_studys_bloomz_training_energy_gives_the_parity_by_default(tmp_path, fake, fake_lib, monkeypatch):
+    monkeypatch.setenv("PHPROF_NVML_LIB", str(fake_lib))
+    out = tmp_path / "b.h5"
+    trace("bigscience/bloomz-560m", inferences=3, warmup=0, output=out, size="tiny", idle_s=0.1, source="nvml",
+          new_tokens=2)
+    r = CliRunner().invoke(main, ["report", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    parity = json.loads(r.output)["rollups"]["parity"]
+    assert parity["training_kwh"] == 10_505.0 + 543.0  # paper.md: training + fine-tuning of BLOOMz-560m
+
+
+def test_flamegraph_command_bad_input(gpt2_trace, tmp_path):
+    path = tmp_path / "t.h5"
+    shutil.copy(gpt2_trace[0], path)
+    r = CliRunner().invoke(main, ["flamegraph", str(path), "-o", str(tmp_path / "x.png")])
+    assert r.exit_code == 2 and "cannot tell the format" in r.output
+    r = CliRunner().invoke(main, ["flamegraph", str(path), "-o", str(tmp_path / "missing" / "x.html")])
+    assert r.exit_code == 1 and "does not exist" in r.output
