@@ -99,11 +99,11 @@ def render(view, fmt_or_path: str | os.PathLike, fmt: str | None = None, **optio
     unknown = set(options) - taken
     if unknown:
         raise TypeError(f"no {kind} format takes the option {', '.join(sorted(unknown))}")
+    if path is not None and not path.parent.is_dir():
+        raise RenderError(f"cannot write {path}: the folder {path.parent} does not exist")
     text = cls(**{k: v for k, v in options.items() if k in cls.options}).render(view)
     if path is None:
         return text
-    if not path.parent.is_dir():
-        raise RenderError(f"cannot write {path}: the folder {path.parent} does not exist")
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as e:
