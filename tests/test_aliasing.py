@@ -43,10 +43,11 @@ def test_the_breakers_pauses_restore_coverage():
     assert breaker.paused_s < 0.75 * inference / 1e3 * (30_000 / period)
 
 
-def test_trace_pauses_and_reports_coverage_with_a_gpu_sensor(tmp_path, fake, fake_lib, monkeypatch):
-    monkeypatch.setenv("PHPROF_NVML_LIB", str(fake_lib))
-    out = tmp_path / "t.h5"
-    s = trace("gpt2", inferences=60, warmup=1, output=out, size="tiny", idle_s=0, source="nvml")
+@pytest.mark.integration
+def test_trace_pauses_and_reports_coverage_with_a_gpu_sensor(gpt2_trace):
+    """The session's gpt2 run against the fake GPU (anti-aliasing on by default)."""
+    out, truth = gpt2_trace
+    s = truth["summary"]
     notes = " ".join(s.notes)
     assert "anti-aliasing pauses between inferences" in notes
     # with the pauses on, the run is not aliased: the coverage note says so, with enough windows
@@ -67,9 +68,25 @@ def test_trace_pauses_and_reports_coverage_with_a_gpu_sensor(tmp_path, fake, fak
     assert not cov.aliased and cov.windows >= 20 and cov.covered >= 0.9, cov
 
 
-def test_no_pauses_without_a_gpu_sensor(tmp_path):
-    s = trace("gpt2", inferences=20, warmup=0, output=tmp_path / "t.h5", size="tiny", idle_s=0, source="none")
+class _EagerBreaker(AliasBreaker):
+    """Pauses 1 ms after every inference: were a breaker made, the run would pause and say so,
+    however fast its inferences."""
+
+    def pause_after(self, inference_s, now):
+        self.paused_s += 0.001
+        return 0.001
+
+
+@pytest.mark.integration
+def test_no_pauses_without_a_gpu_sensor(tmp_path, monkeypatch, gpt2_trace):
+    """Anti-aliasing is on by default, but without a sensor there is nothing to pause for: no
+    pauses and no note of them (the gpt2 run with a GPU sensor has that note)."""
+    monkeypatch.setattr("phprof.tracing.run.AliasBreaker", _EagerBreaker)
+    s = trace("gpt2", inferences=2, warmup=0, output=tmp_path / "t.h5", size="tiny", idle_s=0, source="none",
+              new_tokens=1)
+    assert load(s.path).meta["options"]["anti_alias"] is True
     assert not any("anti-aliasing" in n for n in s.notes)
+    assert any("anti-aliasing pauses" in n for n in gpt2_trace[1]["summary"].notes)
 
 
 @pytest.mark.parametrize("inference_ms", [10.0, 20.0, 50.0])

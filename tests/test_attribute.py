@@ -30,18 +30,15 @@ from phprof.store.file import TraceNotFound
 from phprof.store.results import Role
 from phprof.tracing.importing import ClockMismatchError
 from phprof.tracing.kineto import load_kineto
-from phprof.tracing.run import trace
 
 KINETO = Path(__file__).resolve().parents[2] / "shared" / "data" / "kineto"
 OUTSIDE = Role.OUTSIDE_MODULES.label
 NO_KERNEL = Role.NO_KERNEL.label
 
 
-def test_the_timeline_covers_each_inference_once(tmp_path):
-    out = tmp_path / "t.h5"
-    trace("google/flan-t5-base", "zero-shot-summarization", inferences=4, warmup=0, output=out, size="tiny",
-          idle_s=0, source="none")
-    t = load(out)
+@pytest.mark.integration
+def test_the_timeline_covers_each_inference_once(traced_without_power):
+    t = load(traced_without_power("google/flan-t5-base", "zero-shot-summarization")[0])
     tl = scope_timeline(t)
     assert (tl.starts_ns[1:] >= tl.ends_ns[:-1]).all()  # no overlap
     inference_time = (t.inferences["end_ns"] - t.inferences["start_ns"]).sum()
@@ -52,6 +49,7 @@ def test_the_timeline_covers_each_inference_once(tmp_path):
     assert parent["encoder.block.0.layer.0"] == "encoder.block.0" and parent[OUTSIDE] is None
 
 
+@pytest.mark.integration
 def test_attribution_conserves_the_measured_energy_and_says_how(gpt2_trace):
     path, truth = gpt2_trace
     t = load(path)
@@ -68,7 +66,7 @@ def test_attribution_conserves_the_measured_energy_and_says_how(gpt2_trace):
     assert sum(e.joules for e in r.per_inference) == pytest.approx(r.inferences_energy.joules, rel=1e-9)
     assert r.inferences_energy.joules < r.total.joules  # the pauses between inferences are not theirs
     # phases: prefill and decode, inside the inferences
-    assert {p.name for p in r.phases} == {"prefill", "decode"} and r.phase("decode").count == 60 * 3
+    assert {p.name for p in r.phases} == {"prefill", "decode"} and r.phase("decode").count == truth["inferences"] * (truth["new_tokens"] - 1)
     assert sum(p.energy.joules for p in r.phases) <= r.inferences_energy.joules
     # idle power measured before the run: the fake's idle (60 W)
     assert r.idle_w == pytest.approx(60.0, rel=0.05)
@@ -97,11 +95,13 @@ def test_attribution_conserves_the_measured_energy_and_says_how(gpt2_trace):
     assert not any(n.startswith("aliasing:") for n in r.notes)
 
 
+@pytest.mark.integration
 def test_per_layer_estimates_track_the_truth(gpt2_trace):
-    """12 s of run is short (the benchmark runs >= 60 s): a loose bound here."""
+    """11 s of run is short (the benchmark runs >= 60 s): a loose bound here."""
     path, truth = gpt2_trace
     r = attribute(load(path))
     total = r.inferences_energy.joules
+    checked = 0
     for g in r.groups:
         members = [x for x in r.layers if x.group == g.label]
         assert members, g.label
@@ -109,6 +109,9 @@ def test_per_layer_estimates_track_the_truth(gpt2_trace):
             continue
         true_j = sum(truth["modules"][x.label] for x in members)
         assert abs(g.energy.joules - true_j) / total < 0.05, (g.label, g.energy.joules, true_j)
+        checked += 1
+    # not vacuous: the run resolved its layers into many groups (a time split would be one group)
+    assert r.method is Method.WLS and checked >= 10, (r.method, checked, r.notes)
 
 
 def _without_results(path: Path) -> None:
@@ -117,6 +120,7 @@ def _without_results(path: Path) -> None:
             del f["results"]
 
 
+@pytest.mark.integration
 def test_report_stores_results_and_reads_them_back(gpt2_trace, tmp_path, monkeypatch):
     path = tmp_path / "copy.h5"
     shutil.copy(gpt2_trace[0], path)
@@ -139,11 +143,12 @@ def test_report_stores_results_and_reads_them_back(gpt2_trace, tmp_path, monkeyp
     roll = data["rollups"]
     assert roll["per_1000"]["kwh"] == pytest.approx(roll["per_1000"]["joules"] / 3.6e6)
     assert roll["carbon"]["per_1000_g"] == pytest.approx(roll["per_1000"]["kwh"] * 1.2 * roll["carbon"]["g_co2eq_per_kwh"])
-    assert roll["per_token"]["joules"] == pytest.approx(data["summary"]["inferences_energy"]["joules"] / (60 * 4))
+    assert roll["per_token"]["joules"] == pytest.approx(data["summary"]["inferences_energy"]["joules"] / (gpt2_trace[1]["inferences"] * gpt2_trace[1]["new_tokens"]))
     md = phprof.render(phprof.report(path), "markdown", top=3)
     assert md.count("\n| `") == 3
 
 
+@pytest.mark.integration
 def test_report_bad_options_and_files(tmp_path, gpt2_trace):
     with pytest.raises(OptionError, match="atlantis"):
         phprof.report(gpt2_trace[0], region="atlantis")
@@ -158,9 +163,9 @@ def test_report_bad_options_and_files(tmp_path, gpt2_trace):
     assert "aws:us-east-1" in carbon.load_table()  # what --list-regions lists
 
 
-def test_a_trace_without_power_says_so(tmp_path):
-    out = tmp_path / "t.h5"
-    trace("gpt2", inferences=2, warmup=0, output=out, size="tiny", idle_s=0, source="none", new_tokens=2)
+@pytest.mark.integration
+def test_a_trace_without_power_says_so(silent_trace):
+    out = silent_trace  # the test's own copy: phprof.report stores its results in the file
     r = attribute(load(out))
     assert not r.has_energy and "no power readings" in r.why_no_energy
     assert r.total is None and all(x.energy is None for x in r.layers)
@@ -168,6 +173,7 @@ def test_a_trace_without_power_says_so(tmp_path):
     assert "energy: not measured" in text and "lm_head" in text
 
 
+@pytest.mark.integration
 def test_an_interrupted_trace_is_attributed_and_labelled(gpt2_trace, tmp_path):
     path = tmp_path / "cut.h5"
     shutil.copy(gpt2_trace[0], path)
@@ -178,6 +184,7 @@ def test_an_interrupted_trace_is_attributed_and_labelled(gpt2_trace, tmp_path):
     assert any("interrupted" in n for n in r.notes)
 
 
+@pytest.mark.integration
 def test_mismatched_clocks_are_refused_and_steps_reported(gpt2_trace, tmp_path):
     path = tmp_path / "shifted.h5"
     shutil.copy(gpt2_trace[0], path)
@@ -192,6 +199,7 @@ def test_mismatched_clocks_are_refused_and_steps_reported(gpt2_trace, tmp_path):
     assert clock_steps(pairs) == [(2_000_000_000, 3_050_000_000, 50_000_000)]
 
 
+@pytest.mark.integration
 def test_a_damaged_file_is_refused(gpt2_trace, tmp_path):
     path = tmp_path / "damaged.h5"
     data = Path(gpt2_trace[0]).read_bytes()
@@ -213,6 +221,7 @@ def _power_csv(path: Path, t0_ns: int, t1_ns: int, watts=lambda t: 200.0, step_n
     return path
 
 
+@pytest.mark.integration
 def test_kernel_timeline_of_a_real_gpu_trace(tmp_path):
     """The V100 ResNet trace: kernels become the timeline, labelled by their scopes."""
     kt = load_kineto(KINETO / "v100-resnet-ns.json.gz")
@@ -236,6 +245,7 @@ def test_kernel_timeline_of_a_real_gpu_trace(tmp_path):
     assert NO_KERNEL in tl.names
 
 
+@pytest.mark.integration
 def test_a_foreign_trace_is_imported_and_reported(tmp_path):
     """What `phprof attribute` does, from the library: the V100 trace and a power log whose
     power follows the kernels: the kernels get energy, the total is the log's."""
@@ -267,41 +277,23 @@ def test_a_foreign_trace_is_imported_and_reported(tmp_path):
     assert not (tmp_path / "x.h5").exists()
 
 
-# a relu T5 (t5-small's published config): its feed-forward is DenseReluDense.wi (flan-t5's is gated, wi_0/wi_1)
-T5_RELU = {
-    "model_type": "t5", "architectures": ["T5ForConditionalGeneration"], "d_model": 512, "d_ff": 2048, "d_kv": 64,
-    "num_layers": 6, "num_decoder_layers": 6, "num_heads": 8, "vocab_size": 32128, "is_encoder_decoder": True,
-    "relative_attention_num_buckets": 32, "feed_forward_proj": "relu", "decoder_start_token_id": 0,
-    "pad_token_id": 0, "eos_token_id": 1,
-}
-
-
 @pytest.fixture(scope="module")
-def traced(tmp_path_factory):
-    """A model's one tiny inference traced (time only), its trace and results: each model once."""
-    work = tmp_path_factory.mktemp("kinds")
+def traced(traced_without_power, t5_small_trace):
+    """A model's session trace (time only; t5-small's, a relu T5 from its config.json, with the
+    fake GPU's power), and its results: each model attributed once."""
     done = {}
 
     def get(model):
         if model not in done:
-            model_id, task, options = model, None, {"new_tokens": 2}
-            if model == "t5-small":
-                config = work / "t5-small" / "config.json"
-                config.parent.mkdir()
-                config.write_text(json.dumps(T5_RELU))
-                model_id, task = str(config), "zero-shot-summarization"
-            elif model == "microsoft/resnet-18":
-                options = {}
-            out = work / f"{len(done)}.h5"
-            trace(model_id, task, inferences=1, warmup=0, output=out, size="tiny", idle_s=0, source="none",
-                  **options)
-            t = load(out)
+            path = t5_small_trace if model == "t5-small" else traced_without_power(model)[0]
+            t = load(path)
             done[model] = t, attribute(t)
         return done[model]
 
     return get
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("model, path, kind", [
     ("gpt2", "transformer.h.0.attn.c_proj", "attention"), ("gpt2", "transformer.h.0.mlp.c_fc", "mlp"),
     ("gpt2", "transformer.wte", "embedding"), ("gpt2", "lm_head", "head"), ("gpt2", "transformer.h.0.ln_1", "norm"),
@@ -326,6 +318,7 @@ def test_component_kinds(model, path, kind, traced):
     assert kind_of(layer.component) == kind
 
 
+@pytest.mark.integration
 def test_components_add_up_to_the_layers(gpt2_trace):
     r = attribute(load(gpt2_trace[0]))
     assert sum(c.energy.joules for c in r.components) == pytest.approx(
@@ -333,11 +326,9 @@ def test_components_add_up_to_the_layers(gpt2_trace):
     assert {"self-attention", "mlp", "norm", "embeddings", "head"} <= {c.component for c in r.components}
 
 
-def test_the_studys_bloomz_training_energy_gives_the_parity_by_default(tmp_path, fake, fake_lib, monkeypatch):
-    monkeypatch.setenv("PHPROF_NVML_LIB", str(fake_lib))
-    out = tmp_path / "b.h5"
-    trace("bigscience/bloomz-560m", inferences=3, warmup=0, output=out, size="tiny", idle_s=0.1, source="nvml",
-          new_tokens=2)
+@pytest.mark.integration
+def test_the_studys_bloomz_training_energy_gives_the_parity_by_default(bloomz_trace, copy_of):
+    out = copy_of(bloomz_trace)  # the report stores its results in the file
     report = phprof.report(out)
     assert report.rollups.training_kwh == 10_505.0 + 543.0  # paper.md: training + fine-tuning of BLOOMz-560m
     assert report.rollups.parity_inferences is not None

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 import phprof
@@ -45,6 +46,7 @@ def test_devices_lists_the_fake_gpus_and_their_fields(fake, fake_lib):
         assert re.search(rf"^ +{field} +ok +\d+ m[JW]  read in", result.output, re.M), field
 
 
+@pytest.mark.integration  # samples the fake GPU for a second of real time
 def test_devices_measure_reports_read_cost_and_update_interval(fake, fake_lib):
     runner = CliRunner()
     env = {"PHPROF_NVML_LIB": str(fake_lib), "PHPROF_POWERCAP_ROOT": "/nonexistent"}

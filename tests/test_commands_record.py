@@ -11,6 +11,7 @@ from phprof.commands import main
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "args, message",
     [

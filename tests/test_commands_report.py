@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from phprof import load, trace
+from phprof import load
 from phprof.commands import main
 from phprof.energy import Method
 from phprof.store import DEVICE_KINDS
@@ -28,6 +28,7 @@ def _without_results(path: Path) -> None:
             del f["results"]
 
 
+@pytest.mark.integration
 def test_report_stores_results_and_reads_them_back(gpt2_trace, tmp_path):
     path = tmp_path / "copy.h5"
     shutil.copy(gpt2_trace[0], path)
@@ -48,11 +49,12 @@ def test_report_stores_results_and_reads_them_back(gpt2_trace, tmp_path):
     roll = data["rollups"]
     assert roll["per_1000"]["kwh"] == pytest.approx(roll["per_1000"]["joules"] / 3.6e6)
     assert roll["carbon"]["per_1000_g"] == pytest.approx(roll["per_1000"]["kwh"] * 1.2 * roll["carbon"]["g_co2eq_per_kwh"])
-    assert roll["per_token"]["joules"] == pytest.approx(data["summary"]["inferences_energy"]["joules"] / (60 * 4))
+    assert roll["per_token"]["joules"] == pytest.approx(data["summary"]["inferences_energy"]["joules"] / (gpt2_trace[1]["inferences"] * gpt2_trace[1]["new_tokens"]))
     md = runner.invoke(main, ["report", str(path), "--markdown", "--top", "3"])
     assert md.exit_code == 0 and md.output.count("\n| `") == 3
 
 
+@pytest.mark.integration
 def test_report_bad_options_and_files(tmp_path, gpt2_trace):
     runner = CliRunner()
     r = runner.invoke(main, ["report", str(gpt2_trace[0]), "--region", "atlantis"])
@@ -69,13 +71,14 @@ def test_report_bad_options_and_files(tmp_path, gpt2_trace):
     assert r.exit_code == 0 and "aws:us-east-1" in r.output
 
 
-def test_report_of_a_trace_without_power_says_so(tmp_path):
-    out = tmp_path / "t.h5"
-    trace("gpt2", inferences=2, warmup=0, output=out, size="tiny", idle_s=0, source="none", new_tokens=2)
+@pytest.mark.integration
+def test_report_of_a_trace_without_power_says_so(silent_trace):
+    out = silent_trace  # the test's own copy: the report stores its results in the file
     r = CliRunner().invoke(main, ["report", str(out), "--top", "100"])  # time per layer only, and why
     assert r.exit_code == 0 and "energy: not measured" in r.output and "lm_head" in r.output
 
 
+@pytest.mark.integration
 def test_a_damaged_file_is_refused(gpt2_trace, tmp_path):
     path = tmp_path / "damaged.h5"
     data = Path(gpt2_trace[0]).read_bytes()
@@ -97,6 +100,7 @@ def _power_csv(path: Path, t0_ns: int, t1_ns: int, watts=lambda t: 200.0, step_n
     return path
 
 
+@pytest.mark.integration
 def test_attribute_command_on_a_foreign_trace(tmp_path):
     """`phprof attribute` with the V100 trace and a power log whose power follows the
     kernels: the kernels get energy, the total is the log's."""
@@ -127,17 +131,16 @@ def test_attribute_command_on_a_foreign_trace(tmp_path):
     assert r.exit_code == 1 and "UTC" in r.output
 
 
-def test_the_studys_bloomz_training_energy_gives_the_parity_by_default(tmp_path, fake, fake_lib, monkeypatch):
-    monkeypatch.setenv("PHPROF_NVML_LIB", str(fake_lib))
-    out = tmp_path / "b.h5"
-    trace("bigscience/bloomz-560m", inferences=3, warmup=0, output=out, size="tiny", idle_s=0.1, source="nvml",
-          new_tokens=2)
+@pytest.mark.integration
+def test_the_studys_bloomz_training_energy_gives_the_parity_by_default(bloomz_trace, copy_of):
+    out = copy_of(bloomz_trace)  # the report stores its results in the file
     r = CliRunner().invoke(main, ["report", str(out), "--json"])
     assert r.exit_code == 0, r.output
     parity = json.loads(r.output)["rollups"]["parity"]
     assert parity["training_kwh"] == 10_505.0 + 543.0  # paper.md: training + fine-tuning of BLOOMz-560m
 
 
+@pytest.mark.integration
 def test_flamegraph_command_bad_input(gpt2_trace, tmp_path):
     path = tmp_path / "t.h5"
     shutil.copy(gpt2_trace[0], path)

@@ -1,7 +1,8 @@
 """`phprof compare`, `phprof flamegraph` and `phprof report --html` as a user runs them:
 exit codes, error lines, what they print, and the files they write (the library's
 renderings: what the pages do in a browser is tested on the library's pages, in
-tests/test_html.py and tests/test_compare.py, whose traces this module shares).
+tests/test_html.py and tests/test_compare.py, whose session traces (tests/conftest.py) this
+module shares).
 """
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
-from test_compare import files, t5_trace  # noqa: F401  (fixtures: the gpt2 and Flan-T5 traces)
-from test_html import _page_data, silent_trace  # noqa: F401
+from test_html import _page_data
 
 import phprof
 from phprof.commands import main
 from phprof.render.formats import parse_folded
+
+pytestmark = pytest.mark.integration  # every test reads traces of real models (tests/conftest.py)
 
 
 @pytest.fixture

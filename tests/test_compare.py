@@ -3,20 +3,19 @@ module) compared per component, token, parameter and phase; the markdown, JSON a
 HTML renderings (``phprof.render``); the differential flamegraph in a headless Chromium
 (skips, saying why, without selenium/chromium, like tests/test_html.py). Screenshots go
 to tests/artifacts/. What `phprof compare` prints and writes: tests/test_commands_views.py
-(which imports this module's traces).
+(which reads the same session traces).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-import os
 import re
 import shutil
 
 import h5py
 import pytest
-from test_html import _hover, _no_errors, _open, _screenshot, bert_tree, browser, silent_trace  # noqa: F401
+from test_html import _hover, _no_errors, _open, _screenshot, bert_tree, browser  # noqa: F401
 
 import phprof
 from phprof.api import CompareError
@@ -27,56 +26,7 @@ from phprof.render.frames import diff_tree
 from phprof.store.results import Layer, Role
 
 
-# ---- the two runs -------------------------------------------------------------------------------
-# made once per session, whichever of the modules that import these fixtures asks first
-_MADE: dict = {}
-
-
-@pytest.fixture(scope="session")
-def t5_trace(tmp_path_factory, fake_lib, gpt2_trace):
-    """A tiny Flan-T5 on zero-shot summarization, 40 inferences of 4 new tokens, every
-    module drawing its own power in the fake GPU (after gpt2_trace: one fake at a time)."""
-    if "t5" not in _MADE:
-        _MADE["t5"] = _trace_t5(tmp_path_factory, fake_lib)
-    return _MADE["t5"]
-
-
-def _trace_t5(tmp_path_factory, fake_lib):
-    import fake_nvml
-    from fake_nvml import power_per_module
-
-    work = tmp_path_factory.mktemp("t5")
-    fake = fake_nvml.FakeNvml(fake_lib, work / "state", n_devices=1, preset="a100", seed=5, ring_capacity=1 << 21)
-    out = work / "flan-t5.h5"
-    old = os.environ.get("PHPROF_NVML_LIB")
-    os.environ["PHPROF_NVML_LIB"] = str(fake_lib)
-    try:
-        phprof.trace("google/flan-t5-base", task="zero-shot-summarization", inferences=40, warmup=0, output=out,
-              size="tiny", idle_s=0.3, source="nvml", new_tokens=4,
-              setup=power_per_module(fake, {}, {}))
-    finally:
-        if old is None:
-            os.environ.pop("PHPROF_NVML_LIB")
-        else:
-            os.environ["PHPROF_NVML_LIB"] = old
-        fake.close()
-    return out
-
-
-@pytest.fixture(scope="session")
-def files(tmp_path_factory, gpt2_trace, t5_trace):
-    """Copies of both traces (the attribution is stored in them) with their results."""
-    if "files" not in _MADE:
-        work = tmp_path_factory.mktemp("compare")
-        a, b = work / "gpt2.h5", work / "flan-t5.h5"
-        shutil.copy(gpt2_trace[0], a)
-        shutil.copy(t5_trace, b)
-        for path in (a, b):
-            phprof.results(path)  # attributed once, stored in the copy
-        _MADE["files"] = a, b
-    return _MADE["files"]
-
-
+# ---- the two runs: the session's gpt2 and Flan-T5 traces (tests/conftest.py: gpt2_trace, t5_trace, files)
 @pytest.fixture(scope="module")
 def runs(files):
     """(Run, its results, the trace) per file."""
@@ -93,6 +43,7 @@ def ab(runs):
     return compare([runs[0][0], runs[1][0]])
 
 
+@pytest.mark.integration
 def test_components_add_up_to_each_runs_energy_per_inference(ab, runs):
     for i, (run, results, t) in enumerate(runs):
         per_inference = results.inferences_energy.joules / results.inferences
@@ -126,6 +77,7 @@ def test_components_add_up_to_each_runs_energy_per_inference(ab, runs):
     assert phases[:3] == ["encode", "prefill", "decode"] and phases[-1] == "(outside phases)"
 
 
+@pytest.mark.integration
 def test_deltas_are_antisymmetric(ab, runs):
     ba = compare([runs[1][0], runs[0][0]])
     assert [r.key for r in ab.components] == [r.key for r in ba.components]
@@ -145,6 +97,7 @@ def test_deltas_are_antisymmetric(ab, runs):
     assert same.warnings == () and all(r.deltas[1].joules == 0 for r in same.components)
 
 
+@pytest.mark.integration
 def test_the_library_call_compares_the_files(ab, files):
     """phprof.compare: the files' stored results, named by their models, the same comparison;
     the same model twice is named apart by its file."""
@@ -156,6 +109,7 @@ def test_the_library_call_compares_the_files(ab, files):
     assert [r.name for r in phprof.compare(files, names=["a", "b"]).runs] == ["a", "b"]
 
 
+@pytest.mark.integration
 def test_warnings_name_what_differs(ab):
     task = [w for w in ab.warnings if w.startswith("task differs")]
     assert len(task) == 1 and "'text-generation'" in task[0] and "'zero-shot-summarization'" in task[0]
@@ -180,6 +134,7 @@ def _cells(line: str) -> list[str]:
     return re.split(r"(?<!\\)\|", line.strip()[1:-1])
 
 
+@pytest.mark.integration
 def test_markdown_tables_are_well_formed(ab):
     md = phprof.render(ab, "markdown")
     print(md)
@@ -205,6 +160,7 @@ def test_markdown_tables_are_well_formed(ab):
     assert "Δ B - A" in text and "Δ C - A" not in text
 
 
+@pytest.mark.integration
 def test_json_round_trips(ab):
     text = phprof.render(ab, "json")
     data = json.loads(text)  # strict JSON: the renderer refuses NaN
@@ -213,6 +169,7 @@ def test_json_round_trips(ab):
     assert data["runs"][1]["task"] == "zero-shot-summarization" and len(data["components"]) == len(ab.components)
 
 
+@pytest.mark.integration
 def test_compare_needs_two_runs(runs, files):
     with pytest.raises(ValueError, match="at least two"):
         compare([runs[0][0]])
@@ -220,6 +177,7 @@ def test_compare_needs_two_runs(runs, files):
         phprof.compare([files[0]])
 
 
+@pytest.mark.integration
 def test_compare_errors_name_the_file(files, silent_trace, tmp_path):
     """A missing file, and a trace without energy, are refused naming the file (and what
     to run instead); what `phprof compare` prints of them: tests/test_commands_views.py."""
@@ -232,6 +190,7 @@ def test_compare_errors_name_the_file(files, silent_trace, tmp_path):
     assert f"phprof report {silent_trace}" in str(e.value)
 
 
+@pytest.mark.integration
 def test_three_runs_each_against_the_first(files):
     c = phprof.compare([files[0], files[0], files[1]])
     text = phprof.render(c, "text")
@@ -293,6 +252,7 @@ def _frame_info(browser, path):
     return browser.execute_script("return window.phprof.frame(arguments[0])", path)
 
 
+@pytest.mark.integration
 def test_diff_flamegraph_in_browser(browser, tmp_path):
     a, b = _two_berts()
     _open(browser, diff_flamegraph_html(a, b, ("bert 2 layers", "bert 3 layers")), tmp_path / "diff.html")
@@ -325,6 +285,7 @@ def test_diff_flamegraph_in_browser(browser, tmp_path):
     _no_errors(browser)
 
 
+@pytest.mark.integration
 def test_comparison_page_in_browser(browser, files, tmp_path):
     page = tmp_path / "compare.html"
     ab = phprof.compare(files)
@@ -356,6 +317,7 @@ def test_comparison_page_in_browser(browser, files, tmp_path):
     print(f"comparison page screenshot: {shot}")
 
 
+@pytest.mark.integration
 def test_results_stored_before_the_taxonomy_are_recomputed_with_it(files, tmp_path):
     """Results an older phprof stored (no taxonomy columns: component, part, stack, module
     type, parameters) are not read as results without components: the file's results read
@@ -383,6 +345,7 @@ def test_results_stored_before_the_taxonomy_are_recomputed_with_it(files, tmp_pa
         assert phprof.load(old[i]).results is not None  # stored again, in this version
 
 
+@pytest.mark.integration
 def test_results_without_a_taxonomy_compare_in_one_stack(runs):
     """Results whose layers carry no taxonomy (a Layer's defaults: component "other", no
     stack, no parameters) still compare: one row per run, in no stack, adding up to the

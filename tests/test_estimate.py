@@ -1,4 +1,6 @@
-"""Per-label energy from a windowed sensor, against the fake NVML's ground truth."""
+"""Per-label energy from a windowed sensor, against the fake NVML's ground truth.
+
+Fast tier: the fake is polled on a simulated clock (fake_nvml.sampling), nothing runs in real time."""
 from __future__ import annotations
 
 import time
@@ -6,9 +8,10 @@ import time
 import numpy as np
 import pytest
 
+from fake_nvml import sampling
 from phprof.attribution.estimate import Timeline, estimate_label_power, instant_windows
 from phprof.energy import Method
-from phprof.sources import NvmlSource, SensorModel, sensor_updates
+from phprof.sources import SensorModel, sensor_updates
 
 NAMES = ["embed", "attn", "mlp", "head"]
 POWER_W = [90.0, 180.0, 320.0, 140.0]
@@ -16,12 +19,19 @@ DURATION_MS = [2.0, 7.0, 9.0, 3.0]
 IDLE_W = 60.0
 
 
-def run_timeline(fake, fake_lib, seconds: float, seed: int = 0):
+def run_timeline(fake, seconds: float, seed: int = 0):
     """Schedules inferences of four layers with known powers into the fake GPU
-    (random pauses between them), samples it through phprof's sampler, and
-    returns what the estimator needs plus the true energy per layer."""
+    (random pauses between them), polls it on a simulated clock as phprof's sampler
+    would (every 1 ms, all three fields: ``fake_nvml.sampling``, checked against the
+    native sampler in test_sampler.py), and returns what the estimator needs plus
+    the true energy per layer. Nothing waits for the schedule to happen, and the
+    schedule starts at a fixed phase of the fake's update grids, so the run is the
+    same every time."""
     rng = np.random.default_rng(seed)
-    start = time.time_ns() + 100_000_000
+    # an update 0.2-2.2 s ahead (nothing waits for it) whose index is a multiple of 20: the
+    # 101 ms grid and the counter's 20 ms one then stand the same way to the schedule every time
+    k = -(-(fake.update_index_at(0, "power_instant", time.time_ns()) + 2) // 20) * 20
+    start = fake.update_visible_at(0, "power_instant", k) + 37_000_000
     t, starts, ends, labels = start, [], [], []
     while t < start + seconds * 1e9:
         for j, ms in enumerate(DURATION_MS):
@@ -33,19 +43,17 @@ def run_timeline(fake, fake_lib, seconds: float, seed: int = 0):
         fake.set_power_at(0, IDLE_W, int(t), tag=0)
         t += rng.uniform(0.5, 8.0) * 1e6
     end = int(t)
-    source = NvmlSource(gpus=[0], library=str(fake_lib))
-    source.start()
-    time.sleep((end - time.time_ns()) / 1e9 + 0.3)
-    log = source.stop()
+    fake.set_power_at(0, IDLE_W, end, tag=0)  # closes the last interval of the truth per tag
+    # the native sampler's run: started 100 ms before the first inference, stopped 0.3 s after the last
+    log = sampling.power_log(fake, start - 100_000_000, end + 300_000_000)
     updates, milliwatts = sensor_updates(log.of("gpu0.power_instant"))
-    fake.set_power(0, IDLE_W, tag=0)  # closes the last interval of the truth per tag
     truth = [fake.tag_energy(0, j + 1) for j in range(len(NAMES))]
     timeline = Timeline(np.array(starts), np.array(ends), np.array(labels), list(NAMES), np.full(len(NAMES), -1))
     return timeline, updates, milliwatts / 1e3, (start, end), truth, log
 
 
-def test_windowed_least_squares_recovers_each_layers_energy(fake, fake_lib):
-    timeline, updates, watts, span, truth, log = run_timeline(fake, fake_lib, 20.0)
+def test_windowed_least_squares_recovers_each_layers_energy(fake):
+    timeline, updates, watts, span, truth, log = run_timeline(fake, 20.0)
     measured = log.energy_between("gpu0", *span)
     windows = instant_windows(updates, watts, SensorModel(0.101, 0.025, 0.0), span)
     est = estimate_label_power(timeline, windows, span, measured_j=measured.joules)
@@ -63,8 +71,8 @@ def test_windowed_least_squares_recovers_each_layers_energy(fake, fake_lib):
     assert max(abs(n - t) / total for n, t in zip(naive, truth)) > 3 * max(errors)
 
 
-def test_too_few_updates_fall_back_to_time_proportional_and_say_so(fake, fake_lib):
-    timeline, updates, watts, span, truth, log = run_timeline(fake, fake_lib, 0.6)
+def test_too_few_updates_fall_back_to_time_proportional_and_say_so(fake):
+    timeline, updates, watts, span, truth, log = run_timeline(fake, 0.6)
     est = estimate_label_power(timeline, instant_windows(updates, watts, SensorModel(0.101, 0.025, 0.0), span), span)
     assert est.method is Method.TIME_PROPORTIONAL and est.notes
     # bounds, not intervals: each label drew at least idle power, at most the highest reading

@@ -7,6 +7,7 @@ watts and integer ns, so they are exact integers in nJ.
 
 import bisect
 import ctypes
+import gc
 import json
 import math
 import os
@@ -74,6 +75,9 @@ def load_nvml(lib_path):
 @pytest.fixture
 def nvml(fake):
     """NVML (the fake) initialised once for the test, on the `fake` state."""
+    # an earlier test's sampler left in a reference cycle would shut NVML down when the garbage
+    # collector frees it, in the middle of this test: free it now
+    gc.collect()
     lib = load_nvml(fake.lib_path)
     while lib.nvmlShutdown() == 0:  # start from an uninitialised library whatever ran before
         pass
@@ -599,28 +603,42 @@ def test_writes_from_another_process_are_seen(fake, fake_lib):
     assert fake.tag_energy(1, 5) == 123.0
 
 
+@pytest.mark.integration
 def test_reads_during_writes_from_another_process_are_consistent(fake, fake_lib, nvml):
+    # the writer goes on (150 bursts at least) until this process has read enough while it
+    # wrote, and closes its stdin to say so: however slow a loaded machine is
     writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, time
+        import select, sys, time
         sys.path.insert(0, {str(REPO / 'tools')!r})
         from fake_nvml import FakeNvml
         f = FakeNvml.attach({str(fake_lib)!r}, {str(fake.state_path)!r})
-        for burst in range(150):
+        burst = 0
+        while burst < 150 or not select.select([sys.stdin], [], [], 0)[0]:
             for i in range(100):
                 f.set_power(0, 60 + (burst * 37 + i * 11) % 340, tag=1)
+            burst += 1
             time.sleep(0.002)
-    """)])
+    """)], stdin=subprocess.PIPE)
     h = handle(nvml, 0)
     mj = ctypes.c_ulonglong()
     energy, instant = [], []
-    while writer.poll() is None:
-        t0 = time.time_ns()
-        assert nvml.nvmlDeviceGetTotalEnergyConsumption(h, ctypes.byref(mj)) == 0
-        energy.append((t0, time.time_ns(), mj.value))
-        rc, vals, _, _ = read_fields(nvml, h, [186])
-        assert rc == 0 and vals[0].nvmlReturn == 0
-        instant.append((vals[0].timestamp * 1000, vals[0].value.uiVal))
-        time.sleep(0.0001)
+    deadline = time.monotonic() + 60
+    try:
+        while writer.poll() is None:
+            t0 = time.time_ns()
+            assert nvml.nvmlDeviceGetTotalEnergyConsumption(h, ctypes.byref(mj)) == 0
+            energy.append((t0, time.time_ns(), mj.value))
+            rc, vals, _, _ = read_fields(nvml, h, [186])
+            assert rc == 0 and vals[0].nvmlReturn == 0
+            instant.append((vals[0].timestamp * 1000, vals[0].value.uiVal))
+            if len(energy) == 101:
+                writer.stdin.close()  # read enough: the writer may stop after its 150 bursts
+            assert time.monotonic() < deadline, "the writer did not finish within 60 s"
+            time.sleep(0.0001)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+        writer.wait()
     assert writer.returncode == 0 and len(energy) > 100
     assert fake.tag_energy(0, 1) > 0  # the writes happened
     values = [v for _, _, v in energy]

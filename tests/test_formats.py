@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 from pathlib import Path
 
 import jsonschema
@@ -187,10 +188,12 @@ def gpu_view(gpu_file):
 
 
 @pytest.fixture(scope="module")
-def cpu_file(tmp_path_factory):
-    """A tiny gpt2 traced on the CPU with no power sensor: CPU ops and annotations, no kernels."""
+def cpu_file(tmp_path_factory, traced_without_power):
+    """A tiny gpt2 traced on the CPU with no power sensor: CPU ops and annotations, no kernels
+    (the session's, conftest.py; copied, since the flamegraph stores its results in the file).
+    A real model under torch.profiler: the tests using it are the ``integration`` tier."""
     out = tmp_path_factory.mktemp("formats-cpu") / "gpt2.h5"
-    phprof.trace("gpt2", inferences=3, warmup=0, output=out, size="tiny", idle_s=0, source="none")
+    shutil.copy(traced_without_power("gpt2", "text-generation")[0], out)
     return out
 
 
@@ -217,6 +220,7 @@ def _sorted(events: np.ndarray, kinds) -> np.ndarray:
     return ev[np.lexsort((ev["end_ns"], ev["start_ns"]))]
 
 
+@pytest.mark.integration
 def test_perfetto_of_a_gpu_trace_keeps_every_kernel_to_the_nanosecond(gpu_trace, tmp_path):
     doc = to_perfetto(gpu_trace)
     assert doc["displayTimeUnit"] == "ns" and isinstance(doc["baseTimeNanoseconds"], int)
@@ -237,6 +241,7 @@ def test_perfetto_of_a_gpu_trace_keeps_every_kernel_to_the_nanosecond(gpu_trace,
         assert len(a) == len(b) and (a["start_ns"] == b["start_ns"]).all() and (a["end_ns"] == b["end_ns"]).all()
 
 
+@pytest.mark.integration
 def test_perfetto_times_are_kinetos_relative_microseconds_with_three_decimals(gpu_view, tmp_path):
     path = tmp_path / "v.trace.json"
     assert phprof.render(gpu_view, path) == path
@@ -247,6 +252,7 @@ def test_perfetto_times_are_kinetos_relative_microseconds_with_three_decimals(gp
     assert min(float(t) for t in texts) >= 0  # relative to the base, which no event precedes
 
 
+@pytest.mark.integration
 def test_perfetto_draws_the_instant_power_as_a_counter_track_above_the_kernels(gpu_trace):
     doc = to_perfetto(gpu_trace)
     ev = doc["traceEvents"]
@@ -275,6 +281,7 @@ def test_perfetto_draws_the_instant_power_as_a_counter_track_above_the_kernels(g
     assert len([e for e in to_perfetto(gpu_trace, device="gpu0")["traceEvents"] if e["ph"] == "C"]) == len(counters)
 
 
+@pytest.mark.integration
 def test_perfetto_of_a_cpu_trace_has_its_ops_and_inferences(cpu_trace, tmp_path):
     back = _round_trip(cpu_trace, tmp_path / "gpt2.perfetto.json")
     mine, theirs = _sorted(cpu_trace.events, [Kind.CPU_OP]), _sorted(back.events, [Kind.CPU_OP])
@@ -302,6 +309,7 @@ def test_perfetto_of_a_cpu_trace_has_its_ops_and_inferences(cpu_trace, tmp_path)
 # ---------------------------------------------------------------- a trace without energy
 
 
+@pytest.mark.integration
 def test_folded_and_speedscope_of_a_trace_without_energy_count_microseconds(cpu_view):
     """No power readings: the frames are the layers' times, and the counts integer µs."""
     r = cpu_view.results
@@ -332,12 +340,15 @@ def test_folded_and_speedscope_of_a_trace_without_energy_count_microseconds(cpu_
     ("run.pt.trace.json", "perfetto"),
     ("flame.html", "html"),
 ])
-def test_render_chooses_the_format_by_the_file_name(name, fmt, cpu_view, cpu_trace, tmp_path):
+@pytest.mark.parametrize("which", ["gpu", pytest.param("cpu", marks=pytest.mark.integration)])
+def test_render_chooses_the_format_by_the_file_name(name, fmt, which, request, tmp_path):
+    """For a view with energy (the imported GPU trace) and one of times only (the CPU trace)."""
+    view, trace = request.getfixturevalue(f"{which}_view"), request.getfixturevalue(f"{which}_trace")
     assert format_of("flamegraph", name) == fmt
-    path = phprof.render(cpu_view, tmp_path / name)
+    path = phprof.render(view, tmp_path / name)
     assert path == tmp_path / name
     text = path.read_text(encoding="utf-8")
-    tree = frame_tree(cpu_view.results)
+    tree = frame_tree(view.results)
     if fmt == "folded":
         assert parse_folded(text) == parse_folded(to_folded(tree)) and text
     elif fmt == "speedscope":
@@ -346,11 +357,12 @@ def test_render_chooses_the_format_by_the_file_name(name, fmt, cpu_view, cpu_tra
         data = re.search(r'<script type="application/json" id="phprof-data">(.*?)</script>', text, re.S).group(1)
         assert text.startswith("<!DOCTYPE html>") and json.loads(data) == json.loads(json.dumps(embedded_data(tree)))
     else:
-        expected = len(cpu_trace.events) + len(cpu_trace.inferences) + len(cpu_trace.phases)
+        expected = len(trace.events) + len(trace.inferences) + len(trace.phases)
         assert len(load_kineto(path).events) == expected
-    assert text == phprof.render(cpu_view, fmt)  # a file holds what the format's name returns
+    assert text == phprof.render(view, fmt)  # a file holds what the format's name returns
 
 
+@pytest.mark.integration
 def test_render_takes_an_explicit_format_and_refuses_unknown_ones(gpu_view, tmp_path):
     path = phprof.render(gpu_view, tmp_path / "stacks.txt", fmt="folded")
     assert parse_folded(path.read_text()) == parse_folded(to_folded(frame_tree(gpu_view.results)))
@@ -375,6 +387,7 @@ def test_render_takes_an_explicit_format_and_refuses_unknown_ones(gpu_view, tmp_
         phprof.render(gpu_view.results, "folded")
 
 
+@pytest.mark.integration
 def test_render_refuses_a_missing_folder(gpu_view, tmp_path):
     for name in ("x.folded", "x.html"):
         with pytest.raises(RenderError, match="does not exist") as e:
@@ -388,6 +401,7 @@ def gpu_report(gpu_file, gpu_view):
     return phprof.report(gpu_file)
 
 
+@pytest.mark.integration
 def test_a_reports_json_file_and_its_options(gpu_report, gpu_view, tmp_path):
     """``.json`` of a report is its JSON (``.json`` of a flamegraph is no format: above);
     ``top`` is a text / markdown / html option a JSON report ignores (it holds every row);

@@ -12,6 +12,8 @@ from phprof.render import RenderError
 from phprof.render.frames import frame_tree
 from phprof.store.results import Role
 
+pytestmark = pytest.mark.integration  # every test reads the session's gpt2 trace
+
 
 def walk(frame, depth=0):
     yield frame, depth
@@ -37,14 +39,15 @@ def test_the_root_holds_the_inferences_energy_and_frames_add_up(tree):
         assert frame["children"] == sorted(frame["children"], key=lambda c: -c["energy_j"])
 
 
-def test_every_layer_is_a_frame_under_its_parent_with_ops_at_the_leaves(tree):
+def test_every_layer_is_a_frame_under_its_parent_with_ops_at_the_leaves(tree, gpt2_trace):
     tree, results = tree
+    truth = gpt2_trace[1]
     paths = {f["path"]: (f, d) for f, d in walk(tree["root"])}
     for layer in results.layers:
         if layer.role is not Role.BETWEEN_INFERENCES:
             assert layer.label in paths
     attn, depth = paths["transformer.h.0.attn"]
-    assert attn["kind"] == "attention" and attn["name"] == "attn" and attn["calls"] == 60 * 4
+    assert attn["kind"] == "attention" and attn["name"] == "attn" and attn["calls"] == truth["inferences"] * truth["new_tokens"]
     assert paths["transformer.h.0"][0]["name"] == "h.0"
     assert any(c["kind"] == "op" for c in attn["children"])  # CPU ops inside its own time
     assert paths["transformer.h.0.attn.c_attn"][1] == depth + 1

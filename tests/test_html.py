@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import re
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import phprof
@@ -114,17 +114,24 @@ def bert_total(layers=12):
 def random_tree(n=200_000, seed=7):
     """``n`` frames: random attachment (each frame's parent drawn from those
     before it, so about ln n deep), heavy-tailed energies, times that are not
-    proportional to energy, some frames with no interval."""
-    rng = random.Random(seed)
+    proportional to energy, some frames with no interval. (The random numbers are
+    drawn up front, in bulk: drawing them one by one took most of the time.)"""
+    rng = np.random.default_rng(seed)
+    i = np.arange(n)
+    parents = (rng.random(n) ** 0.7 * i).astype(np.int64).tolist()  # a little bias to older frames: wider trees
+    energies = rng.lognormal(0, 2.0, n) * 1e-3
+    seconds = (energies * rng.lognormal(0, 0.7, n) * 1e-2).tolist()
+    energies = energies.tolist()
+    intervals = (rng.random(n) < 0.7).tolist()
+    calls = rng.integers(1, 10_000, n).tolist()
     kinds = ["attention", "mlp", "norm", "embedding", "head", "convolution", "other", "kernel", "op"]
     frames = [_frame("all", "all", "other", 0.0, 0.0)]
     for i in range(1, n):
-        parent = frames[int(rng.random() ** 0.7 * i)]  # a little bias to older frames: wider trees
+        parent = frames[parents[i]]
         kind = kinds[i % len(kinds)]
         name = f"{kind}_{i}"
-        e = rng.lognormvariate(0, 2.0) * 1e-3
-        f = _frame(name, f"{parent['path']}.{name}", kind, e, e * rng.lognormvariate(0, 0.7) * 1e-2,
-                   interval=rng.random() < 0.7, calls=rng.randrange(1, 10_000))
+        f = _frame(name, f"{parent['path']}.{name}", kind, energies[i], seconds[i], interval=intervals[i],
+                   calls=calls[i])
         parent["children"].append(f)
         frames.append(f)
     return _finish(frames[0], "random tree (200,000 frames)", 1000)
@@ -148,6 +155,7 @@ def test_bert_tree_total_is_known():
     assert 300 <= _count(tree["root"]) <= 600
 
 
+@pytest.mark.integration
 def test_small_frames_are_merged_before_embedding(big):
     t0 = time.perf_counter()
     data = embedded_data(big, min_share=0.001)
@@ -276,6 +284,19 @@ def _no_errors(browser):
     assert fetched == [], f"the page fetched {fetched}"
 
 
+def _wait_for(read, ready, timeout_s: float = 60.0, poll_s: float = 0.05):
+    """Polls ``read()`` until ``ready`` holds of its value, which it returns; fails after
+    ``timeout_s`` with the last value seen."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = read()
+        if ready(value):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"still {value!r} after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
 def _screenshot(browser, name: str, keep_mouse=False) -> Path:
     if not keep_mouse:  # the mouse off the chart: no tooltip
         from selenium.webdriver.common.action_chains import ActionChains
@@ -301,6 +322,7 @@ def _hover(browser, x_frac: float, row_from_top: int):
     return tip.text if tip.is_displayed() else ""
 
 
+@pytest.mark.integration
 def test_bert_page_in_browser(browser, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
@@ -332,12 +354,16 @@ def test_bert_page_in_browser(browser, tmp_path):
     assert n >= 1
     assert browser.execute_script(ph + "highlighted()") >= 1
     assert "frames match" in browser.find_element("id", "match").text
-    # typing in the box does the same
+    # typing in the box does the same (from no search: what the page shows then is the typed one's)
+    browser.execute_script(ph + "search('')")
+    assert browser.find_element("id", "match").text == ""
     box = browser.find_element("id", "search")
     box.clear()
     box.send_keys("intermediate.dense")
-    time.sleep(0.4)
-    assert browser.find_element("id", "match").text.startswith("36 frames match")  # 12 x (module, op, kernel)
+    # the page searches 120 ms after the last keystroke: wait for it (however loaded the machine)
+    # rather than sleep, then check what it found
+    match = _wait_for(lambda: browser.find_element("id", "match").text, lambda text: "frames match" in text)
+    assert match.startswith("36 frames match"), match  # 12 x (module, op, kernel)
     _screenshot(browser, "flamegraph-bert-search.png")
     assert browser.execute_script(ph + "search('no such frame')") == 0
     assert browser.execute_script(ph + "highlighted()") == 0
@@ -376,6 +402,7 @@ def test_bert_page_in_browser(browser, tmp_path):
     _no_errors(browser)
 
 
+@pytest.mark.integration
 def test_large_tree_in_browser(browser, big, tmp_path):
     t0 = time.perf_counter()
     page = flamegraph_html(big)
@@ -392,9 +419,15 @@ def test_large_tree_in_browser(browser, big, tmp_path):
     biggest = big["root"]["children"][0]
     assert browser.execute_script(ph + "search(arguments[0])", biggest["name"]) >= 1
     assert browser.execute_script(ph + "highlighted()") >= 1
-    t0 = time.perf_counter()
-    assert browser.execute_script(ph + "search('attention')") >= 1
-    assert time.perf_counter() - t0 < 2
+    # a search is one pass over the frames and a redraw: it costs less than loading the page did
+    # (parsing its data and building and drawing the frames), both timed by the page's own clock,
+    # so that a loaded machine slows them alike (idle: ~40 ms against ~250 ms)
+    matched, search_ms, load_ms = browser.execute_script(
+        "const t0 = performance.now(); const n = window.phprof.search('attention');"
+        "return [n, performance.now() - t0, performance.getEntriesByType('navigation')[0].loadEventEnd];")
+    print(f"search: {search_ms:.0f} ms in the page, which took {load_ms:.0f} ms to load")
+    assert matched >= 1
+    assert 0 < search_ms < load_ms
     browser.execute_script(ph + "search('')")
     deep = biggest["children"][0]["children"][0]
     assert browser.execute_script(ph + "zoom(arguments[0])", deep["path"]) is True
@@ -410,6 +443,7 @@ def test_large_tree_in_browser(browser, big, tmp_path):
     _no_errors(browser)
 
 
+@pytest.mark.integration
 def test_a_real_traces_flamegraph_and_report_page_in_browser(browser, gpt2_trace, tmp_path):
     """The whole path: a traced tiny gpt2 (fake GPU power) -> its flamegraph page and its
     report page (``phprof.render``) -> the browser. The page's root total is the report's.
@@ -445,6 +479,7 @@ def test_the_page_embeds_the_palette():
     assert data["measure"] == "energy"
 
 
+@pytest.mark.integration
 def test_the_legend_and_colours_come_from_the_palette(browser, tmp_path, monkeypatch):
     tree = bert_tree(1)
     kinds = {f["kind"] for f in _walk(tree["root"])}
@@ -479,20 +514,10 @@ def _walk(root):
 
 
 # ---- a trace without energy: the same pages, by time -------------------------------------------
-_SILENT: dict = {}
+# silent_trace (tests/conftest.py): the session's tiny gpt2 traced with no power source, copied per test
 
 
-@pytest.fixture(scope="session")
-def silent_trace(tmp_path_factory):
-    """A tiny gpt2 traced with no power source: times, no energy. One trace per session,
-    shared by the modules that import this fixture (tests/test_compare.py...)."""
-    if "path" not in _SILENT:
-        out = tmp_path_factory.mktemp("silent") / "gpt2-no-power.h5"
-        phprof.trace("gpt2", inferences=3, warmup=0, output=out, size="tiny", idle_s=0, source="none", new_tokens=2)
-        _SILENT["path"] = out
-    return _SILENT["path"]
-
-
+@pytest.mark.integration
 def test_a_trace_without_energy_gives_a_time_flamegraph(silent_trace, tmp_path):
     view = phprof.flamegraph(silent_trace)
     assert not view.results.has_energy and "no power readings" in view.results.why_no_energy
@@ -514,6 +539,7 @@ def test_a_trace_without_energy_gives_a_time_flamegraph(silent_trace, tmp_path):
     assert titled == f"mine: {TIME_ONLY}"
 
 
+@pytest.mark.integration
 def test_a_time_flamegraph_and_report_page_in_browser(browser, silent_trace, tmp_path):
     flame = phprof.render(phprof.flamegraph(silent_trace), tmp_path / "time.html")
     report = phprof.render(phprof.report(silent_trace), tmp_path / "r.html")

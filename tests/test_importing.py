@@ -91,6 +91,7 @@ def step_annotations(kt) -> np.ndarray:
 # ----------------------------------------------------------------- real traces
 
 
+@pytest.mark.integration
 @needs_data
 @pytest.mark.parametrize("path", TRACES, ids=lambda p: p.name.split(".")[0])
 def test_import_real_trace(path, tmp_path):
@@ -184,6 +185,7 @@ def test_import_real_trace(path, tmp_path):
     assert tr.summary["inferences"] == len(tr.inferences)
 
 
+@pytest.mark.integration
 @needs_data
 def test_steps_of_v100_and_events_outside(tmp_path):
     """The ResNet trace has five steps, 101 to 105; the CPU-only one a single step and
@@ -201,6 +203,7 @@ def test_steps_of_v100_and_events_outside(tmp_path):
             assert any(f"{outside} of" in n for n in tr.meta["notes"])
 
 
+@pytest.mark.integration
 @needs_data
 def test_energy_counter_and_power_together(tmp_path):
     kt = kineto(V100)
@@ -243,6 +246,7 @@ def test_energy_counter_and_power_together(tmp_path):
     assert np.array_equal(inst, (times[changed - 1] + times[changed]) // 2)
 
 
+@pytest.mark.integration
 @needs_data
 def test_partial_overlap_imports_with_a_note(tmp_path):
     kt = kineto(V100)
@@ -255,12 +259,13 @@ def test_partial_overlap_imports_with_a_note(tmp_path):
     assert any("does not cover every inference" in n for n in tr.meta["notes"])
 
 
+@pytest.mark.integration
 @needs_data
 def test_non_overlapping_times_name_both_ranges(tmp_path):
     kt = kineto(V100)
     t0, t1 = span_of(kt)
     hour = 3600 * 10**9
-    times = synthetic_times(t0 - 2 * hour, t0 - hour)
+    times = synthetic_times(t0 - 2 * hour, t0 - hour, step_ns=10**9)  # an hour of rows, one a second
     csv_path = write_csv(tmp_path / "early.csv", ["timestamp_ns", "power_w"], [times, synthetic_watts(len(times))])
     out = tmp_path / "never.h5"
     with pytest.raises(ClockMismatchError) as info:

@@ -77,6 +77,7 @@ def test_kind_values_are_fixed():
 # ------------------------------------------------------------------ v100
 
 
+@pytest.mark.integration
 @needs_data
 def test_v100_counts_and_metadata(v100):
     s = v100.summary()
@@ -108,6 +109,7 @@ def test_v100_counts_and_metadata(v100):
     assert s["span_ns"] == s["end_ns"] - s["start_ns"] > 0
 
 
+@pytest.mark.integration
 @needs_data
 def test_v100_nanoseconds_are_exact(v100, v100_raw):
     kept = {"cpu_op", "user_annotation", "kernel", "gpu_memcpy", "gpu_memset", "gpu_user_annotation", "cuda_runtime"}
@@ -126,6 +128,7 @@ def test_v100_nanoseconds_are_exact(v100, v100_raw):
     assert round(float("1712195495505543.140") * 1000) != 1712195495505543140
 
 
+@pytest.mark.integration
 @needs_data
 def test_v100_kernels_join_runtime_and_op(v100):
     ev = v100.events
@@ -153,6 +156,7 @@ def test_v100_kernels_join_runtime_and_op(v100):
     print(f"\nv100 join: {v100.joined_fraction:.2%} of {len(dev)} device events; {st}")
 
 
+@pytest.mark.integration
 @needs_data
 def test_v100_join_matches_the_json(v100, v100_raw):
     """Kernel -> runtime (correlation) -> cpu_op (External id, same thread), by brute force."""
@@ -177,6 +181,7 @@ def test_v100_join_matches_the_json(v100, v100_raw):
     assert got == expected
 
 
+@pytest.mark.integration
 @needs_data
 def test_v100_join_agrees_with_flow_events(v100, v100_raw):
     """ac2g flows: "s" on the launch, "f" on the device event, one id = the correlation."""
@@ -199,6 +204,7 @@ def test_v100_join_agrees_with_flow_events(v100, v100_raw):
     assert checked == len(dev) == 6095
 
 
+@pytest.mark.integration
 @needs_data
 def test_v100_kernels_inherit_the_scopes_of_their_ops(v100, v100_raw):
     ev = v100.events
@@ -238,6 +244,7 @@ def test_v100_kernels_inherit_the_scopes_of_their_ops(v100, v100_raw):
     assert sum(in_fwd) == 5 * 460
 
 
+@pytest.mark.integration
 @needs_data
 def test_v100_annotation_stacks_include_themselves(v100):
     ev = v100.events
@@ -265,6 +272,7 @@ def test_v100_annotation_stacks_include_themselves(v100):
         v100.stack_id(["## forward ##"])  # only ever inside a ProfilerStep
 
 
+@pytest.mark.integration
 @needs_data
 def test_v100_scope_filter():
     trace = load_kineto(V100, scope_filter=lambda name: not name.startswith(("##", "nccl:")))
@@ -279,6 +287,7 @@ def test_v100_scope_filter():
     assert [trace.stack_path(ev["stack"][r]) for r in fwd] == [[f"ProfilerStep#{i}"] for i in range(101, 106)]
 
 
+@pytest.mark.integration
 @needs_data
 def test_v100_time_join_agrees_with_external_id(v100):
     """Without External ids on the launches, containment in time finds the same ops."""
@@ -294,6 +303,7 @@ def test_v100_time_join_agrees_with_external_id(v100):
     assert np.array_equal(trace.events["stack"], v100.events["stack"])
 
 
+@pytest.mark.integration
 @needs_data
 def test_v100_parse_time(v100):
     t0 = time.perf_counter()
@@ -303,6 +313,7 @@ def test_v100_parse_time(v100):
     assert elapsed < 20  # generous: shared CI machines; a few tenths of a second here
 
 
+@pytest.mark.integration
 @needs_data
 def test_plain_float_dict_is_flagged_inexact():
     trace = load_kineto(json.loads(gzip.open(V100).read()))  # floats: 0.25 us steps at this epoch
@@ -312,6 +323,7 @@ def test_plain_float_dict_is_flagged_inexact():
 # ------------------------------------------------------------------ a100
 
 
+@pytest.mark.integration
 @needs_data
 def test_a100_everything_joins_across_streams():
     trace = load_kineto(A100)
@@ -511,6 +523,7 @@ def test_number_texts_to_nanoseconds():
 # ------------------------------------------------------------------ torch, here
 
 
+@pytest.mark.integration
 def test_torch_cpu_trace_stacks_and_realtime_clock(tmp_path):
     torch = pytest.importorskip("torch", reason="torch is needed to record a trace here")
     from torch.profiler import ProfilerActivity, profile, record_function

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.integration  # real (tiny) models, and the fake GPU sampled in real time
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 

@@ -2,6 +2,16 @@
 
 The fake holds a true power signal and passes it through a sensor model, so
 these tests compare what phprof recorded with what the "GPU" really did.
+
+Two tiers. Tests marked ``integration`` run the native sampling thread in real
+time: what they check is the thread itself (its stamps, its polling, its
+lifetime), and none depends on how fast the machine is: they record until what
+they need has been seen (with a generous timeout), and their margins come from
+what the code states (a counter's own uncertainty, the fake's noise). The others
+are the fast tier: the power log's bookkeeping on readings taken by a fake
+clock (``fake_nvml.sampling``: the fake polled at simulated instants), which
+``test_the_fake_clock_sees_what_the_native_sampler_sees`` checks against the
+native sampler once.
 """
 from __future__ import annotations
 
@@ -15,9 +25,14 @@ import time
 import numpy as np
 import pytest
 
+import fake_nvml
+from fake_nvml import sampling
 from phprof import _sampler
 from phprof.energy import Method
 from phprof.sources import READING_DTYPE, Channel, NvmlSource, PowerLog, change_instants, recording, value_changes
+
+integration = pytest.mark.integration
+TIMEOUT_S = 60.0  # for what a loaded machine may take long to show; an idle one takes well under 2 s
 
 
 def sampler_threads(expect: int | None = None, timeout_s: float = 2.0) -> int:
@@ -37,7 +52,16 @@ def sampler_threads(expect: int | None = None, timeout_s: float = 2.0) -> int:
         n = names.count("phprof-sampler")
         if expect is None or n == expect or time.monotonic() > deadline:
             return n
-        time.sleep(0.01)
+        time.sleep(0.001)
+
+
+def wait_until(condition, what: str, timeout_s: float = TIMEOUT_S, poll_s: float = 0.005) -> None:
+    """Returns once condition() holds; fails the test after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not seen within {timeout_s:.0f} s")
+        time.sleep(poll_s)
 
 
 def _levels_until(fake, stop: threading.Event, devices=(0,), period_s=0.004, seed=0):
@@ -49,21 +73,48 @@ def _levels_until(fake, stop: threading.Event, devices=(0,), period_s=0.004, see
         time.sleep(period_s)
 
 
-def _sample(source, seconds, fake=None, devices=(0,)):
-    """Records `source` for `seconds` while (optionally) the true power moves."""
+def _sample(source, enough, fake=None, devices=(0,), what="enough readings"):
+    """Records `source` (while, optionally, the true power moves) until `enough(log so far)`
+    holds: however slowly a loaded machine samples, the test gets the data it needs."""
     stop = threading.Event()
     mover = None
     if fake is not None:
         mover = threading.Thread(target=_levels_until, args=(fake, stop, devices))
         mover.start()
+    def seen_enough():
+        rec.drain()
+        return enough(rec.log)
+
     try:
         with recording(source) as rec:
-            time.sleep(seconds)
+            wait_until(seen_enough, what, poll_s=0.05)
     finally:
         stop.set()
         if mover:
             mover.join()
     return rec.log
+
+
+def _span_s(log, seconds):
+    """`enough` for _sample: the log spans at least `seconds` of wall time."""
+    r = log.readings
+    return len(r) > 0 and (r["t_after_ns"].max() - r["t_before_ns"].min()) / 1e9 >= seconds
+
+
+def _possible_counter(fake, dev, t0, t1):
+    """The counter values a read somewhere in [t0, t1] can return (one per update shown)."""
+    return {fake.counter_at(dev, t) for t in [int(t0)] + [int(v) for v in fake.update_times(dev, "energy", t0, t1)]}
+
+
+def _schedule_levels(fake, start_ns, seconds, devices=(0,), period_s=0.004, seed=0):
+    """The fake-clock counterpart of _levels_until: random levels every `period_s`, scheduled
+    ahead from `start_ns`; returns the schedule's end."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds / period_s)
+    for d in devices:
+        for i, w in enumerate(rng.uniform(60, 400, n)):
+            fake.set_power_at(d, float(w), start_ns + round(i * period_s * 1e9), tag=1)
+    return start_ns + round(n * period_s * 1e9)
 
 
 def test_record_layout_is_the_native_one():
@@ -75,47 +126,153 @@ def test_record_layout_is_the_native_one():
         assert (dtype.str, off) == (np.dtype(typestr).str, offset)
 
 
+def test_the_fake_clocks_records_are_the_native_ones():
+    assert sampling.READING_DTYPE == READING_DTYPE
+
+
+@integration
+def test_the_fake_clock_sees_what_the_native_sampler_sees(fake, fake_lib):
+    """fake_nvml.sampling stands in for the native sampler in the fast tier. Against a real run
+    over the same schedule it reads the same channels in the same order, a field the GPU lacks
+    once, the same updates with the same values inside brackets that agree, and its log gives
+    the same energy within the uncertainties both state."""
+    from fake_nvml import SensorModel
+
+    fake.configure(1, "power_average", SensorModel(0.1, 1.0, status=3))  # NOT_SUPPORTED on gpu1
+    start = time.time_ns() + 20_000_000
+    end = _schedule_levels(fake, start, 1.5, devices=(0, 1))
+    real = _sample(NvmlSource(gpus=[0, 1], library=str(fake_lib)),
+                   lambda log: log.readings["t_before_ns"].max() > end + 50_000_000, what="the schedule's end")
+    r = real.readings
+    sim = sampling.power_log(fake, int(r["t_before_ns"][0]), int(r["t_before_ns"][-1]), gpus=[0, 1])
+    s = sim.readings
+    assert sim.channels == real.channels and s.dtype == r.dtype == READING_DTYPE
+    for poll in (0, 1):  # the first poll reads every channel, later ones skip the missing field
+        assert r["channel"][r["seq"] == poll].tolist() == s["channel"][s["seq"] == poll].tolist()
+    assert [c for c, _ in sampling.channels((0, 1))] == [0, 0, 0, 1, 1, 1]
+    missing = real.channel_index("gpu1.power_average")
+    for log in (real, sim):
+        assert log.readings["status"][log.readings["channel"] == missing].tolist() == [3]
+    # the same updates: each change the real log brackets inside the simulated run is one of the
+    # simulated log's, with the same value, in a bracket that overlaps it (both hold the update's
+    # true instant); each change the simulated log brackets inside the real run is one of the
+    # real log's too, unless a late poll of the real sampler (a loaded machine) skipped it:
+    # then it lies inside one bracket of the real log
+    compared = 0
+    for c in real.channels:
+        if c.name == "gpu1.power_average":
+            continue
+        rr, ss = real.of(c.name), sim.of(c.name)
+        (rlo, rhi), (slo, shi) = value_changes(rr), value_changes(ss)
+        rv, sv = (x["value"][1:][np.diff(x["value"]) != 0] for x in (rr, ss))
+        same = (rv[:, None] == sv[None, :]) & (np.maximum(rlo[:, None], slo[None, :])
+                                               <= np.minimum(rhi[:, None], shi[None, :]))
+        within = (rlo[:, None] <= slo[None, :]) & (shi[None, :] <= rhi[:, None])
+        in_sim = (rlo >= ss["t_after_ns"][0]) & (rhi <= ss["t_before_ns"][-1])
+        in_real = (slo >= rr["t_after_ns"][0]) & (shi <= rr["t_before_ns"][-1])
+        assert in_sim.sum() > 0 and same[in_sim].any(axis=1).all(), c.name
+        assert (same | within)[:, in_real].any(axis=0).all(), c.name
+        compared += int(in_sim.sum())
+    assert compared > 150  # 20 ms counter updates over 1.5 s on two GPUs, and the power fields'
+    # the same energy: within the uncertainties the two state, and each the true one within its own
+    a, b = int(s["t_after_ns"][0]) + 100_000_000, int(s["t_before_ns"][-1]) - 100_000_000
+    for dev in ("gpu0", "gpu1"):
+        er, es = real.energy_between(dev, a, b), sim.energy_between(dev, a, b)
+        assert abs(er.joules - es.joules) <= er.uncertainty_j + es.uncertainty_j
+        truth = fake.true_energy(int(dev[-1]), a, b)
+        assert abs(er.joules - truth) <= er.uncertainty_j and abs(es.joules - truth) <= es.uncertainty_j
+
+
+def test_the_counter_gives_the_true_energy_within_the_uncertainty_it_states(fake):
+    """The power log's counter arithmetic, on the fake clock: over the whole log and over any
+    span inside it, the energy is the fake's true energy within the uncertainty it states (one
+    counter update at each end), under levels that move every 4 ms."""
+    start = time.time_ns() + 100_000_000
+    end = _schedule_levels(fake, start, 3.0)
+    log = sampling.power_log(fake, start - 50_000_000, end + 50_000_000)
+    e = log.of("gpu0.energy")
+    total = log.energy("gpu0")
+    assert total.method is Method.COUNTER and total.measured and total.energy.method_text == "energy counter"
+    truth = fake.true_energy(0, int(e["t_before_ns"][0]), int(e["t_after_ns"][-1]))
+    assert 0 < total.uncertainty_j <= 2 * 0.02 * 400  # a 20 ms update at <= 400 W at each end
+    assert abs(total.joules - truth) <= total.uncertainty_j
+    rng = np.random.default_rng(1)
+    spans = np.sort(rng.integers(start, end, (200, 2)), axis=1)
+    for a, b in spans:
+        m = log.energy_between("gpu0", int(a), int(b))
+        assert m.method is Method.COUNTER and m.uncertainty_j <= 2 * 0.02 * 400
+        assert abs(m.joules - fake.true_energy(0, int(a), int(b))) <= m.uncertainty_j, (a, b)
+
+
+@integration
 def test_energy_readings_are_the_fake_counter_exactly(fake, fake_lib):
-    log = _sample(NvmlSource(gpus=[0], library=str(fake_lib)), 1.0, fake)
+    # a counter update is at most 20 ms at 400 W: 0.8 J at each end of the run; so record at
+    # least 400 J, over which that stated uncertainty is < 5% (and at least 500 readings)
+    max_uncertainty_j = 2 * 0.02 * 400
+
+    def enough(log):
+        e = log.of("gpu0.energy")
+        return len(e) > 500 and fake.true_energy(0, int(e["t_before_ns"][0]), int(e["t_after_ns"][-1])) >= 400
+
+    log = _sample(NvmlSource(gpus=[0], library=str(fake_lib)), enough, fake, what="500 readings and 400 J")
     e = log.of("gpu0.energy")
     assert len(e) > 500 and (e["status"] == 0).all()
     # Each reading is the counter as it stood at some instant inside the call.
     for r in e[:: max(1, len(e) // 400)]:
-        assert r["value"] in (fake.counter_at(0, int(r["t_before_ns"])), fake.counter_at(0, int(r["t_after_ns"])))
+        assert r["value"] in _possible_counter(fake, 0, r["t_before_ns"], r["t_after_ns"])
     # the run's counter difference is the fake's, to the millijoule
     first, last = e[0], e[-1]
-    fake_diff = {
-        fake.counter_at(0, int(last[t1])) - fake.counter_at(0, int(first[t0]))
-        for t0 in ("t_before_ns", "t_after_ns") for t1 in ("t_before_ns", "t_after_ns")
-    }
+    fake_diff = {b - a for a in _possible_counter(fake, 0, first["t_before_ns"], first["t_after_ns"])
+                 for b in _possible_counter(fake, 0, last["t_before_ns"], last["t_after_ns"])}
     assert int(last["value"] - first["value"]) in fake_diff
     # and the energy over the run is the true energy, within the uncertainty it states
     total = log.energy("gpu0")
     assert total.method is Method.COUNTER and total.energy.method_text == "energy counter" and total.measured
     truth = fake.true_energy(0, int(first["t_before_ns"]), int(last["t_after_ns"]))
     assert 0 < total.uncertainty_j < 0.05 * truth
+    assert total.uncertainty_j <= max_uncertainty_j + 1e-9
     assert abs(total.joules - truth) <= total.uncertainty_j
 
 
+@integration
 def test_instant_power_samples_land_at_the_update_instants(fake, fake_lib):
-    log = _sample(NvmlSource(gpus=[0], fields=["power_instant"], library=str(fake_lib)), 2.5, fake)
-    r = log.of("gpu0.power_instant")
-    lo, hi = value_changes(r)
-    truth = fake.update_times(0, "power_instant", int(r["t_after_ns"][0]), int(r["t_before_ns"][-1]))
-    assert len(truth) >= 20  # ~101 ms updates over 2.5 s
+    interval_ms = 1.0
+
+    def brackets(log):
+        r = log.of("gpu0.power_instant")
+        lo, hi = value_changes(r)
+        truth = fake.update_times(0, "power_instant", int(r["t_after_ns"][0]), int(r["t_before_ns"][-1]))
+        return r, lo, hi, truth
+
+    def enough(log):  # 20 updates (~2 s), 10 of them bracketed by polls that ran on time
+        r, lo, hi, truth = brackets(log)
+        return len(truth) >= 20 and ((hi - lo) <= 2 * interval_ms * 1e6).sum() >= 10
+
+    log = _sample(NvmlSource(gpus=[0], fields=["power_instant"], library=str(fake_lib)), enough, fake,
+                  what="20 updates, 10 bracketed on time")
+    r, lo, hi, truth = brackets(log)
+    assert len(truth) >= 20  # ~101 ms updates
     assert len(lo) == len(truth)  # every update of the sensor was seen, and nothing else
     # each change's bracket holds the true update instant: the stamps are right
     assert ((lo <= truth) & (truth <= hi)).all()
-    # and at 1 kHz the midpoint finds it within 2 ms, unless the OS woke the thread late
-    # (this VM does, now and then, by up to ~10 ms): then the bracket widens and says so
+    # each change is bracketed by two consecutive polls: a poll is never lost
+    changed = np.flatnonzero(np.diff(r["value"]) != 0) + 1
+    assert (r["seq"][changed].astype(np.int64) - r["seq"][changed - 1] == 1).all()
+    # at 1 kHz, when the OS woke the thread on time (the two polls 1 ms apart), the midpoint
+    # finds the update within 1 ms; when it woke it late (a loaded machine, this VM now and
+    # then by up to ~10 ms), the bracket widens and says so: the error stays within half of it
     error_ms = np.abs((lo + hi) / 2 - truth) / 1e6
-    assert np.median(error_ms) <= 1.0
-    assert (error_ms <= 2.0).mean() >= 0.9, error_ms
-    assert (error_ms[error_ms > 2.0] <= (hi - lo)[error_ms > 2.0] / 2e6).all()
+    width_ms = (hi - lo) / 1e6
+    on_time = width_ms <= 2 * interval_ms
+    assert on_time.sum() >= 10
+    assert (error_ms[on_time] <= interval_ms).all(), error_ms[on_time]
+    assert (error_ms <= width_ms / 2).all()
 
 
+@integration
 def test_timestamps_are_monotonic_and_bracket_each_call(fake, fake_lib):
-    log = _sample(NvmlSource(gpus=[0, 1], library=str(fake_lib)), 0.5, fake, devices=(0, 1))
+    log = _sample(NvmlSource(gpus=[0, 1], library=str(fake_lib)), lambda log: len(log.readings) > 1000, fake,
+                  devices=(0, 1), what="1000 readings")
     r = log.readings
     assert len(r) > 1000
     assert (r["t_after_ns"] >= r["t_before_ns"]).all()
@@ -125,12 +282,19 @@ def test_timestamps_are_monotonic_and_bracket_each_call(fake, fake_lib):
     assert log.clock_pairs[0, 1] <= r["t_before_ns"][0] and r["t_after_ns"][-1] <= log.clock_pairs[-1, 1]
 
 
+@integration
 def test_two_gpus_are_sampled_together(fake, fake_lib):
     fake.set_power(0, 100.0)
     fake.set_power(1, 300.0)
-    time.sleep(0.06)  # three counter periods: every update the run sees is at these levels
+    # every update the run sees is at these levels: wait until the sensors show them
+    # (the counter's 20 ms update, the instant field's 101 ms one after its 25 ms window)
+    changed = time.time_ns()
+    ready = max(sampling.settled_at(fake, d, "power_instant", changed) for d in (0, 1))
+    ready = max(ready, *(fake.update_visible_at(d, "energy", fake.update_index_at(d, "energy", changed) + 2)
+                         for d in (0, 1)))
+    wait_until(lambda: time.time_ns() >= ready, "the sensors showing the new levels")
     t0 = time.time_ns()
-    log = _sample(NvmlSource(gpus=[0, 1], library=str(fake_lib)), 0.8)
+    log = _sample(NvmlSource(gpus=[0, 1], library=str(fake_lib)), lambda log: _span_s(log, 0.8), what="0.8 s")
     t1 = time.time_ns()
     assert log.devices == ["gpu0", "gpu1"]
     for dev, watts in (("gpu0", 100.0), ("gpu1", 300.0)):
@@ -147,6 +311,7 @@ def test_two_gpus_are_sampled_together(fake, fake_lib):
     assert t0 <= log.readings["t_before_ns"].min() and log.readings["t_after_ns"].max() <= t1
 
 
+@integration
 def test_start_stop_drain_1000_times_leaks_no_threads_or_memory(fake, fake_lib):
     source = NvmlSource(gpus=[0], library=str(fake_lib), interval_s=1e-4, capacity=4096)
 
@@ -170,15 +335,18 @@ def test_start_stop_drain_1000_times_leaks_no_threads_or_memory(fake, fake_lib):
     assert source.stats()["polls"] >= 2 * 1100  # every run is bracketed by a first and a last poll
 
 
+@integration
 def test_samplers_come_and_go_without_leaking(fake, fake_lib):
     for _ in range(200):
-        s = NvmlSource(gpus=[0, 1], library=str(fake_lib))
+        # a small ring: the default one (32 MiB, zeroed) takes longer to allocate than the rest
+        s = NvmlSource(gpus=[0, 1], library=str(fake_lib), capacity=4096)
         s.start()
         assert sampler_threads(expect=1) == 1
         del s  # dropped while running: the thread is stopped and joined
     assert sampler_threads(expect=0) == 0
 
 
+@integration
 @pytest.mark.parametrize(
     "ending",
     [
@@ -251,6 +419,10 @@ def test_bad_options_are_clear_errors(fake, fake_lib):
         NvmlSource(gpus=[0], interval_s=-1, library=str(fake_lib))
     with pytest.raises(ValueError, match="select at least one GPU"):
         NvmlSource(gpus=[], library=str(fake_lib))
+
+
+@integration
+def test_starting_a_running_source_is_a_clear_error(fake, fake_lib):
     source = NvmlSource(gpus=[0], library=str(fake_lib))
     source.start()
     with pytest.raises(RuntimeError, match="already running"):
@@ -258,12 +430,23 @@ def test_bad_options_are_clear_errors(fake, fake_lib):
     source.stop()
 
 
+@integration
 def test_no_energy_counter_falls_back_to_integrated_instant_power(fake, fake_lib):
+    """Regression: this test once failed on a loaded machine (189.6 J against 200.0 J). It set
+    the power and started sampling at once, so the first readings showed the instant field's
+    update from *before* the change, whose window had averaged the idle level (60 W): the
+    integral held that value until the next update, up to 101 ms + the 25 ms window later,
+    i.e. up to 140 W x 0.126 s = 18 J (9%) too little. How much depended on where the fake's
+    update grid stood when set_power ran, i.e. on how fast the machine reached it. Now the test
+    waits until the sensor shows only windows after the change (its truth is then the same
+    constant signal the readings saw), and compares over the span the integral covers."""
     from fake_nvml import SensorModel
 
     fake.configure(0, "energy", SensorModel(period_s=0.02, window_s=0.02, status=3))  # NOT_SUPPORTED
     fake.set_power(0, 200.0)
-    log = _sample(NvmlSource(gpus=[0], library=str(fake_lib)), 1.0)
+    ready = sampling.settled_at(fake, 0, "power_instant", time.time_ns())
+    wait_until(lambda: time.time_ns() >= ready, "the instant field showing 200 W")
+    log = _sample(NvmlSource(gpus=[0], library=str(fake_lib)), lambda log: _span_s(log, 1.0), what="1 s")
     e = log.of("gpu0.energy")
     assert len(e) == 1 and e["status"][0] == 3  # recorded once, then no longer asked
     total = log.energy("gpu0")
@@ -271,38 +454,88 @@ def test_no_energy_counter_falls_back_to_integrated_instant_power(fake, fake_lib
     assert total.energy.method_text == "integrated gpu0.power_instant"
     assert any("gpu0.energy unusable: not supported" in n for n in total.notes)
     p = log.of("gpu0.power_instant")
-    truth = fake.true_energy(0, int(p["t_before_ns"][0]), int(p["t_after_ns"][-1]))
-    assert abs(total.joules - truth) < 0.05 * truth
+    # every reading shows the level, within the fake's noise (1% per update: 5 sigma)
+    margin = 5 * fake.get_model(0, "power_instant").noise
+    assert (np.abs(p["value"] / 200_000 - 1) < margin).all()
+    # the integral runs from the first reading to the last (each value holds until the next one)
+    mid = p["t_before_ns"] + (p["t_after_ns"] - p["t_before_ns"]) // 2
+    truth = fake.true_energy(0, int(mid[0]), int(mid[-1]))
+    assert abs(total.joules - truth) < margin * truth
 
 
+def test_integrating_a_power_field_from_just_after_a_change_sees_the_old_level_first(fake):
+    """What the test above waits out, on the fake clock: the first update after a change of
+    level shows a window from before it, and the integral holds that value until the next
+    update; once the field has settled, only the fake's noise is left."""
+    from fake_nvml import SensorModel
+
+    fake.configure(0, "energy", SensorModel(period_s=0.02, window_s=0.02, status=3))  # NOT_SUPPORTED
+    change = fake.update_visible_at(0, "power_instant", fake.update_index_at(0, "power_instant", time.time_ns()) + 3)
+    change += 10_000_000  # 10 ms after an update: the old level is shown for the next ~91 ms
+    fake.set_power_at(0, 200.0, change)
+    settled = sampling.settled_at(fake, 0, "power_instant", change)
+    assert change + 25_000_000 <= settled <= change + 126_000_000  # a window later, at most a period more
+    noise = fake.get_model(0, "power_instant").noise
+    for t0, stale in ((change + 1_000_000, True), (settled, False)):
+        log = sampling.power_log(fake, t0, t0 + 1_000_000_000)
+        assert log.of("gpu0.energy")["status"].tolist() == [3]  # one NOT_SUPPORTED reading, as the sampler's
+        total = log.energy("gpu0")
+        assert total.method is Method.INTEGRATED and not total.measured
+        p = log.of("gpu0.power_instant")
+        mid = p["t_before_ns"] + (p["t_after_ns"] - p["t_before_ns"]) // 2
+        truth = fake.true_energy(0, int(mid[0]), int(mid[-1]))
+        if stale:  # idle (60 W) shown until the settled update: 140 W x that long missing, +-noise
+            missing = (200.0 - fake_nvml.PRESET_IDLE_W["a100"]) * (settled - mid[0]) / 1e9
+            assert truth - total.joules == pytest.approx(missing, abs=2 * noise * truth)
+            assert truth - total.joules > 0.05 * truth  # more than the old test's 5% margin
+        else:
+            assert abs(total.joules - truth) < 5 * noise * truth
+
+
+@integration
 def test_no_power_field_at_all_gives_no_energy_and_says_why(fake, fake_lib):
     from fake_nvml import SensorModel
 
     for field in ("energy", "power_instant", "power_average"):
         fake.configure(0, field, SensorModel(period_s=0.1, window_s=0.025, status=3))
-    log = _sample(NvmlSource(gpus=[0], library=str(fake_lib)), 0.2)
+    source = NvmlSource(gpus=[0], library=str(fake_lib))
+    log = _sample(source, lambda log: source.stats()["polls"] >= 20, what="20 polls")
     assert len(log.readings) == 3  # one NOT_SUPPORTED reading per field, then silence
     total = log.energy("gpu0")
     assert total.joules is None and total.method is Method.NONE and len(total.notes) == 3
     assert total.energy.method_text == "none"
 
 
+@integration
 def test_counter_reset_is_recorded_and_bridged(fake, fake_lib):
     fake.set_power(0, 150.0)
     source = NvmlSource(gpus=[0], fields=["energy"], library=str(fake_lib))
+
+    def updates_seen(rec, n):  # n counter updates (20 ms each) seen since the last reset
+        def seen():
+            rec.drain()
+            v = rec.log.of("gpu0.energy")["value"]
+            after = v[np.flatnonzero(np.diff(v) < 0)[-1] + 1:] if (np.diff(v) < 0).any() else v
+            return len(np.unique(after)) > n
+        return seen
+
     with recording(source) as rec:
-        time.sleep(0.4)
+        wait_until(updates_seen(rec, 10), "10 counter updates")
         fake.reset_counter(0)
-        time.sleep(0.4)
+        reset = fake.counter_origin(0)
+        wait_until(updates_seen(rec, 10), "10 counter updates after the reset")
     log = rec.log
     e = log.of("gpu0.energy")
     assert (np.diff(e["value"]) < 0).sum() == 1
     total = log.energy("gpu0")
     assert total.counter_resets == 1 and any("reset" in n for n in total.notes)
     truth = fake.true_energy(0, int(e["t_before_ns"][0]), int(e["t_after_ns"][-1]))
-    # the stated uncertainty (one counter update at each end) plus what the reset hid:
-    # up to one more update, between the last reading before it and the reset itself
-    assert abs(total.joules - truth) <= total.uncertainty_j + 0.02 * 150
+    # the stated uncertainty (one counter update at each end) plus what the reset hid: the
+    # energy from the last update read before it to the reset itself, i.e. at most one more
+    # update and the time from the last reading before the reset to the reset
+    before = e[np.flatnonzero(np.diff(e["value"]) < 0)[0]]
+    hidden_s = 0.02 + (reset - int(before["t_before_ns"])) / 1e9
+    assert abs(total.joules - truth) <= total.uncertainty_j + hidden_s * 150
 
 
 def test_change_instants_of_integer_times():
@@ -340,51 +573,79 @@ def test_a_counter_reset_to_zero_and_read_as_zero_is_bridged():
     assert total.joules == pytest.approx(0.7, abs=total.uncertainty_j)  # 400 mJ before the reset, 300 after
 
 
+@integration
 def test_changed_only_keeps_every_change_bracketed(fake, fake_lib):
     full = NvmlSource(gpus=[0], library=str(fake_lib))
     sparse = NvmlSource(gpus=[0], library=str(fake_lib), changed_only=True)
+    names = ("gpu0.power_instant", "gpu0.energy")
     stop = threading.Event()
     mover = threading.Thread(target=_levels_until, args=(fake, stop))
     mover.start()
+
+    def enough():  # more than 5 changes of each field in the sparse log (~0.6 s)
+        b.drain()
+        return all(len(value_changes(b.log.of(name))[0]) > 5 for name in names)
+
     try:
         with recording(full) as a, recording(sparse) as b:
-            time.sleep(1.0)
+            wait_until(enough, "6 changes of each field")
+            stopping = time.time_ns()
     finally:
         stop.set()
         mover.join()
-    for name in ("gpu0.power_instant", "gpu0.energy"):
+    for name in names:
+        field = name.split(".")[1]
         f, s = a.log.of(name), b.log.of(name)
-        assert len(s) < len(f) / 3
-        # every change is stored with the reading of the poll just before it,
-        # so it stays bracketed to one polling interval
         changed = np.flatnonzero(np.diff(s["value"]) != 0) + 1
         assert len(changed) > 5
+        # only the changes are kept, each with the reading of the poll just before it (and the
+        # first and last observations), so each stays bracketed to one polling interval
+        assert len(s) <= 2 * len(changed) + 2 < len(f)
         assert (s["seq"][changed].astype(np.int64) - s["seq"][changed - 1] == 1).all()
-        # and the sparse log sees the same changes as the full one (both sample the same sensor)
-        assert abs(len(changed) - len(value_changes(f)[0])) <= 1
-    # the last observation is kept, so the energy over the run is not cut short
+        # and the sparse log sees the same changes as the full one (both sample the same
+        # sensor): every update of the fake while both ran, with its value
+        updates = fake.update_times(0, field, int(s["t_after_ns"][0]), int(s["t_before_ns"][-1]))
+        read = (lambda t: fake.counter_at(0, t)) if field == "energy" else (lambda t: fake.power_at(0, field, t))
+        shown = {read(int(u)) for u in updates}
+        assert len(shown) >= len(changed) - 2  # the sparse log's changes, less one at each end at most
+        assert shown <= set(s["value"][changed]) and shown <= set(f["value"][1:][np.diff(f["value"]) != 0])
+    # the last observation is kept, so the energy over the run is not cut short: the sparse log
+    # ends with the poll its stop() took, after the run's last instant
     e = b.log.of("gpu0.energy")
-    assert e["t_after_ns"][-1] >= a.log.of("gpu0.energy")["t_before_ns"][-1] - 5e6
+    assert stopping <= e["t_after_ns"][-1] <= b.log.clock_pairs[-1, 1]
 
 
+@integration
 def test_polling_interval_is_honoured(fake, fake_lib):
-    log = _sample(NvmlSource(gpus=[0], fields=["energy"], interval_s=0.01, library=str(fake_lib)), 0.5)
-    polls = len(log.readings)
-    assert 25 <= polls <= 55  # 10 ms for 0.5 s: 50, fewer if the machine is busy, never a burst
-    gaps = np.diff(log.readings["t_before_ns"]) / 1e6
-    assert np.median(gaps) == pytest.approx(10.0, abs=1.5)
+    interval_ms = 10.0
+    source = NvmlSource(gpus=[0], fields=["energy"], interval_s=interval_ms / 1e3, library=str(fake_lib))
+    log = _sample(source, lambda log: len(log.readings) >= 50, what="50 polls")
+    t = log.readings["t_before_ns"]
+    polls = len(t)
+    assert polls >= 50
+    # never a burst: each deadline is at least one interval after the one before and a poll
+    # never comes before its deadline (a late one is not made up for), so over the span from
+    # the first poll to the last there are at most span / interval of them, plus the first,
+    # the one stop() takes, and a last partial interval
+    assert polls <= (t[-1] - t[0]) / 1e6 / interval_ms + 3
+    # and the interval holds: never shorter, longer only by the OS's wake-up delays (a loaded
+    # machine adds a few ms to some of them, not to most)
+    gaps = np.diff(t[:-1]) / 1e6  # the last poll is the one stop() takes, at once
+    assert interval_ms - 0.05 <= np.median(gaps) <= 1.5 * interval_ms
 
 
+@integration
 def test_a_full_buffer_drops_new_readings_and_counts_them(fake, fake_lib):
     source = NvmlSource(gpus=[0], library=str(fake_lib), interval_s=None, capacity=16)
     source.start()
-    time.sleep(0.05)
+    wait_until(lambda: source.stats()["dropped"] > 0, "a dropped reading")
     log = source.stop()
     assert len(log.readings) == 16
     assert log.dropped > 0 and log.dropped == source.stats()["dropped"]
     assert (np.diff(log.readings["seq"].astype(np.int64)) >= 0).all()
 
 
+@integration
 def test_drains_while_running_lose_nothing(fake, fake_lib):
     source = NvmlSource(gpus=[0], library=str(fake_lib), interval_s=1e-4)
     with recording(source) as rec:
@@ -400,20 +661,26 @@ def test_drains_while_running_lose_nothing(fake, fake_lib):
     assert len(log.clock_pairs) == 22  # start, 20 drains, stop
 
 
+@integration
 def test_concurrent_starts_and_stops_are_safe(fake, fake_lib):
     source = NvmlSource(gpus=[0], library=str(fake_lib), interval_s=1e-4)
     native = source._sampler
-    errors = []
+    errors, unexpected = [], []
 
     def hammer():
-        for _ in range(200):
-            try:
-                native.start()
-            except RuntimeError as e:
-                assert "already running" in str(e)
-                errors.append(e)
-            native.drain()
-            native.stop()
+        # messages, not the exceptions: a traceback would hold this frame, whose cells hold the
+        # sampler, in a cycle that the garbage collector frees (and shuts NVML down) in some
+        # later test
+        try:
+            for _ in range(200):
+                try:
+                    native.start()
+                except RuntimeError as e:
+                    errors.append(str(e))  # another thread's run: refused, and said so
+                native.drain()
+                native.stop()
+        except BaseException as e:  # noqa: BLE001 - reported to the test's own thread below
+            unexpected.append(repr(e))
 
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for t in threads:
@@ -421,9 +688,12 @@ def test_concurrent_starts_and_stops_are_safe(fake, fake_lib):
     for t in threads:
         t.join(timeout=60)
     assert not any(t.is_alive() for t in threads), "a stop() hung"
+    assert not unexpected, unexpected
+    assert all("already running" in e for e in errors), errors
     assert not native.running and sampler_threads(expect=0) == 0
 
 
+@integration
 def test_a_child_forked_while_sampling_exits_cleanly(fake, fake_lib):
     code = textwrap.dedent(
         f"""

@@ -6,27 +6,18 @@ import warnings
 
 import numpy as np
 import pytest
-from fake_nvml import OUTSIDE_TAG, OUTSIDE_W, FakeNvml, power_per_module
 
 from phprof import load
 from phprof.attribution import attribute
 from phprof.attribution.components import COMPONENTS, Taxonomy
 from phprof.models.factory import build
 from phprof.store.results import Role
-from phprof.tracing.run import trace
 
 # one model of each family the issue names: decoder-only, seq2seq, encoder, vision, diffusion
 FAMILIES = ["gpt2", "bigscience/bloomz-560m", "facebook/opt-1.3b", "EleutherAI/gpt-neo-125m", "google/flan-t5-base",
             "sshleifer/distilbart-xsum-12-6", "google/pegasus-xsum", "bert-large-uncased-whole-word-masking-finetuned-squad",
             "google/vit-base-patch16-224", "facebook/detr-resnet-50", "microsoft/resnet-18",
             "runwayml/stable-diffusion-v1-5"]
-
-T5_SMALL = {  # t5-small's published config (not among the study's ids): a path to a config.json works
-    "model_type": "t5", "architectures": ["T5ForConditionalGeneration"], "d_model": 512, "d_ff": 2048, "d_kv": 64,
-    "num_layers": 6, "num_decoder_layers": 6, "num_heads": 8, "vocab_size": 32128, "is_encoder_decoder": True,
-    "relative_attention_num_buckets": 32, "feed_forward_proj": "relu", "decoder_start_token_id": 0,
-    "pad_token_id": 0, "eos_token_id": 1,
-}
 
 
 def types_of(model_id):
@@ -39,6 +30,7 @@ def types_of(model_id):
     return types
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("model_id", FAMILIES)
 def test_every_module_of_the_studys_architectures_has_a_component(model_id):
     types = types_of(model_id)
@@ -86,23 +78,7 @@ def test_a_users_rules_come_first(tmp_path, monkeypatch):
         Taxonomy.load()
 
 
-@pytest.fixture(scope="module")
-def t5_small_trace(tmp_path_factory, fake_lib):
-    work = tmp_path_factory.mktemp("t5")
-    config = work / "t5-small" / "config.json"
-    config.parent.mkdir()
-    config.write_text(json.dumps(T5_SMALL))
-    fake = FakeNvml(fake_lib, work / "state", n_devices=1, preset="a100", seed=5, ring_capacity=1 << 21)
-    out = work / "t5.h5"
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("PHPROF_NVML_LIB", str(fake_lib))
-        trace(str(config), "zero-shot-summarization", inferences=12, warmup=0, output=out, idle_s=0.2,
-              source="nvml", new_tokens=3, seq_len=32, setup=power_per_module(fake, {}, {}, dwell_s=0.0003))
-    fake.set_power(0, OUTSIDE_W, tag=OUTSIDE_TAG)
-    yield out
-    fake.close()
-
-
+@pytest.mark.integration
 @pytest.mark.parametrize("which", ["gpt2", "t5-small"])
 def test_gpt2_and_t5_small_every_module_in_a_component_and_the_components_add_up(which, gpt2_trace,
                                                                                   t5_small_trace):

@@ -3,16 +3,12 @@
 errors for bad input are in test_commands_record.py)."""
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from session_traces import ONE_PER_TASK  # one model of every task of the study, traced once per session
 
 from phprof import models
 from phprof.energy import Method
@@ -21,36 +17,20 @@ from phprof.tracing.run import TraceError, trace
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-# one model of every task of the study (tiny sizes: the architecture, two narrow layers)
-ONE_PER_TASK = {
-    "text-classification": "distilbert-base-uncased-finetuned-sst-2-english",
-    "token-classification": "elastic/distilbert-base-cased-finetuned-conll03-english",
-    "question-answering": "deepset/roberta-base-squad2",
-    "fill-mask": "bert-base-uncased",
-    "text-generation": "gpt2",
-    "summarization": "sshleifer/distilbart-xsum-12-6",
-    "image-classification": "google/vit-base-patch16-224",
-    "object-detection": "hustvl/yolos-tiny",
-    "image-to-text": "nlpconnect/vit-gpt2-image-captioning",
-    "text-to-image": "segmind/tiny-sd",
-    "zero-shot-sentiment": "google/flan-t5-base",
-    "zero-shot-qa": "bigscience/bloomz-560m",
-    "zero-shot-summarization": "google/flan-t5-base",
-}
-
 
 def test_one_model_per_task_covers_every_task():
     assert set(ONE_PER_TASK) == set(models.TASKS)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("task, model", sorted(ONE_PER_TASK.items()))
-def test_trace_every_task(tmp_path, task, model):
-    out = tmp_path / "t.h5"
+def test_trace_every_task(traced_without_power, task, model):
+    out, s = traced_without_power(model, task)  # 3 inferences after 1 warm-up, no power source
     n = 3
-    s = trace(model, task, inferences=n, warmup=1, output=out, size="tiny", idle_s=0, source="none", steps=2)
     assert s.status == "complete" and s.inferences == n and s.energy is None
     t = load(out)
     assert t.complete and t.meta["task"] == task and t.meta["model"] == model
+    assert t.meta["options"]["warmup"] == 1 and "no power sensor (source 'none'): time only" in " ".join(s.notes)
     ev = t.events
 
     # every module of the model is in the file; every module that ran is a scope
@@ -87,47 +67,36 @@ def test_trace_every_task(tmp_path, task, model):
     assert t.meta["config_hash"] and t.meta["versions"]["torch"]
 
 
-def test_energy_from_the_fake_gpu_sensor(tmp_path, fake, fake_lib, monkeypatch):
-    """A CPU run timed against the fake NVML's counter: the summary's energy is the
-    true energy of the traced inferences, within the uncertainty it states."""
-    monkeypatch.setenv("PHPROF_NVML_LIB", str(fake_lib))
-    fake.set_power(0, 250.0)
-    out = tmp_path / "t.h5"
-    s = trace("gpt2", inferences=40, warmup=1, output=out, size="tiny", idle_s=0.3, source="nvml",
-              events_per_window=20_000)
+@pytest.mark.integration
+def test_energy_from_the_fake_gpu_sensor(gpt2_trace):
+    """A CPU run timed against the fake NVML's counter (the session's gpt2 trace): the summary's
+    energy is the true energy of the traced inferences' windows, within the uncertainty it states."""
+    out, truth = gpt2_trace
+    s = truth["summary"]
     t = load(out)
     assert len(t.windows) >= 2 and len(t.idle.readings) > 100 and t.power.source == "nvml"
-    truth = sum(fake.true_energy(0, int(w["start_ns"]), int(w["end_ns"])) for w in t.windows)
     assert s.energy.measured and s.energy.method is Method.COUNTER and s.energy.energy.method_text == "energy counter"
-    assert abs(s.energy.joules - truth) <= s.energy.uncertainty_j
-    assert s.joules_per_inference == pytest.approx(s.energy.joules / 40)
+    assert abs(s.energy.joules - truth["windows_j"]) <= s.energy.uncertainty_j
+    assert s.joules_per_inference == pytest.approx(s.energy.joules / truth["inferences"])
     assert t.summary["energy_j"] == pytest.approx(s.energy.joules)
 
 
-def _start_cli(args, tmp_path, env_extra=None):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
-    return subprocess.Popen([Path(sys.executable).parent / "phprof", "trace", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
+@pytest.mark.integration
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_run_leaves_a_valid_file_marked_incomplete(tmp_path, sig):
-    out = tmp_path / "t.h5"
-    p = _start_cli(["gpt2", "--size", "tiny", "-n", "100000", "--idle", "0", "-o", str(out)], tmp_path)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # wait for a finished window (peeking past the writer's file lock)
-        time.sleep(0.2)
-        try:
-            with h5py.File(out, "r", locking=False) as f:
-                if f["windows"].shape[0] >= 1:
-                    break
-        except (OSError, KeyError):
-            pass
-    else:
-        pytest.fail("no window was written within 120 s")
-    p.send_signal(sig)
-    _, err = p.communicate(timeout=120)
-    assert p.returncode != 0
+def test_an_interrupted_run_leaves_a_valid_file_marked_incomplete(interrupted_runs, sig):
+    """`phprof trace` in a subprocess (tests/conftest.py started it, and stopped it once its first
+    window was in its file), signalled, and resumed to handle the signal."""
+    run = interrupted_runs[sig]
+    assert run.parked.wait(timeout=1800), "the run was never started"
+    if run.error:
+        pytest.fail(run.error)
+    with h5py.File(run.out, "r", locking=False) as f:  # its first window is in the file
+        assert f["windows"].shape[0] >= 1
+    run.proc.send_signal(sig)
+    run.proc.send_signal(signal.SIGCONT)
+    run.proc.wait(timeout=300)
+    err, out = run.stderr(), run.out
+    assert run.proc.returncode != 0 and "stopping after this inference" in err, err
     t = load(out)
     assert t.status == "interrupted" and not t.complete
     assert len(t.windows) >= 1 and len(t.inferences) >= 1
