@@ -112,13 +112,12 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     notes.append(coverage.describe())
     if coverage.aliased and est.method != Method.TIME_PROPORTIONAL:
         notes.append("per-layer figures of an aliased run are unreliable even where intervals are narrow")
-    u = measured.uncertainty_j
     if measured.joules is None:
         total = Energy(est.total_j, method=Method.ESTIMATE_SUM)
-    else:
-        total = Energy(est.total_j, None if u is None else est.total_j - u, None if u is None else est.total_j + u,
-                       measured.method, measured.detail, bound=True)
-    return _results(trace, timeline, what, span, est=est, device=device, total=total, total_uncertainty_j=u,
+    else:  # the estimate is scaled to the measured total: the measurement's bound is the total's
+        total = Energy(est.total_j, measured.low_j, measured.high_j, measured.method, measured.detail, bound=True)
+    return _results(trace, timeline, what, span, est=est, device=device, total=total,
+                    total_uncertainty_j=measured.uncertainty_j,
                     sensor=sensor, idle_w=_idle_power(trace, device), notes=notes + est.notes)
 
 
