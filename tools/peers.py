@@ -93,13 +93,16 @@ def use_fake(fake: fake_nvml.FakeNvml) -> None:
     os.environ.update(fake.env)
 
 
-def codecarbon_tracker(output_dir, measure_power_secs: float | None = None):
+def codecarbon_tracker(output_dir, measure_power_secs: float | None = None, gpu_ids: list[int] | None = None):
     """CodeCarbon's tracker as a user without network starts it (offline, a country's grid),
-    writing nothing; ``measure_power_secs`` None keeps its default (15 s)."""
+    writing nothing; ``measure_power_secs`` None keeps its default (15 s); ``gpu_ids`` None
+    tracks every GPU (its default)."""
     with quiet():
         from codecarbon import OfflineEmissionsTracker
 
         kw = {} if measure_power_secs is None else {"measure_power_secs": measure_power_secs}
+        if gpu_ids is not None:
+            kw["gpu_ids"] = gpu_ids
         return OfflineEmissionsTracker(country_iso_code="USA", output_dir=str(output_dir), save_to_file=False,
                                        log_level="error", **kw)
 
@@ -110,18 +113,18 @@ def codecarbon_gpu_joules(tracker) -> float | None:
     return None if data is None else data.gpu_energy * J_PER_KWH
 
 
-def zeus_monitor(approx_instant_energy: bool = False):
-    """Zeus's monitor of GPU 0 (no CPU: no RAPL here), for begin/end windows."""
+def zeus_monitor(approx_instant_energy: bool = False, gpu_indices: list[int] = (0,)):
+    """Zeus's monitor of the GPUs given (no CPU: no RAPL here), for begin/end windows."""
     with quiet():
         from zeus.monitor import ZeusMonitor
 
-        return ZeusMonitor(gpu_indices=[0], cpu_indices=[], approx_instant_energy=approx_instant_energy)
+        return ZeusMonitor(gpu_indices=list(gpu_indices), cpu_indices=[], approx_instant_energy=approx_instant_energy)
 
 
-def zeus_window_joules(monitor, name: str) -> float:
-    """Ends a Zeus window (no CUDA sync: the workload runs on the CPU) and returns its GPU energy."""
+def zeus_window_joules(monitor, name: str) -> dict[int, float]:
+    """Ends a Zeus window (no CUDA sync: the workload runs on the CPU) and returns its energy per GPU index."""
     with quiet():
-        return monitor.end_window(name, sync_execution=False).gpu_energy[0]
+        return dict(monitor.end_window(name, sync_execution=False).gpu_energy)
 
 
 def exercise(output_dir) -> dict[str, list[dict]]:
