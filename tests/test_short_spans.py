@@ -118,6 +118,22 @@ def test_a_counter_that_changed_once_gives_its_bound_and_says_so():
     assert any("changed fewer than twice" in n for n in m.notes)
 
 
+def test_a_span_before_a_late_first_change_does_not_read_zero():
+    """The sampler starved after its first read (a loaded machine): the first change seen is
+    bracketed by a long gap, so its instant lies far after the first read, and the period the
+    later changes give is one update. A span between the first read and that instant once fell
+    before the curve and read 0 J; the first value came no later than its read."""
+    signal = Signal(np.random.default_rng(6), 0.3, low=200, high=200)
+    full = counter_log(signal, 0.2, period_ms=20.0, phase_ms=0.0, t0_ms=5.0)
+    t = full.readings["t_before_ns"]
+    log = PowerLog("nvml", full.channels, full.readings[(t <= 5 * MS) | (t >= round(79.5 * MS))])
+    a, b = 6 * MS, 20 * MS
+    m = log.energy_between("gpu0", a, b)
+    truth = float(signal.energy(b) - signal.energy(a))
+    assert m.low_j <= truth <= m.high_j
+    assert m.low_j < m.joules <= m.high_j  # not 0 J
+
+
 # -- through the native sampler, against the fake GPU ------------------------------------
 
 

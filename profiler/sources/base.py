@@ -428,13 +428,15 @@ def _counter_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve:
     if len(changed) < 2:
         return _EnergyCurve(c, r, None, None, Method.COUNTER, tuple(notes), resets, steps)
     # The counter's value at each update instant u_k is the energy up to u_k. The
-    # first value read belongs to the update one period before the first change;
-    # after the last change, a period (and a quarter) without a change means no energy
-    # (the curve stays flat), and a span ending within it is extended at the
+    # first value read belongs to the update one period before the first change, and
+    # came no later than that read (a period estimated from few, late-polled changes can
+    # be short: a span after the first read would otherwise fall before the curve and
+    # read 0 J); after the last change, a period (and a quarter) without a change means
+    # no energy (the curve stays flat), and a span ending within it is extended at the
     # power of the last period.
     u = u.astype(float)
     period = float(np.median(np.diff(u)))
-    t = np.concatenate([[u[0] - period], u])
+    t = np.concatenate([[min(u[0] - period, float(r["t_after_ns"][0]))], u])
     e = np.concatenate([[cum[0]], cum[changed]])
     t_last = float(r["t_after_ns"][-1])
     if t_last >= u[-1] + 1.25 * period:  # a margin for the error of the estimated instants
