@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from phprof.energy import Method
-from phprof.sources import READING_DTYPE, Channel, NvmlSource, PowerLog, SourceError, recording
+from phprof.sources import READING_DTYPE, Channel, NvmlSource, PowerLog, SourceError, recording, value_changes
 
 MS = 1_000_000
 integration = pytest.mark.integration
@@ -151,6 +151,11 @@ def test_a_recording_around_a_short_window_bounds_it(fake, fake_lib):
     the estimate interpolates instead of reading 0."""
     _counter_every(fake, 0.1)
     fake.set_power(0, 300.0)
+    # every update the recordings see counts 300 W only (a constant power: the interpolation
+    # is then exact but for the update instants)
+    ready = fake.update_visible_at(0, "energy", fake.update_index_at(0, "energy", time.time_ns()) + 2)
+    while time.time_ns() < ready:
+        time.sleep(0.005)
     source = NvmlSource(gpus=[0], library=str(fake_lib))
     for _ in range(3):
         with recording(source) as rec:
@@ -160,10 +165,14 @@ def test_a_recording_around_a_short_window_bounds_it(fake, fake_lib):
         m = rec.energy()
         truth = fake.true_energy(0, rec.start_ns, rec.end_ns)
         assert m.low_j <= truth <= m.high_j
-        assert m.high_j - m.low_j > 0 and m.joules > 0
-        assert abs(m.joules - truth) < 0.1 * truth  # a constant power: interpolation is exact but for the update instants
-        settled = rec.log.of("gpu0.energy")
-        assert settled["t_before_ns"][-1] > rec.end_ns  # it sampled past the body
+        assert m.high_j - m.low_j > 0 and m.low_j < m.joules <= m.high_j  # not 0 J
+        e = rec.log.of("gpu0.energy")
+        assert e["t_before_ns"][-1] > rec.end_ns  # it sampled past the body
+        # the update instants are known to within their brackets: where the polls ran on time
+        # (a loaded machine delays some by tens of ms), the estimate is close
+        lo, hi = value_changes(e)
+        if len(lo) and (hi - lo).max() <= 3 * MS and e["t_after_ns"][0] - e["t_before_ns"][0] < MS:
+            assert abs(m.joules - truth) < 0.1 * truth
 
 
 @integration
