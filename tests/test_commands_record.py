@@ -30,3 +30,32 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, monkeypatch,
     assert result.exit_code != 0
     err = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(err) == 1 and message in err[0], result.output
+
+
+CONFIGS = {  # what a user's config.json may hold that transformers or phprof cannot use
+    "rejected": ({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 250,
+                  "num_attention_heads": 7, "num_hidden_layers": 2, "intermediate_size": 64, "vocab_size": 1000},
+                 "transformers cannot build this config: Class validation error for validator "
+                 "'validate_architecture': ValueError: The hidden size (250) is not a multiple"),
+    "unknown type": ({"model_type": "mystery-lm", "architectures": ["MysteryForCausalLM"], "hidden_size": 32},
+                     "model_type 'mystery-lm' is not one transformers"),
+    "no architectures": ({"model_type": "gpt2", "n_embd": 32, "n_head": 2, "n_layer": 2, "vocab_size": 1000},
+                         "names no architecture (its config has no 'architectures'), so its task is not known: "
+                         "give it with --task"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_a_config_phprof_cannot_use_is_one_line_saying_why(tmp_path, case):
+    import json
+
+    config, message = CONFIGS[case]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    result = CliRunner().invoke(main, ["trace", str(path), "-n", "1", "--idle", "0", "-o", str(tmp_path / "t.h5")],
+                                env={"HF_HUB_OFFLINE": "1"})
+    assert result.exit_code == 1 and not (tmp_path / "t.h5").exists()
+    err = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(err) == 1 and message in err[0], result.output
+    assert "Traceback" not in result.output and "nothing phprof knows" not in result.output
+    assert "unknown task ''" not in result.output

@@ -31,8 +31,9 @@ from .diffusion import TextToImage, make_scheduler
 from .registry import MODELS, ModelSpec, resolve
 from .tasks import TaskSpec, check_task, get_task, head_for
 
-__all__ = ["Footprint", "ModelInfo", "ModelTooLarge", "WeightsNotFound", "available_memory",
-           "build", "estimate_footprint", "infer", "list_models", "phase_modules", "tiny"]
+__all__ = ["ConfigRejected", "Footprint", "ModelInfo", "ModelTooLarge", "WeightsNotFound", "available_memory",
+           "build", "estimate_footprint", "generation_phase_modules", "infer", "list_models", "phase_modules",
+           "pipeline_phase_modules", "tiny"]
 
 GiB = 1024 ** 3
 HEADROOM = 1.2  # weights and buffers, plus 20% for activations, KV cache and allocator slack
@@ -44,6 +45,34 @@ class ModelTooLarge(MemoryError):
 
 class WeightsNotFound(FileNotFoundError):
     """``weights="pretrained"`` but the checkpoint is neither cached nor a local directory."""
+
+
+class ConfigRejected(ValueError):
+    """transformers (or diffusers) will not build a model from the config's values."""
+
+
+def _rejections() -> tuple[type[BaseException], ...]:
+    """What transformers raises for a config it will not build: a ValueError or
+    TypeError, or (transformers 5) huggingface_hub's strict-dataclass validation error."""
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:  # an older huggingface_hub: transformers raises ValueError then
+        return (ValueError, TypeError)
+    return (ValueError, TypeError, StrictDataclassError)
+
+
+@contextlib.contextmanager
+def _rejected_as_one_line(spec: ModelSpec):
+    """transformers' refusal of a config (a multi-line validation message) as one
+    ConfigRejected line naming the config."""
+    try:
+        yield
+    except ConfigRejected:
+        raise
+    except _rejections() as e:
+        text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        raise ConfigRejected(f"{spec.id}: {'diffusers' if spec.library == 'diffusers' else 'transformers'} "
+                             f"cannot build this config: {text}") from None
 
 
 # --------------------------------------------------------------------------- tiny configs
@@ -154,7 +183,13 @@ def _hf_config(config: dict):
 
 
 def _construct(spec: ModelSpec, task: TaskSpec, device, dtype) -> nn.Module:
-    """Random-weight model for ``task`` created directly on ``device`` (``"meta"``: no memory)."""
+    """Random-weight model for ``task`` created directly on ``device`` (``"meta"``: no memory);
+    ConfigRejected when the config's values cannot make one."""
+    with _rejected_as_one_line(spec):
+        return _construct_checked(spec, task, device, dtype)
+
+
+def _construct_checked(spec: ModelSpec, task: TaskSpec, device, dtype) -> nn.Module:
     if spec.library == "diffusers":
         scheduler = make_scheduler(spec.config["scheduler"])  # plain CPU tensors
         with torch.device(device), _default_dtype(dtype):
@@ -413,13 +448,39 @@ def phase_modules(model: nn.Module, task: str | TaskSpec) -> dict[str, nn.Module
         return {**out, "denoise": model.unet, "vae_decode": model.vae_decode}
     if task.call == "forward":
         return {"forward": model}
+    return generation_phase_modules(model)
+
+
+def generation_phase_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """The phase modules of one ``model.generate()`` (see the module docstring)."""
+    kind = _kind(model)
     if kind == "blip":
         return {"encoder": model.vision_model, "step": model.text_decoder}
     if kind == "git":
         return {"encoder": model.git.image_encoder, "step": model}
-    if getattr(model.config, "is_encoder_decoder", False):
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
         return {"encoder": model.get_encoder(), "step": model}
     return {"step": model}
+
+
+def pipeline_phase_modules(pipe) -> dict[str, nn.Module]:
+    """The phase modules of one call of a diffusers pipeline: its text encoders
+    (``encode_prompt``, then ``text_encoder_2``), its UNet or transformer (one
+    ``denoise.<k>`` per step) and its VAE's decoder (``vae_decode``; the VAE's
+    ``decode`` is a method, not a forward, so the decoder module stands for it:
+    the small ``post_quant_conv`` before it falls outside the phase)."""
+    out = {}
+    for key in ("text_encoder", "text_encoder_2"):
+        if isinstance(getattr(pipe, key, None), nn.Module):
+            out[key] = getattr(pipe, key)
+    denoiser = next((getattr(pipe, k) for k in ("unet", "transformer", "prior")
+                     if isinstance(getattr(pipe, k, None), nn.Module)), None)
+    if denoiser is not None:
+        out["denoise"] = denoiser
+    decoder = getattr(getattr(pipe, "vae", None), "decoder", None)
+    if isinstance(decoder, nn.Module):
+        out["vae_decode"] = decoder
+    return out
 
 
 # --------------------------------------------------------------------------- listing

@@ -559,6 +559,7 @@ def _from_path(path: Path) -> ModelSpec:
     model_type = cfg.get("model_type")
     if not model_type:
         raise UnknownModel(f"{cfg_file} has no 'model_type': not a transformers config")
+    _check_model_type(model_type, cfg_file)
     arch = (cfg.get("architectures") or [""])[0]
     task = next((t for suffix, t in _ARCH_TASKS if arch.endswith(suffix)), "")
     text = cfg.get("text_config") or cfg.get("decoder") or cfg
@@ -570,6 +571,19 @@ def _from_path(path: Path) -> ModelSpec:
         special_ids=special, image=image, path=str(path if path.is_dir() else cfg_file),
         notes="read from a local config.json",
     )
+
+
+def _check_model_type(model_type: str, cfg_file: Path) -> None:
+    """UnknownModel naming a model_type this transformers cannot build."""
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if model_type not in CONFIG_MAPPING_NAMES:
+        close = difflib.get_close_matches(model_type, list(CONFIG_MAPPING_NAMES), n=3, cutoff=0.7)
+        raise UnknownModel(
+            f"{cfg_file}: model_type {model_type!r} is not one transformers {transformers.__version__} knows"
+            + (f" (did you mean {', '.join(map(repr, close))}?)" if close else
+               " (a model newer than this transformers, or one that needs its own code: upgrade transformers)"))
 
 
 def _guess_max_len(cfg: Mapping[str, Any]) -> int | None:

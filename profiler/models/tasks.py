@@ -211,6 +211,11 @@ def supported_tasks(spec: ModelSpec | str) -> list[str]:
 
 def check_task(spec: ModelSpec, task: str | TaskSpec | None) -> TaskSpec:
     """The TaskSpec for ``task`` (default: the model's); UnsupportedTask names those it can do."""
+    if not task and not spec.task:
+        raise UnsupportedTask(
+            f"{spec.id} names no architecture (its config has no 'architectures'), so its task is not known: "
+            "give it with --task (task= from Python): "
+            f"{', '.join(supported_tasks(spec)) or 'it can do none phprof knows'}")
     task = get_task(task or spec.task)
     if head_for(spec, task) is None:
         raise UnsupportedTask(
