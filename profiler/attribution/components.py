@@ -1,9 +1,11 @@
 """The component taxonomy: what part of a network each module is.
 
 Every module gets a component (embeddings, self-attention, cross-attention,
-mlp, norm, head, convolution, other), a part inside attention (projections,
-scores, output) and a stack (encoder, decoder, unet, vae, text_encoder, or ""
-when the model has one stack only).
+mlp, router, experts, norm, head, convolution, other), a part inside attention
+(projections, scores, output) and a stack (encoder, decoder, unet, vae,
+text_encoder, or "" when the model has one stack only). A mixture-of-experts
+layer is two components: its ``router`` (the gate that picks the experts, and
+the sparse block's own dispatch) and its ``experts``.
 
 Rules match a module's class name (``type``) and the last part of its path
 (``name``, e.g. ``c_attn``). A module is decided at the innermost level that a
@@ -11,14 +13,23 @@ rule matches, walking from the module out through its parents: ``transformer.
 h.0.attn.c_attn`` (a ``Conv1D``, which no rule names) is self-attention because
 its parent ``attn`` is a ``GPT2Attention``. Structural modules (blocks, stacks,
 the model itself, dropout) are "other" by explicit rules that apply to the
-module itself only, never to its children; a module that no rule reaches is
-"other" and ``unclassified``.
+module itself only, never to its children. Two kinds of module take their
+place from around them: an activation (``act_fn``, ``SiLUActivation``) is its
+parent's component (an MLP's activation is mlp), or mlp beside ``fc1`` and
+``fc2`` (Whisper, BART), convolution beside a ``conv_out``, else other; a
+module directly under a task model (``...ForConditionalGeneration``) that no
+rule names is its head (Whisper's ``proj_out``). A module that no rule reaches
+is "other" and ``unclassified``.
 
 The built-in rules know the study's architectures (GPT-2, BLOOM, OPT, GPT-Neo,
 T5, BART, Pegasus, the BERT family, ViT, DETR, ResNet, ConvNeXt, the Stable
-Diffusion UNet, VAE and CLIP text encoder). A user adds rules for a new
-architecture without touching the package: a JSON file named by the
-``PHPROF_TAXONOMY`` environment variable (or given to :meth:`Taxonomy.load`),
+Diffusion UNet, VAE and CLIP text encoder) and today's (Llama, Mistral, Qwen2,
+Gemma, Phi-3, Mixtral and Qwen-MoE, Whisper, CLIP, the SDXL UNet). Rotary
+position embeddings are self-attention: they rotate its queries and keys. The
+model itself (``GPT2LMHeadModel`` as ``LlamaForCausalLM``) is other. A user
+adds rules for a new architecture without touching the package: a JSON file
+named by the ``PHPROF_TAXONOMY`` environment variable (or given to
+:meth:`Taxonomy.load`),
 
     {"rules": [{"component": "mlp", "type": "MyFeedForward"},
                {"component": "self-attention", "name": "^my_attn$"}],
@@ -36,7 +47,8 @@ from pathlib import Path
 
 from ..store.results import Role
 
-COMPONENTS = ("embeddings", "self-attention", "cross-attention", "mlp", "norm", "head", "convolution", "other")
+COMPONENTS = ("embeddings", "self-attention", "cross-attention", "mlp", "router", "experts", "norm", "head",
+              "convolution", "other")
 _NOT_MODULES = {r.label for r in Role if r is not Role.MODULE}
 ENV = "PHPROF_TAXONOMY"
 
@@ -48,38 +60,52 @@ _BUILTIN_RULES: list[tuple[str, str | None, str | None]] = [
     ("cross-attention", r"CrossAttention|EncDecAttention", None),
     ("cross-attention", None, r"^(encoder_attn|crossattention|EncDecAttention|attn2|cross_attn)$"),
     ("self-attention", r"SelfOutput$", None),  # BERT family: the attention's output projection
+    ("self-attention", r"RotaryEmbedding|RotaryEmb$", None),  # positions of queries and keys, not a lookup
+    ("self-attention", None, r"^(rotary_emb|rotary_embedding|rope)$"),
     ("self-attention", r"Attention", None),
     ("self-attention", None, r"^(attn|attn1|attention|self_attn|SelfAttention|self_attention)$"),
+    # mixture of experts: the router (and the sparse block's own dispatch), then the experts
+    ("router", r"Router$|SparseMoeBlock$|MoeBlock$|^MoE$", None),
+    ("router", None, r"^(router|shared_expert_gate)$"),
+    ("router", r"^Linear$", r"^gate$"),  # a MoE block's gate (an MLP's is gate_proj)
+    ("experts", r"Experts$|SparseTop2MLP$|ExpertMLP$|Expert$", None),
+    ("experts", None, r"^(experts|shared_experts?)$"),
     ("mlp", r"MLP|FeedForward|^FFN$|DenseReluDense|DenseGatedActDense|Intermediate$|LayerFF|GEGLU|"
             r"(?<!Self)Output$", None),
     ("mlp", None, r"^(mlp|ffn|ff|fc1|fc2|intermediate|DenseReluDense|dense_h_to_4h|dense_4h_to_h)$"),
     ("embeddings", r"Embedding|Timesteps$|PatchEmbed", None),
     ("embeddings", None, r"^(wte|wpe|embed_tokens|embed_positions|shared|embeddings|word_embeddings|"
                          r"position_embeddings|patch_embed|time_proj|time_embedding)$"),
-    ("head", r"Head|Pooler|Classifier|PredictionHead", None),
+    ("head", r"Head(?!Model$)|Pooler|Classifier|PredictionHead", None),  # GPT2LMHeadModel is the model
     ("head", None, r"^(lm_head|classifier|qa_outputs|score|pooler|class_labels_classifier|bbox_predictor|"
                    r"text_projection|visual_projection|head|heads)$"),
     ("convolution", r"Conv[123]d|ConvLayer|ConvNext|ResnetBlock|ResNet\w*Layer|ResNetShortCut|Downsample|"
                     r"Down\w*Block|Up\w*Block|Upsample|MidBlock|Bottleneck|Pool2d|ConvEncoder", None),
     ("convolution", None, r"^(conv\w*|resnets|downsamplers|upsamplers|shortcut|downsample|stem)$"),
-    # structural: the model, its stacks and blocks, containers, dropout, activations outside an MLP
+    # structural: the model, its stacks and blocks, containers, dropout
     ("other", r"Dropout|DropPath|Identity|ModuleList|Sequential|Block$|Layer$|LayerGroup$|Stack$|Model$|"
               r"ModelWithProjection$|ForCausalLM$|LMHeadModel$|ForConditionalGeneration$|"
               r"ForSequenceClassification$|ForQuestionAnswering$|ForTokenClassification$|ForImage\w+$|"
               r"ForObjectDetection$|Encoder$|Decoder$|Transformer$|Transformer2DModel$|Pipeline$|"
-              r"GELU|ReLU|SiLU|Tanh|Activation$|Flatten$|Stage$|Embeddings?Model$|Projection$|For\w+$|"
+              r"Flatten$|Stage$|Embeddings?Model$|Projection$|For\w+$|"
               r"TextToImage$|VaeDecode$|AutoencoderKL$", None),
 ]
+# an activation is its surroundings' (see the module's docstring), by class or by name
+_ACTIVATION = re.compile(r"GELU|ReLU|SiLU|Tanh|Sigmoid|Swish|Mish|Activation$")
+_ACTIVATION_NAME = re.compile(r"^(act|act_fn|activation|activation_fn|nonlinearity|actfn)$")
+# what an activation is beside, when no parent says (a block without an MLP module, a UNet's output)
+_NEIGHBOURS = (("mlp", re.compile(r"^(fc1|fc2|fc_in|fc_out)$")), ("convolution", re.compile(r"^conv\w*$")))
+_TASK_MODEL = re.compile(r"For\w+$|LMHeadModel$")
 _BUILTIN_STACKS: list[tuple[str, str | None, str | None]] = [
-    ("text_encoder", None, r"^(text_encoder|text_encoder_2)$"),
+    ("text_encoder", None, r"^(text_encoder|text_encoder_2|text_model)$"),  # CLIPModel's text_model too
     ("unet", None, r"^unet$"),
     ("vae", None, r"^vae$"),
     ("encoder", None, r"^(encoder|vision_model|vision_encoder|image_encoder|backbone)$"),
     ("decoder", r"^(?!Linear$)", r"^(decoder|text_decoder)$"),  # not an MLM head's Linear named decoder
 ]
-_PROJECTIONS = re.compile(r"^(q|k|v|query|key|value|c_attn|query_key_value|q_proj|k_proj|v_proj|qkv|in_proj|"
+_PROJECTIONS = re.compile(r"^(q|k|v|query|key|value|c_attn|query_key_value|q_proj|k_proj|v_proj|qkv|qkv_proj|in_proj|"
                           r"to_q|to_k|to_v|q_lin|k_lin|v_lin|in_proj_.*)$")
-_OUTPUTS = re.compile(r"^(o|out_proj|c_proj|dense|out_lin|to_out|output|proj_out)$")
+_OUTPUTS = re.compile(r"^(o|o_proj|out_proj|c_proj|dense|out_lin|to_out|output|proj_out|wo)$")
 _DECODER_ONLY = re.compile(r"ForCausalLM$|LMHeadModel$")
 
 
@@ -159,7 +185,10 @@ class Taxonomy:
             return Component("other", "", "")
         parts = path.split(".") if path else []
         stack = self._stack(parts, types)
-        for level in range(len(parts), -1, -1):  # the module itself, then each parent
+        activation = bool(parts) and (_ACTIVATION.search(types.get(path, "")) is not None
+                                      or _ACTIVATION_NAME.match(parts[-1]) is not None)
+        # an activation is decided by its parents, not by itself
+        for level in range(len(parts) - activation, -1, -1):  # the module itself, then each parent
             prefix = ".".join(parts[:level])
             type_name = types.get(prefix, "")
             name = parts[level - 1] if level else ""
@@ -171,6 +200,13 @@ class Taxonomy:
                     if rule.result in ("self-attention", "cross-attention"):
                         part = _attention_part(parts, level, type_name)
                     return Component(rule.result, part, stack)
+        if activation:  # beside an MLP's fc1 and fc2 (Whisper, BART), a UNet's conv_out...
+            parent = ".".join(parts[:-1])
+            siblings = [p.rpartition(".")[2] for p in types if p and p.rpartition(".")[0] == parent]
+            near = next((c for c, pattern in _NEIGHBOURS if any(pattern.match(n) for n in siblings)), "other")
+            return Component(near, "", stack)
+        if len(parts) == 1 and _TASK_MODEL.search(types.get("", "")):  # a task model's own output layer
+            return Component("head", "", stack)
         return Component("other", "", stack, unclassified=True)
 
     def _stack(self, parts: list[str], types: dict[str, str]) -> str:

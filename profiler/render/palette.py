@@ -10,7 +10,8 @@ from __future__ import annotations
 
 # component (phprof.attribution.components.COMPONENTS) -> its kind
 KIND_OF = {"embeddings": "embedding", "self-attention": "attention", "cross-attention": "attention",
-           "mlp": "mlp", "norm": "norm", "head": "head", "convolution": "convolution", "other": "other"}
+           "mlp": "mlp", "router": "mlp", "experts": "mlp", "norm": "norm", "head": "head",
+           "convolution": "convolution", "other": "other"}
 
 # kind -> (legend name, (hue, saturation %, lightness %)): pale enough for dark labels
 KINDS = {
