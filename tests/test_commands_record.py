@@ -1,4 +1,5 @@
-"""`phprof trace` (the command): bad input is a one-line error and writes nothing.
+"""`phprof trace` (the command): bad input is a one-line error and writes nothing; the summary
+names the device and power source.
 
 The recording itself is tested through the library in test_trace.py."""
 from __future__ import annotations
@@ -59,3 +60,16 @@ def test_a_config_phprof_cannot_use_is_one_line_saying_why(tmp_path, case):
     assert len(err) == 1 and message in err[0], result.output
     assert "Traceback" not in result.output and "nothing phprof knows" not in result.output
     assert "unknown task ''" not in result.output
+
+
+@pytest.mark.integration
+def test_the_summary_names_the_device_and_power_source(tmp_path):
+    """No --device: the CPU here (torch sees no GPU), and the summary says so, and which source."""
+    out = tmp_path / "t.h5"
+    result = CliRunner().invoke(main, ["trace", "gpt2", "--size", "tiny", "-n", "1", "--warmup", "0", "--new-tokens",
+                                       "1", "--idle", "0", "--source", "none", "-o", str(out)],
+                                env={"HF_HUB_OFFLINE": "1"})
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("device: "))
+    assert line.startswith("device: cpu (") and "as torch sees no CUDA GPU" in line, line
+    assert line.endswith("; power source: none (time only)"), line

@@ -31,6 +31,9 @@ def test_trace_every_task(traced_without_power, task, model):
     t = load(out)
     assert t.complete and t.meta["task"] == task and t.meta["model"] == model
     assert t.meta["options"]["warmup"] == 1 and "no power sensor (source 'none'): time only" in " ".join(s.notes)
+    # no device named, and torch sees no GPU here: the CPU, and the summary says so
+    assert (s.device, s.device_chosen, s.source) == ("cpu", True, "none (time only)")
+    assert (t.summary["device"], t.summary["power_source"]) == ("cpu", "none (time only)")
     ev = t.events
 
     # every module of the model is in the file; every module that ran is a scope
@@ -79,6 +82,18 @@ def test_energy_from_the_fake_gpu_sensor(gpt2_trace):
     assert abs(s.energy.joules - truth["windows_j"]) <= s.energy.uncertainty_j
     assert s.joules_per_inference == pytest.approx(s.energy.joules / truth["inferences"])
     assert t.summary["energy_j"] == pytest.approx(s.energy.joules)
+    assert s.source.startswith("nvml (gpu0: ") and t.summary["power_source"] == s.source
+
+
+def test_the_default_device_is_the_first_cuda_device_torch_sees(monkeypatch):
+    import torch
+
+    from phprof.tracing.run import default_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_device() == "cuda:0"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_device() == "cpu"
 
 
 @pytest.mark.integration
@@ -103,6 +118,70 @@ def test_an_interrupted_run_leaves_a_valid_file_marked_incomplete(interrupted_ru
     done = set(t.inferences["index"])
     assert done == set(range(len(done)))  # no inference half-written
     assert set(np.unique(t.events["inference"])) <= done
+
+
+def _twice(sig=signal.SIGINT):
+    """Ctrl-C (or SIGTERM) twice, each handled at once (raise_signal runs the handler before it returns)."""
+    signal.raise_signal(sig)
+    signal.raise_signal(sig)
+
+
+def _twice_during_one_cxx_call():
+    """Ctrl-C twice, 50 ms apart, from another thread while this one is inside one long C++ call
+    (as in a profiler window's hand-over): Python runs the handler only once that call returns."""
+    import os
+    import threading
+    import time
+
+    import torch
+
+    def send():
+        time.sleep(0.2)  # this thread is in the C++ call by then
+        for _ in range(2):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+
+    a = torch.ones(1500, 1500)  # 40th power: 1.6 s on one idle core
+    sender = threading.Thread(target=send)
+    sender.start()
+    while sender.is_alive():
+        torch.linalg.matrix_power(a, 40)  # C++ from start to end, signals or not
+    sender.join()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("during", ["between inferences", "an inference", "one C++ call"])
+def test_a_second_ctrl_c_aborts_and_the_file_holds_the_windows_saved(tmp_path, during):
+    """The first signal asks to stop after the inference, the second aborts: between inferences it
+    drops the window being saved; during an inference it cuts it short; two that come while Python
+    waits for a C++ call are two. Either way the file is valid, interrupted, and holds only whole
+    inferences: the first window's 10."""
+    out = tmp_path / "t.h5"
+    calls = []
+
+    def progress(done, total):
+        if done == 14 and during != "an inference":
+            _twice() if during == "between inferences" else _twice_during_one_cxx_call()
+
+    def setup(model):
+        def hook(module, args, output):
+            calls.append(1)
+            if during == "an inference" and len(calls) == 14 * 2:  # the 14th inference's 2nd forward
+                _twice(signal.SIGTERM)
+        model.register_forward_hook(hook)
+
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    s = trace("gpt2", inferences=1000, warmup=0, output=out, size="tiny", idle_s=0, source="none", new_tokens=2,
+              progress=progress, setup=setup)
+    assert s.status == "interrupted" and s.inferences == 10, s.notes
+    note = next(n for n in s.notes if n.startswith("aborted after"))
+    assert f"aborted after {13 if during == 'an inference' else 14} of 1000 inferences" in note
+    assert "the last window was dropped" in note
+    t = load(out)
+    assert t.status == "interrupted" and sorted(t.inferences["index"]) == list(range(10))
+    assert set(np.unique(t.events["inference"])) == set(range(10))
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # put back
+    assert signal.set_wakeup_fd(-1) == -1  # and the wakeup pipe taken away
 
 
 def test_python_api_errors_are_trace_errors():

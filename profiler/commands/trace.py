@@ -1,6 +1,7 @@
 """`phprof trace`: a model's inferences under the power sampler and torch.profiler, into one file."""
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -23,12 +24,13 @@ from . import command
 @click.option("--new-tokens", type=click.IntRange(min=1), help="Generated tokens per inference (generation tasks).")
 @click.option("--steps", type=click.IntRange(min=1), help="Denoising steps (image generation).")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--device", help="cpu, cuda or cuda:N (default: the first CUDA device torch sees, else the CPU).")
 @click.option("--weights", type=click.Choice(["random", "pretrained"]), default="random", show_default=True,
               help="random: built offline from the architecture's config (energy depends on shapes, not "
               "values); pretrained: from the local Hugging Face cache or a model directory.")
 @click.option("--source", type=click.Choice(["auto", "nvml", "rapl", "none"]), default="auto", show_default=True,
-              help="Power source (auto: NVML for a GPU, RAPL for the CPU when readable, else time only).")
+              help="Power source (auto: NVML for a GPU, RAPL for the CPU when readable, else time only). "
+              "The summary says which device and source were used.")
 @click.option("--size", type=click.Choice(["full", "tiny"]), default="full", show_default=True,
               help="tiny: the architecture shrunk to 2 narrow layers, for quick checks (its energy is not "
               "the real model's).")
@@ -44,8 +46,9 @@ def trace_command(model_id, task, inferences, warmup, output, overwrite, batch_s
     MODEL_ID is a model of the study (see `phprof models`), a path to a config.json, or a
     model directory. Every module's forward, every inference and every generation or
     denoising step is recorded as a scope; power readings are stored with their times.
-    Ctrl-C stops the run and leaves a valid file of the inferences done, with the
-    status "interrupted".
+    Ctrl-C (or SIGTERM) stops the run after the current inference and leaves a valid
+    file of the inferences done, with the status "interrupted"; a second one aborts,
+    dropping the profiler window being saved.
     """
     from ..api import trace
 
@@ -60,6 +63,9 @@ def trace_command(model_id, task, inferences, warmup, output, overwrite, batch_s
             size=size, source=source, anti_alias=anti_alias, idle_s=idle_s, progress=progress,
             overwrite=overwrite,
         )
+    # the file is closed: a Ctrl-C from now on ends phprof at once, as the default SIGINT does, with no
+    # KeyboardInterrupt raised into whatever Python runs at exit
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     _echo_summary(summary)
     if summary.status != "complete":
         sys.exit(130)
@@ -68,6 +74,11 @@ def trace_command(model_id, task, inferences, warmup, output, overwrite, batch_s
 def _echo_summary(s) -> None:
     click.echo(f"{s.status}: {s.inferences} inferences of {s.model} ({s.task}), {s.inference_s:.2f} s of their "
                f"own time ({1e3 * s.seconds_per_inference:.2f} ms per inference, profiler overhead included)")
+    chosen = ""
+    if s.device_chosen:
+        chosen = (", the first CUDA device torch sees (--device to choose)" if s.device.startswith("cuda")
+                  else ", as torch sees no CUDA GPU (--device to choose)")
+    click.echo(f"device: {s.device} ({s.device_name}){chosen}; power source: {s.source}")
     e = s.energy
     if e is None or e.joules is None:
         click.echo("energy: not measured (the run had no power source; `phprof devices` lists this machine's)")

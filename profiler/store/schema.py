@@ -137,10 +137,11 @@ def run_meta(*, model: str, task: str, device: str, device_name: str, sensor: di
 
 
 def run_summary(*, status: str, model: str, task: str, inferences: int, inference_s: float, span_s: float,
-                energy, notes: list[str]) -> dict:
+                energy, notes: list[str], device: str = "", device_name: str = "", source: str = "") -> dict:
     """The ``/summary`` attributes: what a run (or an import) measured.
     ``energy``: a :class:`phprof.sources.Measurement` over the inferences'
-    span (None without a sensor)."""
+    span (None without a sensor); ``device``, ``device_name``: where it ran;
+    ``source``: the power source and what it read."""
     e = energy
     joules = None if e is None else e.joules
     return {
@@ -159,4 +160,7 @@ def run_summary(*, status: str, model: str, task: str, inferences: int, inferenc
         "energy_high_j": None if e is None else e.high_j,
         "joules_per_inference": None if joules is None or not inferences else joules / inferences,
         "notes": list(notes) + (list(e.notes) if e else []),
+        "device": device,
+        "device_name": device_name,
+        "power_source": source,
     }

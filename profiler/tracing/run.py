@@ -9,10 +9,11 @@ readings taken so far; nothing of it is kept in memory. Window sizes adapt so
 that each holds about ``events_per_window`` events.
 
 Ctrl-C or SIGTERM ends the run after writing what was complete: the file is
-valid and marked ``interrupted``.
+valid and marked ``interrupted``; a second one aborts (see ``_StopRequest``).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -61,6 +62,10 @@ class TraceSummary:
     span_s: float  # the windows' spans, first to last inference: also the gaps between inferences
     energy: Measurement | None  # over the windows' spans; None without a sensor
     notes: list[str] = field(default_factory=list)
+    device: str = ""  # where the model ran: cpu, cuda:N
+    device_name: str = ""
+    device_chosen: bool = False  # by phprof (the first CUDA device, else the CPU), not by the caller
+    source: str = ""  # the power source, and what it measured
 
     @property
     def seconds_per_inference(self) -> float:
@@ -74,7 +79,24 @@ class TraceSummary:
 
     def as_dict(self) -> dict:
         return run_summary(status=self.status, model=self.model, task=self.task, inferences=self.inferences,
-                           inference_s=self.inference_s, span_s=self.span_s, energy=self.energy, notes=self.notes)
+                           inference_s=self.inference_s, span_s=self.span_s, energy=self.energy, notes=self.notes,
+                           device=self.device, device_name=self.device_name, source=self.source)
+
+
+def default_device() -> str:
+    """Where a run goes when the caller names no device: the first CUDA device
+    torch sees, else the CPU."""
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def source_text(power: PowerSource) -> str:
+    """The power source and what it reads: ``nvml (gpu0: NVIDIA A100-SXM4-80GB)``,
+    ``rapl (package-0, dram)``, ``none (time only)``."""
+    names, _ = power.device_names()
+    what = [f"{d}: {n}" for d, n in names.items()] or [c.name for c in power.channels] or ["time only"]
+    return f"{power.name} ({', '.join(what)})"
 
 
 def default_output(model: str, task: str, directory: Path = DEFAULT_TRACES_DIR) -> Path:
@@ -104,29 +126,77 @@ class _Windows:
 
 class _StopRequest:
     """Ctrl-C (SIGINT) or SIGTERM asks the run to stop after the current
-    inference, so the profiler is never interrupted in the middle of a window's
-    hand-over (torch crashes then); a second signal aborts at once."""
+    inference. A second one aborts: it cuts short the work that may be cut
+    (:meth:`abortable`: an inference, reading a profiler window), the window
+    being saved is dropped and the file is closed at once with the windows it
+    holds. Anything else (a window's hand-over inside torch.profiler, which
+    crashes when interrupted, or a write to the file) is never interrupted:
+    the abort only skips what would come after it.
+
+    Python runs a signal's handler once the main thread is back from the C++
+    call it is in (a profiler window's hand-over takes seconds), and then once
+    for all the signals that came meanwhile; so the signals are counted as
+    they arrive, each writing a byte to a wakeup pipe (``signal.set_wakeup_fd``)."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.aborted = False
+        self.received = 0  # SIGINT and SIGTERM, counted as they arrived
+        self._abortable = 0  # inside work a second signal may cut short
         self._old: dict[int, object] = {}
+        self._pipe: tuple[int, int] | None = None
+        self._old_fd = -1
 
     def _handler(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt(f"signal {signum} (second)")
-        self.requested = True
-        print("\nphprof: stopping after this inference and saving what is done (again to abort)",
-              file=sys.stderr, flush=True)
+        self.received += max(1, self._arrived())
+        if not self.requested:
+            self.requested = True
+            if self.received == 1:
+                _say("stopping after this inference and saving what is done (again to abort)")
+        if self.received >= 2 and not self.aborted:
+            self.aborted = True
+            _say("aborting: the trace file is closed with the windows already saved")
+            if self._abortable:
+                raise KeyboardInterrupt(f"signal {signum} (second)")
+
+    def _arrived(self) -> int:
+        """The stop signals that arrived since the last look (0 without the pipe)."""
+        if self._pipe is None:
+            return 0
+        try:
+            data = os.read(self._pipe[0], 4096)
+        except (BlockingIOError, OSError):
+            return 0
+        return sum(1 for b in data if b in (signal.SIGINT, signal.SIGTERM))
+
+    @contextlib.contextmanager
+    def abortable(self):
+        """Work that a second signal cuts short with a KeyboardInterrupt."""
+        self._abortable += 1
+        try:
+            yield
+        finally:
+            self._abortable -= 1
 
     def __enter__(self) -> _StopRequest:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._old[sig] = signal.signal(sig, self._handler)
             except ValueError:  # not the main thread: signals stay as they are
-                pass
+                return self
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        self._pipe = (r, w)
+        self._old_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._pipe is not None:
+            signal.set_wakeup_fd(self._old_fd)
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
         for sig, old in self._old.items():
             signal.signal(sig, old)
 
@@ -136,13 +206,18 @@ class _StopRequest:
             time.sleep(min(left, 0.05))
 
 
+def _say(text: str) -> None:
+    print(f"\nphprof: {text}", file=sys.stderr, flush=True)
+
+
 class _Recorder:
     """Turns each completed profiler window into rows of the trace file."""
 
-    def __init__(self, writer: TraceWriter, source: PowerSource, completed: list[int]) -> None:
-        self.writer, self.source, self.completed = writer, source, completed
+    def __init__(self, writer: TraceWriter, source: PowerSource, completed: list[int], stop: _StopRequest) -> None:
+        self.writer, self.source, self.completed, self.stop = writer, source, completed, stop
         self.catalog = Catalog()
         self.windows = 0
+        self.dropped_windows = 0  # not saved: a second Ctrl-C came first
         self.inferences_written = 0
         self.outside = 0  # events outside any inference (dropped, counted)
         self.spans: list[tuple[int, int]] = []  # (first start, last end) of each window's inferences
@@ -169,10 +244,18 @@ class _Recorder:
         self.writer.append_modules(rows)
 
     def on_trace_ready(self, prof) -> None:
+        if self.stop.aborted:  # a second Ctrl-C: this window is dropped
+            self.dropped_windows += 1
+            return
         with tempfile.TemporaryDirectory(prefix="phprof-window-") as tmp:
             path = os.path.join(tmp, "window.json")
-            prof.export_chrome_trace(path)
-            trace = load_kineto(path, scope_filter=is_module_scope)
+            try:
+                prof.export_chrome_trace(path)  # inside torch: not to be interrupted
+                with self.stop.abortable():
+                    trace = load_kineto(path, scope_filter=is_module_scope)
+            except KeyboardInterrupt:  # the abort, caught here: torch.profiler never sees it
+                self.dropped_windows += 1
+                return
         span = self._write(trace)
         chunk = self.source.drain()
         self.writer.append_power(chunk)
@@ -313,7 +396,7 @@ def trace(
     new_tokens: int | None = None,
     steps: int | None = None,
     dtype: str = "float32",
-    device: str = "cpu",
+    device: str | None = None,
     weights: str = "random",
     size: str = "full",
     source: str = "auto",
@@ -335,6 +418,8 @@ def trace(
     installed and before the first traced inference: hooks it adds run inside
     the modules' scopes (to make each module draw a known power in a fake
     GPU, for instance).
+    ``device``: ``cpu``, ``cuda`` or ``cuda:N``; default the first CUDA device
+    torch sees, else the CPU (``source="auto"`` then takes the GPU's NVML).
     ``size="tiny"`` shrinks the architecture (2 layers, narrow) for quick checks;
     its energy is not the real model's. ``progress(done, total)`` is called
     after each inference.
@@ -347,6 +432,8 @@ def trace(
     # above ERROR, so quieting them quiets its errors too): quiet unless the user
     # chose a level. Read when the profiler starts, so setting it here works.
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+    chosen = device is None
+    device = device or default_device()
     if inferences < 1:
         raise TraceError("--inferences must be at least 1")
     if warmup < 0:
@@ -393,12 +480,13 @@ def trace(
     sensor = power.windowed_sensor()
     breaker = AliasBreaker(sensor.period_s) if anti_alias and sensor is not None else None
     completed: list[int] = []
-    recorder = _Recorder(writer, power, completed)
+    stop = _StopRequest()
+    recorder = _Recorder(writer, power, completed, stop)
     status, notes = "failed", []
     cuda = device.startswith("cuda")
     scopes = phases = None
-    try:
-        with _StopRequest() as stop:
+    with stop:  # until the file is closed: a second Ctrl-C while it is saved aborts the saving
+        try:
             try:
                 power.start()
                 stop.sleep(idle_s)
@@ -406,7 +494,8 @@ def trace(
                 for _ in range(warmup):
                     if stop.requested:
                         break
-                    run()
+                    with stop.abortable():
+                        run()
                 if cuda:
                     torch.cuda.synchronize()
                 scopes = ModuleScopes(built)
@@ -428,7 +517,7 @@ def trace(
                             break
                         began = time.perf_counter()
                         phases.new_inference()
-                        with inference_scope(i):
+                        with inference_scope(i), stop.abortable():
                             run()
                         if cuda and i == schedule.last_step:
                             torch.cuda.synchronize()  # the window's kernels are done before it is saved
@@ -442,24 +531,30 @@ def trace(
                 status = "interrupted" if stop.requested else "complete"
                 if stop.requested:
                     notes.append(f"interrupted after {len(completed)} of {inferences} inferences")
-            except KeyboardInterrupt:
-                status = "interrupted"
-                notes.append(f"aborted after {len(completed)} of {inferences} inferences")
-    finally:
-        for s in (scopes, phases):
-            if s is not None:
-                s.remove()
-        if scopes is not None:
-            recorder.write_modules(scopes)
-        last = None
-        if power.running:
-            last = power.stop(settle_s=SETTLE_S)  # a counter update after the last window bounds its end
-            writer.append_power(last)
-        recorder.finish(last)
-        if breaker is not None and breaker.paused_s:
-            notes.append(f"anti-aliasing pauses between inferences: {breaker.paused_s:.2f} s in all")
-        summary = _summary(path, status, spec.id, task, recorder, power, sensor, notes)
-        writer.close(status, summary.as_dict())
+            except KeyboardInterrupt:  # the abort (or Ctrl-C outside the main thread, where signals stay Python's)
+                status, stop.aborted = "interrupted", True
+            if stop.aborted:
+                notes = [n for n in notes if not n.startswith("interrupted after")]
+                notes.append(f"aborted after {len(completed)} of {inferences} inferences: the file holds the "
+                             f"{recorder.inferences_written} of the windows saved before"
+                             + ("; the last window was dropped" if recorder.dropped_windows else ""))
+        finally:
+            for s in (scopes, phases):
+                if s is not None:
+                    s.remove()
+            if scopes is not None:
+                recorder.write_modules(scopes)
+            last = None
+            if power.running:
+                last = power.stop(settle_s=0 if stop.aborted else SETTLE_S)  # an update after the last window
+                writer.append_power(last)                                  # bounds its end
+            recorder.finish(last)
+            if breaker is not None and breaker.paused_s:
+                notes.append(f"anti-aliasing pauses between inferences: {breaker.paused_s:.2f} s in all")
+            summary = _summary(path, status, spec.id, task, recorder, power, sensor, notes)
+            summary.device, summary.device_name, summary.device_chosen = device, device_name, chosen
+            summary.source = source_text(power)
+            writer.close(status, summary.as_dict())
     return summary
 
 
