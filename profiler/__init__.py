@@ -6,7 +6,10 @@ native thread; ``phprof.tracing``: a model's inferences under torch.profiler)
 (``phprof.attribution``) -> render (``phprof.render``). The library's face:
 
     import phprof
-    summary = phprof.trace("gpt2", inferences=100)      # record a run
+    summary = phprof.trace("gpt2", inferences=100)      # record a model of the catalogue
+    with phprof.profile("run.h5") as prof:              # or record any code (`phprof run script.py`)
+        with prof.inference():
+            out = pipe(batch)
     trace = phprof.load(summary.path)                    # the file, read whole
     results = phprof.results(summary.path)               # where its energy went
     text = phprof.render(phprof.report(summary.path), "text")
@@ -17,7 +20,8 @@ See ``phprof.api`` for each call.
 """
 __version__ = "0.1.0"
 
-_API = ("trace", "load", "results", "report", "flamegraph", "compare", "import_trace", "grid_intensity")
+_API = ("trace", "profile", "inference", "active", "run", "load", "results", "report", "flamegraph", "compare",
+        "import_trace", "grid_intensity")
 __all__ = ["__version__", "render", *_API]
 
 

@@ -1,7 +1,9 @@
 """The library: one call per job, what the commands and a Python user call alike.
 
     import phprof
-    summary = phprof.trace("gpt2", inferences=100)        # record
+    summary = phprof.trace("gpt2", inferences=100)        # record a model of the catalogue
+    with phprof.profile("run.h5") as prof:                 # or record any code
+        out = pipe(batch)
     results = phprof.results(summary.path)                 # analyse (computed once, then read back)
     print(phprof.render(phprof.report(summary.path), "text"))
     phprof.render(phprof.flamegraph(summary.path), "flame.html")
@@ -40,6 +42,107 @@ def trace(model, task=None, **options):
     from .tracing.run import trace as run_trace
 
     return run_trace(model, task, **options)
+
+
+def profile(output: str | Path | None = None, *, gpus="auto", source: str = "auto", inferences: str = "auto",
+            idle_s: float = 2.0, anti_alias: bool = True, overwrite: bool = False,
+            events_per_window: int = 100_000):
+    """A recording session around any code, as a context manager
+    (:class:`phprof.tracing.session.Profile`)::
+
+        with phprof.profile("run.h5") as prof:
+            for batch in data:
+                with prof.inference():      # optional
+                    out = pipe(batch)
+        print(prof.summary.path)
+
+    Every torch module that runs in the block is a scope named by its path;
+    inferences are the ``prof.inference()`` spans, or each outermost call
+    (``inferences="auto"``; ``"marks"``, ``"calls"`` to choose). ``gpus``:
+    ``"auto"`` (the first CUDA device torch sees, else the CPU), a CUDA
+    index, or None for the CPU; ``source``: the power source (``auto``,
+    ``nvml``, ``rapl``, ``none``). Inside a session already recording (a
+    script under ``phprof run``), the block joins it and ``output`` is not
+    written."""
+    from .tracing.session import Profile, active
+
+    current = active()
+    if current is not None:
+        warnings.warn(f"phprof.profile() inside a running profile ({current.recorded_by}): recording into "
+                      f"{current.path}" + (f"; {output} is not written" if output else ""), PhprofWarning,
+                      stacklevel=2)
+        return _Joined(current)
+    return Profile(output, device=_device_of(gpus), source=source, inferences=inferences, idle_s=idle_s,
+                   anti_alias=anti_alias, overwrite=overwrite, events_per_window=events_per_window)
+
+
+class _Joined:
+    """The session already recording, as a ``with`` block that neither starts nor ends it."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+
+    def __enter__(self):
+        return self.session
+
+    def __exit__(self, *exc) -> bool:
+        return False
+
+
+def _device_of(gpus) -> str | None:
+    from .tracing.session import ProfileError
+
+    if gpus == "auto":
+        return None
+    if gpus is None or gpus == "none" or gpus == []:
+        return "cpu"
+    if isinstance(gpus, int):
+        return f"cuda:{gpus}"
+    if isinstance(gpus, (list, tuple)) and len(gpus) == 1 and isinstance(gpus[0], int):
+        return f"cuda:{gpus[0]}"
+    raise ProfileError(f"gpus={gpus!r}: give 'auto', one CUDA index, or None for the CPU "
+                       "(several GPUs in one profile are not supported yet)")
+
+
+def inference(name: str | None = None, **tags):
+    """One inference of the session recording in this process (``with
+    phprof.inference(): out = pipe(x)``); outside a session it does nothing, so a
+    script marked this way runs as well under plain ``python``."""
+    from contextlib import nullcontext
+
+    from .tracing.session import active
+
+    current = active()
+    return current.inference(name, **tags) if current is not None else nullcontext()
+
+
+def active():
+    """The session recording in this process (``phprof run``, ``phprof.profile()``,
+    ``%%phprof``), or None."""
+    from .tracing.session import active as current
+
+    return current()
+
+
+def run(target: str, args: Sequence[str] = (), *, module: bool = False, output: str | Path | None = None,
+        **options):
+    """Runs a user's program (a script's path, or with ``module`` a module's name)
+    as plain ``python`` would, with ``args`` as its arguments, under a recording
+    session (``options``: those of :func:`profile`); returns how it ended
+    (:class:`phprof.tracing.program.ProgramExit`: its exit status, the signal it
+    died of, and the session's summary). The file is closed whatever the program did."""
+    from .tracing.program import Program, run_program
+    from .tracing.session import Profile, default_output
+
+    program = Program(target, tuple(args), module)
+    program.check()
+    if output is None:
+        output = default_output(program.name)
+        output.parent.mkdir(parents=True, exist_ok=True)
+    gpus = options.pop("gpus", "auto")
+    session = Profile(output, device=_device_of(gpus), meta={"program": program.describe()},
+                      recorded_by=options.pop("recorded_by", "phprof run"), **options)
+    return run_program(program, session)
 
 
 def import_trace(kineto, power_csv, output, **options) -> Path:

@@ -81,7 +81,7 @@ class _EagerBreaker(AliasBreaker):
 def test_no_pauses_without_a_gpu_sensor(tmp_path, monkeypatch, gpt2_trace):
     """Anti-aliasing is on by default, but without a sensor there is nothing to pause for: no
     pauses and no note of them (the gpt2 run with a GPU sensor has that note)."""
-    monkeypatch.setattr("phprof.tracing.run.AliasBreaker", _EagerBreaker)
+    monkeypatch.setattr("phprof.tracing.session.AliasBreaker", _EagerBreaker)  # where the session makes one
     s = trace("gpt2", inferences=2, warmup=0, output=tmp_path / "t.h5", size="tiny", idle_s=0, source="none",
               new_tokens=1)
     assert load(s.path).meta["options"]["anti_alias"] is True

@@ -73,3 +73,16 @@ def test_the_summary_names_the_device_and_power_source(tmp_path):
     line = next(x for x in result.output.splitlines() if x.startswith("device: "))
     assert line.startswith("device: cpu (") and "as torch sees no CUDA GPU" in line, line
     assert line.endswith("; power source: none (time only)"), line
+
+
+@pytest.mark.integration
+def test_phprof_run_exits_with_the_programs_status(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    prog = tmp_path / "prog.py"
+    prog.write_text("import sys, torch\ntorch.nn.Linear(2, 2)(torch.ones(1, 2))\nsys.exit(int(sys.argv[1]))\n")
+    out = tmp_path / "t.h5"
+    result = CliRunner().invoke(main, ["run", "--idle", "0", "--source", "none", "-o", str(out), str(prog), "5"])
+    assert result.exit_code == 5, result.output
+    assert "failed: 1 inferences of Linear" in result.output and "each outermost call" in result.output
+    result = CliRunner().invoke(main, ["run", "--idle", "0", "-o", str(tmp_path / "missing.h5"), "nowhere.py"])
+    assert result.exit_code == 1 and "Error: can't open file" in result.output and not (tmp_path / "missing.h5").exists()

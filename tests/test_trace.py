@@ -88,7 +88,7 @@ def test_energy_from_the_fake_gpu_sensor(gpt2_trace):
 def test_the_default_device_is_the_first_cuda_device_torch_sees(monkeypatch):
     import torch
 
-    from phprof.tracing.run import default_device
+    from phprof.tracing.session import default_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert default_device() == "cuda:0"

@@ -58,6 +58,13 @@ def command(name: str | None = None, **settings):
     return decorate
 
 
+def echo_summary(summary, err: bool = False) -> None:
+    """A recording's end-of-run summary (``phprof.render``'s text)."""
+    from ..render import render
+
+    click.echo(render(summary, "text"), nl=False, err=err)
+
+
 def echo_written(path, err: bool = False) -> None:
     click.echo(f"written: {path} ({path.stat().st_size / 1e6:.1f} MB)", err=err)
 
@@ -72,4 +79,4 @@ def writable(path) -> None:
 
 
 # the subcommands register themselves on `main`
-from . import attribute, compare, devices, flamegraph, models, report, trace  # noqa: E402, F401
+from . import attribute, compare, devices, flamegraph, models, report, run, trace  # noqa: E402, F401

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from . import command
+from . import command, echo_summary
 
 
 @command(name="trace")
@@ -66,33 +66,6 @@ def trace_command(model_id, task, inferences, warmup, output, overwrite, batch_s
     # the file is closed: a Ctrl-C from now on ends phprof at once, as the default SIGINT does, with no
     # KeyboardInterrupt raised into whatever Python runs at exit
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    _echo_summary(summary)
+    echo_summary(summary)
     if summary.status != "complete":
         sys.exit(130)
-
-
-def _echo_summary(s) -> None:
-    click.echo(f"{s.status}: {s.inferences} inferences of {s.model} ({s.task}), {s.inference_s:.2f} s of their "
-               f"own time ({1e3 * s.seconds_per_inference:.2f} ms per inference, profiler overhead included)")
-    chosen = ""
-    if s.device_chosen:
-        chosen = (", the first CUDA device torch sees (--device to choose)" if s.device.startswith("cuda")
-                  else ", as torch sees no CUDA GPU (--device to choose)")
-    click.echo(f"device: {s.device} ({s.device_name}){chosen}; power source: {s.source}")
-    e = s.energy
-    if e is None or e.joules is None:
-        click.echo("energy: not measured (the run had no power source; `phprof devices` lists this machine's)")
-    else:
-        j = s.joules_per_inference
-        pm = f" +- {e.uncertainty_j:.2g} J" if e.uncertainty_j is not None else \
-            " J" if e.low_j is None else f" J (at least {e.low_j:.4g} J, no upper bound)"
-        gaps = s.span_s - s.inference_s
-        click.echo(f"energy: {e.joules:.4g}{pm} over the profiler windows' {s.span_s:.2f} s ({e.kind}: "
-                   f"{e.energy.method_text}, {e.device}), {gaps:.2f} s between inferences included")
-        click.echo(f"  that is {j:.4g} J per inference, {j * 1000:.4g} J = {j * 1000 / 3.6e6:.3g} kWh per 1,000, "
-                   "gaps included; `phprof report` gives the inferences' own")
-    for note in dict.fromkeys(list(s.notes) + (list(e.notes) if e else [])):
-        click.echo(f"  note: {note}")
-    click.echo(f"written: {s.path}")
-    if e is not None and e.joules is not None:
-        click.echo(f"per layer: phprof report {s.path}")

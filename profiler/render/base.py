@@ -3,7 +3,8 @@
 A *view* is what a command shows: a :class:`~phprof.render.views.Report` (one
 trace's results and roll-ups), a :class:`~phprof.render.views.Flamegraph`
 (one trace's frames, or its timeline), a
-:class:`~phprof.attribution.compare.Comparison` (runs side by side). Each says
+:class:`~phprof.attribution.compare.Comparison` (runs side by side), a
+:class:`~phprof.tracing.session.TraceSummary` (what a recording measured). Each says
 which it is in its ``VIEW`` attribute, so this module need not import them.
 
 A :class:`Renderer` turns one kind of view into one format: it has a ``name``
@@ -113,4 +114,4 @@ def render(view, fmt_or_path: str | os.PathLike, fmt: str | None = None, **optio
 
 def _load() -> None:
     """Imports the modules that register renderers (once)."""
-    from . import compare, flamegraph, formats, report  # noqa: F401
+    from . import compare, flamegraph, formats, report, summary  # noqa: F401

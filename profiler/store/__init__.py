@@ -6,13 +6,14 @@ the typed results of an attribution, which the file keeps in /results;
 ``phprof.store.file``: the HDF5 reading and writing.
 """
 from .file import Trace, TraceFileError, TraceWriter, load, write_results
-from .schema import (CATEGORY, DEVICE_KINDS, EVENT_DTYPE, FORMAT, INFERENCE_DTYPE, INFERENCE_PREFIX, MODULE_DTYPE,
-                     ON_DEVICE, PHASE_DTYPE, PHASE_PREFIX, SCHEMA_VERSION, STACK_DTYPE, STEP_PREFIX, WINDOW_DTYPE, Kind,
-                     event_rows, is_module_scope, phase_kind, run_meta, run_summary, stack_path)
+from .schema import (CATEGORY, DEVICE_KINDS, EVENT_DTYPE, FORMAT, INFERENCE_DTYPE, INFERENCE_PREFIX,
+                     INFERENCE_TAG_DTYPE, MODULE_DTYPE, ON_DEVICE, PHASE_DTYPE, PHASE_PREFIX, SCHEMA_VERSION,
+                     STACK_DTYPE, STEP_PREFIX, WINDOW_DTYPE, Kind, event_rows, is_module_scope, phase_kind, run_meta,
+                     run_summary, stack_path)
 
 __all__ = [
-    "CATEGORY", "DEVICE_KINDS", "EVENT_DTYPE", "FORMAT", "INFERENCE_DTYPE", "INFERENCE_PREFIX", "MODULE_DTYPE",
-    "ON_DEVICE", "PHASE_DTYPE", "PHASE_PREFIX", "SCHEMA_VERSION", "STACK_DTYPE", "STEP_PREFIX", "WINDOW_DTYPE", "Kind",
+    "CATEGORY", "DEVICE_KINDS", "EVENT_DTYPE", "FORMAT", "INFERENCE_DTYPE", "INFERENCE_PREFIX", "INFERENCE_TAG_DTYPE",
+    "MODULE_DTYPE", "ON_DEVICE", "PHASE_DTYPE", "PHASE_PREFIX", "SCHEMA_VERSION", "STACK_DTYPE", "STEP_PREFIX", "WINDOW_DTYPE", "Kind",
     "Trace", "TraceFileError", "TraceWriter", "event_rows", "is_module_scope", "load", "phase_kind", "run_meta",
     "run_summary", "stack_path", "write_results",
 ]

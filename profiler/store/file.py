@@ -19,9 +19,12 @@ Schema version 1 (every table is a chunked, compressed, appendable dataset):
     /windows            (index i4, first_inference i4, last_inference i4,
                          start_ns i8, end_ns i8, events i8)
     /modules            (path u4, type u4, parameters i8, calls i8): every module of
-                        the model (named_modules order), its class, its own
-                        parameters, and how often its forward ran while traced
-                        (0: never called, e.g. a ModuleList; it has no scope)
+                        the model (named_modules order; several models one after
+                        the other), its class, its own parameters, and how often
+                        its forward ran while traced (0: never called, e.g. a
+                        ModuleList; it has no scope)
+    /inference_tags     (index i4, name u4, tags u4): the inferences a program named
+                        or tagged, the tags a JSON object (absent in older files)
     /power/readings     the power source's readings (phprof.sources.READING_DTYPE)
     /power/clock_pairs  (monotonic_ns, realtime_ns) pairs taken by the source
     /power              attrs: source, channels (JSON), settings (JSON), dropped
@@ -54,8 +57,8 @@ from ..errors import PhprofError
 from ..sources import READING_DTYPE, Channel, PowerLog
 from . import results as _results
 from .results import Results, Rollups
-from .schema import (EVENT_DTYPE, FORMAT, INFERENCE_DTYPE, MODULE_DTYPE, PHASE_DTYPE, SCHEMA_VERSION, STACK_DTYPE,
-                     WINDOW_DTYPE, stack_path)
+from .schema import (EVENT_DTYPE, FORMAT, INFERENCE_DTYPE, INFERENCE_TAG_DTYPE, MODULE_DTYPE, PHASE_DTYPE,
+                     SCHEMA_VERSION, STACK_DTYPE, WINDOW_DTYPE, stack_path)
 
 _TABLES = {
     "stacks": STACK_DTYPE,
@@ -64,6 +67,7 @@ _TABLES = {
     "phases": PHASE_DTYPE,
     "windows": WINDOW_DTYPE,
     "modules": MODULE_DTYPE,
+    "inference_tags": INFERENCE_TAG_DTYPE,
 }
 _CHUNK_ROWS = 16384
 _STR = h5py.string_dtype("utf-8")
@@ -178,12 +182,20 @@ class TraceWriter:
     def append_stacks(self, rows: np.ndarray) -> None:
         _append(self._f["stacks"], rows)
 
-    def append_window(self, events: np.ndarray, inferences: np.ndarray, phases: np.ndarray, window) -> None:
+    def append_window(self, events: np.ndarray, inferences: np.ndarray, phases: np.ndarray, window,
+                      tags: np.ndarray | None = None) -> None:
         f = self._f
         _append(f["events"], events)
         _append(f["inferences"], inferences)
         _append(f["phases"], phases)
         _append(f["windows"], np.array([window], dtype=WINDOW_DTYPE))
+        if tags is not None:
+            _append(f["inference_tags"], tags)
+
+    def update_meta(self, values: dict) -> None:
+        """Adds to the /meta attributes what is known only as the run ends (the
+        models a program ran, say)."""
+        _json_attrs(self._f["meta"].attrs, values)
 
     def append_modules(self, rows: np.ndarray) -> None:
         _append(self._f["modules"], rows)
@@ -235,6 +247,7 @@ class Trace:
     idle: PowerLog | None
     summary: dict = field(default_factory=dict)
     results: Results | None = None  # the stored attribution; None: not attributed yet (or by another version)
+    inference_tags: np.ndarray = field(default_factory=lambda: np.empty(0, INFERENCE_TAG_DTYPE))
 
     @property
     def complete(self) -> bool:
@@ -243,6 +256,11 @@ class Trace:
     def stack_path(self, stack_id: int) -> list[str]:
         """The scopes of a stack, outermost first."""
         return stack_path(self.stacks, self.strings, stack_id)
+
+    def inference_names(self) -> dict[int, tuple[str, dict]]:
+        """The inferences a program named or tagged: index -> (name, tags)."""
+        return {int(r["index"]): (self.strings[int(r["name"])], json.loads(self.strings[int(r["tags"])] or "{}"))
+                for r in self.inference_tags}
 
 
 def _power_log(g: h5py.Group | None) -> PowerLog | None:
@@ -303,6 +321,7 @@ def _read(path: Path, f: h5py.File) -> Trace:
         idle=_power_log(f.get("idle")),
         summary=_read_attrs(f["summary"].attrs) if "summary" in f else {},
         results=_read_results(f["results"]) if "results" in f else None,
+        inference_tags=f["inference_tags"][:] if "inference_tags" in f else np.empty(0, INFERENCE_TAG_DTYPE),
     )
 
 

@@ -89,6 +89,8 @@ WINDOW_DTYPE = np.dtype(
     ]
 )
 MODULE_DTYPE = np.dtype([("path", "<u4"), ("type", "<u4"), ("parameters", "<i8"), ("calls", "<i8")])
+# an inference a program named or tagged (``prof.inference("warm", batch=8)``): its name, and its tags as JSON
+INFERENCE_TAG_DTYPE = np.dtype([("index", "<i4"), ("name", "<u4"), ("tags", "<u4")])
 
 #: the units of every stored time and reading
 UNITS = {"time": "ns, CLOCK_REALTIME", "energy_counter": "per channel (mJ/uJ)", "power": "mW"}
@@ -137,11 +139,13 @@ def run_meta(*, model: str, task: str, device: str, device_name: str, sensor: di
 
 
 def run_summary(*, status: str, model: str, task: str, inferences: int, inference_s: float, span_s: float,
-                energy, notes: list[str], device: str = "", device_name: str = "", source: str = "") -> dict:
+                energy, notes: list[str], device: str = "", device_name: str = "", source: str = "",
+                **more) -> dict:
     """The ``/summary`` attributes: what a run (or an import) measured.
     ``energy``: a :class:`phprof.sources.Measurement` over the inferences'
     span (None without a sensor); ``device``, ``device_name``: where it ran;
-    ``source``: the power source and what it read."""
+    ``source``: the power source and what it read; ``more``: what a recording
+    session adds (how inferences were found, the recording's time and energy)."""
     e = energy
     joules = None if e is None else e.joules
     return {
@@ -163,4 +167,5 @@ def run_summary(*, status: str, model: str, task: str, inferences: int, inferenc
         "device": device,
         "device_name": device_name,
         "power_source": source,
+        **more,
     }

@@ -1,8 +1,14 @@
 """Tracing: recording a workload under the profiler and the power sampler.
 
-``phprof.tracing.run``: a model's inferences under torch.profiler, streamed to
-a trace file window by window; ``phprof.tracing.scopes``: the module, inference
-and phase scopes it opens; ``phprof.tracing.aliasing``: the pauses that keep a
+``phprof.tracing.session``: one recording session around any code (the
+sampler, torch.profiler in windows, the trace file), which everything below
+records through; ``phprof.tracing.recorder``: each profiler window streamed
+into the file; ``phprof.tracing.run``: a model of the catalogue in phprof's
+own loop (``phprof trace``); ``phprof.tracing.program``: a user's program run
+as plain ``python`` would (``phprof run``); ``phprof.tracing.frameworks``:
+``generate()`` and diffusers pipeline calls as inferences;
+``phprof.tracing.scopes``: the module, inference and phase scopes a session
+opens; ``phprof.tracing.aliasing``: the pauses that keep a
 windowed sensor from aliasing with the inferences; ``phprof.tracing.kineto``:
 a Kineto Chrome trace as numpy tables, kernels joined to their CPU ops and
 scopes; ``phprof.tracing.importing``: a trace recorded elsewhere (Kineto JSON

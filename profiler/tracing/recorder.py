@@ -1,0 +1,243 @@
+"""Each completed profiler window, as rows of the trace file.
+
+When torch.profiler completes a window, its trace is exported, parsed
+(``phprof.tracing.kineto``), joined to the run's string and scope tables
+(``phprof.tracing.catalog``), and appended to the file with the power
+readings taken so far; nothing of it is kept in memory but the few figures
+the end-of-run summary needs (each window's span and energy, the instant
+power field's updates and the inferences' spans, for the sensor's coverage).
+Window sizes adapt so that each holds about ``budget`` events.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from ..energy import Method
+from ..sources import Measurement, PowerLog, PowerSource, sensor_updates
+from ..store import (INFERENCE_DTYPE, INFERENCE_PREFIX, INFERENCE_TAG_DTYPE, MODULE_DTYPE, PHASE_DTYPE, PHASE_PREFIX,
+                     STEP_PREFIX, Kind, TraceWriter, event_rows)
+from .catalog import Catalog
+from .kineto import load_kineto, span_of_events
+
+_EDGE_READINGS = 256  # per channel, kept at each end of the run: a counter's updates around its first and last instant
+
+
+class Windows:
+    """A torch.profiler schedule whose windows hold about `budget` events each:
+    the first window is `first` inferences (profiler steps); later ones are
+    sized from the events per inference seen so far. ``total``: the steps
+    expected (None: open-ended; the profiler's stop saves the last window)."""
+
+    def __init__(self, first: int, budget: int, total: int | None = None) -> None:
+        self.budget, self.total = budget, total
+        self.last_step = (min(first, total) if total else first) - 1  # the step that ends the current window
+
+    def __call__(self, step: int):
+        from torch.profiler import ProfilerAction
+
+        return ProfilerAction.RECORD_AND_SAVE if step == self.last_step else ProfilerAction.RECORD
+
+    def advance(self, events_per_inference: float) -> None:
+        size = int(np.clip(self.budget / max(events_per_inference, 1.0), 2, 1000))
+        self.last_step += size
+        if self.total:
+            self.last_step = min(self.last_step, self.total - 1)
+
+
+class Recorder:
+    """Turns each completed profiler window into rows of the trace file.
+
+    ``complete(indices)``: which of a window's inferences completed (an
+    inference cut short by an exception or an interrupt is left out, its
+    events with it); ``is_scope(name)``: which annotations are module scopes
+    (any other annotation a program opens is dropped, its ops kept);
+    ``tags``: each tagged inference's (name, tags JSON), taken as written;
+    ``signals``: the session's (its ``aborted``, and ``abortable()`` around the
+    reading of a window, which an abort cuts short)."""
+
+    def __init__(self, writer: TraceWriter, source: PowerSource, complete, is_scope, tags: dict, signals) -> None:
+        self.writer, self.source, self.complete, self.is_scope, self.tags = writer, source, complete, is_scope, tags
+        self.signals = signals
+        self.catalog = Catalog()
+        self.windows = 0
+        self.dropped_windows = 0  # not saved: a second Ctrl-C came first
+        self.inferences_written = 0
+        self.outside = 0  # events outside any inference (dropped, counted)
+        self.spans: list[tuple[int, int]] = []  # (first start, last end) of each window's inferences
+        self.energies: list[Measurement] = []  # per window and device, over the window's inferences
+        # windows whose energy waits for a counter update after their end, and the readings they need
+        self._pending: list[tuple[int, int]] = []
+        self._pending_log: PowerLog | None = None
+        self.schedule: Windows | None = None
+        self._tail: PowerLog | None = None  # the last readings of each channel, for the next window's start
+        self._joined: PowerLog | None = None  # the last tail and the readings just added
+        self.head: PowerLog | None = None  # the readings around the recording's start
+        self.instant_updates: list[np.ndarray] = []  # when the instant power field changed (ns)
+        self.inference_starts: list[np.ndarray] = []  # every stored inference's span (ns)
+        self.inference_ends: list[np.ndarray] = []
+
+    def start(self, idle: PowerLog) -> None:
+        """The recording starts: the idle period's last readings open the run's head."""
+        self._tail = edge_readings(idle, last=True) if idle.channels else None
+
+    def write_modules(self, rows) -> None:
+        """``rows``: (name, module, calls) of every module (``ModuleScopes.module_rows``)."""
+        table = np.zeros(len(rows), dtype=MODULE_DTYPE)
+        for i, (name, module, calls) in enumerate(rows):
+            table[i] = (self.catalog.string(name), self.catalog.string(type(module).__name__),
+                        sum(p.numel() for p in module.parameters(recurse=False)), calls)
+        self.writer.append_strings(self.catalog.take_new()[0])
+        self.writer.append_modules(table)
+
+    def on_trace_ready(self, prof) -> None:
+        if self.signals.aborted:  # a second Ctrl-C: this window is dropped
+            self.dropped_windows += 1
+            return
+        with tempfile.TemporaryDirectory(prefix="phprof-window-") as tmp:
+            path = os.path.join(tmp, "window.json")
+            try:
+                prof.export_chrome_trace(path)  # inside torch: not to be interrupted
+                with self.signals.abortable():
+                    trace = load_kineto(path, scope_filter=self.is_scope)
+            except (KeyboardInterrupt, SystemExit):  # the abort, caught here: torch.profiler never sees it
+                self.dropped_windows += 1
+                return
+        span = self._write(trace)
+        self.add_power(self.source.drain())
+        self.writer.flush()
+        log = self._joined
+        if span is not None and log.channels:
+            self._pending.append(span)
+            if self._pending_log is None:
+                self._pending_log = log
+        for c in log.channels:
+            if c.name.endswith(".power_instant"):
+                self.instant_updates.append(sensor_updates(log.of(c.name))[0])
+
+    def add_power(self, chunk: PowerLog) -> None:
+        """Appends readings to the file; keeps the edges the next window and the summary read."""
+        self.writer.append_power(chunk)
+        log = PowerLog.concat([self._tail, chunk]) if self._tail is not None else chunk
+        if self.head is None and log.channels:  # the idle period's last readings, then the run's first
+            self.head = edge_readings(log, last=False, n=2 * _EDGE_READINGS)
+        self._joined = log
+        self._tail = edge_readings(log, last=True)
+        self._measure_pending(chunk)
+
+    def _measure_pending(self, chunk: PowerLog | None, final: bool = False) -> None:
+        """The energy of the windows that were waiting for later readings: each once the
+        counter has updated after its end (so that the end is bounded), all of them at the end."""
+        if not self._pending:
+            return
+        log = self._pending_log if chunk is None else PowerLog.concat([self._pending_log, chunk])
+        per_device = [log.energies_between(d, self._pending) for d in log.devices]
+        measured = [list(ms) for ms in zip(*per_device)]  # per window, per device
+        if final or all(m.high_j is not None or m.method is not Method.COUNTER for ms in measured for m in ms):
+            self.energies += [m for ms in measured for m in ms]
+            self._pending, self._pending_log = [], None
+        else:
+            self._pending_log = log
+
+    def finish(self) -> None:
+        """After the last readings (``add_power``): the energies of the windows still pending."""
+        self._measure_pending(None, final=True)
+
+    def run_energy(self, t0_ns: int, t1_ns: int) -> list[Measurement]:
+        """Per device, the energy from ``t0_ns`` to ``t1_ns`` (the whole recording)
+        read off an energy counter at both ends; [] without one."""
+        if self.head is None or self._tail is None:
+            return []
+        log = PowerLog.concat([self.head, self._tail])
+        out = [log.energy_between(d, t0_ns, t1_ns) for d in log.devices]
+        return [m for m in out if m.measured]
+
+    def _write(self, trace) -> tuple[int, int] | None:
+        """Appends a parsed window; returns the span of its inferences."""
+        ev = trace.events
+        names = trace.names
+        # what each distinct name is, then per event by indexing (no per-event Python)
+        def named(test) -> np.ndarray:
+            return np.array([test(n) for n in names], dtype=bool)[ev["name"]]
+
+        is_ann = ev["kind"] == Kind.USER_ANNOTATION
+        inf_mask = is_ann & named(lambda n: n.startswith(INFERENCE_PREFIX))
+        phase_mask = is_ann & named(lambda n: n.startswith(PHASE_PREFIX))
+        # torch.profiler's steps, and annotations the program opened itself: not stored
+        other_mask = is_ann & ~inf_mask & ~phase_mask & named(lambda n: n.startswith(STEP_PREFIX) or
+                                                             not self.is_scope(n))
+
+        # inferences of this window; an inference cut short (an exception, an interrupt) is left out
+        if not inf_mask.any():
+            return None  # the empty trace torch.profiler closes after the last step
+        inf_ev = ev[inf_mask]
+        inf_idx = np.array([int(names[i][len(INFERENCE_PREFIX):]) for i in inf_ev["name"]], dtype=np.int32)
+        keep_inf = self.complete(inf_idx)
+        inf_ev, inf_idx = inf_ev[keep_inf], inf_idx[keep_inf]
+        order = np.argsort(inf_ev["start_ns"])
+        inf_ev, inf_idx = inf_ev[order], inf_idx[order]
+
+        # every CPU event belongs to the inference whose span holds it; device
+        # events to the inference of the CPU op that launched them
+        pos = span_of_events(ev, inf_ev["start_ns"], inf_ev["end_ns"])
+        inside = pos >= 0
+        inference = np.full(len(ev), -1, dtype=np.int32)
+        inference[inside] = inf_idx[pos[inside]]
+
+        ours = inf_mask | phase_mask | other_mask
+        keep = ~ours & (inference >= 0)
+        self.outside += int((~ours & (inference < 0)).sum())
+        # only the names the file refers to: not the inference, phase and step annotations' own
+        used = np.unique(np.concatenate([ev["name"][keep], trace.stacks["scope"][1:]])).tolist()
+        names_map = self.catalog.strings_map(names, used)
+        stacks_map = self.catalog.stacks_map(trace.stacks, names_map)
+
+        out = event_rows(ev, keep, inference, names_map, stacks_map, base=self.writer.events_written)
+
+        infs = np.zeros(len(inf_ev), dtype=INFERENCE_DTYPE)
+        infs["index"], infs["start_ns"], infs["end_ns"] = inf_idx, inf_ev["start_ns"], inf_ev["end_ns"]
+        infs["window"] = self.windows
+        self.inference_starts.append(infs["start_ns"])
+        self.inference_ends.append(infs["end_ns"])
+
+        ph_ev, ph_pos = ev[phase_mask], pos[phase_mask]
+        ph_ok = ph_pos >= 0  # a phase of an inference left out (cut short) is left out with it
+        phases = np.zeros(int(ph_ok.sum()), dtype=PHASE_DTYPE)
+        phases["inference"] = inf_idx[ph_pos[ph_ok]]
+        phases["name"] = [self.catalog.string(names[i][len(PHASE_PREFIX):]) for i in ph_ev["name"][ph_ok]]
+        phases["start_ns"], phases["end_ns"] = ph_ev["start_ns"][ph_ok], ph_ev["end_ns"][ph_ok]
+        tagged = [(i, self.tags.pop(i)) for i in inf_idx.tolist() if i in self.tags]
+        tags = np.zeros(len(tagged), dtype=INFERENCE_TAG_DTYPE)
+        for row, (i, (name, tag_json)) in zip(tags, tagged):
+            row["index"], row["name"], row["tags"] = i, self.catalog.string(name), self.catalog.string(tag_json)
+        new_strings, new_stacks = self.catalog.take_new()
+        self.writer.append_strings(new_strings)
+        self.writer.append_stacks(new_stacks)
+
+        window = (
+            self.windows,
+            int(inf_idx.min()) if len(inf_idx) else -1,
+            int(inf_idx.max()) if len(inf_idx) else -1,
+            int(inf_ev["start_ns"].min()) if len(inf_ev) else 0,
+            int(inf_ev["end_ns"].max()) if len(inf_ev) else 0,
+            len(out),
+        )
+        self.writer.append_window(out, infs, phases, window, tags)
+        self.inferences_written += len(inf_ev)
+        self.windows += 1
+        if not len(inf_ev):
+            return None
+        self.spans.append((window[3], window[4]))
+        if self.schedule is not None:
+            self.schedule.advance(len(out) / len(inf_ev))
+        return window[3], window[4]
+
+
+def edge_readings(log: PowerLog, last: bool, n: int = _EDGE_READINGS) -> PowerLog:
+    """The first (or last) ``n`` readings of each channel of a log."""
+    r = log.readings
+    pick = (lambda idx: idx[-n:]) if last else (lambda idx: idx[:n])
+    idx = np.concatenate([pick(np.flatnonzero(r["channel"] == c)) for c in range(len(log.channels))] or [[]])
+    return PowerLog(log.source, log.channels, r[np.sort(idx.astype(np.int64))], settings=log.settings)

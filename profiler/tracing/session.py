@@ -1,0 +1,720 @@
+"""One recording session around any code: the power sampler, torch.profiler and the trace file.
+
+    with Profile("run.h5") as prof:
+        for batch in data:
+            with prof.inference():          # optional: without marks, each outermost call is one
+                out = pipe(batch)
+
+Everything phprof records goes through here: ``phprof trace`` (a model of
+the catalogue in phprof's own loop, ``phprof.tracing.run``), ``phprof run``
+(a user's program, ``phprof.tracing.program``), ``phprof.profile()`` and the
+notebook magic. A session
+
+1. opens the trace file (marked ``recording``), starts the power source,
+   samples idle power for ``idle_s`` and runs ``warmup`` (not recorded);
+2. records: torch.profiler in windows of about ``events_per_window`` events,
+   each streamed to the file as it completes (``phprof.tracing.recorder``); a
+   scope for every module that runs (``phprof.tracing.scopes``); inferences:
+   the program's ``prof.inference()`` spans, else each outermost call (a
+   module's forward, a Hugging Face ``generate()``, a diffusers pipeline's
+   call; ``phprof.tracing.frameworks``) with its phases; with a windowed
+   sensor, a random pause after an inference once per sensor period
+   (``phprof.tracing.aliasing``), so the sensor's windows fall on every part
+   of the inferences;
+3. on leaving the block, whatever ended it (the end, an exception,
+   ``sys.exit``, Ctrl-C, SIGTERM), saves the last window and closes the file
+   ``complete``, ``failed`` or ``interrupted`` with its summary.
+
+Ctrl-C and SIGTERM (while recording, in the main thread): the first one stops
+the program at the end of the inference that runs (at once when none runs)
+by raising KeyboardInterrupt, or for SIGTERM :class:`Terminated` (a
+SystemExit of status 143), so every stored inference is whole; phprof's own
+loop (``stop_at="flag"``) reads :attr:`Profile.stopping` instead. A second
+one aborts at once; the file is still closed, ``interrupted``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..energy import Method
+from ..errors import PhprofError
+from ..sources import SETTLE_S, Measurement, PowerSource, open_source
+from ..sources.sensors import phase_coverage
+from ..store import INFERENCE_PREFIX, TraceWriter, run_meta, run_summary
+from .aliasing import AliasBreaker
+from .frameworks import EntryPoints
+from .recorder import Recorder, Windows
+from .scopes import ModuleScopes, PhaseScopes
+
+DEFAULT_TRACES_DIR = Path("traces")
+RULES = ("auto", "marks", "calls")
+_OWNERS = {"mark": "prof.inference() spans", "call": "outermost module calls", "generate": "generate() calls",
+           "pipeline": "diffusers pipeline calls"}
+
+_ACTIVE: Profile | None = None
+
+
+def active() -> Profile | None:
+    """The session recording in this process, if any."""
+    return _ACTIVE
+
+
+class ProfileError(PhprofError):
+    """A session that cannot start: its output, device or options."""
+
+
+class Terminated(SystemExit):
+    """SIGTERM, raised in the program at the end of its current inference (at
+    once when none runs): the program unwinds and the file is saved; the exit
+    status is a SIGTERM's (128 + 15)."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+
+@dataclass
+class TraceSummary:
+    """What a session recorded, for the end-of-run message and for callers."""
+
+    VIEW = "summary"
+
+    path: Path
+    status: str
+    model: str
+    task: str
+    inferences: int
+    inference_s: float  # the stored inferences' own time, added up
+    span_s: float  # the windows' spans, first to last inference: also the gaps between inferences
+    energy: Measurement | None  # over the windows' spans; None without a sensor
+    notes: list[str] = field(default_factory=list)
+    device: str = ""  # where the work ran: cpu, cuda:0...
+    device_name: str = ""
+    device_chosen: bool = False  # by phprof (the first CUDA device, else the CPU), not by the caller
+    source: str = ""  # the power source, and what it read
+    inference_rule: str = ""  # how inferences were found (see Profile)
+    recording_s: float | None = None  # from the start of recording to its end (the program's run)
+    recording_energy: list[Measurement] = field(default_factory=list)  # over that time, from a counter
+
+    @property
+    def seconds_per_inference(self) -> float:
+        return self.inference_s / self.inferences if self.inferences else float("nan")
+
+    @property
+    def joules_per_inference(self) -> float | None:
+        if self.energy is None or self.energy.joules is None or not self.inferences:
+            return None
+        return self.energy.joules / self.inferences
+
+    def as_dict(self) -> dict:
+        return run_summary(status=self.status, model=self.model, task=self.task, inferences=self.inferences,
+                           inference_s=self.inference_s, span_s=self.span_s, energy=self.energy, notes=self.notes,
+                           device=self.device, device_name=self.device_name, source=self.source,
+                           inference_rule=self.inference_rule, recording_s=self.recording_s,
+                           recording_j=sum(m.joules for m in self.recording_energy) if self.recording_energy
+                           else None)
+
+
+def default_output(name: str, kind: str | None = None, directory: Path = DEFAULT_TRACES_DIR) -> Path:
+    """``traces/NAME[.KIND].TIME.h5``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    safe = name.replace("/", "--").replace(os.sep, "--").strip("-.") or "run"
+    return directory / (f"{safe}.{kind}.{stamp}.h5" if kind else f"{safe}.{stamp}.h5")
+
+
+def source_text(power: PowerSource) -> str:
+    """The power source and what it reads: ``nvml (gpu0: NVIDIA A100-SXM4-80GB)``,
+    ``rapl (package-0, dram)``, ``none (time only)``."""
+    names, _ = power.device_names()
+    what = [f"{d}: {n}" for d, n in names.items()] or [c.name for c in power.channels] or ["time only"]
+    return f"{power.name} ({', '.join(what)})"
+
+
+def default_device() -> str:
+    """The first CUDA device when torch sees one, else the CPU."""
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class _Open:
+    index: int
+    owner: str  # mark | call | generate | pipeline
+    scope: object  # its record_function
+    began: float  # perf_counter
+
+
+class _Mark:
+    """``prof.inference()``: one inference, around any code."""
+
+    __slots__ = ("session", "name", "tags", "opened")
+
+    def __init__(self, session: Profile, name, tags) -> None:
+        self.session, self.name, self.tags, self.opened = session, name, tags, False
+
+    def __enter__(self):
+        self.opened = self.session._begin("mark", self.name, self.tags)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.opened:
+            self.session._end(exc_type is None)
+        return False
+
+
+class _Signals:
+    """Ctrl-C and SIGTERM while recording (see the module's docstring).
+
+    A second signal aborts: it raises at once, except inside torch.profiler's
+    window hand-over (torch crashes when interrupted there) or a write to the
+    file (``critical``), where it only marks the abort: what would come next
+    (reading and saving the window) is skipped. Reading a window is
+    :meth:`abortable` even there. Python runs a handler once the main thread is
+    back from the C++ call it is in, and once for all the signals that came
+    meanwhile, so signals are counted as they arrive: each writes a byte to a
+    wakeup pipe (``signal.set_wakeup_fd``)."""
+
+    def __init__(self, session: Profile, raise_in_program: bool) -> None:
+        self.session = session
+        self.raise_in_program = raise_in_program
+        self.requested: int | None = None  # the first signal's number
+        self.aborted = False  # a second signal came
+        self.received = 0  # SIGINT and SIGTERM, counted as they arrived
+        self.critical = False  # inside a window's hand-over, the anti-aliasing pause or the final save
+        self._abortable = 0  # inside work a second signal may cut short, critical or not
+        self._raised = False
+        self._old: dict[int, object] = {}
+        self._pipe: tuple[int, int] | None = None
+        self._old_fd = -1
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals are delivered to the main thread only: they stay as they are
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        self._pipe = (r, w)
+        self._old_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+
+    def restore(self) -> None:
+        if self._pipe is not None:
+            signal.set_wakeup_fd(self._old_fd)
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    @staticmethod
+    def exception(signum: int) -> BaseException:
+        return KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+
+    def _say(self, text: str) -> None:
+        print(f"\nphprof: {text}", file=sys.stderr, flush=True)
+
+    def _arrived(self) -> int:
+        """The stop signals that arrived since the last look (0 without the pipe)."""
+        if self._pipe is None:
+            return 0
+        try:
+            data = os.read(self._pipe[0], 4096)
+        except OSError:
+            return 0
+        return sum(1 for b in data if b in (signal.SIGINT, signal.SIGTERM))
+
+    @contextlib.contextmanager
+    def abortable(self):
+        """Work that a second signal cuts short with its exception, critical or not."""
+        self._abortable += 1
+        try:
+            yield
+        finally:
+            self._abortable -= 1
+
+    def _handler(self, signum, frame) -> None:
+        s = self.session
+        s.scopes.check_stale = True
+        self.received += max(1, self._arrived())
+        what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        first = self.requested is None
+        if first:
+            self.requested = signum
+        if self.received >= 2:
+            if self.aborted:
+                return
+            self.aborted = True
+            self._say(f"{what} again: aborting (the trace file keeps the windows already saved)")
+            if self._abortable or not self.critical:
+                raise self.exception(signum)
+            return
+        if s.finishing:
+            self._say(f"{what}: saving the trace file first (again to abort)")
+        elif self.raise_in_program and s._current is None and not self.critical:
+            self._raised = True
+            self._say(f"{what}: stopping the program and saving the trace file (again to abort)")
+            raise self.exception(signum)
+        else:
+            self._say(f"{what}: stopping after this inference and saving what is done (again to abort)")
+
+    def raise_pending(self) -> None:
+        """At an inference's end: the stop a signal asked for."""
+        if self.requested is not None and self.raise_in_program and not self._raised:
+            self._raised = True
+            raise self.exception(self.requested)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleeps, ending early once a stop is asked for."""
+        end = time.monotonic() + seconds
+        while self.requested is None and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
+
+
+class Profile:
+    """A recording session (see the module's docstring).
+
+    ``output``: the trace file (default ``traces/profile.TIME.h5``);
+    ``device``: where the work runs (``cpu``, ``cuda``, ``cuda:N``; default the
+    first CUDA device torch sees, else the CPU), which chooses the power
+    source with ``source`` (``auto``: NVML for a GPU, RAPL for the CPU where
+    readable, else time only; or ``nvml``, ``rapl``, ``none``);
+    ``inferences``: ``auto`` (the program's ``prof.inference()`` spans once it
+    marks one, each outermost call until then), ``marks`` or ``calls``;
+    ``idle_s``: idle power sampled first; ``anti_alias``: the pauses after
+    inferences; ``meta``: more of the run for the file's /meta (the model, the
+    program); ``warmup()``: run after the idle period, not recorded;
+    ``expected``: the inferences the caller will run (the windows' schedule,
+    ``progress(done, expected)``); ``stop_at``: ``"raise"`` (a signal stops the
+    program at an inference's end) or ``"flag"`` (the caller's loop reads
+    :attr:`stopping`).
+    """
+
+    def __init__(self, output: str | Path | None = None, *, device: str | None = None, source: str = "auto",
+                 inferences: str = "auto", idle_s: float = 2.0, anti_alias: bool = True,
+                 events_per_window: int = 100_000, overwrite: bool = False, meta: dict | None = None,
+                 warmup=None, expected: int | None = None, progress=None, stop_at: str = "raise",
+                 recorded_by: str = "phprof.profile") -> None:
+        if inferences not in RULES:
+            raise ProfileError(f"unknown inference rule {inferences!r} (choose {', '.join(RULES)})")
+        if idle_s < 0:
+            raise ProfileError("the idle period cannot be negative")
+        self.path = Path(output) if output else default_output("profile")
+        self._make_folder = output is None
+        self.device = device or default_device()
+        self.device_chosen = device is None
+        self.source_name, self.rule, self.idle_s, self.anti_alias = source, inferences, idle_s, anti_alias
+        self.events_per_window, self.overwrite, self.meta = events_per_window, overwrite, dict(meta or {})
+        self.warmup, self.expected, self.progress, self.recorded_by = warmup, expected, progress, recorded_by
+        self.scopes = ModuleScopes(self._on_outermost)
+        self.summary: TraceSummary | None = None
+        self.finishing = False
+        self._signals = _Signals(self, raise_in_program=stop_at == "raise")
+        self._entries = EntryPoints(self._enter_call, self._leave_call)
+        self._phases: list[PhaseScopes] = []  # the caller's own (phprof trace's), for the whole session
+        self._current: _Open | None = None
+        self._next = 0  # the next inference's index
+        self._cut: set[int] = set()  # inferences cut short by an exception or an interrupt
+        self._tags: dict[int, tuple[str, str]] = {}
+        self._counts = dict.fromkeys(_OWNERS, 0)
+        self._marks_seen = False
+        self._nested = 0  # inferences begun inside another one: part of it
+        self._local = threading.local()
+        self._recording = False
+        self._prof = None
+        self._writer = None
+        self._recorder: Recorder | None = None
+        self._power: PowerSource | None = None
+
+    # -- the program's face ------------------------------------------------------------------
+    def inference(self, name: str | None = None, **tags) -> _Mark:
+        """One inference around any code (``with prof.inference(): out = pipe(x)``);
+        ``name`` and ``tags`` are stored with it. Inside another inference, part of it."""
+        return _Mark(self, name, tags)
+
+    def watch(self, model, name: str | None = None):
+        """Names a model's modules before it runs: ``name`` prefixes their paths
+        (``encoder.layer.0``). A diffusers pipeline is watched component by
+        component (``text_encoder``, ``unet``, ``vae``), a Hugging Face pipeline
+        by its model."""
+        import torch
+
+        if isinstance(model, torch.nn.Module):
+            try:
+                return self.scopes.watch(model, name)
+            except ValueError as e:
+                raise ProfileError(str(e)) from None
+        components = getattr(model, "components", None)
+        if isinstance(components, dict):
+            return [self.scopes.watch(m, key) for key, m in components.items() if isinstance(m, torch.nn.Module)]
+        if isinstance(getattr(model, "model", None), torch.nn.Module):
+            return self.scopes.watch(model.model, name)
+        raise ProfileError(f"watch() takes a torch.nn.Module or a pipeline, not a {type(model).__name__}")
+
+    def phase_modules(self, modules: dict) -> None:
+        """Phases from the calls of these modules, for the whole session (see
+        ``phprof.models.phase_modules``); generation and diffusers pipelines need none."""
+        self._phases.append(PhaseScopes(modules))
+
+    @property
+    def stopping(self) -> bool:
+        """Whether Ctrl-C or SIGTERM asked the run to stop."""
+        return self._signals.requested is not None
+
+    @property
+    def inferences(self) -> int:
+        """Inferences ended so far (complete or cut short)."""
+        return self._next - (1 if self._current is not None else 0)
+
+    # -- inferences ----------------------------------------------------------------------------
+    def _begin(self, owner: str, name: str | None = None, tags: dict | None = None) -> bool:
+        if not self._recording:
+            return False
+        if owner == "mark":
+            self._marks_seen = True
+        if self._current is not None:
+            self._nested += owner == "mark"
+            return False
+        if owner != "mark" and (self.rule == "marks" or (self.rule == "auto" and self._marks_seen)):
+            return False
+        from torch.autograd.profiler import record_function
+
+        i = self._next
+        self._next += 1
+        scope = record_function(f"{INFERENCE_PREFIX}{i}")
+        scope.__enter__()
+        self._current = _Open(i, owner, scope, time.perf_counter())
+        if name is not None or tags:
+            self._tags[i] = (name or "", json.dumps(tags or {}, default=str))
+        for p in self._phases:
+            p.new_inference()
+        return True
+
+    def _end(self, ok: bool) -> None:
+        cur, self._current = self._current, None
+        cur.scope.__exit__(None, None, None)
+        if ok:
+            self._counts[cur.owner] += 1
+        else:
+            self._cut.add(cur.index)
+        self._signals.critical = True
+        try:
+            if self._cuda and cur.index == self._schedule.last_step:
+                import torch
+
+                torch.cuda.synchronize()  # the window's kernels are done before it is saved
+            if self._breaker is not None and ok:
+                now = time.perf_counter()
+                self._signals.sleep(self._breaker.pause_after(now - cur.began, now))
+            self._prof.step()
+        finally:
+            self._signals.critical = False
+        if self.progress is not None:
+            self.progress(self.inferences, self.expected)
+        if ok:
+            self._signals.raise_pending()
+
+    def _complete(self, indices: np.ndarray) -> np.ndarray:
+        """Which of these inferences ended whole (for the recorder)."""
+        below = self._current.index if self._current is not None else self._next
+        return (indices < below) & ~np.isin(indices, np.fromiter(self._cut, np.int64, len(self._cut)))
+
+    def _on_outermost(self, start: bool | None) -> None:
+        if start:
+            self._local.opened = self._begin("call")
+        elif getattr(self._local, "opened", False):
+            self._local.opened = False
+            # the hooks run in an except block when the forward raised: then the call did not end whole
+            self._end(start is False and sys.exc_info()[0] is None)
+
+    def _enter_call(self, kind: str, obj):
+        if not self._recording:
+            return None
+        from .. import models
+
+        if kind == "pipeline":
+            self.watch(obj)
+            modules = models.pipeline_phase_modules(obj)
+        else:
+            modules = models.generation_phase_modules(obj)
+        phases = PhaseScopes(modules)
+        return self._begin(kind), phases
+
+    def _leave_call(self, token, ok: bool) -> None:
+        if token is None:
+            return
+        opened, phases = token
+        phases.remove()
+        if opened and self._current is not None:
+            self._end(ok)
+
+    # -- the session -----------------------------------------------------------------------------
+    def __enter__(self) -> Profile:
+        global _ACTIVE
+        if _ACTIVE is not None:
+            raise ProfileError(f"a profile is already recording in this process (into {_ACTIVE.path})")
+        import torch
+
+        # Kineto prints two lines per profiler window to stderr (its USDT level sits
+        # above ERROR, so quieting them quiets its errors too): quiet unless the user
+        # chose a level. Read when the profiler starts, so setting it here works.
+        os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ProfileError(f"device {self.device!r} requested, but torch sees no CUDA GPU here (torch "
+                               f"{torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)")
+        self._power = power = open_source(self.source_name, self.device)
+        self._cuda = self.device.startswith("cuda")
+        sensor = self._sensor = power.windowed_sensor()
+        self._breaker = AliasBreaker(sensor.period_s) if self.anti_alias and sensor is not None else None
+        if self._make_folder:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._writer = TraceWriter(self.path, self._meta(power), overwrite=self.overwrite)
+        except (OSError, FileExistsError) as e:
+            raise ProfileError(str(e)) from None
+        self._recorder = Recorder(self._writer, power, self._complete, self.scopes.is_scope, self._tags,
+                                  self._signals)
+        _ACTIVE = self
+        self._signals.install()
+        try:
+            power.start()
+            self._signals.sleep(self.idle_s)
+            idle = power.drain()
+            self._writer.append_power(idle, group="idle")
+            self._recorder.start(idle)
+            if self.warmup is not None and not self.stopping:
+                self.warmup()
+            if self._cuda:
+                torch.cuda.synchronize()
+            self._start_profiler(torch)
+        except BaseException as e:
+            self._finish(_status_of(type(e), e))
+            raise
+        return self
+
+    def _start_profiler(self, torch) -> None:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if self._cuda:
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self._schedule = self._recorder.schedule = Windows(first=min(10, self.expected or 10),
+                                                           budget=self.events_per_window, total=self.expected)
+        # torch warns that each cycle clears the last one's events: per-window clearing is the design
+        warnings.filterwarnings("ignore", message=".*Profiler clears events", category=UserWarning)
+        self._prof = torch.profiler.profile(activities=activities, schedule=self._schedule,
+                                            on_trace_ready=self._recorder.on_trace_ready)
+        self._prof.__enter__()
+        self.started_ns = time.time_ns()
+        self.scopes.install()
+        self._entries.install()
+        self._recording = True
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._finish(_status_of(exc_type, exc))
+        return False
+
+    def _finish(self, status: str) -> None:
+        """Saves the last window and closes the file (once)."""
+        global _ACTIVE
+        if self.summary is not None:
+            return
+        self.finishing = True
+        self._signals.critical = True
+        notes: list[str] = []
+        writer = self._writer
+        try:
+            try:
+                self._stop_recording()
+            except KeyboardInterrupt:
+                status = "interrupted"
+                notes.append("the last profiler window was lost: the save was aborted")
+            if self._signals.requested is not None and status == "complete":  # stopped by Ctrl-C or SIGTERM
+                status = "interrupted"
+            if self._power is not None and self._power.running:
+                # a counter update after the last window bounds its end (not waited for when aborting)
+                self._recorder.add_power(self._power.stop(settle_s=0 if self._signals.aborted else SETTLE_S))
+            if self._recorder is not None:
+                self._recorder.finish()
+            self.summary = self._summary(status, notes)
+            writer.update_meta(self._meta_at_end())
+        finally:
+            if writer is not None:
+                writer.close(status, self.summary.as_dict() if self.summary else None)
+            self._signals.restore()
+            _ACTIVE = None
+
+    def _stop_recording(self) -> None:
+        was_recording, self._recording = self._recording, False
+        self.ended_ns = time.time_ns()
+        self._entries.remove()
+        if self._current is not None:  # an inference the program never finished
+            cur, self._current = self._current, None
+            cur.scope.__exit__(None, None, None)
+            self._cut.add(cur.index)
+        self.scopes.remove()
+        for p in self._phases:
+            p.remove()
+        if was_recording:
+            if self._cuda:
+                import torch
+
+                torch.cuda.synchronize()
+            self._prof.__exit__(None, None, None)  # saves the window in progress
+            self._recorder.write_modules(self.scopes.module_rows())
+
+    # -- what the file says ------------------------------------------------------------------------
+    def _meta(self, power: PowerSource) -> dict:
+        import torch
+
+        versions = {"phprof": __version__, "torch": torch.__version__, "python": platform.python_version(),
+                    "cuda": torch.version.cuda}
+        for lib in ("transformers", "diffusers", "numpy", "h5py"):
+            module = sys.modules.get(lib)
+            if module is not None or lib in ("numpy", "h5py"):
+                try:
+                    versions[lib] = (module or __import__(lib)).__version__
+                except (ImportError, AttributeError):
+                    pass
+        sensor_devices, driver = power.device_names()
+        meta = dict(self.meta)
+        options = {"device": self.device, "source": self.source_name, "inference_rule": self.rule,
+                   "idle_s": self.idle_s, "anti_alias": self.anti_alias, "events_per_window": self.events_per_window,
+                   **meta.pop("options", {})}
+        return run_meta(
+            model=meta.pop("model", ""), task=meta.pop("task", ""), device=self.device,
+            device_name=_device_name(self.device),
+            sensor={"source": power.name, "settings": power.settings, "channels": [c.name for c in power.channels],
+                    "devices": sensor_devices},
+            versions=versions, options=options, driver=driver, host=platform.node(), recorded_by=self.recorded_by,
+            **meta)
+
+    def _models(self) -> list[dict]:
+        out = []
+        for root in self.scopes.roots:
+            m = root.module
+            config = getattr(m, "config", None)
+            out.append({"name": root.name, "class": type(m).__name__,
+                        "name_or_path": getattr(config, "name_or_path", "") or "",
+                        "parameters": sum(p.numel() for p in m.parameters())})
+        return out
+
+    def _meta_at_end(self) -> dict:
+        out = {"models": self._models()}
+        if not self.meta.get("model"):
+            out["model"] = " + ".join(m["name_or_path"] or m["class"] for m in out["models"]) or "(no model ran)"
+        return out
+
+    def _rule_text(self) -> str:
+        counts = {k: v for k, v in self._counts.items() if v}
+        if not counts:
+            return "none: no module ran" if not self.scopes.roots else "none recorded"
+        parts = ", ".join(f"{n} {_OWNERS[k]}" for k, n in counts.items())
+        if set(counts) == {"mark"}:
+            return f"the program's prof.inference() spans ({parts})"
+        if "mark" not in counts:
+            return f"each outermost call, the program marked none ({parts})"
+        return f"each outermost call until the program's first prof.inference() mark, then its marks ({parts})"
+
+    def _summary(self, status: str, notes: list[str]) -> TraceSummary:
+        rec, power, sensor = self._recorder, self._power, self._sensor
+        span = sum((e - s) for s, e in rec.spans) / 1e9
+        own = sum(int((e - s).sum()) for s, e in zip(rec.inference_starts, rec.inference_ends)) / 1e9
+        recording_s = (self.ended_ns - self.started_ns) / 1e9 if hasattr(self, "started_ns") else None
+        if status == "interrupted":
+            why = "aborted" if self._signals.aborted else "interrupted"
+            whole = self._next - len(self._cut)
+            notes.append(f"{why} after {whole}{f' of {self.expected}' if self.expected else ''} inferences: the file "
+                         f"holds {rec.inferences_written}"
+                         + ("; the last window was dropped" if rec.dropped_windows else ""))
+        if self._cut:
+            notes.append(f"{len(self._cut)} inferences cut short (an exception or an interrupt) were left out")
+        if self._nested:
+            notes.append(f"{self._nested} prof.inference() spans inside another inference were part of it")
+        if rec.inferences_written == 0 and recording_s is not None:
+            ran = "ran no torch.nn.Module" if not self.scopes.roots else "marked no whole inference"
+            readings = " and the power readings" if power.channels else ""
+            notes.append(f"the program {ran}: the file holds its {recording_s:.2f} s of run{readings}, nothing "
+                         "to attribute per layer")
+        if self._breaker is not None and self._breaker.paused_s:
+            notes.append(f"anti-aliasing pauses between inferences: {self._breaker.paused_s:.2f} s in all")
+        if power.channels and span > 0:
+            notes.append(f"the energy covers the windows' spans, {span:.2f} s, of which {span - own:.2f} s "
+                         f"({(span - own) / span:.0%}) lies between inferences (loop overhead or the program's own "
+                         "work, anti-aliasing pauses)")
+        if rec.outside:
+            notes.append(f"{rec.outside} profiler events fell outside every inference and were not stored")
+        if self.scopes.dynamic:
+            notes.append(f"{self.scopes.dynamic} calls of modules made during a forward (nn.ReLU()(x), say) are "
+                         "part of their caller's scope")
+        notes += [f"not recognised, so its calls count as module calls: {m}" for m in self._entries.missed]
+        if not power.channels:
+            notes.append("no power sensor (source 'none'): time only, energy not measured")
+        if rec.instant_updates and rec.spans and sensor is not None:
+            updates = np.concatenate(rec.instant_updates)
+            centres = updates - int((sensor.lag_s + sensor.window_s / 2) * 1e9)
+            cov = phase_coverage(centres, np.concatenate(rec.inference_starts), np.concatenate(rec.inference_ends))
+            notes.append(cov.describe() + f" ({sensor.source})")
+        source = source_text(power)
+        meta = self.meta
+        model = meta.get("model") or self._meta_at_end().get("model", "")
+        return TraceSummary(
+            self.path, status, model, meta.get("task", ""), rec.inferences_written, own, span,
+            _sum_energy(rec.energies), notes, device=self.device, device_name=_device_name(self.device),
+            device_chosen=self.device_chosen,
+            source=source, inference_rule=self._rule_text(), recording_s=recording_s,
+            recording_energy=rec.run_energy(self.started_ns, self.ended_ns) if recording_s is not None else [])
+
+
+def _status_of(exc_type, exc) -> str:
+    if exc_type is None:
+        return "complete"
+    if issubclass(exc_type, (KeyboardInterrupt, Terminated)):
+        return "interrupted"
+    if issubclass(exc_type, SystemExit) and exc is not None and exc.code in (None, 0):
+        return "complete"
+    return "failed"
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device).index or 0)
+    return platform.processor() or platform.machine()
+
+
+def _total(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else sum(values)
+
+
+def _sum_energy(parts: list[Measurement]) -> Measurement | None:
+    """The run's energy over its stored inferences: the windows' energies added up."""
+    if not parts:
+        return None
+    notes = tuple(dict.fromkeys(n for p in parts for n in p.notes))
+    devices = sorted({p.device for p in parts})
+    methods = {(p.method, p.detail) for p in parts}
+    method, detail = methods.pop() if len(methods) == 1 else \
+        (Method.MIXED, " + ".join(sorted({p.energy.method_text for p in parts})))
+    return Measurement(
+        "+".join(devices), _total([p.joules for p in parts]), method, sum(p.seconds for p in parts) / len(devices),
+        notes=notes + ("summed over the profiler windows' inferences; the pauses between windows, while phprof "
+                       "saves a window, are left out",
+                       "the device's whole draw, idle (static) power included: `phprof report` splits it, "
+                       "and per layer"),
+        counter_resets=sum(p.counter_resets for p in parts), low_j=_total([p.low_j for p in parts]),
+        high_j=_total([p.high_j for p in parts]), detail=detail,
+    )
