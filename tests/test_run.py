@@ -143,20 +143,26 @@ def test_ctrl_c_and_sigterm_leave_an_interrupted_file_of_whole_inferences(tmp_pa
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 
 
-@pytest.mark.parametrize("marks", [True, False])
-def test_a_pipeline_script_with_and_without_marks_has_its_generate_calls_and_phases(tmp_path, monkeypatch, marks):
-    """tests/programs/generate_text.py: a model saved with save_pretrained, loaded through a Hugging
-    Face pipeline, the script's own tokenisation and post-processing between calls. Marked or not,
-    each pipeline call is one inference, with the phases `phprof trace` writes."""
+@pytest.fixture
+def saved_lm(tmp_path, monkeypatch):
+    """A tiny GPT-2 and its tokenizer saved with save_pretrained (tests/programs/tiny_lm.py), offline."""
     sys.path.insert(0, str(PROGRAMS))
     try:
         import tiny_lm
     finally:
         sys.path.remove(str(PROGRAMS))
-    model = tiny_lm.save(tmp_path / "lm")
-    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    args = [str(model), "-n", "3", "--new-tokens", "3"] + ([] if marks else ["--no-marks"])
+    return tiny_lm.save(tmp_path / "lm")
+
+
+@pytest.mark.parametrize("marks", [True, False])
+def test_a_pipeline_script_with_and_without_marks_has_its_generate_calls_and_phases(tmp_path, monkeypatch, marks,
+                                                                                    saved_lm):
+    """tests/programs/generate_text.py: a model saved with save_pretrained, loaded through a Hugging
+    Face pipeline, the script's own tokenisation and post-processing between calls. Marked or not,
+    each pipeline call is one inference, with the phases `phprof trace` writes."""
+    monkeypatch.chdir(tmp_path)
+    args = [str(saved_lm), "-n", "3", "--new-tokens", "3"] + ([] if marks else ["--no-marks"])
     ended = run(str(PROGRAMS / "generate_text.py"), args, output=tmp_path / "t.h5", source="none", idle_s=0)
     assert ended.code == 0
     s = ended.summary

@@ -58,6 +58,23 @@ def command(name: str | None = None, **settings):
     return decorate
 
 
+def recording_options(f):
+    """The options of every recording command (`trace`, `run`): the power source, the
+    anti-aliasing pauses and the idle period sampled first."""
+    for option in reversed((
+        click.option("--source", type=click.Choice(["auto", "nvml", "rapl", "none"]), default="auto",
+                     show_default=True, help="Power source (auto: NVML for a GPU, RAPL for the CPU when readable, "
+                     "else time only). The summary says which device and source were used."),
+        click.option("--anti-alias/--no-anti-alias", default=True, show_default=True,
+                     help="With a GPU sensor, pause a random time (up to one inference) after an inference once "
+                     "per sensor period, so that its short averaging windows fall on every part of the inferences."),
+        click.option("--idle", "idle_s", type=click.FloatRange(min=0), default=2.0, show_default=True,
+                     help="Seconds of idle power sampled before the recording starts."),
+    )):
+        f = option(f)
+    return f
+
+
 def echo_summary(summary, err: bool = False) -> None:
     """A recording's end-of-run summary (``phprof.render``'s text)."""
     from ..render import render

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from . import command, echo_summary
+from . import command, echo_summary, recording_options
 
 
 @command(name="run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -17,17 +17,11 @@ from . import command, echo_summary
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
 @click.option("--gpus", default="auto", show_default=True,
               help="auto (the first CUDA device torch sees, else the CPU), a CUDA index, or none (the CPU).")
-@click.option("--source", type=click.Choice(["auto", "nvml", "rapl", "none"]), default="auto", show_default=True,
-              help="Power source (auto: NVML for a GPU, RAPL for the CPU when readable, else time only).")
 @click.option("--inferences", "rule", type=click.Choice(["auto", "marks", "calls"]), default="auto",
               show_default=True, help="What one inference is: the program's phprof.inference() / prof.inference() "
               "spans (marks), each outermost call of a module, a generate() or a diffusers pipeline (calls), or "
               "the marks once the program makes one and the calls until then (auto).")
-@click.option("--anti-alias/--no-anti-alias", default=True, show_default=True,
-              help="With a GPU sensor, pause a random time (up to one inference) after an inference once per "
-              "sensor period, so that its short averaging windows fall on every part of the inferences.")
-@click.option("--idle", "idle_s", type=click.FloatRange(min=0), default=2.0, show_default=True,
-              help="Seconds of idle power sampled before the program starts.")
+@recording_options
 @click.argument("program")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run_command(module, output, overwrite, gpus, source, rule, anti_alias, idle_s, program, args) -> None:

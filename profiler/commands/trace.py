@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from . import command, echo_summary
+from . import command, echo_summary, recording_options
 
 
 @command(name="trace")
@@ -28,17 +28,10 @@ from . import command, echo_summary
 @click.option("--weights", type=click.Choice(["random", "pretrained"]), default="random", show_default=True,
               help="random: built offline from the architecture's config (energy depends on shapes, not "
               "values); pretrained: from the local Hugging Face cache or a model directory.")
-@click.option("--source", type=click.Choice(["auto", "nvml", "rapl", "none"]), default="auto", show_default=True,
-              help="Power source (auto: NVML for a GPU, RAPL for the CPU when readable, else time only). "
-              "The summary says which device and source were used.")
 @click.option("--size", type=click.Choice(["full", "tiny"]), default="full", show_default=True,
               help="tiny: the architecture shrunk to 2 narrow layers, for quick checks (its energy is not "
               "the real model's).")
-@click.option("--anti-alias/--no-anti-alias", default=True, show_default=True,
-              help="With a GPU sensor, pause a random time (up to one inference) once per sensor period so "
-              "that its short averaging windows fall on every part of the inferences.")
-@click.option("--idle", "idle_s", type=click.FloatRange(min=0), default=2.0, show_default=True,
-              help="Seconds of idle power sampled before the run.")
+@recording_options
 def trace_command(model_id, task, inferences, warmup, output, overwrite, batch_size, seq_len, new_tokens, steps,
                   dtype, device, weights, size, source, anti_alias, idle_s) -> None:
     """Run MODEL_ID's inferences under the power sampler and torch.profiler, into one HDF5 file.
