@@ -25,6 +25,14 @@ _API = ("trace", "profile", "inference", "active", "run", "load", "results", "re
 __all__ = ["__version__", "render", *_API]
 
 
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext phprof``: the ``%%phprof`` cell magic, ``%phprof_report`` and
+    ``%phprof_flamegraph`` (see ``phprof.notebook``; needs IPython)."""
+    from .notebook import load_ipython_extension as load
+
+    load(ipython)
+
+
 def __getattr__(name):
     # the library's calls, imported on first use: `import phprof` stays cheap
     if name in _API:

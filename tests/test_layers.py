@@ -1,7 +1,7 @@
 """The package's layers, read from its imports: data flows one way.
 
 record (sources, tracing, models) -> store -> analyse (attribution) -> render,
-with the library (api) above them and the commands on top. Every import in the
+with the library (api) above them and the commands (and the notebook magic) on top. Every import in the
 package, at module level or inside a function, is checked against the layers
 below; and only the commands' own tests drive the command line.
 """
@@ -27,8 +27,9 @@ ALLOWED = {
     "render": {"sources", "store"},
     "api": {"sources", "store", "tracing", "models", "attribution", "render"},
     "commands": {"api", "sources", "store", "models", "render"},
+    "notebook": {"api", "render"},
     "__main__": {"commands"},
-    "__init__": {"api", "render"},
+    "__init__": {"api", "render", "notebook"},
 }
 
 
