@@ -84,6 +84,84 @@ def _store(path, r: Results, rollups=None) -> None:
         warnings.warn(f"results not stored ({e})", StoreWarning, stacklevel=3)
 
 
+def calibrate_from_log(driver_log: str | Path, schedule: str | Path | None = None, meter: str | Path | None = None,
+                       *, gpu: str | None = None, driver: str | None = None, utc_offset_h: float | None = None,
+                       output: str | Path | None = None):
+    """A sensor calibration from a log recorded elsewhere (see
+    :func:`phprof.attribution.sensor.calibrate`): ``driver_log`` an nvidia-smi-style
+    CSV of the driver's power fields (or a phprof trace file: its power readings),
+    ``schedule`` the load's switching marks, ``meter`` an external meter's log.
+    Written to ``output``, else to the calibration directory when the GPU is known
+    (so reports pick it up), else beside the log. Returns (calibration, path)."""
+    from .attribution.sensor import Meter, Schedule, calibrate, log_fields
+    from .sources.csvlog import NVML_FIELD_OF, read_driver_fields, read_load_marks, read_meter
+    from .store.calibration import default_path, write_calibration
+
+    driver_log = Path(driver_log)
+    if driver_log.suffix == ".h5":
+        t = load(driver_log)
+        if t.power is None or not t.power.channels:
+            raise OptionError(f"{driver_log} holds no power readings to calibrate")
+        fields = log_fields(t.power, t.power.devices[0])
+        names = ((t.meta.get("sensor") or {}).get("devices") or {})
+        gpu = gpu or names.get(t.power.devices[0], "")
+        driver = driver or t.meta.get("driver") or ""
+    else:
+        fields = read_driver_fields(driver_log, utc_offset_h)
+    if not fields:
+        raise OptionError(f"{driver_log} has no power field to calibrate")
+    plan = None
+    if schedule is not None:
+        marks, states = read_load_marks(schedule, utc_offset_h)
+        plan = Schedule.alternating(marks) if states is None else Schedule.from_states(marks, states)
+    truth = Meter(*read_meter(meter, utc_offset_h)) if meter is not None else None
+    how = f"from-log {driver_log.name}" + (f", schedule {Path(schedule).name}" if schedule else "") + \
+        (f", meter {Path(meter).name}" if meter else "")
+    cal = calibrate(fields, schedule=plan, meter=truth, gpu=gpu or "", driver=driver or "", how=how,
+                    nvml_fields={k: NVML_FIELD_OF.get(k, "") for k in fields})
+    if output is None:
+        output = default_path(cal.gpu, cal.driver) if cal.gpu else driver_log.with_name(
+            driver_log.name.split(".")[0] + ".calibration.json")
+    return cal, write_calibration(cal, output)
+
+
+def calibrate_gpu(gpu: int = 0, *, quick: bool = False, output: str | Path | None = None, progress=None,
+                  load=None, library: str | None = None):
+    """Calibrates GPU ``gpu``'s power fields by running the CUDA load kernels
+    (``phprof.tracing.calibration``) and fitting every field against the schedule
+    they ran; ``load``: another load with the same ``run`` (the tests' fake GPU).
+    Written to ``output``, else to the calibration directory. Returns (calibration, path)."""
+    from .attribution.sensor import Schedule, calibrate, log_fields
+    from .sources import NvmlSource
+    from .sources.sensors import NOMINAL_INSTANT, nominal_sensor
+    from .store.calibration import default_path, write_calibration
+    from .tracing.calibration import calibration_plan, record_calibration
+    from .tracing.gpuload import CudaLoad, LoadUnavailable
+
+    found = NvmlSource.probe(library)
+    if not found.available:
+        raise LoadUnavailable(f"no GPU to calibrate: {found.reason}")
+    names = {d["index"]: d["name"] for d in found.devices}
+    if gpu not in names:
+        raise OptionError(f"no GPU {gpu} (GPUs: {', '.join(map(str, names))})")
+    if load is None:
+        load = CudaLoad(gpu)
+    period = (nominal_sensor(names[gpu]) or NOMINAL_INSTANT).period_s
+    plan = calibration_plan(period, quick=quick)
+    rec = record_calibration(load, plan, gpu, library, progress)
+    device = f"gpu{gpu}"
+    fields = log_fields(rec.log, device)
+    schedule = Schedule.from_states(rec.marks_ns / 1e9, rec.busy)
+    idle = rec.log.energy_between(device, *rec.idle_span_ns)
+    idle_w = idle.joules / idle.seconds if idle.joules is not None and idle.seconds > 0 else None
+    cal = calibrate(fields, schedule=schedule, gpu=rec.gpu, driver=rec.driver,
+                    how=f"on the GPU ({'quick ' if quick else ''}schedule of {plan.seconds:.0f} s: "
+                        + "; ".join(plan.parts) + ")",
+                    nvml_fields={k: k for k in fields}, idle_w=idle_w, nvml_call_us=rec.nvml_call_us,
+                    notes=rec.notes)
+    return cal, write_calibration(cal, output or default_path(cal.gpu, cal.driver))
+
+
 def grid_intensity(region: str | None = None, g_per_kwh: float | None = None) -> carbon.CarbonIntensity:
     """The grid intensity a report converts energy to carbon with: a bundled region
     (default: world), or the user's own figure in gCO2eq/kWh."""

@@ -428,6 +428,11 @@ class PowerSource(ABC):
         the driver's version; ({}, None) where the source cannot tell."""
         return {}, None
 
+    def power_limits(self) -> dict[str, float]:
+        """Each measured device's power limit (W), where the source can tell: no
+        estimate of a device's power may exceed it."""
+        return {}
+
     def start(self) -> None:
         with self._lock:
             if self.running:

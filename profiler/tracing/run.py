@@ -271,7 +271,7 @@ def _run_meta(spec, task, options: dict, source: PowerSource, device_name: str) 
     return run_meta(
         model=spec.id, task=task, device=options["device"], device_name=device_name,
         sensor={"source": source.name, "settings": source.settings, "channels": [c.name for c in source.channels],
-                "devices": sensor_devices},
+                "devices": sensor_devices, "power_limits_w": source.power_limits()},
         versions=versions, model_source=spec.source, config=config,
         config_hash=hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16],
         options=options, driver=driver, host=platform.node())
