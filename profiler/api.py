@@ -66,15 +66,45 @@ def results(path: str | Path, *, calibration: str | Path | None = None, recomput
 def _results(t: Trace, path, calibration, recompute: bool, store: bool, rollups=None) -> tuple[Results, bool]:
     """The trace's results and whether they were just computed (then stored with
     ``store``, with ``rollups`` for other readers of the file)."""
-    from .attribution import attribute, load_sensor_model
+    from .attribution import attribute
 
     if t.results is not None and not recompute and calibration is None:
         return t.results, False
-    sensor = load_sensor_model(calibration) if calibration else None
-    out = attribute(t, sensor=sensor, fit=calibration is None)
+    sensor, note = sensor_for(t, calibration)
+    out = attribute(t, sensor=sensor, fit=sensor is None or sensor.window_low_s is not None)
+    if note:
+        out.notes.insert(0, note)
     if store and out.has_energy:
         _store(path, out, rollups)
     return out, True
+
+
+def sensor_for(t: Trace, calibration: str | Path | None):
+    """The sensor model a trace is attributed with, and a note saying where it came from:
+    ``calibration`` (a `phprof calibrate` file or a hand-written JSON), else the
+    calibration of the trace's GPU in the calibration directory, else None (the
+    published model, refitted to the run)."""
+    from .store.calibration import find_calibration, read_sensor_file
+
+    log = t.power
+    device = log.devices[0] if log is not None and log.devices else "gpu0"
+    found = log.windowed_power(device) if log is not None and log.channels else None
+    field = found[0] if found else "power_instant"
+    if calibration is not None:
+        model, _ = read_sensor_file(calibration, field)
+        return model, f"sensor model from {calibration} (--sensor)"
+    gpu = ((t.meta.get("sensor") or {}).get("devices") or {}).get(device) or t.meta.get("device_name") or ""
+    hit = find_calibration(gpu, t.meta.get("driver"))
+    if hit is None:
+        return None, ""
+    cal_path, cal, differs = hit
+    f = cal.of(field)
+    model = f.sensor_model(f"calibration {cal_path.name}") if f is not None else None
+    if model is None:
+        return None, (f"the calibration {cal_path} of {gpu} has no identified model of {field}: the published "
+                      "model is refitted to the run")
+    return model, f"sensor calibration {cal_path} ({gpu}, driver {cal.driver or 'unknown'}, field {f.field})" + \
+        (f"; {differs}" if differs else "")
 
 
 def _store(path, r: Results, rollups=None) -> None:

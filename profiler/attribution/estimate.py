@@ -29,7 +29,7 @@ from functools import cached_property
 
 import numpy as np
 from scipy.linalg import solve_triangular
-from scipy.optimize import nnls
+from scipy.optimize import lsq_linear, nnls
 
 from ..energy import Energy, Method
 from ..sources.sensors import SensorModel
@@ -134,24 +134,27 @@ class Estimate:
         return sum(x.energy.joules for x in self.labels) + self.idle.energy.joules
 
 
-def _nnls_gram(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """argmin ||X p - y||^2 over p >= 0, given X'X and X'y (cheap for many rows):
-    with X'X = L L', the same problem is ||L' p - L^-1 X'y||^2."""
+def _nnls_gram(gram: np.ndarray, rhs: np.ndarray, bounds: tuple[float, float] | None = None) -> np.ndarray:
+    """argmin ||X p - y||^2 over p >= 0 (or ``bounds[0] <= p <= bounds[1]``), given X'X
+    and X'y (cheap for many rows): with X'X = L L', the same problem is ||L' p - L^-1 X'y||^2."""
     m = len(rhs)
     lower = np.linalg.cholesky(gram + np.eye(m) * (1e-10 * np.trace(gram) / m + 1e-300))
-    p, _ = nnls(lower.T, solve_triangular(lower, rhs, lower=True, check_finite=False), maxiter=50 * m)
-    return p
+    c = solve_triangular(lower, rhs, lower=True, check_finite=False)
+    if bounds is None:
+        return nnls(lower.T, c, maxiter=50 * m)[0]
+    return lsq_linear(lower.T, c, bounds=bounds, method="bvls").x
 
 
-def _fit(designs: list[np.ndarray], y: np.ndarray, blocks: np.ndarray, bootstrap: int, seed: int):
-    """NNLS powers from ``designs[0]``, their bootstrap draws, and the RMS residual.
+def _fit(designs: list[np.ndarray], y: np.ndarray, blocks: np.ndarray, bootstrap: int, seed: int,
+         bounds: tuple[float, float] | None = None):
+    """NNLS powers from ``designs[0]`` (within ``bounds``), their bootstrap draws, and the RMS residual.
 
     A draw resamples whole blocks of updates and takes one of ``designs`` at
-    random (the windows placed with the sensor's lag and window each moved by
-    their uncertainty), so the intervals hold both the sensor's noise and
+    random (the windows placed with the sensor's lag and window each moved
+    within their uncertainty), so the intervals hold both the sensor's noise and
     what is not known of its timing."""
     design = designs[0]
-    p = _nnls_gram(design.T @ design, design.T @ y)
+    p = _nnls_gram(design.T @ design, design.T @ y, bounds)
     n_blocks = int(blocks.max()) + 1
     m = design.shape[1]
     # per design and block, X'X and X'y: a draw is a weighted sum of blocks
@@ -169,7 +172,7 @@ def _fit(designs: list[np.ndarray], y: np.ndarray, blocks: np.ndarray, bootstrap
     for i in range(bootstrap):
         w = np.bincount(rng.integers(0, n_blocks, n_blocks), minlength=n_blocks).astype(float)
         v = rng.integers(len(designs))
-        draws[i] = _nnls_gram(np.tensordot(w, gram_b[v], 1), w @ rhs_b[v])
+        draws[i] = _nnls_gram(np.tensordot(w, gram_b[v], 1), w @ rhs_b[v], bounds)
     residual = float(np.sqrt(np.mean((design @ p - y) ** 2)))
     return p, draws, residual
 
@@ -192,6 +195,8 @@ def estimate_label_power(
     block_s: float = 1.0,
     timing_s: float = 0.001,
     seed: int = 0,
+    alternatives: list[SensorWindows] | None = None,
+    power_bounds_w: tuple[float, float] | None = None,
 ) -> Estimate:
     """Each label's power and energy over ``span_ns`` (see the module's docstring).
 
@@ -199,9 +204,13 @@ def estimate_label_power(
     labels and idle are scaled to add up to it exactly, and the scale is
     reported. ``tolerance``: the largest standard error of one resolved
     label's energy, as a share of the total, before it is merged into its parent.
-    ``timing_s``: how well the windows' placement is known (the lag and the
-    window's length, each to about the polling interval): the bootstrap draws
-    also move them by that much.
+    ``alternatives``: the same updates' windows under the other sensor models
+    the run's updates allow (``phprof.attribution.runfit``): each bootstrap draw
+    takes one of them or ``windows``, so the intervals hold what is not known of
+    the sensor's timing; without them, the draws move lag and window by
+    ``timing_s``. ``power_bounds_w``: (floor, ceiling) of any label's power on the
+    measured scale, e.g. (the device's idle power, its power limit): each label's
+    power is fitted within them, so no figure is physically impossible.
     """
     n = len(timeline.names)
     t0, t1 = span_ns
@@ -221,11 +230,20 @@ def estimate_label_power(
         # then reported together with their parent, from the same draws (the sum of
         # labels that the windows confound is known far better than each of them)
         designs = [_design(label_s, windows)]
-        step = round(timing_s * 1e9)
-        for da, db in ((-step, -step), (step, step), (-step, 0), (step, 0)) if step else ():
-            moved = SensorWindows(windows.a_ns + da, windows.b_ns + db, y, windows.sensor)
+        if alternatives is None:
+            step = round(timing_s * 1e9)
+            alternatives = [SensorWindows(windows.a_ns + da, windows.b_ns + db, y, windows.sensor)
+                            for da, db in (((-step, -step), (step, step), (-step, 0), (step, 0)) if step else ())]
+        for moved in alternatives:
             designs.append(_design(timeline.seconds_in(moved.a_ns, moved.b_ns), moved))
-        p_label, d_label, residual = _fit(designs, y, blocks, bootstrap, seed)
+        bounds = None
+        if power_bounds_w is not None and measured_j:
+            # the bounds hold on the measured scale: the sensor's is that over the scale to the counter
+            p0 = _nnls_gram(designs[0].T @ designs[0], designs[0].T @ y)
+            s0 = measured_j / max(float(p0 @ np.append(seconds, idle_s)), 1e-12)
+            lo, hi = power_bounds_w[0] / s0, power_bounds_w[1] / s0
+            bounds = (min(lo, hi * 0.999), hi)
+        p_label, d_label, residual = _fit(designs, y, blocks, bootstrap, seed, bounds)
         e_draws = d_label[:, :n] * seconds
         total = float(p_label @ np.append(seconds, idle_s))
         # a label the windows (almost) never saw has no estimate, however narrow its
@@ -342,33 +360,3 @@ def estimate_label_power(
         notes.append(f"{merged} labels were merged with their children: the sensor could not resolve "
                      f"the children to within {tolerance:.0%} of the total")
     return Estimate(rows, idle, method, int(len(y)), residual, interval, notes, group_rows, draws, col, scale)
-
-
-def fit_lag(timeline: Timeline, update_ns, update_w, sensor: SensorModel,
-            span_ns: tuple[int, int]) -> tuple[SensorModel, float, float]:
-    """The sensor's lag and window that explain a run's updates best (least RMS
-    residual of an unconstrained-by-bootstrap fit), searched near ``sensor``: the
-    lag from -20 to +40 ms in 5 ms steps, then to the millisecond, then the window
-    within 6 ms of ``sensor``'s. Returns the fitted model, its residual and the
-    residual of ``sensor`` itself."""
-    lags_s = np.arange(-0.02, 0.0401, 0.005)
-    windows_s = sensor.window_s + np.arange(-0.006, 0.0061, 0.002)
-
-    def residual(model: SensorModel) -> float:
-        w = instant_windows(update_ns, update_w, model, span_ns)
-        if len(w.watts) < 3 * (len(timeline.names) + 1):
-            return np.inf
-        design = _design(timeline.seconds_in(w.a_ns, w.b_ns), w)
-        p = _nnls_gram(design.T @ design, design.T @ w.watts)
-        return float(np.sqrt(np.mean((design @ p - w.watts) ** 2)))
-
-    base = residual(sensor)
-    best = min(((residual(SensorModel(sensor.period_s, sensor.window_s, float(lag))), float(lag))
-                for lag in lags_s))
-    best = min([best] + [(residual(SensorModel(sensor.period_s, sensor.window_s, best[1] + d)), best[1] + d)
-                         for d in (-0.002, -0.001, 0.001, 0.002)])
-    lag = best[1]
-    best = min(((residual(SensorModel(sensor.period_s, float(w), lag)), float(w)) for w in windows_s if w > 0))
-    model = SensorModel(sensor.period_s, best[1], lag,
-                        f"{sensor.source}; lag and window fitted to this run's updates")
-    return model, best[0], base

@@ -207,6 +207,21 @@ class PowerLog:
         instants, values = sensor_updates(self.of(name))
         return instants, values * self.channels[self.channel_index(name)].watts_per_unit
 
+    def windowed_power(self, device: str) -> tuple[str, np.ndarray, np.ndarray] | None:
+        """The power field attribution reads: the instant field where it answered, else the
+        average field (a GPU that has only that, like an RTX 4090's ``power.draw``): its
+        name and each update (instant ns, W); None where neither has a reading."""
+        for name in ("power_instant", "power_average"):
+            channel = f"{device}.{name}"
+            if channel not in [c.name for c in self.channels]:
+                continue
+            r = self.of(channel)
+            if not (r["status"] == 0).any():
+                continue
+            instants, values = sensor_updates(r)
+            return name, instants, values * self.channels[self.channel_index(channel)].watts_per_unit
+        return None
+
     @property
     def devices(self) -> list[str]:
         return list(dict.fromkeys(c.device for c in self.channels))

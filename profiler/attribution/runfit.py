@@ -1,0 +1,207 @@
+"""The sensor's model fitted to a run's own updates, with what is not known of it.
+
+Attribution places each update's window with a sensor model (period, window,
+lag: ``phprof.sources.sensors.SensorModel``). A model taken from the
+literature is right on A100-like sensors and wrong elsewhere (an RTX 3090's
+field averages ~1 s, a V100's updates every ~20 ms), so the run's own updates
+decide, within ranges that hold every family (../shared/docs/sensors.md):
+
+* the period is fitted from the instants the value changed (and printed);
+* a power log on a shifted clock (an imported log 300 ms late) is found first,
+  by cross-correlating the readings with the trace's activity over +-2 s, and
+  reported: it is not absorbed into a lag at the edge of its range;
+* window (2 ms to 1.5 s) and lag (half a period early to a period late, around
+  a found shift) are searched for the least residual of the run's least-squares
+  fit: each on a coarse grid in turn, then both on a fine grid around the best;
+* the residual's profile over that fine grid gives each its 90% interval (a
+  likelihood-ratio region that counts the residuals' autocorrelation), and the
+  models inside the region are what the bootstrap draws its windows from, so a
+  sensor known only roughly widens the intervals instead of biasing them;
+* a fitted value on a limit of its range gets a note.
+
+A calibration (``phprof calibrate``) narrows the window and lag searched to its
+intervals.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..sources.sensors import WINDOW_SEARCH_S, SensorModel
+from .estimate import SensorWindows, Timeline, _design, _nnls_gram
+from .sensor import CHI2_90, _effective_n, fit_period
+
+SHIFT_SEARCH_S = 2.0  # a power log's clock is looked for this far either side of the trace's
+MAX_DESIGNS = 8  # sensor models the bootstrap draws from (memory: designs x blocks x labels^2)
+
+
+@dataclass(frozen=True)
+class RunSensorFit:
+    """The model fitted to a run, the others its updates allow, and what to say of them."""
+
+    model: SensorModel
+    alternatives: list[SensorModel]  # other models inside the 90% region (the bootstrap's)
+    residual_w: float
+    prior_residual_w: float  # with the model the fit started from
+    shift_s: float  # the power log's clock against the trace's, found by cross-correlation (0: none)
+    notes: list[str]
+
+
+def windows_of(update_ns: np.ndarray, update_w: np.ndarray, model: SensorModel) -> SensorWindows:
+    """The windows of given updates under ``model`` (no update dropped)."""
+    b = np.asarray(update_ns, np.int64) - round(model.lag_s * 1e9)
+    return SensorWindows(b - round(model.window_s * 1e9), b, np.asarray(update_w, float), model)
+
+
+def _busy_share(timeline: Timeline, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The share of each window [a, b] that any label was active."""
+    order = np.argsort(timeline.starts_ns)
+    s, e = timeline.starts_ns[order], timeline.ends_ns[order]
+    cum = np.concatenate([[0], np.cumsum(e - s)])
+
+    def upto(x):
+        i = np.searchsorted(s, x, side="right")
+        last = np.maximum(i - 1, 0)
+        return np.where(i > 0, cum[i] - np.clip(e[last] - x, 0, None), 0)
+
+    return (upto(b) - upto(a)) / np.maximum(b - a, 1)
+
+
+def find_shift(timeline: Timeline, update_ns: np.ndarray, update_w: np.ndarray, window_s: float,
+               span_ns: tuple[int, int], normal_lags_s: tuple[float, float]) -> tuple[float, float] | None:
+    """A clock shift of the power log beyond the normal lags: the lag (s) whose windows'
+    busy share correlates best with the readings, searched over +-SHIFT_SEARCH_S, and its
+    correlation; None where the best lies within ``normal_lags_s`` or no lag stands out."""
+    keep = (update_ns > span_ns[0] + SHIFT_SEARCH_S * 1e9) & (update_ns < span_ns[1] - SHIFT_SEARCH_S * 1e9)
+    if keep.sum() < 30:
+        return None
+    u, y = update_ns[keep], update_w[keep] - update_w[keep].mean()
+    lags = np.arange(-SHIFT_SEARCH_S, SHIFT_SEARCH_S + 1e-9, 0.002)
+    w = round(max(window_s, 0.005) * 1e9)
+    corr = np.empty(len(lags))
+    for i, lag in enumerate(lags):
+        x = _busy_share(timeline, u - round(lag * 1e9) - w, u - round(lag * 1e9))
+        x = x - x.mean()
+        denom = np.sqrt((x @ x) * (y @ y))
+        corr[i] = (x @ y) / denom if denom > 0 else 0.0
+    best = int(np.argmax(corr))
+    normal = (lags >= normal_lags_s[0]) & (lags <= normal_lags_s[1])
+    inside = float(corr[normal].max()) if normal.any() else -1.0
+    # it stands out: clearly correlated, and clearly better than anything in the normal range
+    if normal[best] or corr[best] < 0.3 or corr[best] - inside < 0.15:
+        return None
+    return float(lags[best]), float(corr[best])
+
+
+def fit_run_sensor(timeline: Timeline, update_ns, update_w, prior: SensorModel, span_ns: tuple[int, int],
+                   calibrated: bool = False) -> RunSensorFit:
+    """Fits period, window and lag to a run's updates, around ``prior`` (see the module).
+    ``calibrated``: ``prior`` comes from a calibration, whose window and lag intervals
+    bound the search."""
+    update_ns = np.asarray(update_ns, np.int64)
+    update_w = np.asarray(update_w, float)
+    notes: list[str] = []
+    model = prior
+    if len(update_ns) >= 20:
+        period, _, jitter = fit_period(update_ns / 1e9)
+        model = replace(model, period_s=period, period_fitted=True)
+        if not calibrated and abs(period / prior.period_s - 1) > 0.1:
+            notes.append(f"the sensor updated every {period * 1e3:.1f} ms, not the {prior.period_s * 1e3:.0f} ms of "
+                         f"{prior.source or 'its nominal model'}")
+    period = model.period_s
+    inside = (update_ns >= span_ns[0]) & (update_ns <= span_ns[1] + round(1.5 * 1e9))
+    u, y = update_ns[inside], update_w[inside]
+    n_labels = len(timeline.names)
+
+    def residual(m: SensorModel) -> float:
+        w = windows_of(u, y, m)
+        use = (w.a_ns >= span_ns[0]) & (w.b_ns <= span_ns[1])
+        if use.sum() < 3 * (n_labels + 1):
+            return np.inf
+        w = SensorWindows(w.a_ns[use], w.b_ns[use], w.watts[use], m)
+        design = _design(timeline.seconds_in(w.a_ns, w.b_ns), w)
+        p = _nnls_gram(design.T @ design, design.T @ w.watts)
+        return float(np.sqrt(np.mean((design @ p - w.watts) ** 2)))
+
+    base = residual(model)
+    lag_range = (-period / 2, period)
+    if calibrated and prior.lag_low_s is not None:
+        lag_range = (prior.lag_low_s - 0.002, prior.lag_high_s + 0.002)
+    shift = find_shift(timeline, u, y, model.window_s, span_ns, lag_range)
+    shift_s = 0.0
+    if shift is not None:
+        shift_s = shift[0]
+        lag_range = (shift_s - period / 2, shift_s + period / 2)
+        notes.append(f"the power log's clock runs {abs(shift_s) * 1e3:.0f} ms {'behind' if shift_s > 0 else 'ahead of'} "
+                     f"the trace's (found by cross-correlating the readings with the trace's activity, r = "
+                     f"{shift[1]:.2f}): its readings are placed {shift_s * 1e3:+.0f} ms back, beside the sensor's "
+                     "own lag; check how the log was stamped")
+    win_range = WINDOW_SEARCH_S
+    if calibrated and prior.window_low_s is not None:
+        win_range = (max(prior.window_low_s * 0.95, 0.001), prior.window_high_s * 1.05)
+    coarse_w = np.geomspace(*win_range, 20 if not calibrated else 5)
+    coarse_l = np.linspace(*lag_range, max(int(round((lag_range[1] - lag_range[0]) / max(period / 16, 0.002))), 2) + 1)
+    cache: dict[tuple[int, int], float] = {}
+
+    def r_at(lag: float, w: float) -> float:
+        key = (round(lag * 1e5), round(w * 1e5))  # 10 us cells
+        if key not in cache:
+            cache[key] = residual(replace(model, lag_s=float(lag), window_s=float(w)))
+        return cache[key]
+
+    lag, win = float(np.clip(model.lag_s, *lag_range)), float(np.clip(model.window_s, *win_range))
+    for _ in range(2):  # coordinate descent on the coarse grids
+        lag = float(min(coarse_l, key=lambda x: r_at(x, win)))
+        win = float(min(coarse_w, key=lambda x: r_at(lag, x)))
+    # both together on a finer grid around the best
+    dl = max(float(coarse_l[1] - coarse_l[0]), 0.001) if len(coarse_l) > 1 else 0.001
+    ratio = (coarse_w[1] / coarse_w[0]) if len(coarse_w) > 1 else 1.1
+    fine_l = np.unique(np.round(np.linspace(lag - dl, lag + dl, 7), 4))  # to 0.1 ms
+    fine_w = np.geomspace(win / ratio, win * ratio, 7)
+    fine_l = fine_l[(fine_l >= lag_range[0] - 1e-9) & (fine_l <= lag_range[1] + 1e-9)]
+    fine_w = fine_w[(fine_w >= win_range[0] - 1e-9) & (fine_w <= win_range[1] + 1e-9)]
+    grid = np.array([[r_at(a, b) for b in fine_w] for a in fine_l])
+    if not np.isfinite(grid).any():
+        return RunSensorFit(model, [], base, base, shift_s, notes + ["too few updates to fit the sensor's lag and "
+                                                                      "window: the model is used as given"])
+    i, j = np.unravel_index(np.nanargmin(grid), grid.shape)
+    best = replace(model, lag_s=float(fine_l[i]), window_s=float(fine_w[j]))
+    rss = grid**2
+    w = windows_of(u, y, best)
+    use = (w.a_ns >= span_ns[0]) & (w.b_ns <= span_ns[1])
+    n_eff = _effective_n(_residuals(timeline, SensorWindows(w.a_ns[use], w.b_ns[use], w.watts[use], best)))
+    region = n_eff * np.log(np.maximum(rss, 1e-300) / max(rss[i, j], 1e-300)) <= CHI2_90
+    lags_in, wins_in = fine_l[np.any(region, axis=1)], fine_w[np.any(region, axis=0)]
+    # the interval reaches at least the next grid values: the truth lies between them
+    lag_lo, lag_hi = _widen(lags_in.min(), lags_in.max(), fine_l)
+    win_lo, win_hi = _widen(wins_in.min(), wins_in.max(), fine_w)
+    best = replace(best, lag_low_s=lag_lo, lag_high_s=lag_hi, window_low_s=win_lo, window_high_s=win_hi,
+                   source=f"{prior.source}; " + ("lag and window refitted within the calibration's intervals"
+                                                 if calibrated else "lag and window fitted to this run's updates"))
+    pts = np.argwhere(region)
+    pts = pts[np.argsort(rss[region])][1:]  # the best itself is the main design
+    if len(pts) > MAX_DESIGNS:
+        pts = pts[np.linspace(0, len(pts) - 1, MAX_DESIGNS).astype(int)]
+    alternatives = [replace(best, lag_s=float(fine_l[a]), window_s=float(fine_w[b])) for a, b in pts]
+    for what, value, lo_hi, rng in (("lag", best.lag_s, (lag_lo, lag_hi), lag_range),
+                                    ("window", best.window_s, (win_lo, win_hi), win_range)):
+        edge = [side for side, hit in (("lower", lo_hi[0] <= rng[0] + 1e-9), ("upper", lo_hi[1] >= rng[1] - 1e-9))
+                if hit]
+        if edge:
+            notes.append(f"the fitted {what} ({value * 1e3:+.0f} ms) reaches the {edge[0]} limit of the range searched "
+                         f"({rng[0] * 1e3:+.0f} to {rng[1] * 1e3:+.0f} ms): the sensor may lie outside it, and the "
+                         "per-layer figures are less sure than their intervals say")
+    return RunSensorFit(best, alternatives, float(grid[i, j]), base, shift_s, notes)
+
+
+def _widen(lo: float, hi: float, grid: np.ndarray) -> tuple[float, float]:
+    g = np.unique(grid)
+    below, above = g[g < lo - 1e-12], g[g > hi + 1e-12]
+    return float(below[-1] if len(below) else lo), float(above[0] if len(above) else hi)
+
+
+def _residuals(timeline: Timeline, w: SensorWindows) -> np.ndarray:
+    design = _design(timeline.seconds_in(w.a_ns, w.b_ns), w)
+    p = _nnls_gram(design.T @ design, design.T @ w.watts)
+    return design @ p - w.watts
