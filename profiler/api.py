@@ -122,7 +122,8 @@ def calibrate_from_log(driver_log: str | Path, schedule: str | Path | None = Non
     CSV of the driver's power fields (or a phprof trace file: its power readings),
     ``schedule`` the load's switching marks, ``meter`` an external meter's log.
     Written to ``output``, else to the calibration directory when the GPU is known
-    (so reports pick it up), else beside the log. Returns (calibration, path)."""
+    (so reports pick it up), else nowhere (a calibration of no named GPU is for no trace:
+    nothing is written beside someone's data). Returns (calibration, path or None)."""
     from .attribution.sensor import Meter, Schedule, calibrate, log_fields
     from .sources.csvlog import NVML_FIELD_OF, read_driver_fields, read_load_marks, read_meter
     from .store.calibration import default_path, write_calibration
@@ -149,10 +150,9 @@ def calibrate_from_log(driver_log: str | Path, schedule: str | Path | None = Non
         (f", meter {Path(meter).name}" if meter else "")
     cal = calibrate(fields, schedule=plan, meter=truth, gpu=gpu or "", driver=driver or "", how=how,
                     nvml_fields={k: NVML_FIELD_OF.get(k, "") for k in fields})
-    if output is None:
-        output = default_path(cal.gpu, cal.driver) if cal.gpu else driver_log.with_name(
-            driver_log.name.split(".")[0] + ".calibration.json")
-    return cal, write_calibration(cal, output)
+    if output is None and not cal.gpu:
+        return cal, None
+    return cal, write_calibration(cal, output if output is not None else default_path(cal.gpu, cal.driver))
 
 
 def calibrate_gpu(gpu: int = 0, *, quick: bool = False, output: str | Path | None = None, progress=None,

@@ -25,7 +25,8 @@ from . import command
 @click.option("--quick", is_flag=True, help="On a GPU: a short schedule (~15 s instead of ~60 s), wider intervals.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Calibration file to write (default: one per GPU and driver in the calibration directory, "
-              "$PHPROF_CALIBRATION_DIR or ~/.config/phprof/calibrations, where reports look for it).")
+              "$PHPROF_CALIBRATION_DIR or ~/.config/phprof/calibrations, where reports look for it; a log of an "
+              "unnamed GPU is written only here).")
 @click.option("--json", "as_json", is_flag=True, help="Print the calibration as JSON.")
 def calibrate(driver_log, marks, meter, utc_offset, gpu_index, gpu_name, driver_version, quick, output,
               as_json) -> None:
@@ -60,4 +61,6 @@ def calibrate(driver_log, marks, meter, utc_offset, gpu_index, gpu_name, driver_
         cal, path = calibrate_from_log(driver_log, marks, meter, gpu=gpu_name, driver=driver_version,
                                        utc_offset_h=utc_offset, output=output)
     click.echo(render(cal, "json" if as_json else "text"), nl=False)
-    click.echo(f"written: {path}", err=True)
+    click.echo(f"written: {path}" if path is not None else
+               "not written: the GPU is unnamed (--gpu-name files it where reports find it; -o FILE keeps it)",
+               err=True)
