@@ -101,7 +101,7 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
         notes.append(coverage.describe())
         if coverage.aliased and est.method != Method.TIME_PROPORTIONAL:
             notes.append("per-layer figures of an aliased run are unreliable even where intervals are narrow")
-    if measured.joules and abs(est.scale - 1) > SCALE_WARNING:
+    if measured.joules and len(windows.watts) and abs(est.scale - 1) > SCALE_WARNING:
         notes.append(f"the {field or 'power'} readings and the energy counter disagree by {est.scale - 1:+.0%} over "
                      "the run: a sensor with a gain or offset error (calibrate it against a meter: `phprof calibrate "
                      "--from-log ... --meter`), a sensor model that does not fit (see the residual), or a power log "

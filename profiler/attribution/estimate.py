@@ -287,18 +287,20 @@ def estimate_label_power(
             p_idle = float(np.median(y[idle_rows])) if idle_rows.any() else float(y.min())
             active_j = float(np.mean(y)) * (t1 - t0) / 1e9 - p_idle * idle_s
             p = np.array([active_j / max(seconds.sum(), 1e-12), p_idle])
-        else:  # no update at all: one power level for all the time (scaled to the measured energy below)
-            p = np.ones(2)
-            notes.append("the instant power field showed no new value during the run")
+            notes.append(f"{len(y)} sensor updates for {n} labels and idle: too few, or labels that the windows "
+                         "never saw or cannot tell apart; the split is by time, with bounds instead of intervals")
+        else:  # no update at all: one power level for all the time
+            p = np.full(2, (measured_j or 0.0) / max((t1 - t0) / 1e9, 1e-12))
+            notes.append("no power reading inside the span: " + ("the measured energy is split by time alone (every "
+                         "label, and the time between inferences, at the run's mean power)" if measured_j else
+                         "no energy can be given"))
         draws = np.full((1, 2), np.nan)
         e_draws, p_label, total = None, None, 1.0
         residual = float("nan")
         method = Method.TIME_PROPORTIONAL
-        notes.append(f"{len(y)} sensor updates for {n} labels and idle: too few, or labels that the windows "
-                     "never saw or cannot tell apart; the split is by time, with bounds instead of intervals")
     energies = p * g_seconds
     scale = 1.0
-    if measured_j is not None and energies.sum() > 0:
+    if measured_j is not None and energies.sum() > 0 and len(y):
         scale = measured_j / energies.sum()
         notes.append(f"scaled by {scale:.4f} so that the labels and idle add up to the measured "
                      f"{measured_j:.4g} J")

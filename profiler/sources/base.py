@@ -256,7 +256,10 @@ class PowerLog:
                 r = self.of(c.name)
                 ok = r[r["status"] == 0]
                 if len(ok) >= 2:
-                    return (_counter_curve if quantity == "energy" else _power_curve)(c, ok, notes)
+                    curve = (_counter_curve if quantity == "energy" else _power_curve)(c, ok, notes)
+                    if curve is not None:
+                        return curve
+                    continue
                 notes.append(_why_unusable(c, r))
         return _EnergyCurve(None, None, None, Method.NONE, tuple(notes))
 
@@ -309,11 +312,32 @@ def _mid_times(r: np.ndarray) -> np.ndarray:
     return r["t_before_ns"] + (r["t_after_ns"] - r["t_before_ns"]) // 2
 
 
-def _counter_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve:
+RESET_SHARE = 0.1  # a counter that goes down restarted (a reset) if its new value is at most this share of the old
+
+
+def counter_drops(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where a cumulative counter went down: (resets, bad drops), indices of the first
+    reading after. A reset restarts near zero (driver reload); a drop to more than
+    RESET_SHARE of the old value is no reset but an error in the log."""
+    v = np.asarray(values)
+    down = np.flatnonzero(v[1:] < v[:-1]) + 1
+    near_zero = v[down] <= RESET_SHARE * v[down - 1]
+    return down[near_zero], down[~near_zero]
+
+
+def _counter_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve | None:
+    """The energy curve of a counter's readings; None (with a note) for a counter whose
+    drops are not resets."""
     v = r["value"]
     d = np.diff(v)
     neg = d < 0
     resets = 0
+    _, bad = counter_drops(v) if not c.wrap else (None, np.zeros(0, int))
+    if len(bad):
+        k = int(bad[0])
+        notes.append(f"{c.name} went down from {v[k - 1] * c.joules_per_unit:.6g} J to {v[k] * c.joules_per_unit:.6g} J "
+                     "(not to near zero, so not a reset): the counter is inconsistent and is not used")
+        return None
     if neg.any():
         if c.wrap:
             d = np.where(neg, d + c.wrap + 1, d)  # a wrapping counter (RAPL) went round

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..clock import NotANumber, OutOfRange, decimal_text_to_ns, utc_text
 from ..errors import PhprofError
-from .base import READING_DTYPE, Channel, PowerLog
+from .base import READING_DTYPE, Channel, PowerLog, counter_drops
 
 POWER_CSV_FORMAT = """\
 Power log CSV: comma-separated, one header row, one row per reading, rows in time order.
@@ -148,6 +148,14 @@ def _parse_power_csv(reader, path: Path, device: str) -> PowerLog:
         _check_epoch([e.ns], path, time_col, scale)
         raise
     values = [_parse_values(v_text[j], factor, path, lines, col) for j, (_, col, factor) in enumerate(value_cols)]
+    for j, ((q, col, _), v) in enumerate(zip(value_cols, values)):
+        bad = counter_drops(v)[1] if q == "energy" else ()
+        if len(bad):
+            k = int(bad[0])
+            raise PowerCsvError(
+                f"{path}, line {lines[k]}: {col} goes down from {v_text[j][k - 1].strip()} to {v_text[j][k].strip()}, "
+                "not to near zero: a cumulative counter only restarts from zero (a driver reload), so this log's "
+                "energy column is inconsistent")
     _check_epoch(times, path, time_col, scale)
     t = np.asarray(times, dtype=np.int64)
     back = np.flatnonzero(t[1:] <= t[:-1])
