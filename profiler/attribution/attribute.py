@@ -79,9 +79,10 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
         field, instants, watts = updates
         prior = sensor if sensor is not None else default_sensor(gpu_name, field, notes)
         if fit:
-            fitted = fit_run_sensor(timeline, instants, watts, prior, span, calibrated=sensor is not None)
+            fitted = fit_run_sensor(timeline, instants, watts, prior, span, calibrated=sensor is not None,
+                                    bracket_ns=log.update_bracket_ns(device))
             notes.extend(fitted.notes)
-            prior = fitted.model
+            prior, instants = fitted.model, fitted.update_ns
     windows = instant_windows(instants, watts, prior or NOMINAL_INSTANT, span)
     alternatives = None
     if fitted is not None:

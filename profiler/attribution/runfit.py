@@ -6,15 +6,21 @@ literature is right on A100-like sensors and wrong elsewhere (an RTX 3090's
 field averages ~1 s, a V100's updates every ~20 ms), so the run's own updates
 decide, within ranges that hold every family (../shared/docs/sensors.md):
 
-* the period is fitted from the instants the value changed (and printed);
+* the period is fitted from the instants the value changed (and printed); where
+  the readings bracket those instants only loosely (a log's rows 10 ms apart, with
+  no read times of their own), a regular sensor's updates are placed on the grid
+  that the period and its phase fit, far closer than halfway between two rows;
 * a power log on a shifted clock (an imported log 300 ms late) is found first,
   by cross-correlating the readings with the trace's activity over +-2 s, and
   reported: it is not absorbed into a lag at the edge of its range;
 * window (2 ms to 1.5 s) and lag (half a period early to a period late, around
   a found shift) are searched for the least residual of the run's least-squares
-  fit: each on a coarse grid in turn, then both on a fine grid around the best;
-* the residual's profile over that fine grid gives each its 90% interval (a
-  likelihood-ratio region that counts the residuals' autocorrelation), and the
+  fit: each on a coarse grid in turn, then both on grids that shrink around the
+  best down to 0.1 ms of lag and 0.5% of window (a model a coarse step off is a
+  misfit that no interval would show);
+* the residual's profile over a grid around the best, its steps fitted to the
+  region, gives each its 90% interval (a likelihood-ratio region that counts the
+  residuals' autocorrelation), and the
   models inside the region are what the bootstrap draws its windows from, so a
   sensor known only roughly widens the intervals instead of biasing them;
 * a fitted value on a limit of its range gets a note.
@@ -34,6 +40,9 @@ from .sensor import CHI2_90, _effective_n, fit_period
 
 SHIFT_SEARCH_S = 2.0  # a power log's clock is looked for this far either side of the trace's
 MAX_DESIGNS = 8  # sensor models the bootstrap draws from (memory: designs x blocks x labels^2)
+SNAP_BRACKET_NS = 2_000_000  # readings further apart than this do not say well enough when an update happened
+TOO_FEW = "too few updates to fit the sensor's lag and window: the model is used as given"
+REFINED_LAG_S, REFINED_RATIO = 0.0001, 1.005  # the finest steps of the search: 0.1 ms of lag, 0.5% of window
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class RunSensorFit:
     prior_residual_w: float  # with the model the fit started from
     shift_s: float  # the power log's clock against the trace's, found by cross-correlation (0: none)
     notes: list[str]
+    update_ns: np.ndarray  # the updates' instants the model places (the given ones, or on the fitted grid)
 
 
 def windows_of(update_ns: np.ndarray, update_w: np.ndarray, model: SensorModel) -> SensorWindows:
@@ -95,20 +105,30 @@ def find_shift(timeline: Timeline, update_ns: np.ndarray, update_w: np.ndarray, 
 
 
 def fit_run_sensor(timeline: Timeline, update_ns, update_w, prior: SensorModel, span_ns: tuple[int, int],
-                   calibrated: bool = False) -> RunSensorFit:
+                   calibrated: bool = False, bracket_ns: int | None = None) -> RunSensorFit:
     """Fits period, window and lag to a run's updates, around ``prior`` (see the module).
     ``calibrated``: ``prior`` comes from a calibration, whose window and lag intervals
-    bound the search."""
+    bound the search. ``bracket_ns``: how closely the readings bracket each update
+    (``PowerLog.update_bracket_ns``); wider than SNAP_BRACKET_NS (a log's rows), the updates of
+    a regular sensor are placed on its fitted grid (``RunSensorFit.update_ns``)."""
     update_ns = np.asarray(update_ns, np.int64)
     update_w = np.asarray(update_w, float)
     notes: list[str] = []
     model = prior
     if len(update_ns) >= 20:
-        period, _, jitter = fit_period(update_ns / 1e9)
+        period, phase, jitter = fit_period(update_ns / 1e9)
         model = replace(model, period_s=period, period_fitted=True)
         if not calibrated and abs(period / prior.period_s - 1) > 0.1:
             notes.append(f"the sensor updated every {period * 1e3:.1f} ms, not the {prior.period_s * 1e3:.0f} ms of "
                          f"{prior.source or 'its nominal model'}")
+        if bracket_ns is not None and bracket_ns > SNAP_BRACKET_NS and jitter < 0.1 * period:
+            # a change seen between two rows far apart happened anywhere between them: on a regular
+            # sensor, its place on the grid the instants fit is far closer than the rows say
+            k = np.round((update_ns / 1e9 - phase) / period)
+            update_ns = np.round((phase + k * period) * 1e9).astype(np.int64)
+            notes.append(f"the log's readings are {bracket_ns / 1e6:.0f} ms apart: each update is placed on the "
+                         f"sensor's fitted {period * 1e3:.2f} ms grid (the instants' RMS jitter around it "
+                         f"{jitter * 1e3:.1f} ms), not halfway between the rows around it")
     period = model.period_s
     inside = (update_ns >= span_ns[0]) & (update_ns <= span_ns[1] + round(1.5 * 1e9))
     u, y = update_ns[inside], update_w[inside]
@@ -154,24 +174,65 @@ def fit_run_sensor(timeline: Timeline, update_ns, update_w, prior: SensorModel, 
     for _ in range(2):  # coordinate descent on the coarse grids
         lag = float(min(coarse_l, key=lambda x: r_at(x, win)))
         win = float(min(coarse_w, key=lambda x: r_at(lag, x)))
-    # both together on a finer grid around the best
+    # both together, on grids around the best that shrink while it stays inside them (to 0.1 ms
+    # and 0.5%: a window or lag off by a coarse step is a misfit the bootstrap would never see)
     dl = max(float(coarse_l[1] - coarse_l[0]), 0.001) if len(coarse_l) > 1 else 0.001
-    ratio = (coarse_w[1] / coarse_w[0]) if len(coarse_w) > 1 else 1.1
-    fine_l = np.unique(np.round(np.linspace(lag - dl, lag + dl, 7), 4))  # to 0.1 ms
-    fine_w = np.geomspace(win / ratio, win * ratio, 7)
-    fine_l = fine_l[(fine_l >= lag_range[0] - 1e-9) & (fine_l <= lag_range[1] + 1e-9)]
-    fine_w = fine_w[(fine_w >= win_range[0] - 1e-9) & (fine_w <= win_range[1] + 1e-9)]
-    grid = np.array([[r_at(a, b) for b in fine_w] for a in fine_l])
-    if not np.isfinite(grid).any():
-        return RunSensorFit(model, [], base, base, shift_s, notes + ["too few updates to fit the sensor's lag and "
-                                                                      "window: the model is used as given"])
-    i, j = np.unravel_index(np.nanargmin(grid), grid.shape)
-    best = replace(model, lag_s=float(fine_l[i]), window_s=float(fine_w[j]))
-    rss = grid**2
+    ratio = float(coarse_w[1] / coarse_w[0]) if len(coarse_w) > 1 else 1.1
+
+    def around(lag: float, win: float, dl: float, ratio: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+        ls = np.unique(np.round(lag + dl * np.arange(-k, k + 1), 4))  # to 0.1 ms
+        ws = win * ratio ** np.arange(-k, k + 1)
+        return (ls[(ls >= lag_range[0] - 1e-9) & (ls <= lag_range[1] + 1e-9)],
+                ws[(ws >= win_range[0] - 1e-9) & (ws <= win_range[1] + 1e-9)])
+
+    def fits(ls: np.ndarray, ws: np.ndarray) -> np.ndarray:
+        return np.array([[r_at(a, b) for b in ws] for a in ls]).reshape(len(ls), len(ws))
+
+    for _ in range(8):
+        ls, ws = around(lag, win, dl, ratio, 2)
+        grid = fits(ls, ws)
+        if not np.isfinite(grid).any():
+            return RunSensorFit(model, [], base, base, shift_s, notes + [TOO_FEW], update_ns)
+        i, j = np.unravel_index(np.nanargmin(grid), grid.shape)
+        moved = (ls[i], ws[j]) != (lag, win)
+        lag, win = float(ls[i]), float(ws[j])
+        if not moved:  # the best is the centre: look closer
+            if dl <= REFINED_LAG_S and ratio <= REFINED_RATIO:
+                break
+            dl, ratio = max(dl / 3, REFINED_LAG_S), max(ratio ** (1 / 3), REFINED_RATIO)
+    # the 90% region, on a grid around the best whose steps fit it: finer where the region holds
+    # only the best, wider where it reaches the grid's edge (the likelihood ratio of the residual
+    # profile, with the residuals' autocorrelation counted)
+    best = replace(model, lag_s=lag, window_s=win)
     w = windows_of(u, y, best)
     use = (w.a_ns >= span_ns[0]) & (w.b_ns <= span_ns[1])
     n_eff = _effective_n(_residuals(timeline, SensorWindows(w.a_ns[use], w.b_ns[use], w.watts[use], best)))
-    region = n_eff * np.log(np.maximum(rss, 1e-300) / max(rss[i, j], 1e-300)) <= CHI2_90
+    pl, pr = 0.001, 1.02  # the profile grid's steps: 1 ms and 2%, then fitted to the region
+    for _ in range(6):
+        fine_l, fine_w = around(lag, win, pl, pr, 3)
+        rss = fits(fine_l, fine_w) ** 2
+        rss_min = float(np.nanmin(rss))
+        region = n_eff * np.log(np.maximum(rss, 1e-300) / max(rss_min, 1e-300)) <= CHI2_90
+        rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+        changed = False
+        for size, idx, axis in ((len(fine_l), rows, "lag"), (len(fine_w), cols, "window")):
+            at_edge = idx.min() == 0 or idx.max() == size - 1
+            wide = idx.max() - idx.min() + 1 > size - 2
+            if len(idx) == 1 and size > 1:  # only the best: the region is finer than the grid
+                if axis == "lag" and pl > REFINED_LAG_S:
+                    pl, changed = max(pl / 4, REFINED_LAG_S), True
+                elif axis == "window" and pr > REFINED_RATIO:
+                    pr, changed = max(pr ** 0.25, REFINED_RATIO), True
+            elif at_edge and wide:  # the region runs off the grid: wider steps (within the ranges)
+                if axis == "lag" and pl < period / 4:
+                    pl, changed = pl * 2.5, True
+                elif axis == "window" and pr < 1.5:
+                    pr, changed = pr ** 2.5, True
+        if not changed:
+            break
+    i, j = np.unravel_index(np.nanargmin(rss), rss.shape)
+    best = replace(model, lag_s=float(fine_l[i]), window_s=float(fine_w[j]))
+    grid = np.sqrt(rss)
     lags_in, wins_in = fine_l[np.any(region, axis=1)], fine_w[np.any(region, axis=0)]
     # the interval reaches at least the next grid values: the truth lies between them
     lag_lo, lag_hi = _widen(lags_in.min(), lags_in.max(), fine_l)
@@ -189,10 +250,11 @@ def fit_run_sensor(timeline: Timeline, update_ns, update_w, prior: SensorModel, 
         edge = [side for side, hit in (("lower", lo_hi[0] <= rng[0] + 1e-9), ("upper", lo_hi[1] >= rng[1] - 1e-9))
                 if hit]
         if edge:
-            notes.append(f"the fitted {what} ({value * 1e3:+.0f} ms) reaches the {edge[0]} limit of the range searched "
-                         f"({rng[0] * 1e3:+.0f} to {rng[1] * 1e3:+.0f} ms): the sensor may lie outside it, and the "
-                         "per-layer figures are less sure than their intervals say")
-    return RunSensorFit(best, alternatives, float(grid[i, j]), base, shift_s, notes)
+            sign = "+" if what == "lag" else ""
+            notes.append(f"the fitted {what} ({value * 1e3:{sign}.0f} ms) reaches the {edge[0]} limit of the range "
+                         f"searched ({rng[0] * 1e3:{sign}.0f} to {rng[1] * 1e3:{sign}.0f} ms): the sensor may lie "
+                         "outside it, and the per-layer figures are less sure than their intervals say")
+    return RunSensorFit(best, alternatives, float(grid[i, j]), base, shift_s, notes, update_ns)
 
 
 def _widen(lo: float, hi: float, grid: np.ndarray) -> tuple[float, float]:

@@ -222,6 +222,19 @@ class PowerLog:
             return name, instants, values * self.channels[self.channel_index(channel)].watts_per_unit
         return None
 
+    def update_bracket_ns(self, device: str) -> int | None:
+        """How closely the readings of :meth:`windowed_power`'s field bracket its updates: the
+        median span (ns) from the last read showing an old value to the first showing the new
+        one (about the polling interval: ~1 ms for phprof's sampler, a log's row gap for a
+        CSV, whose reads have no bracket of their own). None without updates."""
+        found = self.windowed_power(device)
+        if found is None:
+            return None
+        r = self.of(f"{device}.{found[0]}")
+        r = r[r["status"] == 0]
+        changed = np.flatnonzero(np.diff(r["value"]) != 0) + 1
+        return int(np.median(r["t_after_ns"][changed] - r["t_before_ns"][changed - 1])) if len(changed) else None
+
     @property
     def devices(self) -> list[str]:
         return list(dict.fromkeys(c.device for c in self.channels))

@@ -42,8 +42,12 @@ class SensorModel:
     def describe(self) -> str:
         """``update 101 ms (fitted), window 25 ms [21, 29], lag +5 ms [+3, +7]``."""
         def ms(x, lo, hi, sign=""):
-            text = f"{x * 1e3:{sign}.0f} ms"
-            return text if lo is None or hi is None else f"{text} [{lo * 1e3:{sign}.0f}, {hi * 1e3:{sign}.0f}]"
+            # to 0.1 ms where the interval is that narrow (whole ms would print [25, 25])
+            d = 1 if lo is not None and hi is not None and hi - lo < 0.01 else 0
+
+            def f(v):
+                return f"{round(v * 1e3, d) + 0.0:{sign}.{d}f}"  # + 0.0: no "-0"
+            return f"{f(x)} ms" if lo is None or hi is None else f"{f(x)} ms [{f(lo)}, {f(hi)}]"
 
         return (f"{self.field}: update {self.period_s * 1e3:.1f} ms{' (fitted to its updates)' if self.period_fitted else ''}"
                 f", window {ms(self.window_s, self.window_low_s, self.window_high_s)}, "
