@@ -30,6 +30,11 @@ from .timeline import trace_timeline
 
 _ROLE_OF_LABEL = {r.label: r for r in Role if r is not Role.MODULE}
 SCALE_WARNING = 0.15  # a counter-to-readings scale further from 1 than this is a warning
+# How well a timeline's edges line up with the power: a module's work starts some tens of
+# microseconds after its scope is stamped (Python hooks, op dispatch, a busy CPU's scheduling), and
+# a GPU's power follows its kernels with a delay. Intervals hold, for each kind of edge (one label
+# after another), the power running up to this much ahead of or behind the timeline.
+EDGE_S = 50e-6
 
 
 class AttributionError(PhprofError):
@@ -91,6 +96,7 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     limit = (meta_sensor.get("power_limits_w") or {}).get(device)
     idle_w = _idle_power(trace, device)
     bounds = (idle_w or 0.0, limit) if limit else ((idle_w, np.inf) if idle_w else None)
+    options.setdefault("edge_s", EDGE_S)
     est = estimate_label_power(timeline, windows, span, measured_j=measured.joules if measured.joules else None,
                                alternatives=alternatives, power_bounds_w=bounds, **options)
     if bounds is not None and est.method is Method.WLS:

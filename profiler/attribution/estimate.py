@@ -90,6 +90,20 @@ class Timeline:
             out[:, j] = (upto[len(a):] - upto[:len(a)]) / 1e9
         return out
 
+    def edge_kinds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each kind of edge of the timeline: (label before, label after, how many), where
+        the last index stands for the time no label covers (a gap between segments)."""
+        order = np.argsort(self.starts_ns, kind="stable")
+        s, e, lab = self.starts_ns[order], self.ends_ns[order], self.labels[order]
+        idle = len(self.names)
+        touching = np.r_[False, e[:-1] >= s[1:] - 1000]  # within 1 us: no gap
+        before = np.where(touching, np.r_[idle, lab[:-1]], idle)
+        gap_after = np.r_[~touching[1:], True]
+        pairs = np.concatenate([np.column_stack([before, lab]),
+                                np.column_stack([lab[gap_after], np.full(int(gap_after.sum()), idle)])])
+        kinds, counts = np.unique(pairs, axis=0, return_counts=True)
+        return kinds[:, 0], kinds[:, 1], counts
+
     def grouped(self, seconds: np.ndarray, col: np.ndarray, groups: int) -> np.ndarray:
         """Columns of ``seconds_in``'s result summed by group (``col[label]``)."""
         out = np.zeros((groups, seconds.shape[0]))
@@ -197,6 +211,7 @@ def estimate_label_power(
     seed: int = 0,
     alternatives: list[SensorWindows] | None = None,
     power_bounds_w: tuple[float, float] | None = None,
+    edge_s: float = 0.0,
 ) -> Estimate:
     """Each label's power and energy over ``span_ns`` (see the module's docstring).
 
@@ -211,6 +226,10 @@ def estimate_label_power(
     ``timing_s``. ``power_bounds_w``: (floor, ceiling) of any label's power on the
     measured scale, e.g. (the device's idle power, its power limit): each label's
     power is fitted within them, so no figure is physically impossible.
+    ``edge_s``: how well the timeline's edges line up with the power (the work inside
+    a scope starts some microseconds after its stamp; a GPU's power follows its
+    kernels with a delay): each draw also shifts the power against the timeline by
+    up to that much, so a label's interval holds the energy at its edges.
     """
     n = len(timeline.names)
     t0, t1 = span_ns
@@ -244,6 +263,15 @@ def estimate_label_power(
             lo, hi = power_bounds_w[0] / s0, power_bounds_w[1] / s0
             bounds = (min(lo, hi * 0.999), hi)
         p_label, d_label, residual = _fit(designs, y, blocks, bootstrap, seed, bounds)
+        if edge_s > 0 and len(timeline.labels):
+            # each kind of edge (label a, then label b) has its own delay of the power behind the
+            # timeline, up to edge_s either way: over it, b's time drew a's power
+            before, after, count = timeline.edge_kinds()
+            delay = np.random.default_rng(seed + 1).uniform(-edge_s, edge_s, (len(d_label), len(count)))
+            moved = delay * count * (p_label[before] - p_label[after])  # J, per draw and kind of edge
+            extra = np.zeros((len(d_label), n + 1))
+            np.add.at(extra.T, after, moved.T)
+            d_label = d_label + extra / np.maximum(np.append(seconds, idle_s), 1e-12)
         e_draws = d_label[:, :n] * seconds
         total = float(p_label @ np.append(seconds, idle_s))
         # a label the windows (almost) never saw has no estimate, however narrow its
