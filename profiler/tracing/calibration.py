@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import PhprofError
 from ..sources import BehaviourTally, NvmlSource, PowerLog
+
+
+class CalibrationRunError(PhprofError):
+    """A calibration run whose recording cannot be fitted (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,8 @@ def record_calibration(load, plan: Plan, gpu: int = 0, library: str | None = Non
         chunks.append(src.stop())
     log = PowerLog.concat(chunks)
     if log.dropped:
-        raise RuntimeError(f"the sampler dropped {log.dropped} readings: its buffer filled during the run")
+        raise CalibrationRunError(f"the sampler dropped {log.dropped} readings: its buffer filled during the "
+                                  "calibration run, so some updates are missing; run it again with less else on the "
+                                  "machine")
     return CalibrationRecording(log, marks, np.asarray(plan.busy, bool), names.get(f"gpu{gpu}", ""), driver or "",
                                 (int(marks[0]), int(marks[1])), cost)
