@@ -26,9 +26,9 @@ updates, lag and window searched over every family's range), and with the calibr
                                       [--no-calibration] [--no-adversarial] [--work DIR [--reattribute]]
 
 Every run keeps its trace, the fake's state (the truth) and its modules' tags in the work folder
-(--work, else a new temporary one, printed); --reattribute attributes the traces found there again
-instead of running them (after a change of the estimator: nothing runs in real time), and runs
-only what is missing. The check of issue 17 asks for runs of >= 60 s: the summary says how long
+(--work, else a new temporary one, printed), and each sensor's calibration file, which later runs
+there use again; --reattribute attributes the traces found there again instead of running them
+(after a change of the estimator: nothing runs in real time), and runs only what is missing. The check of issue 17 asks for runs of >= 60 s: the summary says how long
 the shortest run of each row was.
 """
 from __future__ import annotations
@@ -91,12 +91,13 @@ def fake_gpu(work: Path, preset: str, seed: int, sensor: str = "a100", attach: b
     return fake
 
 
-def calibration_file(work: Path, sensor: str, reuse: bool = False) -> Path:
-    """`phprof calibrate` (quick schedule) on a fake GPU with this sensor: the file it writes."""
+def calibration_file(work: Path, sensor: str) -> Path:
+    """`phprof calibrate` (quick schedule) on a fake GPU with this sensor: the file it writes
+    (kept in ``work``, and used again by later runs there)."""
     from phprof.api import calibrate_gpu
 
     path = work / f"calibration-{sensor}.json"
-    if reuse and path.exists():
+    if path.exists():
         return path
     fake = fake_gpu(work, "a100", 99, sensor)
     calibrate_gpu(0, quick=True, output=path, load=fake_nvml.FakeLoad(fake), library=os.environ["PHPROF_NVML_LIB"])
@@ -257,7 +258,7 @@ def main() -> None:
     tally: dict[tuple[str, str], list] = {}
     first = None
     for sensor in [x for x in args.sensors.split(",") if x]:
-        cal = None if args.no_calibration else calibration_file(work, sensor, reuse=args.reattribute)
+        cal = None if args.no_calibration else calibration_file(work, sensor)
         for seed in [int(s) for s in args.seeds.split(",") if s]:
             for how, r in zip(("none", "calibrated"), run_gpt2(work, seed, args.inferences, sensor, (None, cal)
                                                               if cal else (None,), reuse=args.reattribute)):
