@@ -21,7 +21,7 @@ NO_KERNEL_W, OUTSIDE_W = 90.0, 60.0  # inside an inference with no kernel runnin
 GPU = "NVIDIA A100-SXM4-80GB"
 
 
-def synthetic_run(steps: int = 500, seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
+def synthetic_run(steps: int = 300, seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
     """A Kineto document (steps of three layers, each one kernel, random gaps between steps)
     and the true power: breakpoints (ns) and the watts from each to the next."""
     rng = np.random.default_rng(seed)
@@ -136,6 +136,8 @@ def test_a_late_log_is_found_and_reported_not_absorbed(tmp_path, run, late_s):
     found_ms = float(shifted[0].split("clock runs ")[1].split(" ms")[0])
     assert found_ms == pytest.approx(late_s * 1e3, abs=15)
     assert not any("limit of the range" in n for n in r.notes)  # not run to the edge of the lag search
+    assert any("energy counter is read over the inferences' span shifted" in n for n in r.notes)
+    assert r.scale == pytest.approx(1.0, abs=0.01)  # the counter read on the same clock as the power
     for name, w in POWER_W.items():
         assert layer_power(r, name) == pytest.approx(w, rel=0.05)
 

@@ -88,6 +88,12 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
                                     bracket_ns=log.update_bracket_ns(device))
             notes.extend(fitted.notes)
             prior, instants = fitted.model, fitted.update_ns
+            if fitted.shift_s:  # the log's counter is on the same shifted clock as its power readings
+                shift = round(fitted.shift_s * 1e9)
+                measured = log.energy_between(device, span[0] + shift, span[1] + shift)
+                notes.extend(n for n in measured.notes if n not in notes)
+                notes.append(f"the energy counter is read over the inferences' span shifted the same "
+                             f"{fitted.shift_s * 1e3:+.0f} ms")
     windows = instant_windows(instants, watts, prior or NOMINAL_INSTANT, span)
     alternatives = None
     if fitted is not None:
