@@ -186,7 +186,7 @@ def test_too_few_updates_identify_nothing():
 
 @pytest.mark.integration
 def test_calibrate_on_the_fake_gpu_drives_the_load_records_fits_and_writes_the_file(fake_lib, tmp_path,
-                                                                                    monkeypatch):
+                                                                                    monkeypatch, gpt2_trace, copy_of):
     """`phprof calibrate`'s GPU path with the fake's power following the commanded load (quick
     schedule, ~15 s): a 50 ms / 20 ms / 40 ms-lag sensor is found, and reports pick the file up."""
     import dataclasses
@@ -211,3 +211,9 @@ def test_calibrate_on_the_fake_gpu_drives_the_load_records_fits_and_writes_the_f
     assert model.window_low_s <= 0.02 <= model.window_high_s and "calibration" in model.source
     other = find_calibration(cal.gpu, "1.0")
     assert other is not None and "driver" in other[2]  # another driver: used, with a note
+    # a report of a trace of that GPU (the session's gpt2, on the fake A100) uses it, and says so
+    from phprof import results
+
+    r = results(copy_of(gpt2_trace[0]), recompute=True, store=False)
+    assert r.notes[0].startswith(f"sensor calibration {path}") and "within the calibration's intervals" in \
+        r.sensor.source
