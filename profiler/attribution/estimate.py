@@ -272,6 +272,8 @@ def estimate_label_power(
             extra = np.zeros((len(d_label), n + 1))
             np.add.at(extra.T, after, moved.T)
             d_label = d_label + extra / np.maximum(np.append(seconds, idle_s), 1e-12)
+            if bounds is not None:  # moved, a draw is still physical
+                d_label = np.clip(d_label, *bounds)
         e_draws = d_label[:, :n] * seconds
         total = float(p_label @ np.append(seconds, idle_s))
         # a label the windows (almost) never saw has no estimate, however narrow its
