@@ -64,8 +64,8 @@ def windows_of(update_ns: np.ndarray, update_w: np.ndarray, model: SensorModel) 
     return SensorWindows(b - round(model.window_s * 1e9), b, np.asarray(update_w, float), model)
 
 
-def _busy_share(timeline: Timeline, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The share of each window [a, b] that any label was active."""
+def _busy_time(timeline: Timeline):
+    """A function of instants (ns, any shape): the time (ns) any label was active before each."""
     order = np.argsort(timeline.starts_ns)
     s, e = timeline.starts_ns[order], timeline.ends_ns[order]
     cum = np.concatenate([[0], np.cumsum(e - s)])
@@ -75,7 +75,7 @@ def _busy_share(timeline: Timeline, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         last = np.maximum(i - 1, 0)
         return np.where(i > 0, cum[i] - np.clip(e[last] - x, 0, None), 0)
 
-    return (upto(b) - upto(a)) / np.maximum(b - a, 1)
+    return upto
 
 
 def find_shift(timeline: Timeline, update_ns: np.ndarray, update_w: np.ndarray, window_s: float,
@@ -89,12 +89,14 @@ def find_shift(timeline: Timeline, update_ns: np.ndarray, update_w: np.ndarray, 
     u, y = update_ns[keep], update_w[keep] - update_w[keep].mean()
     lags = np.arange(-SHIFT_SEARCH_S, SHIFT_SEARCH_S + 1e-9, 0.002)
     w = round(max(window_s, 0.005) * 1e9)
+    upto = _busy_time(timeline)
     corr = np.empty(len(lags))
-    for i, lag in enumerate(lags):
-        x = _busy_share(timeline, u - round(lag * 1e9) - w, u - round(lag * 1e9))
-        x = x - x.mean()
-        denom = np.sqrt((x @ x) * (y @ y))
-        corr[i] = (x @ y) / denom if denom > 0 else 0.0
+    for k in range(0, len(lags), 200):  # the busy share of every update's window under 200 lags at once
+        b = u[None, :] - np.round(lags[k:k + 200] * 1e9).astype(np.int64)[:, None]
+        x = (upto(b) - upto(b - w)) / w
+        x = x - x.mean(axis=1, keepdims=True)
+        denom = np.sqrt(np.einsum("ij,ij->i", x, x) * (y @ y))
+        corr[k:k + 200] = np.where(denom > 0, x @ y / np.where(denom > 0, denom, 1), 0.0)
     best = int(np.argmax(corr))
     normal = (lags >= normal_lags_s[0]) & (lags <= normal_lags_s[1])
     inside = float(corr[normal].max()) if normal.any() else -1.0
