@@ -198,3 +198,9 @@ def test_label_powers_stay_between_idle_and_the_device_limit():
         assert 60.0 - 1e-6 <= x.power_w <= 400.0 + 1e-6, (x.label, x.power_w)
         assert x.energy.high_j <= 400.0 * x.seconds * 1.001 and x.energy.low_j >= 60.0 * x.seconds * 0.999
     assert est.total_j == pytest.approx(measured, rel=1e-9)
+    # a ceiling that binds (the labels' free fits reach above it): held on the measured scale, which
+    # the bounded fit itself moves
+    capped = estimate_label_power(timeline, windows, span, measured_j=measured, power_bounds_w=(60.0, 251.0))
+    assert max(x.power_w for x in capped.labels + [capped.idle]) <= 251.0 * (1 + 1e-9)
+    assert max(x.power_w for x in capped.labels) == pytest.approx(251.0, rel=1e-6)
+    assert capped.total_j == pytest.approx(measured, rel=1e-9)

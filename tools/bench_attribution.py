@@ -267,7 +267,7 @@ def main() -> None:
                 row = tally.setdefault((sensor, how), [[], [], [], []])
                 row[0].append(e)
                 row[1] += inside
-                row[2].append(r["max_power_w"] <= r["limit_w"])
+                row[2].append(r["max_power_w"] <= r["limit_w"] * (1 + 1e-9))  # at the limit, to float rounding
                 row[3].append(r["span_s"])
     if not args.no_adversarial:
         for anti_alias in (False, True):

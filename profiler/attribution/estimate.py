@@ -159,6 +159,12 @@ def _nnls_gram(gram: np.ndarray, rhs: np.ndarray, bounds: tuple[float, float] | 
     return lsq_linear(lower.T, c, bounds=bounds, method="bvls").x
 
 
+def _scaled_bounds(bounds_w: tuple[float, float], scale: float) -> tuple[float, float]:
+    """Power bounds on the measured scale as bounds on the sensor's (``scale``: measured / modelled)."""
+    lo, hi = bounds_w[0] / scale, bounds_w[1] / scale
+    return min(lo, hi * 0.999), hi
+
+
 def _fit(designs: list[np.ndarray], y: np.ndarray, blocks: np.ndarray, bootstrap: int, seed: int,
          bounds: tuple[float, float] | None = None):
     """NNLS powers from ``designs[0]`` (within ``bounds``), their bootstrap draws, and the RMS residual.
@@ -256,13 +262,20 @@ def estimate_label_power(
         for moved in alternatives:
             designs.append(_design(timeline.seconds_in(moved.a_ns, moved.b_ns), moved))
         bounds = None
+        all_s = np.append(seconds, idle_s)
         if power_bounds_w is not None and measured_j:
             # the bounds hold on the measured scale: the sensor's is that over the scale to the counter
             p0 = _nnls_gram(designs[0].T @ designs[0], designs[0].T @ y)
-            s0 = measured_j / max(float(p0 @ np.append(seconds, idle_s)), 1e-12)
-            lo, hi = power_bounds_w[0] / s0, power_bounds_w[1] / s0
-            bounds = (min(lo, hi * 0.999), hi)
+            s0 = measured_j / max(float(p0 @ all_s), 1e-12)
+            bounds = _scaled_bounds(power_bounds_w, s0)
         p_label, d_label, residual = _fit(designs, y, blocks, bootstrap, seed, bounds)
+        for _ in range(4 if bounds is not None else 0):
+            # the bounded fit moves the scale itself: fit again on the new one until it holds
+            s1 = measured_j / max(float(p_label @ all_s), 1e-12)
+            if abs(s1 / s0 - 1) < 1e-9:
+                break
+            s0, bounds = s1, _scaled_bounds(power_bounds_w, s1)
+            p_label, d_label, residual = _fit(designs, y, blocks, bootstrap, seed, bounds)
         if edge_s > 0 and len(timeline.labels):
             # each kind of edge (label a, then label b) has its own delay of the power behind the
             # timeline, up to edge_s either way: over it, b's time drew a's power
