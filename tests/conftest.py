@@ -150,6 +150,7 @@ class _CliRuns:
     def __init__(self) -> None:
         self.runs: dict[signal.Signals, _CliRun] = {}
         self.thread: threading.Thread | None = None
+        self.stopping = threading.Event()  # the session is ending: start no run, park none
 
     def start(self, base: Path, after: subprocess.Popen | None = None) -> None:
         if self.thread is not None:
@@ -165,18 +166,19 @@ class _CliRuns:
 
     def _run(self, after, env) -> None:
         try:
-            if after is not None:
-                try:
-                    after.wait(timeout=_JOB_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    pass
+            deadline = time.monotonic() + _JOB_TIMEOUT_S
+            while after is not None and after.poll() is None and time.monotonic() < deadline:
+                if self.stopping.wait(0.2):
+                    return
             for run in self.runs.values():
+                if self.stopping.is_set():  # a session that ended before the job did: no orphans
+                    return
                 with open(run.work / "stdout", "w") as out, open(run.work / "stderr", "w") as err:
                     run.proc = subprocess.Popen(
                         [Path(sys.executable).parent / "phprof", "trace", *INTERRUPTED_RUN, "-o", str(run.out)],
                         cwd=run.work, env=env, stdout=out, stderr=err)
             waiting, deadline = list(self.runs.values()), time.monotonic() + _CLI_TIMEOUT_S
-            while waiting:
+            while waiting and not self.stopping.is_set():
                 for run in list(waiting):
                     if run.proc.poll() is not None:
                         run.error = f"the run ended (exit {run.proc.returncode}) before writing a window: {run.stderr()}"
@@ -195,6 +197,10 @@ class _CliRuns:
                 run.parked.set()
 
     def stop(self) -> None:
+        """Kills the runs, and keeps the thread from starting any later."""
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(timeout=60)
         for run in self.runs.values():
             if run.proc is not None and run.proc.poll() is None:
                 run.proc.kill()
@@ -207,6 +213,16 @@ _CLI = _CliRuns()
 def _basetemp(config) -> Path:
     factory = getattr(config, "_tmp_path_factory", None)
     return factory.getbasetemp() if factory is not None else Path(tempfile.mkdtemp(prefix="phprof-tests-"))
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config):
+    """SIGTERM ends the session as Ctrl-C does (pytest then calls pytest_sessionfinish, which stops
+    the background processes): a CI job's timeout leaves no run behind."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def pytest_collection_finish(session):

@@ -3,7 +3,6 @@ imported traces through the library, and bad input. What the `phprof report` and
 commands print and exit with: tests/test_commands_report.py."""
 from __future__ import annotations
 
-import csv
 import json
 import re
 import shutil
@@ -30,6 +29,7 @@ from phprof.store.file import TraceNotFound
 from phprof.store.results import Role
 from phprof.tracing.importing import ClockMismatchError
 from phprof.tracing.kineto import load_kineto
+from power_logs import power_csv
 
 KINETO = Path(__file__).resolve().parents[2] / "shared" / "data" / "kineto"
 OUTSIDE = Role.OUTSIDE_MODULES.label
@@ -208,26 +208,13 @@ def test_a_damaged_file_is_refused(gpt2_trace, tmp_path):
         phprof.report(path)
 
 
-def _power_csv(path: Path, t0_ns: int, t1_ns: int, watts=lambda t: 200.0, step_ns: int = 1_000_000) -> Path:
-    """A power log on the trace's clock: instant power every step, and a counter."""
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["timestamp_ns", "power_w", "energy_j"])
-        e = 0.0
-        for t in range(t0_ns - 200_000_000, t1_ns + 200_000_000, step_ns):
-            p = watts(t)
-            e += p * step_ns / 1e9
-            w.writerow([t, f"{p:.3f}", f"{e:.6f}"])
-    return path
-
-
 @pytest.mark.integration
 def test_kernel_timeline_of_a_real_gpu_trace(tmp_path):
     """The V100 ResNet trace: kernels become the timeline, labelled by their scopes."""
     kt = load_kineto(KINETO / "v100-resnet-ns.json.gz")
     ev = kt.events
     t0, t1 = int(ev["start_ns"].min()), int(ev["end_ns"].max())
-    out = phprof.import_trace(KINETO / "v100-resnet-ns.json.gz", _power_csv(tmp_path / "p.csv", t0, t1),
+    out = phprof.import_trace(KINETO / "v100-resnet-ns.json.gz", power_csv(tmp_path / "p.csv", t0, t1),
                               tmp_path / "v.h5")
     t = load(out)
     tl = kernel_timeline(t)
@@ -253,7 +240,7 @@ def test_a_foreign_trace_is_imported_and_reported(tmp_path):
     ev = kt.events
     busy = ev[np.isin(ev["kind"], [int(k) for k in DEVICE_KINDS])]
     t0, t1 = int(ev["start_ns"].min()), int(ev["end_ns"].max())
-    csv_path = _power_csv(tmp_path / "p.csv", t0, t1)
+    csv_path = power_csv(tmp_path / "p.csv", t0, t1)
     trace_path = tmp_path / "trace.json.gz"
     shutil.copy(KINETO / "v100-resnet-ns.json.gz", trace_path)
     out = phprof.import_trace(trace_path, csv_path, tmp_path / "trace.h5")
@@ -271,7 +258,7 @@ def test_a_foreign_trace_is_imported_and_reported(tmp_path):
     text = phprof.render(again, "text")
     assert "per 1,000 inferences" in text and "static / active" not in text
     # a power log on another clock is refused with both ranges named
-    bad = _power_csv(tmp_path / "bad.csv", t0 + 86400 * 10**9, t1 + 86400 * 10**9)
+    bad = power_csv(tmp_path / "bad.csv", t0 + 86400 * 10**9, t1 + 86400 * 10**9)
     with pytest.raises(ClockMismatchError, match="UTC"):
         phprof.import_trace(trace_path, bad, tmp_path / "x.h5")
     assert not (tmp_path / "x.h5").exists()

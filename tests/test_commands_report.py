@@ -3,21 +3,19 @@ exit with, on good and bad input. The figures themselves are tested through the 
 (tests/test_attribute.py, tests/test_frames.py)."""
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from phprof import load
 from phprof.commands import main
 from phprof.energy import Method
-from phprof.store import DEVICE_KINDS
 from phprof.tracing.kineto import load_kineto
+from power_logs import power_csv
 
 KINETO = Path(__file__).resolve().parents[2] / "shared" / "data" / "kineto"
 
@@ -87,48 +85,27 @@ def test_a_damaged_file_is_refused(gpt2_trace, tmp_path):
     assert r.exit_code == 1 and "Error" in r.output and "Traceback" not in r.output
 
 
-def _power_csv(path: Path, t0_ns: int, t1_ns: int, watts=lambda t: 200.0, step_ns: int = 1_000_000) -> Path:
-    """A power log on the trace's clock: instant power every step, and a counter."""
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["timestamp_ns", "power_w", "energy_j"])
-        e = 0.0
-        for t in range(t0_ns - 200_000_000, t1_ns + 200_000_000, step_ns):
-            p = watts(t)
-            e += p * step_ns / 1e9
-            w.writerow([t, f"{p:.3f}", f"{e:.6f}"])
-    return path
-
-
 @pytest.mark.integration
 def test_attribute_command_on_a_foreign_trace(tmp_path):
-    """`phprof attribute` with the V100 trace and a power log whose power follows the
-    kernels: the kernels get energy, the total is the log's."""
+    """`phprof attribute` writes the imported trace beside the Kineto file and prints its report;
+    what the import finds is tested from the library (test_attribute.py)."""
     kt = load_kineto(KINETO / "v100-resnet-ns.json.gz")
-    ev = kt.events
-    busy = ev[np.isin(ev["kind"], [int(k) for k in DEVICE_KINDS])]
-    t0, t1 = int(ev["start_ns"].min()), int(ev["end_ns"].max())
-    csv_path = _power_csv(tmp_path / "p.csv", t0, t1)
+    t0, t1 = int(kt.events["start_ns"].min()), int(kt.events["end_ns"].max())
+    csv_path = power_csv(tmp_path / "p.csv", t0, t1)
     trace_path = tmp_path / "trace.json.gz"
     shutil.copy(KINETO / "v100-resnet-ns.json.gz", trace_path)
     r = CliRunner().invoke(main, ["attribute", str(trace_path), str(csv_path), "--json"])
     assert r.exit_code == 0, r.output
     data = json.loads(r.output[r.output.index("{"):])
-    s = data["summary"]
-    assert s["timeline"] == "device kernels" and s["inferences"] == 5
-    assert len(data["tables"]["kernels"]["name"]) > 10
-    # 200 W flat: energy over the inferences' span is 200 W x the span
-    assert s["total"]["joules"] == pytest.approx(200.0 * s["span_s"], rel=0.01)
-    assert len(busy)  # the trace has device work
+    assert data["summary"]["timeline"] == "device kernels" and data["summary"]["inferences"] == 5
     assert (tmp_path / "trace.h5").exists()
-    # a second report reads the stored results back, figures the import could not know (idle power) included
     again = CliRunner().invoke(main, ["report", str(tmp_path / "trace.h5")])
-    assert again.exit_code == 0, again.output
-    assert "per 1,000 inferences" in again.output and "static / active" not in again.output
-    # a power log on another clock is refused with both ranges named
-    bad = _power_csv(tmp_path / "bad.csv", t0 + 86400 * 10**9, t1 + 86400 * 10**9)
+    assert again.exit_code == 0 and "per 1,000 inferences" in again.output, again.output
+    # a power log on another clock: one Error: line naming the clock, no file
+    bad = power_csv(tmp_path / "bad.csv", t0 + 86400 * 10**9, t1 + 86400 * 10**9)
     r = CliRunner().invoke(main, ["attribute", str(trace_path), str(bad), "-o", str(tmp_path / "x.h5")])
-    assert r.exit_code == 1 and "UTC" in r.output
+    assert r.exit_code == 1 and "UTC" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "x.h5").exists()
 
 
 @pytest.mark.integration

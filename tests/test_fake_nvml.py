@@ -8,6 +8,7 @@ watts and integer ns, so they are exact integers in nJ.
 import bisect
 import ctypes
 import gc
+import importlib.util
 import json
 import math
 import os
@@ -539,6 +540,8 @@ def test_defaults_match_the_a100_preset(fake_lib, tmp_path):
             assert lib.nvmlDeviceGetArchitecture(h, ctypes.byref(value)) == 0 and value.value == info.architecture
             assert lib.nvmlDeviceGetPowerManagementLimit(h, ctypes.byref(value)) == 0
             assert value.value == info.power_limit_w * 1000
+            memory = (ctypes.c_ulonglong * 3)()  # total, free, used
+            assert lib.nvmlDeviceGetMemoryInfo(h, memory) == 0 and memory[0] == info.memory_total_bytes
         finally:
             lib.nvmlShutdown()
 
@@ -651,22 +654,156 @@ def test_reads_during_writes_from_another_process_are_consistent(fake, fake_lib,
     assert not fake.overrun(0)
 
 
-def test_without_state_env_nvml_is_one_idle_a100(fake_lib):
-    env = {k: v for k, v in os.environ.items() if k != "PHPROF_FAKE_NVML_STATE"}
-    out = run_python(f"""
-        import ctypes
-        lib = ctypes.CDLL({str(fake_lib)!r})
-        assert lib.nvmlInit_v2() == 0
-        n, h, mw, name = ctypes.c_uint(), ctypes.c_void_p(), ctypes.c_uint(), ctypes.create_string_buffer(96)
-        assert lib.nvmlDeviceGetCount_v2(ctypes.byref(n)) == 0
-        assert lib.nvmlDeviceGetHandleByIndex_v2(0, ctypes.byref(h)) == 0
-        assert lib.nvmlDeviceGetName(h, name, 96) == 0
-        assert lib.nvmlDeviceGetPowerUsage(h, ctypes.byref(mw)) == 0
-        print(n.value, name.value.decode(), mw.value, sep=",")
-    """, env).stdout.strip()
-    count, name, mw = out.split(",")
-    assert count == "1" and name == "NVIDIA A100-SXM4-80GB"
-    assert abs(int(mw) / 60_000 - 1) < 0.05
+def test_a_process_without_the_state_sees_no_gpu(fake, fake_lib):
+    """A subprocess not given the fake's state gets NVML's no-driver error, never another GPU:
+    through ctypes, through pynvml (which loads the library by name, as the peers do), and from
+    the nvidia-smi stand-in (whose --help still works, as the real one's does)."""
+    env = {**os.environ, **fake.env}
+    del env["PHPROF_FAKE_NVML_STATE"]
+    proc = run_python(f"import ctypes; print(ctypes.CDLL({str(fake_lib)!r}).nvmlInit_v2())", env)
+    assert proc.stdout.strip() == "9"  # NVML_ERROR_DRIVER_NOT_LOADED
+    assert "PHPROF_FAKE_NVML_STATE is not set" in proc.stderr and "FakeNvml.env" in proc.stderr
+    if importlib.util.find_spec("pynvml"):
+        proc = run_python("""
+            import pynvml
+            try:
+                pynvml.nvmlInit()
+            except pynvml.NVMLError_DriverNotLoaded as e:
+                print("error:", e)
+        """, env)
+        assert proc.stdout.strip() == "error: Driver Not Loaded"
+    smi = subprocess.run(["nvidia-smi", "-L"], env=env, capture_output=True, text=True, timeout=60)
+    assert smi.returncode == 9 and "couldn't communicate with the NVIDIA driver" in smi.stdout
+    smi = subprocess.run(["nvidia-smi", "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert smi.returncode == 0 and "--query-gpu" in smi.stdout
+    # with the state, the same subprocess sees the test's GPUs
+    smi = subprocess.run(["nvidia-smi", "-L"], env={**os.environ, **fake.env}, capture_output=True, text=True,
+                         timeout=60)
+    assert smi.returncode == 0 and smi.stdout.count("NVIDIA A100-SXM4-80GB") == 2
+
+
+# -- what CodeCarbon and Zeus ask for ------------------------------------------------------------
+
+PEER_CALLS = json.loads((REPO / "tests" / "data" / "peer_nvml_calls.json").read_text())
+GIB = 1 << 30
+
+
+@pytest.fixture
+def pynvml_on_fake(fake, fake_lib):
+    """pynvml in this process, on the fake library (as tools/peers.py points the peers at it)."""
+    pynvml = pytest.importorskip("pynvml", reason="nvidia-ml-py (pynvml) is not installed")
+    if pynvml.nvmlLib is None:
+        pynvml.nvmlLib = ctypes.CDLL(str(fake_lib))
+    elif Path(pynvml.nvmlLib._name).resolve() != fake_lib.resolve():
+        pytest.fail(f"pynvml already loaded {pynvml.nvmlLib._name} in this process")
+    pynvml.nvmlInit()
+    yield pynvml
+    pynvml.nvmlShutdown()
+
+
+def _replay_checks(fake, pid, t0):
+    """What each call the peers make must return from device 0 of `fake`, which has drawn 230 W
+    for a second (utilisation (230 - 60) / (400 - 60) = 50%, 30 C + 0.1 C/W * 230 W = 53 C) and
+    runs one compute process holding 3 GiB."""
+    info = fake_nvml.PRESET_DEVICES["a100"]
+    total = info.memory_total_bytes
+
+    def near_230w(mw):  # a power field: 1% noise, one update
+        return abs(mw / 230_000 - 1) < 0.05
+
+    return {
+        "nvmlInit": lambda r: r is None,
+        "nvmlDeviceGetCount": lambda r: r == 2,
+        "nvmlDeviceGetHandleByIndex": lambda r: r is not None,
+        "nvmlDeviceGetName": lambda r: r == info.name,
+        "nvmlDeviceGetUUID": lambda r: r.startswith("GPU-fake-"),
+        "nvmlDeviceGetEnforcedPowerLimit": lambda r: r == info.power_limit_w * 1000,
+        "nvmlDeviceGetMemoryInfo": lambda r: (r.total, r.used, r.free) == (total, 3 * GIB, total - 3 * GIB),
+        "nvmlDeviceGetTotalEnergyConsumption": lambda r: fake.counter_at(0, t0) <= r <= fake.counter_at(0, time.time_ns()),
+        "nvmlDeviceGetTemperature": lambda r: r == 53,
+        "nvmlDeviceGetPowerUsage": near_230w,
+        "nvmlDeviceGetUtilizationRates": lambda r: (r.gpu, r.memory) == (50, 50),
+        "nvmlDeviceGetComputeMode": lambda r: r == 0,
+        "nvmlDeviceGetComputeRunningProcesses": lambda r: [(p.pid, p.usedGpuMemory) for p in r] == [(pid, 3 * GIB)],
+        "nvmlDeviceGetGraphicsRunningProcesses": lambda r: r == [],
+        "nvmlDeviceGetC2cModeInfoV": lambda r: r.isC2cEnabled == 0,
+        "nvmlDeviceGetArchitecture": lambda r: r == info.architecture,
+        "nvmlDeviceGetFieldValues": lambda r: len(r) == 1 and r[0].nvmlReturn == 0 and near_230w(r[0].value.uiVal),
+    }
+
+
+def test_every_call_codecarbon_and_zeus_make_is_answered_consistently(fake, pynvml_on_fake):
+    """Replays the calls CodeCarbon and Zeus were recorded making (tests/data/peer_nvml_calls.json;
+    tests/test_peers.py checks that the installed peers still make exactly these) and checks
+    each answer against the fake's device: no peer needs to be installed."""
+    from fake_nvml.recorder import replay
+
+    pynvml = pynvml_on_fake
+    pid = os.getpid()
+    fake.set_processes(0, [(pid, 3 * GIB)])
+    t0 = time.time_ns()
+    fake.set_power(0, 230.0)
+    time.sleep(1.0)  # the temperature follows the mean power over the last second
+    handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(2)]
+    checks = _replay_checks(fake, pid, t0)
+    assert {"codecarbon", "zeus"} <= set(PEER_CALLS)
+    for peer in ("codecarbon", "zeus"):
+        for entry in PEER_CALLS[peer]:
+            assert entry["call"] in checks, f"{peer} calls {entry['call']}: add what it must return"
+            result = replay(entry, handles)
+            assert checks[entry["call"]](result), (peer, entry, result)
+    # the recorded C entry points are all exported
+    lib = ctypes.CDLL(str(fake.lib_path))
+    for entry in PEER_CALLS["codecarbon"] + PEER_CALLS["zeus"]:
+        for symbol in entry["symbols"]:
+            assert hasattr(lib, symbol), symbol
+
+
+def test_utilisation_memory_and_processes_follow_the_device(fake, pynvml_on_fake):
+    pynvml = pynvml_on_fake
+    h = pynvml.nvmlDeviceGetHandleByIndex(1)
+    # at idle since the state was made: nothing running, nothing used
+    assert pynvml.nvmlDeviceGetUtilizationRates(h).gpu == 0
+    assert pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU) == round(30 + 0.1 * 60)
+    assert pynvml.nvmlDeviceGetTemperatureV(h, pynvml.NVML_TEMPERATURE_GPU) == round(30 + 0.1 * 60)
+    assert pynvml.nvmlDeviceGetMemoryInfo(h).used == 0
+    assert pynvml.nvmlDeviceGetComputeRunningProcesses(h) == []
+    fake.set_processes(1, [(11, GIB), (12, 2 * GIB)])
+    fake.set_processes(1, [(13, GIB // 2)], kind="graphics")
+    m = pynvml.nvmlDeviceGetMemoryInfo(h)
+    assert m.used == 3 * GIB + GIB // 2 and m.free == m.total - m.used
+    v2 = pynvml.nvmlDeviceGetMemoryInfo(h, version=pynvml.nvmlMemory_v2)
+    assert (v2.total, v2.used, v2.free) == (m.total, m.used, m.free)
+    assert [(p.pid, p.usedGpuMemory) for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h)] == [(11, GIB), (12, 2 * GIB)]
+    assert [p.pid for p in pynvml.nvmlDeviceGetGraphicsRunningProcesses(h)] == [13]
+    assert [p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses_v2(h)] == [11, 12]
+    fake.set_memory_total(1, 40 * GIB)
+    assert pynvml.nvmlDeviceGetMemoryInfo(h).total == 40 * GIB
+    with pytest.raises(ValueError, match="at most 16"):
+        fake.set_processes(1, [(i, 1) for i in range(17)])
+    # a full-power second: utilisation at the limit is 100%, and clamps there
+    fake.set_power(1, 500.0)
+    time.sleep(0.2)  # longer than the 1/6 s sample period
+    assert pynvml.nvmlDeviceGetUtilizationRates(h).gpu == 100
+    with pytest.raises(pynvml.NVMLError_InvalidArgument):
+        pynvml.nvmlDeviceGetTemperature(h, 1)  # not a sensor
+
+
+def test_nvidia_smi_stand_in_answers_from_nvml(fake):
+    fake.set_processes(0, [(os.getpid(), 5 * GIB)])
+    env = {**os.environ, **fake.env}
+    q = subprocess.run(["nvidia-smi", "--query-gpu=index,name,memory.used,memory.total,enforced.power.limit",
+                        "--format=csv,noheader,nounits"], env=env, capture_output=True, text=True, timeout=60)
+    assert q.returncode == 0, q.stdout + q.stderr
+    assert q.stdout.splitlines() == ["0, NVIDIA A100-SXM4-80GB, 5120, 81920, 400.00",
+                                     "1, NVIDIA A100-SXM4-80GB, 0, 81920, 400.00"]
+    q = subprocess.run(["nvidia-smi", "--query-gpu=power.draw", "--format=csv", "-i", "1"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert q.returncode == 0 and q.stdout.splitlines()[0] == "power.draw [W]"
+    assert abs(float(q.stdout.splitlines()[1].split()[0]) / 60 - 1) < 0.05
+    for bad in (["--query-gpu=bogus", "--format=csv"], ["--frobnicate"], ["--query-gpu=name", "--format=xml"]):
+        q = subprocess.run(["nvidia-smi", *bad], env=env, capture_output=True, text=True, timeout=60)
+        assert q.returncode == 2, bad
 
 
 def test_layout_mismatch_fails_init_with_a_clear_message(fake, fake_lib, tmp_path):

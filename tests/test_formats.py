@@ -2,7 +2,6 @@
 and the one registry that picks a view's format (``phprof.render``: by name, by file name)."""
 from __future__ import annotations
 
-import csv
 import json
 import re
 import shutil
@@ -20,6 +19,7 @@ from phprof.render.frames import frame_tree
 from phprof.store import DEVICE_KINDS, Kind
 from phprof.store.results import Role
 from phprof.tracing.kineto import load_kineto
+from power_logs import power_csv
 
 DATA = Path(__file__).resolve().parent / "data"
 KINETO = Path(__file__).resolve().parents[2] / "shared" / "data" / "kineto"
@@ -152,17 +152,9 @@ def test_an_empty_tree_is_still_a_valid_file(speedscope_schema):
 # ---------------------------------------------------------------- perfetto
 
 
-def _power_csv(path: Path, t0_ns: int, t1_ns: int, step_ns: int = 1_000_000) -> Path:
+def _power_csv(path: Path, t0_ns: int, t1_ns: int) -> Path:
     """Instant power every ms on the trace's clock, 200 W and 250 W alternating every 7 ms."""
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["timestamp_ns", "power_w", "energy_j"])
-        e = 0.0
-        for i, t in enumerate(range(t0_ns - 200_000_000, t1_ns + 200_000_000, step_ns)):
-            p = 200.0 + 50.0 * ((i // 7) % 2)
-            e += p * step_ns / 1e9
-            w.writerow([t, f"{p:.3f}", f"{e:.6f}"])
-    return path
+    return power_csv(path, t0_ns, t1_ns, watts=lambda i, t: 200.0 + 50.0 * ((i // 7) % 2))
 
 
 @pytest.fixture(scope="module")

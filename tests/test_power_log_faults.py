@@ -125,7 +125,7 @@ def test_an_on_time_log_of_a_known_gpu_is_fitted_and_says_which_model(tmp_path, 
         assert layer_power(r, name) == pytest.approx(w, rel=0.05)
     text = phprof.render(report, "text")
     assert "101.0 ms" in text or "101 ms" in text
-    assert "one counter update at each end" in text  # what the total's +- is
+    assert "(the counter's updates around each end)" in text  # what the total's +- is
 
 
 @pytest.mark.parametrize("late_s", [0.3, 1.0])

@@ -14,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytestmark = pytest.mark.integration  # real (tiny) models, and the fake GPU sampled in real time
@@ -81,8 +80,12 @@ def test_recording_from_python_runs_as_written(fake, fake_lib, monkeypatch):
     (block,) = _blocks("Recording from Python")
     monkeypatch.setenv("PHPROF_NVML_LIB", str(fake_lib))
     fake.set_power(0, 250.0)
-    namespace = {"run_the_model": lambda: time.sleep(0.5)}
+    namespace = {"run_the_model": lambda: time.sleep(0.5), "run_a_step": lambda: time.sleep(0.03)}
     exec(compile(block, str(README), "exec"), namespace)
-    total = namespace["total"]
+    total, rec = namespace["total"], namespace["rec"]
     assert total.measured and total.energy.method_text == "energy counter"
-    assert total.joules == pytest.approx(250.0 * total.seconds, abs=np.ceil(total.uncertainty_j) + 1.0)
+    assert total.low_j <= fake.true_energy(0, rec.start_ns, rec.end_ns) <= total.high_j
+    windows = rec.energies("gpu0")
+    assert list(windows) == ["step0", "step1", "step2"]
+    for name, m in windows.items():
+        assert m.low_j <= fake.true_energy(0, *rec.windows[name]) <= m.high_j

@@ -73,7 +73,7 @@ def _levels_until(fake, stop: threading.Event, devices=(0,), period_s=0.004, see
         time.sleep(period_s)
 
 
-def _sample(source, enough, fake=None, devices=(0,), what="enough readings"):
+def _record(source, enough, fake=None, devices=(0,), what="enough readings"):
     """Records `source` (while, optionally, the true power moves) until `enough(log so far)`
     holds: however slowly a loaded machine samples, the test gets the data it needs."""
     stop = threading.Event()
@@ -92,7 +92,12 @@ def _sample(source, enough, fake=None, devices=(0,), what="enough readings"):
         stop.set()
         if mover:
             mover.join()
-    return rec.log
+    return rec
+
+
+def _sample(source, enough, fake=None, devices=(0,), what="enough readings"):
+    """:func:`_record`'s log."""
+    return _record(source, enough, fake, devices, what).log
 
 
 def _span_s(log, seconds):
@@ -183,25 +188,27 @@ def test_the_fake_clock_sees_what_the_native_sampler_sees(fake, fake_lib):
         assert abs(er.joules - truth) <= er.uncertainty_j and abs(es.joules - truth) <= es.uncertainty_j
 
 
-def test_the_counter_gives_the_true_energy_within_the_uncertainty_it_states(fake):
-    """The power log's counter arithmetic, on the fake clock: over the whole log and over any
-    span inside it, the energy is the fake's true energy within the uncertainty it states (one
-    counter update at each end), under levels that move every 4 ms."""
+def test_the_counter_gives_the_true_energy_within_the_bound_it_states(fake):
+    """The power log's counter arithmetic, on the fake clock: over the whole log (between the
+    counter's first and last updates) and over any span inside it, the fake's true energy lies
+    in the bound stated (the updates around each end), under levels that move every 4 ms."""
     start = time.time_ns() + 100_000_000
     end = _schedule_levels(fake, start, 3.0)
     log = sampling.power_log(fake, start - 50_000_000, end + 50_000_000)
     e = log.of("gpu0.energy")
     total = log.energy("gpu0")
     assert total.method is Method.COUNTER and total.measured and total.energy.method_text == "energy counter"
-    truth = fake.true_energy(0, int(e["t_before_ns"][0]), int(e["t_after_ns"][-1]))
-    assert 0 < total.uncertainty_j <= 2 * 0.02 * 400  # a 20 ms update at <= 400 W at each end
-    assert abs(total.joules - truth) <= total.uncertainty_j
+    updates = fake.update_times(0, "energy", int(e["t_after_ns"][0]), int(e["t_before_ns"][-1]))
+    truth = fake.true_energy(0, int(updates[0]), int(updates[-1]))
+    assert total.low_j <= truth <= total.high_j and total.high_j - total.low_j == pytest.approx(0.002)  # a mJ each end
+    update_j = 0.02 * 400  # a 20 ms update at <= 400 W
     rng = np.random.default_rng(1)
     spans = np.sort(rng.integers(start, end, (200, 2)), axis=1)
     for a, b in spans:
         m = log.energy_between("gpu0", int(a), int(b))
-        assert m.method is Method.COUNTER and m.uncertainty_j <= 2 * 0.02 * 400
-        assert abs(m.joules - fake.true_energy(0, int(a), int(b))) <= m.uncertainty_j, (a, b)
+        assert m.method is Method.COUNTER and 0 < m.high_j - m.low_j <= 4 * update_j + 0.002  # <= 2 each end
+        assert m.low_j <= fake.true_energy(0, int(a), int(b)) <= m.high_j, (a, b)
+        assert m.low_j <= m.joules <= m.high_j
 
 
 @integration
@@ -225,13 +232,21 @@ def test_energy_readings_are_the_fake_counter_exactly(fake, fake_lib):
     fake_diff = {b - a for a in _possible_counter(fake, 0, first["t_before_ns"], first["t_after_ns"])
                  for b in _possible_counter(fake, 0, last["t_before_ns"], last["t_after_ns"])}
     assert int(last["value"] - first["value"]) in fake_diff
-    # and the energy over the run is the true energy, within the uncertainty it states
+    # the log's energy is the counter's, between its first and last updates: the true
+    # energy between those instants, to the counter's unit
     total = log.energy("gpu0")
     assert total.method is Method.COUNTER and total.energy.method_text == "energy counter" and total.measured
-    truth = fake.true_energy(0, int(first["t_before_ns"]), int(last["t_after_ns"]))
-    assert 0 < total.uncertainty_j < 0.05 * truth
-    assert total.uncertainty_j <= max_uncertainty_j + 1e-9
-    assert abs(total.joules - truth) <= total.uncertainty_j
+    updates = fake.update_times(0, "energy", int(first["t_after_ns"]), int(last["t_before_ns"]))
+    truth = fake.true_energy(0, int(updates[0]), int(updates[-1]))
+    assert total.low_j <= truth <= total.high_j and total.high_j - total.low_j == pytest.approx(0.002)
+    # its span runs between those updates' instants, each known to within its bracket
+    lo, hi = value_changes(e)
+    assert abs(total.seconds - (updates[-1] - updates[0]) / 1e9) <= ((hi - lo)[0] + (hi - lo)[-1]) / 2e9 + 1e-9
+    # a span of the run: within the updates around each end
+    a, b = int(first["t_after_ns"]) + 50_000_000, int(last["t_before_ns"]) - 50_000_000
+    span = log.energy_between("gpu0", a, b)
+    assert span.low_j <= fake.true_energy(0, a, b) <= span.high_j
+    assert 0 < span.high_j - span.low_j <= 2 * max_uncertainty_j + 0.002
 
 
 @integration
@@ -294,8 +309,9 @@ def test_two_gpus_are_sampled_together(fake, fake_lib):
                          for d in (0, 1)))
     wait_until(lambda: time.time_ns() >= ready, "the sensors showing the new levels")
     t0 = time.time_ns()
-    log = _sample(NvmlSource(gpus=[0, 1], library=str(fake_lib)), lambda log: _span_s(log, 0.8), what="0.8 s")
+    rec = _record(NvmlSource(gpus=[0, 1], library=str(fake_lib)), lambda log: _span_s(log, 0.8), what="0.8 s")
     t1 = time.time_ns()
+    log = rec.log
     assert log.devices == ["gpu0", "gpu1"]
     for dev, watts in (("gpu0", 100.0), ("gpu1", 300.0)):
         r = log.of(f"{dev}.energy")
@@ -303,11 +319,13 @@ def test_two_gpus_are_sampled_together(fake, fake_lib):
         # one poll reads every channel: the two GPUs share poll numbers
         assert set(r["seq"]) == set(log.of("gpu0.energy")["seq"])
         assert abs(np.median(p["value"][len(p) // 2 :]) / 1e3 - watts) < 0.05 * watts
-        total = log.energy(dev)
-        truth = fake.true_energy(int(dev[-1]), int(r["t_before_ns"][0]), int(r["t_after_ns"][-1]))
-        # the counter steps every 20 ms: the uncertainty is one step at each end
-        assert total.uncertainty_j == pytest.approx(2 * watts * 0.02, rel=0.05)
-        assert abs(total.joules - truth) <= total.uncertainty_j
+        total = rec.energy(dev)  # the recording's body
+        truth = fake.true_energy(int(dev[-1]), rec.start_ns, rec.end_ns)
+        # the counter steps every 20 ms: the bound is one step at each end (and a mJ each),
+        # two at an end that falls between the reads around an update
+        assert 2 * watts * 0.02 * 0.95 <= total.high_j - total.low_j <= 4 * watts * 0.02 * 1.05
+        assert total.low_j <= truth <= total.high_j
+        assert abs(total.joules - truth) < 0.01 * truth
     assert t0 <= log.readings["t_before_ns"].min() and log.readings["t_after_ns"].max() <= t1
 
 
@@ -529,13 +547,14 @@ def test_counter_reset_is_recorded_and_bridged(fake, fake_lib):
     assert (np.diff(e["value"]) < 0).sum() == 1
     total = log.energy("gpu0")
     assert total.counter_resets == 1 and any("reset" in n for n in total.notes)
-    truth = fake.true_energy(0, int(e["t_before_ns"][0]), int(e["t_after_ns"][-1]))
-    # the stated uncertainty (one counter update at each end) plus what the reset hid: the
-    # energy from the last update read before it to the reset itself, i.e. at most one more
-    # update and the time from the last reading before the reset to the reset
+    updates = fake.update_times(0, "energy", int(e["t_after_ns"][0]), int(e["t_before_ns"][-1]))
+    truth = fake.true_energy(0, int(updates[0]), int(updates[-1]))
+    # between the first and last updates, to a unit, less what the reset hid: the energy from
+    # the last update read before it to the reset itself, i.e. at most one more update and the
+    # time from the last reading before the reset to the reset
     before = e[np.flatnonzero(np.diff(e["value"]) < 0)[0]]
     hidden_s = 0.02 + (reset - int(before["t_before_ns"])) / 1e9
-    assert abs(total.joules - truth) <= total.uncertainty_j + hidden_s * 150
+    assert total.low_j <= truth <= total.high_j + hidden_s * 150
 
 
 def test_change_instants_of_integer_times():
@@ -570,7 +589,8 @@ def test_a_counter_reset_to_zero_and_read_as_zero_is_bridged():
     log = PowerLog("nvml", (Channel("gpu0.energy", "gpu0", "energy", "mJ", "test counter"),), r)
     total = log.energy("gpu0")
     assert total.method is Method.COUNTER and total.counter_resets == 1 and any("reset" in n for n in total.notes)
-    assert total.joules == pytest.approx(0.7, abs=total.uncertainty_j)  # 400 mJ before the reset, 300 after
+    # from the first update (100 mJ) to the last: 300 mJ more before the reset, 300 after it
+    assert total.joules == pytest.approx(0.6) and (total.low_j, total.high_j) == pytest.approx((0.599, 0.601))
 
 
 @integration

@@ -130,10 +130,13 @@ def test_the_update_probe_shows_the_101_ms_period():
     assert period == pytest.approx(0.101, abs=0.001) and jitter < 0.008
 
 
-def synthetic_log(fake, cycle_s: float, seconds: float = 8.0, poll_s: float = 0.005):
-    """A square wave of ``cycle_s`` on the fake and its instant field polled every ``poll_s``,
-    read off the fake's sensor model without waiting for real time."""
-    t0 = time.time_ns() + 1_000_000_000
+def synthetic_log(fake, cycle_s: float, seconds: float = 8.0, poll_s: float = 0.001):
+    """A square wave of ``cycle_s`` on the fake and its instant field polled every ``poll_s``
+    (as phprof's sampler polls), read off the fake's sensor model without waiting for real
+    time; the wave starts 37 ms after an update 1-1.1 s ahead, so it stands the same way to the
+    sensor's grid every time."""
+    k = fake.update_index_at(0, "power_instant", time.time_ns() + 1_000_000_000)
+    t0 = fake.update_visible_at(0, "power_instant", k) + 37_000_000
     n = int(seconds / cycle_s)
     end = fake.square_wave(0, 250.0, 70.0, cycle_s, 0.5, t0, n)
     ts = np.arange(t0 - 500_000_000, end + 500_000_000, round(poll_s * 1e9))

@@ -119,15 +119,13 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
                      "the run: a sensor with a gain or offset error (calibrate it against a meter: `phprof calibrate "
                      "--from-log ... --meter`), a sensor model that does not fit (see the residual), or a power log "
                      "that is not of this device")
-    u = measured.uncertainty_j
     if measured.joules is None:
         total = Energy(est.total_j, method=Method.ESTIMATE_SUM)
-    else:
-        total = Energy(est.total_j, None if u is None else est.total_j - u, None if u is None else est.total_j + u,
-                       measured.method, measured.detail, bound=True)
+    else:  # the estimate is scaled to the measured total: the measurement's bound is the total's
+        total = Energy(est.total_j, measured.low_j, measured.high_j, measured.method, measured.detail, bound=True)
     sensor = prior if updates is not None else None
-    return _results(trace, timeline, what, span, est=est, device=device, total=total, total_uncertainty_j=u,
-                    sensor=sensor, idle_w=idle_w, notes=notes + est.notes)
+    return _results(trace, timeline, what, span, est=est, device=device, total=total,
+                    total_uncertainty_j=measured.uncertainty_j, sensor=sensor, idle_w=idle_w, notes=notes + est.notes)
 
 
 def default_sensor(gpu_name: str, field: str, notes: list[str]) -> SensorModel:

@@ -73,9 +73,10 @@ def _echo_summary(s) -> None:
         click.echo("energy: not measured (the run had no power source; `phprof devices` lists this machine's)")
     else:
         j = s.joules_per_inference
-        pm = "" if e.uncertainty_j is None else f" +- {e.uncertainty_j:.2g}"
+        pm = f" +- {e.uncertainty_j:.2g} J" if e.uncertainty_j is not None else \
+            " J" if e.low_j is None else f" J (at least {e.low_j:.4g} J, no upper bound)"
         gaps = s.span_s - s.inference_s
-        click.echo(f"energy: {e.joules:.4g}{pm} J over the profiler windows' {s.span_s:.2f} s ({e.kind}: "
+        click.echo(f"energy: {e.joules:.4g}{pm} over the profiler windows' {s.span_s:.2f} s ({e.kind}: "
                    f"{e.energy.method_text}, {e.device}), {gaps:.2f} s between inferences included")
         click.echo(f"  that is {j:.4g} J per inference, {j * 1000:.4g} J = {j * 1000 / 3.6e6:.3g} kWh per 1,000, "
                    "gaps included; `phprof report` gives the inferences' own")

@@ -34,9 +34,13 @@ def summary_lines(r: Results, roll: Rollups) -> list[tuple[str, str]]:
     total = r.total
     if r.total_measured:
         unc = r.total_uncertainty_j
-        run = joules(total.joules) + ("" if unc is None else f" +- {joules(unc)} (one counter update at each end "
-                                                             "of the span)") + \
-            f", measured ({total.method_text})"
+        if unc is not None:
+            bound = f" +- {joules(unc)} (the counter's updates around each end)"
+        elif total.low_j is not None:
+            bound = f" (at least {joules(total.low_j)}: no counter update after the end bounds it above)"
+        else:
+            bound = ""
+        run = joules(total.joules) + bound + f", measured ({total.method_text})"
     else:
         run = f"{amount(total)}, estimated ({total.method_text})"
     sensor = r.sensor

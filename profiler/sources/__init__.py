@@ -5,7 +5,9 @@ logs recorded elsewhere (``csvlog``).
     from phprof.sources import NvmlSource, recording
     with recording(NvmlSource(gpus=[0])) as rec:
         run_the_model()
-    print(rec.log.energy("gpu0"))
+        with rec.window("step"):        # short spans: windows of the one recording
+            run_a_step()
+    print(rec.energy("gpu0"), rec.energy("gpu0", "step"))
 
 What is known of each GPU family's sensors, and the model of a windowed
 sensor, are in ``phprof.sources.sensors``.
@@ -14,9 +16,9 @@ from __future__ import annotations
 
 import time
 
-from ..errors import PhprofError
 from .base import (
     READING_DTYPE,
+    SETTLE_S,
     Availability,
     BehaviourTally,
     Channel,
@@ -25,6 +27,7 @@ from .base import (
     PowerLog,
     PowerSource,
     Recording,
+    SourceError,
     change_instants,
     observed_behaviour,
     recording,
@@ -41,10 +44,6 @@ SOURCES: dict[str, type[PowerSource]] = {
     RaplSource.name: RaplSource,
     TimeOnlySource.name: TimeOnlySource,
 }
-
-
-class SourceError(PhprofError):
-    """A power source that cannot be opened as asked."""
 
 
 def probe_all() -> list[Availability]:
@@ -102,6 +101,7 @@ def measure(seconds: float, found: list[Availability] | None = None, progress=No
 __all__ = [
     "NOMINAL_INSTANT",
     "READING_DTYPE",
+    "SETTLE_S",
     "SOURCES",
     "Availability",
     "BehaviourTally",

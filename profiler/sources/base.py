@@ -9,15 +9,24 @@ record layout, declared once by the native sampler (``READING_DTYPE``).
 A :class:`PowerLog` is a span of readings with the channel table and the
 (monotonic, realtime) clock pairs taken around it. It knows how to turn a
 device's readings into the energy over a span (a :class:`Measurement`),
-and says how it did so: from an energy counter (measured), or by integrating
-a power gauge (an estimate when the sensor only sees part of the time), or
-not at all.
+and says how it did so: from an energy counter (measured, with a bound that
+holds the truth), or by integrating a power gauge (an estimate when the
+sensor only sees part of the time), or not at all.
+
+Short spans: a counter updates every 10-100 ms, so a span of a few tens of
+ms is known only to within the updates around its ends. The way to measure
+many short spans is one recording and many windows (:meth:`Recording.window`,
+or :meth:`PowerLog.energy_between` on one log): each window's estimate then
+interpolates between updates the recording saw on both sides, and its bound
+is as tight as the counter allows. A recording per window must wait, when it
+ends, for the counter's next updates (``recording(settle_s=...)``).
 """
 from __future__ import annotations
 
 import errno
 import os
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -27,7 +36,15 @@ import numpy as np
 
 from ..clock import clock_pair
 from ..energy import Energy, Method
+from ..errors import PhprofError
 from .sensors import SensorModel
+
+# How long stop(settle_s=...) and recording() wait at most for a counter's next update.
+SETTLE_S = 1.0
+
+
+class SourceError(PhprofError):
+    """A power source, recording or window that cannot be used as asked."""
 
 # The record layout of phprof._sampler, repeated here only as numpy needs it;
 # tests check that the two agree field by field.
@@ -87,26 +104,38 @@ class Channel:
 
 @dataclass(frozen=True)
 class Measurement:
-    """What a power log says of one device's energy over a span of time."""
+    """What a power log says of one device's energy over a span of time.
+
+    ``joules`` is the best estimate; ``[low_j, high_j]`` bounds the truth (from
+    an energy counter: see :meth:`PowerLog.energy_between`). A side that the
+    readings cannot bound is None: ``high_j`` when the counter did not update
+    after the span's end, both for an integrated power gauge.
+    """
 
     device: str
-    joules: float | None  # None: this source cannot give energy
+    joules: float | None  # None: this source cannot give energy, or the readings cannot place it
     method: Method  # COUNTER (measured), INTEGRATED (an estimate), NONE
     seconds: float  # the span
     channel: str | None = None  # the channel read
     notes: tuple[str, ...] = ()
     counter_resets: int = 0
-    uncertainty_j: float | None = None  # bound on the error from the sensor's steps (a counter's: one
-    # update at each end of the span); None: unknown
+    low_j: float | None = None  # the truth lies in [low_j, high_j]
+    high_j: float | None = None
     detail: str = ""  # of the method (the channel integrated)
 
     @property
+    def uncertainty_j(self) -> float | None:
+        """The farther end of the bound from ``joules``: ``joules +- uncertainty_j``
+        holds ``[low_j, high_j]``. None without both ends."""
+        if self.joules is None or self.low_j is None or self.high_j is None:
+            return None
+        return max(self.joules - self.low_j, self.high_j - self.joules)
+
+    @property
     def energy(self) -> Energy:
-        """The figure: the joules, the bound of the sensor's steps, and the method."""
-        u = self.uncertainty_j
-        if u is None or self.joules is None:
-            return Energy(self.joules, method=self.method, detail=self.detail)
-        return Energy(self.joules, self.joules - u, self.joules + u, self.method, self.detail, bound=True)
+        """The figure: the joules, its bound, and the method."""
+        bounded = self.low_j is not None or self.high_j is not None
+        return Energy(self.joules, self.low_j, self.high_j, self.method, self.detail, bound=bounded)
 
     @property
     def measured(self) -> bool:
@@ -240,21 +269,49 @@ class PowerLog:
         return list(dict.fromkeys(c.device for c in self.channels))
 
     def energy(self, device: str) -> Measurement:
-        """Energy of one device over the whole log: its energy counter when it has
-        one that answered, else its best power gauge integrated over time."""
+        """Energy of one device over the log. With an energy counter: between the
+        counter's first and last updates in the log, the instants at which its value
+        is the energy (the same convention at both ends; the counter's difference, to
+        one unit); ``seconds`` is that span, at most two updates shorter than the log.
+        Without one: its best power gauge integrated from the first reading to the last.
+        For a span of your own (a recording's body, a window), use :meth:`energy_between`."""
         curve = self._energy_curve(device)
-        if curve.t is None:
+        if curve.method is Method.NONE:
             return Measurement(device, None, Method.NONE, 0.0, None, curve.notes)
-        return curve.total(device, curve.t[0], curve.t[-1])
+        if curve.steps is not None and len(curve.steps.change_j) >= 2:
+            return curve.between_updates(device)
+        r = curve.readings
+        return curve.total(device, int(r["t_after_ns"][0]), int(r["t_before_ns"][-1]))
 
     def energy_between(self, device: str, t0_ns: int, t1_ns: int) -> Measurement:
-        """Energy of one device between two CLOCK_REALTIME instants, read off the
-        cumulative energy at the readings around each instant (linear between
-        them): within one sensor update at each end."""
+        """Energy of one device between two CLOCK_REALTIME instants.
+
+        From an energy counter (measured): the estimate reads the cumulative energy
+        at each instant, linear between the counter's updates. The bound uses only
+        that energy never decreases: at each instant it lies between the value of
+        the last reading that ended before it and the value of the first update
+        known to come after it (plus one unit of the counter), so ``[low_j,
+        high_j]`` holds the truth whatever the power did in between (the counter's
+        lag taken as zero). Its width is the energy of the counter updates around
+        each end; a span with no update inside reads ``[0, that]``, never +-0. The
+        upper end needs an update after ``t1_ns`` in the log: a recording waits for
+        one when it ends (:func:`recording`); without one ``high_j`` is None.
+
+        Short spans: measure them as windows of one long recording (this method,
+        :meth:`energies_between`, or :meth:`Recording.window`), not one recording each.
+        """
+        return self.energies_between(device, [(t0_ns, t1_ns)])[0]
+
+    def energies_between(self, device: str, spans: Iterable[tuple[int, int]]) -> list[Measurement]:
+        """:meth:`energy_between` of each ``(t0_ns, t1_ns)``, the readings read once for all."""
+        spans = [(int(a), int(b)) for a, b in spans]
+        for a, b in spans:
+            if b < a:
+                raise ValueError(f"the span ends ({b}) before it starts ({a})")
         curve = self._energy_curve(device)
-        if curve.t is None:
-            return Measurement(device, None, Method.NONE, (t1_ns - t0_ns) / 1e9, None, curve.notes)
-        return curve.total(device, t0_ns, t1_ns)
+        if curve.method is Method.NONE:
+            return [Measurement(device, None, Method.NONE, (b - a) / 1e9, None, curve.notes) for a, b in spans]
+        return [curve.total(device, a, b) for a, b in spans]
 
     def _energy_curve(self, device: str) -> _EnergyCurve:
         chans = [c for c in self.channels if c.device == device]
@@ -274,51 +331,102 @@ class PowerLog:
                         return curve
                     continue
                 notes.append(_why_unusable(c, r))
-        return _EnergyCurve(None, None, None, Method.NONE, tuple(notes))
+        return _EnergyCurve(None, None, None, None, Method.NONE, tuple(notes))
+
+
+@dataclass(frozen=True)
+class _CounterSteps:
+    """What the readings of a cumulative counter say for certain about the energy.
+
+    A reading's value is the energy up to the counter's last update before the
+    read, and energy never decreases: at any instant after a read ended, the
+    energy is at least what it showed. An update that came after a read began
+    (the first change of value after that read) showed at most the energy at its
+    instant plus one unit: the energy at any instant before that read began is
+    below it. Energies are the counted joules since the log's first reading.
+    """
+
+    read_end_ns: np.ndarray  # t_after_ns of each reading
+    read_j: np.ndarray  # what each reading showed
+    change_lo_ns: np.ndarray  # per change of value: t_before_ns of the last read of the old value
+    change_j: np.ndarray  # the value it changed to
+    change_ns: np.ndarray  # its instant (the middle of its bracket)
+    unit_j: float  # one unit of the counter: it floors the energy to this
+
+    def at_least(self, t_ns: int) -> float | None:
+        j = int(np.searchsorted(self.read_end_ns, t_ns, side="right")) - 1
+        return None if j < 0 else float(self.read_j[j])
+
+    def at_most(self, t_ns: int) -> float | None:
+        k = int(np.searchsorted(self.change_lo_ns, t_ns, side="left"))
+        return None if k >= len(self.change_j) else float(self.change_j[k]) + self.unit_j
+
+    def bound(self, t0_ns: int, t1_ns: int) -> tuple[float, float | None]:
+        """The energy in [t0, t1] lies in [low, high]; high None: no update after t1."""
+        lo1, hi0 = self.at_least(t1_ns), self.at_most(t0_ns)
+        lo0, hi1 = self.at_least(t0_ns), self.at_most(t1_ns)
+        low = max(0.0, lo1 - hi0) if lo1 is not None and hi0 is not None else 0.0
+        high = hi1 - lo0 if hi1 is not None and lo0 is not None else None
+        return low, high
 
 
 @dataclass(frozen=True)
 class _EnergyCurve:
-    """Cumulative energy (J) of a device at known instants, linear in between.
+    """Cumulative energy (J) of a device at known instants, linear in between: the
+    estimate of an energy over a span.
 
     For a counter the instants are its updates (each found between the two
-    readings around a change of value), so the curve is exact at every update
-    and, between updates, wrong by at most the energy of that update period: the
-    stated uncertainty is that energy at each end of a span. (The counter's lag
-    behind the true energy is taken as 0 until calibration measures it.) A power
-    curve (method INTEGRATED: an estimate) has no such bound.
+    readings around a change of value), so the curve is exact at every update;
+    its bound is the counter's (``steps``, see :class:`_CounterSteps`). With
+    fewer than two updates there is no period to interpolate with: ``t`` is None
+    and a span's estimate is the middle of its bound. (The counter's lag behind
+    the true energy is taken as 0 until calibration measures it.) A power curve
+    (method INTEGRATED: an estimate) has no bound.
     """
 
     channel: Channel | None
+    readings: np.ndarray | None  # the channel's usable readings
     t: np.ndarray | None  # ns
     joules: np.ndarray | None
-    method: Method  # COUNTER (measured), or INTEGRATED (of the channel: an estimate)
+    method: Method  # COUNTER (measured), INTEGRATED (of the channel: an estimate), NONE
     notes: tuple[str, ...]
     counter_resets: int = 0
-    update_j: np.ndarray | None = None  # a counter's, per segment of the curve: the increment of its update
-
-    def update_energy(self, t_ns: int) -> float:
-        """The counter increment of the update period around an instant (the
-        nearest one outside the curve)."""
-        steps = self.update_j
-        return float(steps[np.clip(np.searchsorted(self.t, t_ns) - 1, 0, len(steps) - 1)])
+    steps: _CounterSteps | None = None  # a counter's
 
     def total(self, device: str, t0_ns: int, t1_ns: int) -> Measurement:
-        e0, e1 = np.interp([t0_ns, t1_ns], self.t, self.joules)
-        joules = float(e1 - e0)
-        notes, uncertainty = self.notes, None
-        if t0_ns < self.t[0] or t1_ns > self.t[-1]:
+        notes = self.notes
+        r = self.readings
+        if t0_ns < r["t_after_ns"][0] or t1_ns > r["t_before_ns"][-1]:
             notes += (f"{self.channel.name} readings do not cover the whole span: its ends are clipped",)
-        if self.method.measured:
-            uncertainty = self.update_energy(t0_ns) + self.update_energy(t1_ns)
-            if joules < 10 * uncertainty:
-                notes += (
-                    f"the span covers few updates of {self.channel.name}: the energy is uncertain to "
-                    f"+-{uncertainty:.3g} J (one counter update at each end)",
-                )
+        low = high = joules = None
+        if self.t is not None:
+            e0, e1 = np.interp([t0_ns, t1_ns], self.t, self.joules)
+            joules = float(e1 - e0)
+        if self.steps is not None:
+            low, high = self.steps.bound(t0_ns, t1_ns)
+            if high is None:
+                notes += (f"{self.channel.name} did not update after the span's end in these readings: no upper "
+                          "bound (record past the end: a recording waits for the next update when it stops)",)
+            if joules is None:
+                joules = None if high is None else (low + high) / 2
+                notes += (f"{self.channel.name} changed fewer than twice: no update period to interpolate with"
+                          + ("; the figure is the middle of its bound" if high is not None else ""),)
+            else:  # the interpolation never leaves what the counter proves (it can, by the update instants' error)
+                joules = max(low, joules if high is None else min(joules, high))
+            if joules is not None and high is not None and high - low > 0.2 * max(joules, 1e-12):
+                notes += (f"the span covers few updates of {self.channel.name}: the energy lies in "
+                          f"[{low:.3g}, {high:.3g}] J (the updates around each end)",)
         return Measurement(device, joules, self.method, (t1_ns - t0_ns) / 1e9, self.channel.name, notes,
-                           self.counter_resets, uncertainty,
+                           self.counter_resets, low, high,
                            self.channel.name if self.method is Method.INTEGRATED else "")
+
+    def between_updates(self, device: str) -> Measurement:
+        """The counter's own measurement: the energy between its first and last updates."""
+        s = self.steps
+        joules = float(s.change_j[-1] - s.change_j[0])
+        return Measurement(device, joules, self.method, float(s.change_ns[-1] - s.change_ns[0]) / 1e9,
+                           self.channel.name, self.notes, self.counter_resets, max(0.0, joules - s.unit_j),
+                           joules + s.unit_j)
 
 
 def _mid_times(r: np.ndarray) -> np.ndarray:
@@ -364,32 +472,31 @@ def _counter_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve 
                 "last reading before a reset and the reset itself is lost"
             )
     cum = np.concatenate([[0.0], np.cumsum(d) * c.joules_per_unit])
-    changed = np.flatnonzero(d != 0) + 1  # first reading showing each new value
+    # the changes of the counted energy (cum), not of the raw values: a reading of 0 just
+    # after a reset is a change of value but no update
+    changed = np.flatnonzero(np.diff(cum) != 0) + 1  # first reading showing each new value
+    u = change_instants(r["t_before_ns"], r["t_after_ns"], cum)[0]
+    steps = _CounterSteps(r["t_after_ns"], cum, r["t_before_ns"][changed - 1], cum[changed], u, c.joules_per_unit)
     if len(changed) < 2:
-        # no update period seen: the counter's value at each reading is all we know
-        notes.append(f"{c.name} changed fewer than twice: its update instants are unknown")
-        return _EnergyCurve(c, _mid_times(r), cum, Method.COUNTER, tuple(notes), resets, np.diff(cum))
+        return _EnergyCurve(c, r, None, None, Method.COUNTER, tuple(notes), resets, steps)
     # The counter's value at each update instant u_k is the energy up to u_k. The
-    # first value read belongs to the update one period before the first change;
-    # after the last change, a period (and a quarter) without a change means no energy
-    # (the curve stays flat), and a span ending within it is extended at the
+    # first value read belongs to the update one period before the first change, and
+    # came no later than that read (a period estimated from few, late-polled changes can
+    # be short: a span after the first read would otherwise fall before the curve and
+    # read 0 J); after the last change, a period (and a quarter) without a change means
+    # no energy (the curve stays flat), and a span ending within it is extended at the
     # power of the last period.
-    # the changes of the counted energy (cum), not of the raw values: those are ``changed``
-    # (a reading of 0 just after a reset is a change of value but no update)
-    u = change_instants(r["t_before_ns"], r["t_after_ns"], cum)[0].astype(float)
+    u = u.astype(float)
     period = float(np.median(np.diff(u)))
-    t = np.concatenate([[u[0] - period], u])
+    t = np.concatenate([[min(u[0] - period, float(r["t_after_ns"][0]))], u])
     e = np.concatenate([[cum[0]], cum[changed]])
-    update_j = np.diff(e)  # each segment is one update of the counter: its increment
     t_last = float(r["t_after_ns"][-1])
     if t_last >= u[-1] + 1.25 * period:  # a margin for the error of the estimated instants
         t, e = np.append(t, u[-1] + period), np.append(e, e[-1])
-        update_j = np.append(update_j, 0.0)
     elif t_last > u[-1]:
         slope = (e[-1] - e[-2]) / (t[-1] - t[-2])
         t, e = np.append(t, t_last), np.append(e, e[-1] + slope * (t_last - u[-1]))
-        update_j = np.append(update_j, update_j[-1])  # the next update, not seen: like the last
-    return _EnergyCurve(c, t, e, Method.COUNTER, tuple(notes), resets, update_j)
+    return _EnergyCurve(c, r, t, e, Method.COUNTER, tuple(notes), resets, steps)
 
 
 def _power_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve:
@@ -400,7 +507,7 @@ def _power_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve:
         f"no usable energy counter: integrated {c.name} ({c.description}); the sensor averages only part "
         "of the time, so this is an estimate"
     )
-    return _EnergyCurve(c, t, joules, Method.INTEGRATED, tuple(notes))
+    return _EnergyCurve(c, r, t, joules, Method.INTEGRATED, tuple(notes))
 
 
 def _why_unusable(c: Channel, r: np.ndarray) -> str:
@@ -424,10 +531,11 @@ class Availability:
 class PowerSource(ABC):
     """A sensor read in the background while a workload runs.
 
-    ``start()`` begins sampling; ``drain()`` takes the readings gathered since
-    the last drain as a :class:`PowerLog` while sampling goes on; ``stop()``
-    ends sampling and returns what was left. Each of the three records a clock
-    pair. Use :func:`recording` to keep everything in one log.
+    ``start()`` begins sampling and returns once the first reading is taken;
+    ``drain()`` takes the readings gathered since the last drain as a
+    :class:`PowerLog` while sampling goes on; ``stop()`` ends sampling and
+    returns what was left. Each of the three records a clock pair. Use
+    :func:`recording` to keep everything in one log.
     """
 
     name: str = ""
@@ -436,6 +544,7 @@ class PowerSource(ABC):
         self.channels = channels
         self.settings = settings
         self._pairs: list[tuple[int, int]] = []
+        self._last_status: dict[int, int] = {}  # per channel index, of its last reading taken
         self._running = False
         self._lock = threading.Lock()  # start, drain and stop may come from several threads
 
@@ -490,6 +599,7 @@ class PowerSource(ABC):
             if self.running:
                 raise RuntimeError(f"{self.name} source is already running")
             self._pairs.append(clock_pair())
+            self._last_status = {}
             self._start()
             self._running = True
 
@@ -498,18 +608,50 @@ class PowerSource(ABC):
             self._pairs.append(clock_pair())
             return self._chunk()
 
-    def stop(self) -> PowerLog:
+    def stop(self, settle_s: float = 0.0) -> PowerLog:
+        """Ends sampling. ``settle_s`` > 0: first keep sampling, for at most that
+        long, until every energy counter that answers has updated after this call
+        (and twice in the readings returned), so that a span ending now has an
+        update after it to bound it (see :meth:`PowerLog.energy_between`)."""
         with self._lock:
+            taken: list[tuple[np.ndarray, int]] = []
             if self.running:
+                if settle_s > 0:
+                    taken = self._settle(time.time_ns(), settle_s)
                 self._stop()
                 self._running = False
             self._pairs.append(clock_pair())
-            return self._chunk()
+            return self._chunk(taken)
 
-    def _chunk(self) -> PowerLog:
+    def _settle(self, after_ns: int, settle_s: float) -> list[tuple[np.ndarray, int]]:
+        """Samples on until each counter whose last reading answered has changed
+        after ``after_ns``, and twice in what is taken, or ``settle_s`` passed;
+        returns what it took."""
+        deadline = time.monotonic() + settle_s
+        taken = [self._take_tracked()]
+        progress = {i: _Changes() for i, c in enumerate(self.channels)
+                    if c.quantity == "energy" and self._last_status.get(i) == 0}
+        while True:
+            readings = taken[-1][0]
+            for i, p in progress.items():
+                p.add(readings[readings["channel"] == i], after_ns)
+            if all(p.settled for p in progress.values()) or time.monotonic() >= deadline:
+                return taken
+            time.sleep(0.002)
+            taken.append(self._take_tracked())
+
+    def _take_tracked(self) -> tuple[np.ndarray, int]:
+        """:meth:`_take`, noting each channel's last status (whether it still answers)."""
         readings, dropped = self._take()
+        for i in np.unique(readings["channel"]):
+            self._last_status[int(i)] = int(readings["status"][readings["channel"] == i][-1])
+        return readings, dropped
+
+    def _chunk(self, taken: list[tuple[np.ndarray, int]] = ()) -> PowerLog:
+        taken = [*taken, self._take_tracked()]
         pairs, self._pairs = self._pairs, []
-        return PowerLog(self.name, self.channels, readings, np.array(pairs), dict(self.settings), dropped)
+        return PowerLog(self.name, self.channels, np.concatenate([r for r, _ in taken]), np.array(pairs),
+                        dict(self.settings), sum(d for _, d in taken))
 
     def __enter__(self) -> PowerSource:
         self.start()
@@ -519,12 +661,54 @@ class PowerSource(ABC):
         self.stop()
 
 
+class _Changes:
+    """How often one counter's value changed in readings fed in order, and how often
+    after an instant (the read before the change began after it)."""
+
+    def __init__(self) -> None:
+        self.last: tuple[int, int] | None = None  # (value, t_before_ns) of the last usable reading
+        self.total = self.after = 0
+
+    def add(self, r: np.ndarray, after_ns: int) -> None:
+        r = r[r["status"] == 0]
+        if not len(r):
+            return
+        values, starts = r["value"], r["t_before_ns"]
+        if self.last is not None:
+            values, starts = np.r_[self.last[0], values], np.r_[self.last[1], starts]
+        changed = np.flatnonzero(np.diff(values) != 0)  # the read before each change
+        self.total += len(changed)
+        self.after += int((starts[changed] >= after_ns).sum())
+        self.last = (int(values[-1]), int(starts[-1]))
+
+    @property
+    def settled(self) -> bool:
+        return self.after >= 1 and self.total >= 2
+
+
 class Recording:
-    """Everything a source read between entering and leaving :func:`recording`."""
+    """Everything a source read between entering and leaving :func:`recording`,
+    the span of the ``with`` body, and the named windows marked inside it.
+
+    One recording with many windows is how to measure short spans::
+
+        with recording(NvmlSource(gpus=[0])) as rec:
+            for i, batch in enumerate(batches):
+                with rec.window(f"batch{i}"):
+                    run(batch)
+        for name, m in rec.energies().items():
+            print(name, m.joules, m.low_j, m.high_j)
+
+    Every window's energy is read off the same readings, between updates the
+    recording saw before and after it (:meth:`PowerLog.energy_between`).
+    """
 
     def __init__(self, source: PowerSource) -> None:
         self.source = source
         self._chunks: list[PowerLog] = []
+        self.start_ns: int | None = None  # the body's span, CLOCK_REALTIME
+        self.end_ns: int | None = None
+        self.windows: dict[str, tuple[int, int | None]] = {}  # name -> (start_ns, end_ns); end None: open
 
     def drain(self) -> PowerLog:
         chunk = self.source.drain()
@@ -535,16 +719,75 @@ class Recording:
     def log(self) -> PowerLog:
         return PowerLog.concat(self._chunks)
 
+    def begin_window(self, name: str) -> None:
+        if name in self.windows:
+            raise SourceError(f"a window named {name!r} was already begun in this recording")
+        if self.end_ns is not None:
+            raise SourceError("this recording has ended: begin windows inside its `with` body")
+        self.windows[name] = (time.time_ns(), None)
+
+    def end_window(self, name: str) -> None:
+        start, end = self.windows.get(name, (None, None))
+        if start is None:
+            raise SourceError(f"no window named {name!r} was begun in this recording")
+        if end is not None:
+            raise SourceError(f"the window {name!r} has already ended")
+        self.windows[name] = (start, time.time_ns())
+
+    @contextmanager
+    def window(self, name: str) -> Iterator[None]:
+        """``with rec.window("prefill"): ...`` marks a named span of the recording."""
+        self.begin_window(name)
+        try:
+            yield
+        finally:
+            self.end_window(name)
+
+    def energy(self, device: str | None = None, window: str | None = None) -> Measurement:
+        """The energy of the recording's body (or of a named window) on ``device``
+        (default: the only device). See :meth:`PowerLog.energy_between`."""
+        log, device = self._ended(device)
+        if window is None:
+            return log.energy_between(device, self.start_ns, self.end_ns)
+        start, end = self.windows.get(window, (None, None))
+        if start is None or end is None:
+            raise SourceError(f"no ended window named {window!r} in this recording "
+                              f"(windows: {', '.join(self.windows) or 'none'})")
+        return log.energy_between(device, start, end)
+
+    def energies(self, device: str | None = None) -> dict[str, Measurement]:
+        """Every ended window's energy, by name, in the order they began."""
+        log, device = self._ended(device)
+        ended = {name: span for name, span in self.windows.items() if span[1] is not None}
+        return dict(zip(ended, log.energies_between(device, ended.values())))
+
+    def _ended(self, device: str | None) -> tuple[PowerLog, str]:
+        """The log of an ended recording, and the device named (default: its only one)."""
+        if self.end_ns is None:
+            raise SourceError("the recording has not ended: read its energy after the `with` block")
+        log = self.log
+        if device is None:
+            if len(log.devices) != 1:
+                raise SourceError(f"name the device: this recording has {', '.join(log.devices) or 'none'}")
+            device = log.devices[0]
+        return log, device
+
 
 @contextmanager
-def recording(source: PowerSource) -> Iterator[Recording]:
-    """``with recording(src) as rec: ...`` then ``rec.log`` holds every reading."""
+def recording(source: PowerSource, settle_s: float = SETTLE_S) -> Iterator[Recording]:
+    """``with recording(src) as rec: ...`` then ``rec.log`` holds every reading and
+    ``rec.energy()`` the energy of the body. The body starts after the source's
+    first reading; when it ends, sampling goes on (at most ``settle_s``) until each
+    energy counter has updated after it, so that its end is bounded too: up to two
+    counter periods (20-200 ms) spent after the body."""
     rec = Recording(source)
     source.start()
+    rec.start_ns = time.time_ns()
     try:
         yield rec
     finally:
-        rec._chunks.append(source.stop())
+        rec.end_ns = time.time_ns()
+        rec._chunks.append(source.stop(settle_s=settle_s))
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,7 @@ class Results:
     leaves: list[Leaf]
     why_no_energy: str | None = None  # set: no power readings, every energy is None
     total: Energy | None = None  # the run's energy over its span: the counter's (measured), else estimated
-    total_uncertainty_j: float | None = None  # the measured total's +-: one counter update at each end
+    total_uncertainty_j: float | None = None  # the measured total's +-: the farther end of its bound
     inferences_energy: Energy | None = None  # the inferences' own: the total less the time between them
     idle_w: float | None = None  # the device's power before the run, measured
     method: Method | None = None  # the estimate's as a whole: WLS, or TIME_PROPORTIONAL

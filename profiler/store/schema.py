@@ -155,6 +155,8 @@ def run_summary(*, status: str, model: str, task: str, inferences: int, inferenc
         "energy_method": None if e is None else e.energy.method_text,
         "energy_kind": None if e is None else e.kind,
         "energy_uncertainty_j": None if e is None else e.uncertainty_j,
+        "energy_low_j": None if e is None else e.low_j,  # the bound the truth lies in (high: None unbounded)
+        "energy_high_j": None if e is None else e.high_j,
         "joules_per_inference": None if joules is None or not inferences else joules / inferences,
         "notes": list(notes) + (list(e.notes) if e else []),
     }

@@ -31,7 +31,7 @@ import numpy as np
 from .. import __version__
 from ..energy import Method
 from ..errors import PhprofError
-from ..sources import Measurement, PowerLog, PowerSource, open_source, sensor_updates
+from ..sources import SETTLE_S, Measurement, PowerLog, PowerSource, open_source, sensor_updates
 from ..sources.sensors import phase_coverage
 from ..store import (INFERENCE_DTYPE, INFERENCE_PREFIX, MODULE_DTYPE, PHASE_DTYPE, PHASE_PREFIX, STEP_PREFIX, Kind,
                      TraceWriter, event_rows, is_module_scope, run_meta, run_summary)
@@ -147,6 +147,9 @@ class _Recorder:
         self.outside = 0  # events outside any inference (dropped, counted)
         self.spans: list[tuple[int, int]] = []  # (first start, last end) of each window's inferences
         self.energies: list[Measurement] = []  # per window and device, over the window's inferences
+        # windows whose energy waits for a counter update after their end, and the readings they need
+        self._pending: list[tuple[int, int]] = []
+        self._pending_log: PowerLog | None = None
         self.schedule: _Windows | None = None
         self._tail: PowerLog | None = None  # the last readings of each channel, for the next window's start
         self.instant_updates: list[np.ndarray] = []  # when the instant power field changed (ns)
@@ -175,12 +178,33 @@ class _Recorder:
         self.writer.append_power(chunk)
         self.writer.flush()
         log = PowerLog.concat([self._tail, chunk]) if self._tail is not None else chunk
+        self._measure_pending(chunk)
         if span is not None and log.channels:
-            self.energies += [log.energy_between(d, *span) for d in log.devices]
+            self._pending.append(span)
+            if self._pending_log is None:
+                self._pending_log = log
         for c in log.channels:
             if c.name.endswith(".power_instant"):
                 self.instant_updates.append(sensor_updates(log.of(c.name))[0])
         self._tail = _last_readings(log, 2)
+
+    def _measure_pending(self, chunk: PowerLog | None, final: bool = False) -> None:
+        """The energy of the windows that were waiting for later readings: each once the
+        counter has updated after its end (so that the end is bounded), all of them at the end."""
+        if not self._pending:
+            return
+        log = self._pending_log if chunk is None else PowerLog.concat([self._pending_log, chunk])
+        per_device = [log.energies_between(d, self._pending) for d in log.devices]
+        measured = [list(ms) for ms in zip(*per_device)]  # per window, per device
+        if final or all(m.high_j is not None or m.method is not Method.COUNTER for ms in measured for m in ms):
+            self.energies += [m for ms in measured for m in ms]
+            self._pending, self._pending_log = [], None
+        else:
+            self._pending_log = log
+
+    def finish(self, last: PowerLog | None) -> None:
+        """Takes the readings after the last window (None: there are none): the pending windows' energies."""
+        self._measure_pending(last, final=True)
 
     def _write(self, trace) -> tuple[int, int] | None:
         """Appends a parsed window; returns the span of its inferences."""
@@ -427,8 +451,11 @@ def trace(
                 s.remove()
         if scopes is not None:
             recorder.write_modules(scopes)
+        last = None
         if power.running:
-            writer.append_power(power.stop())
+            last = power.stop(settle_s=SETTLE_S)  # a counter update after the last window bounds its end
+            writer.append_power(last)
+        recorder.finish(last)
         if breaker is not None and breaker.paused_s:
             notes.append(f"anti-aliasing pauses between inferences: {breaker.paused_s:.2f} s in all")
         summary = _summary(path, status, spec.id, task, recorder, power, sensor, notes)
@@ -450,6 +477,10 @@ def _last_readings(log: PowerLog, n: int) -> PowerLog:
     return PowerLog(log.source, log.channels, r[np.sort(idx.astype(np.int64))], settings=log.settings)
 
 
+def _total(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else sum(values)
+
+
 def _sum_energy(parts: list[Measurement]) -> Measurement | None:
     """The run's energy over its traced inferences: the windows' energies added up."""
     if not parts:
@@ -460,13 +491,13 @@ def _sum_energy(parts: list[Measurement]) -> Measurement | None:
     method, detail = methods.pop() if len(methods) == 1 else \
         (Method.MIXED, " + ".join(sorted({p.energy.method_text for p in parts})))
     return Measurement(
-        "+".join(devices), None if any(p.joules is None for p in parts) else sum(p.joules for p in parts),
-        method, sum(p.seconds for p in parts) / len(devices), None,
-        notes + ("summed over the profiler windows' inferences; the pauses between windows, while phprof "
-                 "saves a window, are left out",
-                 "the device's whole draw, idle (static) power included: `phprof report` splits it, and per layer"),
-        sum(p.counter_resets for p in parts),
-        None if any(p.uncertainty_j is None for p in parts) else sum(p.uncertainty_j for p in parts), detail,
+        "+".join(devices), _total([p.joules for p in parts]), method, sum(p.seconds for p in parts) / len(devices),
+        notes=notes + ("summed over the profiler windows' inferences; the pauses between windows, while phprof "
+                       "saves a window, are left out",
+                       "the device's whole draw, idle (static) power included: `phprof report` splits it, "
+                       "and per layer"),
+        counter_resets=sum(p.counter_resets for p in parts), low_j=_total([p.low_j for p in parts]),
+        high_j=_total([p.high_j for p in parts]), detail=detail,
     )
 
 

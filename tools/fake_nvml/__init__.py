@@ -1,9 +1,13 @@
 """Controller for the fake NVML library (tools/fake_nvml/fake_nvml.c).
 
-The fake is a shared library with the NVML entry points phprof and pynvml call, backed by a
-power-sensor model (see the comment at the top of fake_nvml.c) whose state lives in a
-memory-mapped file, so that a test, the sampler in the same process and any subprocess
-(`FakeNvml.env`) all see the same true power signal and the same sensor readings.
+The fake is a shared library with the NVML entry points phprof and pynvml call (and those
+CodeCarbon and Zeus call on their way to a GPU's energy), backed by a power-sensor model (see
+the comment at the top of fake_nvml.c) whose state lives in a memory-mapped file, so that a
+test, the sampler in the same process and any subprocess started with `FakeNvml.env` all see
+the same true power signal and the same sensor readings. A process that has neither created
+nor been told of a state sees no GPU: NVML's init fails as with no driver loaded. `build()`
+also writes an `nvidia-smi` stand-in beside the library (tools/fake_nvml/nvidia_smi.py), for
+tools that look for one; `FakeNvml.env` puts both first on PATH and LD_LIBRARY_PATH.
 
 Typical use::
 
@@ -25,6 +29,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +39,7 @@ import numpy as np
 __all__ = [
     "FIELDS",
     "LIB_NAME",
+    "SMI_NAME",
     "DeviceInfo",
     "FakeNvml",
     "FakeNvmlError",
@@ -46,11 +52,13 @@ __all__ = [
 
 FIELDS = ("energy", "power_instant", "power_average")
 LIB_NAME = "libnvidia-ml.so.1"  # the name pynvml dlopens, so LD_LIBRARY_PATH=<build dir> works
+SMI_NAME = "nvidia-smi"  # the stand-in written beside it
 MAX_TAGS = 1024
 
 _HERE = Path(__file__).resolve().parent
 _SOURCE = _HERE / "fake_nvml.c"
 _HEADER = _HERE.parent.parent / "csrc" / "nvml_api.h"
+_SMI_SOURCE = _HERE / "nvidia_smi.py"
 _CFLAGS = ["-O2", "-shared", "-fPIC", "-std=c11", "-Wall", "-Wextra"]
 _LIBS = ["-lm", "-lpthread"]
 _MODES = {"continuous": 0, "windowed": 1}
@@ -64,7 +72,8 @@ def build(out_dir) -> Path:
     """Compile fake_nvml.c into ``out_dir/libnvidia-ml.so.1`` and return its path.
 
     The compiler is ``$CC`` (may hold extra words) or ``cc``. A build is reused when a stamp
-    next to it records the same source, header and command.
+    next to it records the same source, header and command. ``out_dir/nvidia-smi`` is written
+    too: an executable that runs tools/fake_nvml/nvidia_smi.py against this library.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,6 +89,7 @@ def build(out_dir) -> Path:
         digest.update(part)
         digest.update(b"\0")
     key = digest.hexdigest()
+    _write_smi(out_dir)
     if target.exists() and stamp.exists() and stamp.read_text() == key:
         return target
     # Compile to a private name, then rename: a process that has the old library loaded keeps
@@ -93,6 +103,21 @@ def build(out_dir) -> Path:
     os.replace(tmp, target)
     stamp.write_text(key)
     return target
+
+
+def _write_smi(out_dir: Path) -> None:
+    """The nvidia-smi stand-in: this interpreter running nvidia_smi.py on the library beside it."""
+    text = (f"#!{sys.executable}\n"
+            "# The fake NVML library's nvidia-smi (written by tools/fake_nvml.build).\n"
+            f"import sys\nsys.path.insert(0, {str(_HERE.parent)!r})\n"
+            "from fake_nvml.nvidia_smi import main\n"
+            f"sys.exit(main(library={str(out_dir.resolve() / LIB_NAME)!r}))\n")
+    smi = out_dir / SMI_NAME
+    if not smi.exists() or smi.read_text() != text:
+        tmp = out_dir / f".{SMI_NAME}.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        os.replace(tmp, smi)
 
 
 @dataclass(frozen=True)
@@ -126,6 +151,7 @@ class DeviceInfo:
     idle_w: float
     architecture: int  # nvmlDeviceArchitecture_t: 7 = Ampere, 9 = Hopper
     power_limit_w: float
+    memory_total_bytes: int  # what nvmlDeviceGetMemoryInfo reports as total
 
 
 # Sources: shared/docs/sensors.md.
@@ -156,10 +182,14 @@ PRESETS: dict[str, dict[str, SensorModel]] = {
         "power_average": SensorModel(period_s=1 * _MS, window_s=1 * _MS),
     },
 }
-PRESET_DEVICES: dict[str, DeviceInfo] = {
-    "a100": DeviceInfo("NVIDIA A100-SXM4-80GB", idle_w=60.0, architecture=7, power_limit_w=400.0),
-    "h100": DeviceInfo("NVIDIA H100 80GB HBM3", idle_w=70.0, architecture=9, power_limit_w=700.0),
-    "ideal": DeviceInfo("Fake Ideal GPU", idle_w=60.0, architecture=9, power_limit_w=700.0),
+_MIB = 1 << 20
+PRESET_DEVICES: dict[str, DeviceInfo] = {  # memory: the MiB nvidia-smi shows for each board
+    "a100": DeviceInfo("NVIDIA A100-SXM4-80GB", idle_w=60.0, architecture=7, power_limit_w=400.0,
+                       memory_total_bytes=81920 * _MIB),
+    "h100": DeviceInfo("NVIDIA H100 80GB HBM3", idle_w=70.0, architecture=9, power_limit_w=700.0,
+                       memory_total_bytes=81559 * _MIB),
+    "ideal": DeviceInfo("Fake Ideal GPU", idle_w=60.0, architecture=9, power_limit_w=700.0,
+                        memory_total_bytes=81920 * _MIB),
 }
 PRESET_IDLE_W: dict[str, float] = {name: info.idle_w for name, info in PRESET_DEVICES.items()}
 
@@ -178,6 +208,8 @@ _SIGNATURES = {
     "fake_nvml_set_seed": (_c_int, [_c_int, _c_ull]),
     "fake_nvml_set_architecture": (_c_int, [_c_int, ctypes.c_uint]),
     "fake_nvml_set_power_limit": (_c_int, [_c_int, ctypes.c_uint]),
+    "fake_nvml_set_memory_total": (_c_int, [_c_int, _c_ull]),
+    "fake_nvml_set_processes": (_c_int, [_c_int, _c_int, _c_int, _P(ctypes.c_uint), _P(_c_ull)]),
     "fake_nvml_configure_field": (
         _c_int,
         [_c_int, _c_int, _c_int, _c_ll, _c_ll, _c_ll, _c_ll, _c_dbl, _c_dbl, _c_ull, _c_int, _c_ull],
@@ -252,6 +284,7 @@ class FakeNvml:
             self._check(self._lib.fake_nvml_set_architecture(dev, info.architecture), "set_architecture")
             self._check(self._lib.fake_nvml_set_power_limit(dev, round(info.power_limit_w * 1000)),
                         "set_power_limit")
+            self.set_memory_total(dev, info.memory_total_bytes)
             for field, model in models.items():
                 self.configure(dev, field, model)
             self.set_idle(dev, info.idle_w)
@@ -315,8 +348,17 @@ class FakeNvml:
 
     @property
     def env(self) -> dict[str, str]:
-        """Environment for a subprocess that should load this fake and see this state."""
-        return {"PHPROF_NVML_LIB": str(self.lib_path), "PHPROF_FAKE_NVML_STATE": str(self.state_path)}
+        """Environment for a subprocess that should load this fake and see this state: phprof's
+        library setting, the state, and the library's folder first on LD_LIBRARY_PATH (for
+        pynvml, which loads libnvidia-ml.so.1 by name) and on PATH (its nvidia-smi)."""
+        folder = str(self.lib_path.parent)
+
+        def first(var: str) -> str:
+            rest = [p for p in os.environ.get(var, "").split(os.pathsep) if p and p != folder]
+            return os.pathsep.join([folder, *rest])
+
+        return {"PHPROF_NVML_LIB": str(self.lib_path), "PHPROF_FAKE_NVML_STATE": str(self.state_path),
+                "LD_LIBRARY_PATH": first("LD_LIBRARY_PATH"), "PATH": first("PATH")}
 
     # -- configuration --------------------------------------------------------------------
 
@@ -351,6 +393,23 @@ class FakeNvml:
     def set_name(self, device: int, name: str) -> None:
         self._check(self._c.fake_nvml_set_name(self._dev(device), name.encode()),
                     f"set_name({name!r}): names are 1..95 bytes")
+
+    def set_memory_total(self, device: int, total_bytes: int) -> None:
+        """The device's memory, as nvmlDeviceGetMemoryInfo reports its total (bytes)."""
+        self._check(self._c.fake_nvml_set_memory_total(self._dev(device), int(total_bytes)),
+                    f"set_memory_total({total_bytes!r})")
+
+    def set_processes(self, device: int, processes, kind: str = "compute") -> None:
+        """The processes NVML lists on the device (``kind`` "compute" or "graphics"), as
+        ``(pid, used_bytes)`` pairs, at most 16; their memory is the device's used memory."""
+        kinds = ("compute", "graphics")
+        if kind not in kinds:
+            raise ValueError(f"kind must be one of {kinds}, got {kind!r}")
+        procs = list(processes)
+        pids = (ctypes.c_uint * max(len(procs), 1))(*[int(p) for p, _ in procs])
+        used = (ctypes.c_ulonglong * max(len(procs), 1))(*[int(b) for _, b in procs])
+        self._check(self._c.fake_nvml_set_processes(self._dev(device), kinds.index(kind), len(procs), pids, used),
+                    f"set_processes({procs!r}): at most 16 (pid, bytes) pairs")
 
     def set_idle(self, device: int, watts: float) -> None:
         """Set the idle level. Restarts the device's signal at that level."""

@@ -1,8 +1,10 @@
 /* Fake NVML: a GPU-less stand-in for libnvidia-ml.so.1 with a faithful power-sensor model.
  *
  * It exports the NVML entry points phprof and pynvml use (same names, signatures and return
- * codes as the real library, see csrc/nvml_api.h) plus a control API (fake_nvml_*) driven from
- * tests through ctypes (tools/fake_nvml/__init__.py).
+ * codes as the real library, see csrc/nvml_api.h), those CodeCarbon 3.3 and Zeus 0.16 call on
+ * their way to a GPU's energy (memory, limits, utilisation, temperature, compute mode, running
+ * processes, C2C mode), plus a control API (fake_nvml_*) driven from tests through ctypes
+ * (tools/fake_nvml/__init__.py).
  *
  * Model (facts from shared/docs/sensors.md):
  *   - Each device has a piecewise-constant *true* power p(t), written as an append-only ring of
@@ -14,6 +16,11 @@
  *     report the exact mean of p over [u_k - W, u_k], times a gain, with deterministic Gaussian
  *     noise, rounded to the resolution. The energy counter integrates p (continuous mode) or only
  *     the windows its own grid sees (windowed mode), times a gain, floored to the resolution.
+ *   - The other readings follow the same true power, at the moment of the call: utilisation is
+ *     the mean power over the last 1/6 s placed between idle (0%) and the power limit (100%);
+ *     temperature is 30 C plus 0.1 C per watt of the mean power over the last second (a
+ *     first-order stand-in for the board's thermal lag, not a thermal model); memory used is the
+ *     sum of the processes' memory set through the control API (none by default), free the rest.
  *
  * All mutable state lives in one mmap'ed file (MAP_SHARED) so that several processes (a test
  * writing power, the sampler or pynvml reading it) see the same signal. Writers serialise on a
@@ -51,8 +58,48 @@
 #define FAKE_NVML_ERROR_ALREADY_INITIALIZED 5 /* only for nvmlErrorString */
 #define FAKE_NVML_FI_DEV_ENERGY 191           /* same counter as field 83 for the GPU scope */
 #define FAKE_NVML_DEVICE_ARCH_AMPERE 7
+#define FAKE_NVML_TEMPERATURE_GPU 0          /* the one temperature sensor */
+#define FAKE_NVML_COMPUTEMODE_DEFAULT 0
+#define FAKE_NVML_VALUE_NOT_AVAILABLE_UINT 0xFFFFFFFFu /* gpu/compute instance ids outside MIG */
 
 #define FAKE_DRIVER_VERSION "999.99-fake"
+
+/* Structs of the entry points only the fake implements (layouts of NVIDIA's nvml.h). */
+typedef struct {
+    unsigned long long total, free, used; /* bytes */
+} fake_nvmlMemory_t;
+
+typedef struct {
+    unsigned int version; /* FAKE_NVML_MEMORY_V2 */
+    unsigned long long total, reserved, free, used;
+} fake_nvmlMemory_v2_t;
+#define FAKE_NVML_MEMORY_V2 ((unsigned int)(sizeof(fake_nvmlMemory_v2_t) | (2u << 24)))
+
+typedef struct {
+    unsigned int gpu, memory; /* percent */
+} fake_nvmlUtilization_t;
+
+typedef struct {
+    unsigned int version; /* FAKE_NVML_TEMPERATURE_V1 */
+    int sensorType;
+    int temperature; /* Celsius */
+} fake_nvmlTemperature_t;
+#define FAKE_NVML_TEMPERATURE_V1 ((unsigned int)(sizeof(fake_nvmlTemperature_t) | (1u << 24)))
+
+typedef struct {
+    unsigned int pid;
+    unsigned long long usedGpuMemory;
+} fake_nvmlProcessInfo_v1_t;
+
+typedef struct { /* also nvmlProcessInfo_t of the _v3 calls */
+    unsigned int pid;
+    unsigned long long usedGpuMemory;
+    unsigned int gpuInstanceId, computeInstanceId;
+} fake_nvmlProcessInfo_v2_t;
+
+typedef struct {
+    unsigned int isC2cEnabled;
+} fake_nvmlC2cModeInfo_t;
 #define FAKE_NVML_VERSION "12.999.99-fake"
 
 enum { FIELD_ENERGY = 0, FIELD_POWER_INSTANT = 1, FIELD_POWER_AVERAGE = 2, N_FIELDS = 3 };
@@ -71,15 +118,27 @@ enum {
 
 #define MAX_DEVICES 8
 #define MAX_TAGS 1024
-#define DEFAULT_RING_CAPACITY 262144
+#define MAX_PROCESSES 16                    /* per device and kind (compute, graphics) */
+#define UTILIZATION_PERIOD_NS 166666667LL   /* NVML's utilisation sample period: 1/6 s to 1 s */
+#define TEMPERATURE_PERIOD_NS 1000000000LL
+#define TEMPERATURE_BASE_C 30.0
+#define TEMPERATURE_C_PER_W 0.1
 #define MIN_RING_CAPACITY 4
 #define MAX_RING_CAPACITY (1LL << 26)
 #define STATE_MAGIC 0x4c4d564e454b4146ULL /* "FAKENVML" in little-endian bytes */
-#define STATE_VERSION 1u
+#define STATE_VERSION 2u
 #define NS_PER_MS 1000000LL
 
 /* ------------------------------------------------------------------------------------------ */
 /* Shared state layout (version STATE_VERSION)                                                 */
+
+typedef struct {
+    uint32_t pid;
+    uint32_t reserved;
+    uint64_t used_bytes;
+} process_t;
+
+enum { PROCESS_COMPUTE = 0, PROCESS_GRAPHICS = 1, N_PROCESS_KINDS = 2 };
 
 typedef struct {
     int32_t status;     /* NVML return code for reads of this field; 0 = supported */
@@ -106,6 +165,9 @@ typedef struct {
     uint32_t architecture;
     uint32_t power_limit_mw;
     double idle_w;
+    uint64_t memory_total_bytes;
+    uint32_t n_processes[N_PROCESS_KINDS];
+    process_t processes[N_PROCESS_KINDS][MAX_PROCESSES];
 } model_t;
 
 typedef struct {
@@ -505,6 +567,7 @@ static const field_cfg_t A100_FIELDS[N_FIELDS] = {
 #define A100_NAME "NVIDIA A100-SXM4-80GB"
 #define A100_IDLE_W 60.0
 #define A100_POWER_LIMIT_MW 400000u
+#define A100_MEMORY_TOTAL_BYTES 85899345920ULL /* 81920 MiB, as NVML reports an A100 80GB */
 
 /* ------------------------------------------------------------------------------------------ */
 /* Creating and attaching state                                                                */
@@ -531,6 +594,7 @@ static void init_state(state_t *s, unsigned n_devices, uint64_t cap, size_t tota
         snprintf(d->uuid, sizeof d->uuid, "GPU-fake-%08x-%04u", (unsigned)(state_id >> 32), i);
         d->model.architecture = FAKE_NVML_DEVICE_ARCH_AMPERE;
         d->model.power_limit_mw = A100_POWER_LIMIT_MW;
+        d->model.memory_total_bytes = A100_MEMORY_TOTAL_BYTES;
         d->model.idle_w = A100_IDLE_W;
         restart_signal_locked(s, i);
     }
@@ -686,21 +750,28 @@ static nvmlReturn_t copy_string(char *dst, unsigned int len, const char *src)
 }
 
 /* Flags (NVML_INIT_FLAG_NO_GPUS, ...) are accepted and ignored. Attaches to the state named by
- * PHPROF_FAKE_NVML_STATE unless a state is already mapped in this process; with neither, a
- * private default state (one idle A100) is used. */
+ * PHPROF_FAKE_NVML_STATE unless a state is already mapped in this process. With neither (a
+ * subprocess started without FakeNvml.env), there is no GPU to show: the call fails as NVML
+ * does on a machine whose driver is not loaded, rather than inventing a different GPU. */
 nvmlReturn_t nvmlInitWithFlags(unsigned int flags)
 {
     (void)flags;
     pthread_mutex_lock(&g_mutex);
-    int rc = FAKE_OK;
+    nvmlReturn_t rc = NVML_SUCCESS;
     if (!current_state()) {
         const char *path = getenv("PHPROF_FAKE_NVML_STATE");
-        rc = (path && *path) ? attach_locked(path) : create_locked(NULL, 1, DEFAULT_RING_CAPACITY);
+        if (!path || !*path) {
+            fprintf(stderr, "fake NVML: no state: PHPROF_FAKE_NVML_STATE is not set and this process created none;"
+                            " start subprocesses with FakeNvml.env so that they see the test's GPUs\n");
+            rc = NVML_ERROR_DRIVER_NOT_LOADED;
+        } else if (attach_locked(path) != FAKE_OK) {
+            rc = NVML_ERROR_UNKNOWN;
+        }
     }
-    if (rc == FAKE_OK)
+    if (rc == NVML_SUCCESS)
         atomic_fetch_add_explicit(&g_init_count, 1, memory_order_release);
     pthread_mutex_unlock(&g_mutex);
-    return rc == FAKE_OK ? NVML_SUCCESS : NVML_ERROR_UNKNOWN;
+    return rc;
 }
 
 nvmlReturn_t nvmlInit_v2(void) { return nvmlInitWithFlags(0); }
@@ -845,6 +916,250 @@ nvmlReturn_t nvmlDeviceGetPowerManagementLimit(nvmlDevice_t device, unsigned int
         return NVML_ERROR_INVALID_ARGUMENT;
     *limit = s->dev[dev].model.power_limit_mw;
     return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t device, unsigned int *limit)
+{
+    return nvmlDeviceGetPowerManagementLimit(device, limit); /* no other limit is applied */
+}
+
+/* The model of a device as it stands, copied under its sequence lock. */
+static nvmlReturn_t model_now(nvmlDevice_t device, model_t *out, state_t **s_out, unsigned *dev_out)
+{
+    state_t *s;
+    unsigned dev;
+    nvmlReturn_t rc = device_begin(device, &s, &dev);
+    if (rc)
+        return rc;
+    device_t *d = &s->dev[dev];
+    uint32_t seq0;
+    do {
+        while ((seq0 = atomic_load_explicit(&d->seq, memory_order_acquire)) & 1)
+            sched_yield();
+        memcpy(out, &d->model, sizeof *out);
+        atomic_thread_fence(memory_order_acquire);
+    } while (atomic_load_explicit(&d->seq, memory_order_relaxed) != seq0);
+    if (s_out)
+        *s_out = s;
+    if (dev_out)
+        *dev_out = dev;
+    return NVML_SUCCESS;
+}
+
+static uint64_t memory_used(const model_t *m)
+{
+    uint64_t used = 0;
+    for (int k = 0; k < N_PROCESS_KINDS; k++)
+        for (uint32_t i = 0; i < m->n_processes[k]; i++)
+            used += m->processes[k][i].used_bytes;
+    return used < m->memory_total_bytes ? used : m->memory_total_bytes;
+}
+
+nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, fake_nvmlMemory_t *memory)
+{
+    model_t m;
+    nvmlReturn_t rc = model_now(device, &m, NULL, NULL);
+    if (rc)
+        return rc;
+    if (!memory)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    memory->total = m.memory_total_bytes;
+    memory->used = memory_used(&m);
+    memory->free = m.memory_total_bytes - memory->used;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, fake_nvmlMemory_v2_t *memory)
+{
+    model_t m;
+    nvmlReturn_t rc = model_now(device, &m, NULL, NULL);
+    if (rc)
+        return rc;
+    if (!memory || memory->version != FAKE_NVML_MEMORY_V2)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    memory->total = m.memory_total_bytes;
+    memory->reserved = 0;
+    memory->used = memory_used(&m);
+    memory->free = m.memory_total_bytes - memory->used;
+    return NVML_SUCCESS;
+}
+
+typedef struct {
+    int64_t t, span;
+    double watts;
+} mean_power_t;
+
+static int mean_power_fn(view_t *v, void *arg)
+{
+    mean_power_t *r = arg;
+    double e0, e1;
+    int rc = energy_at(v, r->t - r->span, &e0, NULL);
+    if (!rc)
+        rc = energy_at(v, r->t, &e1, NULL);
+    r->watts = rc ? 0 : (e1 - e0) / (double)r->span; /* nJ / ns */
+    return rc;
+}
+
+/* Mean true power (W) over the `span_ns` before now, and the device's model. */
+static nvmlReturn_t recent_power(nvmlDevice_t device, int64_t span_ns, double *watts, model_t *m)
+{
+    state_t *s;
+    unsigned dev;
+    nvmlReturn_t rc = model_now(device, m, &s, &dev);
+    if (rc)
+        return rc;
+    settle_writers(&s->dev[dev]);
+    mean_power_t r = {.t = realtime_ns(), .span = span_ns};
+    int frc = with_view(s, dev, mean_power_fn, &r);
+    if (frc == FAKE_EOVERRUN)
+        report_overrun(s, dev, r.t - span_ns);
+    if (frc)
+        return NVML_ERROR_UNKNOWN;
+    *watts = r.watts;
+    return NVML_SUCCESS;
+}
+
+/* Utilisation follows the true power: its mean over the last sample period, placed between
+ * idle (0%) and the power limit (100%); memory utilisation is given the same share. */
+nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t device, fake_nvmlUtilization_t *utilization)
+{
+    double w;
+    model_t m;
+    nvmlReturn_t rc = model_now(device, &m, NULL, NULL);
+    if (rc)
+        return rc;
+    if (!utilization)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if ((rc = recent_power(device, UTILIZATION_PERIOD_NS, &w, &m)))
+        return rc;
+    double range = m.power_limit_mw / 1e3 - m.idle_w;
+    double share = range > 0 ? (w - m.idle_w) / range : 0.0;
+    unsigned pct = share <= 0 ? 0u : share >= 1 ? 100u : (unsigned)lround(100.0 * share);
+    utilization->gpu = utilization->memory = pct;
+    return NVML_SUCCESS;
+}
+
+static nvmlReturn_t temperature_c(nvmlDevice_t device, int sensor, int *celsius)
+{
+    double w;
+    model_t m;
+    nvmlReturn_t rc = model_now(device, &m, NULL, NULL);
+    if (rc)
+        return rc;
+    if (sensor != FAKE_NVML_TEMPERATURE_GPU || !celsius)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if ((rc = recent_power(device, TEMPERATURE_PERIOD_NS, &w, &m)))
+        return rc;
+    *celsius = (int)lround(TEMPERATURE_BASE_C + TEMPERATURE_C_PER_W * w);
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t device, int sensorType, unsigned int *temp)
+{
+    int c = 0;
+    nvmlReturn_t rc = temperature_c(device, sensorType, temp ? &c : NULL);
+    if (rc == NVML_SUCCESS)
+        *temp = (unsigned int)c;
+    return rc;
+}
+
+nvmlReturn_t nvmlDeviceGetTemperatureV(nvmlDevice_t device, fake_nvmlTemperature_t *temperature)
+{
+    model_t m;
+    nvmlReturn_t rc = model_now(device, &m, NULL, NULL);
+    if (rc)
+        return rc;
+    if (!temperature || temperature->version != FAKE_NVML_TEMPERATURE_V1)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    return temperature_c(device, temperature->sensorType, &temperature->temperature);
+}
+
+nvmlReturn_t nvmlDeviceGetComputeMode(nvmlDevice_t device, int *mode)
+{
+    model_t m;
+    nvmlReturn_t rc = model_now(device, &m, NULL, NULL);
+    if (rc)
+        return rc;
+    if (!mode)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *mode = FAKE_NVML_COMPUTEMODE_DEFAULT;
+    return NVML_SUCCESS;
+}
+
+/* Not a Grace Hopper superchip: no chip-to-chip link. */
+nvmlReturn_t nvmlDeviceGetC2cModeInfoV(nvmlDevice_t device, fake_nvmlC2cModeInfo_t *info)
+{
+    model_t m;
+    nvmlReturn_t rc = model_now(device, &m, NULL, NULL);
+    if (rc)
+        return rc;
+    if (!info)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    info->isC2cEnabled = 0;
+    return NVML_SUCCESS;
+}
+
+/* NVML's protocol for process lists: with too small a buffer (or none), *count gets the number
+ * of processes and the call returns INSUFFICIENT_SIZE, unless there are none. */
+static nvmlReturn_t running_processes(nvmlDevice_t device, int kind, unsigned int *count, void *infos,
+                                      int version)
+{
+    model_t m;
+    nvmlReturn_t rc = model_now(device, &m, NULL, NULL);
+    if (rc)
+        return rc;
+    if (!count)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    uint32_t n = m.n_processes[kind];
+    if (n == 0 || !infos || *count < n) {
+        *count = n;
+        return n == 0 ? NVML_SUCCESS : NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const process_t *p = &m.processes[kind][i];
+        if (version == 1) {
+            fake_nvmlProcessInfo_v1_t *o = (fake_nvmlProcessInfo_v1_t *)infos + i;
+            o->pid = p->pid;
+            o->usedGpuMemory = p->used_bytes;
+        } else {
+            fake_nvmlProcessInfo_v2_t *o = (fake_nvmlProcessInfo_v2_t *)infos + i;
+            o->pid = p->pid;
+            o->usedGpuMemory = p->used_bytes;
+            o->gpuInstanceId = o->computeInstanceId = FAKE_NVML_VALUE_NOT_AVAILABLE_UINT;
+        }
+    }
+    *count = n;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t d, unsigned int *count, fake_nvmlProcessInfo_v2_t *p)
+{
+    return running_processes(d, PROCESS_COMPUTE, count, p, 3);
+}
+
+nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t d, unsigned int *count, fake_nvmlProcessInfo_v2_t *p)
+{
+    return running_processes(d, PROCESS_COMPUTE, count, p, 2);
+}
+
+nvmlReturn_t nvmlDeviceGetComputeRunningProcesses(nvmlDevice_t d, unsigned int *count, fake_nvmlProcessInfo_v1_t *p)
+{
+    return running_processes(d, PROCESS_COMPUTE, count, p, 1);
+}
+
+nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v3(nvmlDevice_t d, unsigned int *count, fake_nvmlProcessInfo_v2_t *p)
+{
+    return running_processes(d, PROCESS_GRAPHICS, count, p, 3);
+}
+
+nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v2(nvmlDevice_t d, unsigned int *count, fake_nvmlProcessInfo_v2_t *p)
+{
+    return running_processes(d, PROCESS_GRAPHICS, count, p, 2);
+}
+
+nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses(nvmlDevice_t d, unsigned int *count, fake_nvmlProcessInfo_v1_t *p)
+{
+    return running_processes(d, PROCESS_GRAPHICS, count, p, 1);
 }
 
 /* One sensor read "now" through a classic (non-field) entry point. */
@@ -1010,6 +1325,20 @@ static void edit_idle(model_t *m, const void *arg) { m->idle_w = *(const double 
 static void edit_seed(model_t *m, const void *arg) { m->seed = *(const uint64_t *)arg; }
 static void edit_arch(model_t *m, const void *arg) { m->architecture = *(const uint32_t *)arg; }
 static void edit_limit(model_t *m, const void *arg) { m->power_limit_mw = *(const uint32_t *)arg; }
+static void edit_memory(model_t *m, const void *arg) { m->memory_total_bytes = *(const uint64_t *)arg; }
+
+typedef struct {
+    int kind;
+    uint32_t n;
+    process_t list[MAX_PROCESSES];
+} processes_edit_t;
+
+static void edit_processes(model_t *m, const void *arg)
+{
+    const processes_edit_t *e = arg;
+    m->n_processes[e->kind] = e->n;
+    memcpy(m->processes[e->kind], e->list, sizeof e->list);
+}
 
 typedef struct {
     int field;
@@ -1054,6 +1383,24 @@ int fake_nvml_set_power_limit(int dev, unsigned int milliwatts)
 {
     uint32_t l = milliwatts;
     return edit_model(dev, edit_limit, &l, 0);
+}
+
+int fake_nvml_set_memory_total(int dev, unsigned long long bytes)
+{
+    uint64_t b = bytes;
+    return bytes == 0 ? FAKE_EINVAL : edit_model(dev, edit_memory, &b, 0);
+}
+
+/* The processes NVML lists on a device (kind 0: compute, 1: graphics), with their memory. */
+int fake_nvml_set_processes(int dev, int kind, int n, const unsigned int *pids,
+                            const unsigned long long *used_bytes)
+{
+    if (kind < 0 || kind >= N_PROCESS_KINDS || n < 0 || n > MAX_PROCESSES || (n > 0 && (!pids || !used_bytes)))
+        return FAKE_EINVAL;
+    processes_edit_t e = {.kind = kind, .n = (uint32_t)n};
+    for (int i = 0; i < n; i++)
+        e.list[i] = (process_t){.pid = pids[i], .used_bytes = used_bytes[i]};
+    return edit_model(dev, edit_processes, &e, 0);
 }
 
 /* Reconfiguring restarts the device's signal (a new ring with one idle event at now, counter
