@@ -19,9 +19,9 @@ import gpu_validate  # noqa: E402
 
 
 @pytest.mark.integration  # `phprof devices --measure 1` samples the fake for a second, in real time
-def test_without_a_gpu_the_check_stops_before_the_gpu_only_steps(fake_lib, tmp_path):
+def test_without_a_gpu_the_check_stops_before_the_gpu_only_steps(fake, tmp_path):
     out = tmp_path / "check"
-    env = dict(os.environ, PHPROF_NVML_LIB=str(fake_lib), PHPROF_GPU_CHECK_QUICK="1",
+    env = dict(os.environ, **fake.env, PHPROF_GPU_CHECK_QUICK="1",
                PHPROF=str(Path(sys.executable).with_name("phprof")), PYTHON=sys.executable)
     run = subprocess.run(["bash", str(REPO / "tools" / "gpu_check.sh"), str(out)], env=env, capture_output=True,
                          text=True, timeout=120)
