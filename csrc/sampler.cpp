@@ -84,6 +84,7 @@ struct NvmlLib {
     nvmlDeviceGetHandleByIndex_v2_fn handle_by_index = nullptr;
     nvmlDeviceGetName_fn device_name = nullptr;
     nvmlDeviceGetUUID_fn device_uuid = nullptr;
+    nvmlDeviceGetPowerManagementLimit_fn power_limit = nullptr;  // optional: the board's power cap
     nvmlDeviceGetTotalEnergyConsumption_fn total_energy = nullptr;
     nvmlDeviceGetFieldValues_fn field_values = nullptr;
 
@@ -119,6 +120,8 @@ NvmlLib *load_nvml(const std::string &path) {
     lib->handle_by_index = reinterpret_cast<nvmlDeviceGetHandleByIndex_v2_fn>(sym("nvmlDeviceGetHandleByIndex_v2"));
     lib->device_name = reinterpret_cast<nvmlDeviceGetName_fn>(sym("nvmlDeviceGetName"));
     lib->device_uuid = reinterpret_cast<nvmlDeviceGetUUID_fn>(sym("nvmlDeviceGetUUID"));
+    lib->power_limit =
+        reinterpret_cast<nvmlDeviceGetPowerManagementLimit_fn>(sym("nvmlDeviceGetPowerManagementLimit"));
     lib->total_energy = reinterpret_cast<nvmlDeviceGetTotalEnergyConsumption_fn>(sym("nvmlDeviceGetTotalEnergyConsumption"));
     lib->field_values = reinterpret_cast<nvmlDeviceGetFieldValues_fn>(sym("nvmlDeviceGetFieldValues"));
     const char *missing = !lib->init ? "nvmlInit_v2"
@@ -809,7 +812,10 @@ PyObject *nvml_probe(PyObject *, PyObject *args) {
             }
             Py_DECREF(entry);
         }
-        PyObject *d = Py_BuildValue("{s:I,s:s,s:s,s:N}", "index", i, "name", name, "uuid", uuid, "fields", fields);
+        unsigned limit_mw = 0;  // 0: unknown
+        if (!lib->power_limit || lib->power_limit(dev, &limit_mw) != NVML_SUCCESS) limit_mw = 0;
+        PyObject *d = Py_BuildValue("{s:I,s:s,s:s,s:N,s:I}", "index", i, "name", name, "uuid", uuid, "fields", fields,
+                                    "power_limit_mw", limit_mw);
         if (!d || PyList_Append(devices, d) < 0) {
             Py_XDECREF(d);
             goto done;

@@ -169,15 +169,45 @@ def results(path: str | Path, *, calibration: str | Path | None = None, recomput
 def _results(t: Trace, path, calibration, recompute: bool, store: bool, rollups=None) -> tuple[Results, bool]:
     """The trace's results and whether they were just computed (then stored with
     ``store``, with ``rollups`` for other readers of the file)."""
-    from .attribution import attribute, load_sensor_model
+    from .attribution import attribute
 
     if t.results is not None and not recompute and calibration is None:
         return t.results, False
-    sensor = load_sensor_model(calibration) if calibration else None
-    out = attribute(t, sensor=sensor, fit=calibration is None)
+    sensor, note = sensor_for(t, calibration)
+    out = attribute(t, sensor=sensor, fit=sensor is None or sensor.window_low_s is not None)
+    if note:
+        out.notes.insert(0, note)
     if store and out.has_energy:
         _store(path, out, rollups)
     return out, True
+
+
+def sensor_for(t: Trace, calibration: str | Path | None):
+    """The sensor model a trace is attributed with, and a note saying where it came from:
+    ``calibration`` (a `phprof calibrate` file or a hand-written JSON), else the
+    calibration of the trace's GPU in the calibration directory, else None (the
+    published model, refitted to the run)."""
+    from .store.calibration import find_calibration, read_sensor_file
+
+    log = t.power
+    device = log.devices[0] if log is not None and log.devices else "gpu0"
+    found = log.windowed_power(device) if log is not None and log.channels else None
+    field = found[0] if found else "power_instant"
+    if calibration is not None:
+        model, _ = read_sensor_file(calibration, field)
+        return model, f"sensor model from {calibration} (--sensor)"
+    gpu = ((t.meta.get("sensor") or {}).get("devices") or {}).get(device) or t.meta.get("device_name") or ""
+    hit = find_calibration(gpu, t.meta.get("driver"))
+    if hit is None:
+        return None, ""
+    cal_path, cal, differs = hit
+    f = cal.of(field)
+    model = f.sensor_model(f"calibration {cal_path.name}") if f is not None else None
+    if model is None:
+        return None, (f"the calibration {cal_path} of {gpu} has no identified model of {field}: the published "
+                      "model is refitted to the run")
+    return model, f"sensor calibration {cal_path} ({gpu}, driver {cal.driver or 'unknown'}, field {f.field})" + \
+        (f"; {differs}" if differs else "")
 
 
 def _store(path, r: Results, rollups=None) -> None:
@@ -185,6 +215,84 @@ def _store(path, r: Results, rollups=None) -> None:
         write_results(path, r, rollups)
     except (PermissionError, TraceFileError) as e:
         warnings.warn(f"results not stored ({e})", StoreWarning, stacklevel=3)
+
+
+def calibrate_from_log(driver_log: str | Path, schedule: str | Path | None = None, meter: str | Path | None = None,
+                       *, gpu: str | None = None, driver: str | None = None, utc_offset_h: float | None = None,
+                       output: str | Path | None = None):
+    """A sensor calibration from a log recorded elsewhere (see
+    :func:`phprof.attribution.sensor.calibrate`): ``driver_log`` an nvidia-smi-style
+    CSV of the driver's power fields (or a phprof trace file: its power readings),
+    ``schedule`` the load's switching marks, ``meter`` an external meter's log.
+    Written to ``output``, else to the calibration directory when the GPU is known
+    (so reports pick it up), else nowhere (a calibration of no named GPU is for no trace:
+    nothing is written beside someone's data). Returns (calibration, path or None)."""
+    from .attribution.sensor import Meter, Schedule, calibrate, log_fields
+    from .sources.csvlog import NVML_FIELD_OF, read_driver_fields, read_load_marks, read_meter
+    from .store.calibration import default_path, write_calibration
+
+    driver_log = Path(driver_log)
+    if driver_log.suffix == ".h5":
+        t = load(driver_log)
+        if t.power is None or not t.power.channels:
+            raise OptionError(f"{driver_log} holds no power readings to calibrate")
+        fields = log_fields(t.power, t.power.devices[0])
+        names = ((t.meta.get("sensor") or {}).get("devices") or {})
+        gpu = gpu or names.get(t.power.devices[0], "")
+        driver = driver or t.meta.get("driver") or ""
+    else:
+        fields = read_driver_fields(driver_log, utc_offset_h)
+    if not fields:
+        raise OptionError(f"{driver_log} has no power field to calibrate")
+    plan = None
+    if schedule is not None:
+        marks, states = read_load_marks(schedule, utc_offset_h)
+        plan = Schedule.alternating(marks) if states is None else Schedule.from_states(marks, states)
+    truth = Meter(*read_meter(meter, utc_offset_h)) if meter is not None else None
+    how = f"from-log {driver_log.name}" + (f", schedule {Path(schedule).name}" if schedule else "") + \
+        (f", meter {Path(meter).name}" if meter else "")
+    cal = calibrate(fields, schedule=plan, meter=truth, gpu=gpu or "", driver=driver or "", how=how,
+                    nvml_fields={k: NVML_FIELD_OF.get(k, "") for k in fields})
+    if output is None and not cal.gpu:
+        return cal, None
+    return cal, write_calibration(cal, output if output is not None else default_path(cal.gpu, cal.driver))
+
+
+def calibrate_gpu(gpu: int = 0, *, quick: bool = False, output: str | Path | None = None, progress=None,
+                  load=None, library: str | None = None):
+    """Calibrates GPU ``gpu``'s power fields by running the CUDA load kernels
+    (``phprof.tracing.calibration``) and fitting every field against the schedule
+    they ran; ``load``: another load with the same ``run`` (the tests' fake GPU).
+    Written to ``output``, else to the calibration directory. Returns (calibration, path)."""
+    from .attribution.sensor import Schedule, calibrate, log_fields
+    from .sources import NvmlSource
+    from .sources.sensors import NOMINAL_INSTANT, nominal_sensor
+    from .store.calibration import default_path, write_calibration
+    from .tracing.calibration import calibration_plan, record_calibration
+    from .tracing.gpuload import CudaLoad, LoadUnavailable
+
+    found = NvmlSource.probe(library)
+    if not found.available:
+        raise LoadUnavailable(f"no GPU to calibrate: {found.reason}")
+    names = {d["index"]: d["name"] for d in found.devices}
+    if gpu not in names:
+        raise OptionError(f"no GPU {gpu} (GPUs: {', '.join(map(str, names))})")
+    if load is None:
+        load = CudaLoad(gpu)
+    period = (nominal_sensor(names[gpu]) or NOMINAL_INSTANT).period_s
+    plan = calibration_plan(period, quick=quick)
+    rec = record_calibration(load, plan, gpu, library, progress)
+    device = f"gpu{gpu}"
+    fields = log_fields(rec.log, device)
+    schedule = Schedule.from_states(rec.marks_ns / 1e9, rec.busy)
+    idle = rec.log.energy_between(device, *rec.idle_span_ns)
+    idle_w = idle.joules / idle.seconds if idle.joules is not None and idle.seconds > 0 else None
+    cal = calibrate(fields, schedule=schedule, gpu=rec.gpu, driver=rec.driver,
+                    how=f"on the GPU ({'quick ' if quick else ''}schedule of {plan.seconds:.0f} s: "
+                        + "; ".join(plan.parts) + ")",
+                    nvml_fields={k: k for k in fields}, idle_w=idle_w, nvml_call_us=rec.nvml_call_us,
+                    notes=rec.notes)
+    return cal, write_calibration(cal, output or default_path(cal.gpu, cal.driver))
 
 
 def grid_intensity(region: str | None = None, g_per_kwh: float | None = None) -> carbon.CarbonIntensity:

@@ -25,6 +25,9 @@ import pytest
 # at its barrier for a thread the scheduler has parked: a tiny diffusion run took 2.5x as long
 # with 2 threads as with 1 under two busy loops on 2 cores. Read by torch when it is first imported.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Reports pick up the calibrations of the user's calibration directory (phprof.store.calibration):
+# the tests, and the processes they start, see none but those they write themselves.
+os.environ["PHPROF_CALIBRATION_DIR"] = tempfile.mkdtemp(prefix="phprof-test-calibrations-")
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))

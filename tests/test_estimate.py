@@ -166,3 +166,41 @@ def test_a_label_the_windows_never_see_is_not_given_a_confident_zero():
     assert est.method is Method.TIME_PROPORTIONAL
     assert any("never inside" in n for n in est.notes)
     assert est.total_j == pytest.approx(600 * 0.1 * 250.0)
+
+
+def test_label_powers_stay_between_idle_and_the_device_limit():
+    """Under a constant 250 W, a label with 0.2% of the time (a dropout between two layers) is
+    barely seen by the windows: fitted freely, noise gives it an impossible power (0 W here,
+    1.7 kW in a run of the issue's); bounded by the idle power and the device's limit (as
+    attribution passes them), no figure is."""
+    rng = np.random.default_rng(3)
+    t, starts, ends, labels = 10**18, [], [], []
+    for _ in range(600):
+        for j, ms in enumerate((4.0, 0.02, 5.0)):
+            starts.append(t)
+            t += round(ms * 1e6)
+            ends.append(t)
+            labels.append(j)
+        t += round(rng.uniform(1, 8) * 1e6)
+    span = (starts[0], ends[-1])
+    timeline = Timeline(np.array(starts), np.array(ends), np.array(labels), ["attn", "dropout", "mlp"],
+                        np.full(3, -1))
+    updates = np.arange(span[0] + 30_000_000, span[1], 101_000_000)
+    watts = 250.0 * (1 + 0.03 * rng.standard_normal(len(updates)))
+    windows = instant_windows(updates, watts, SensorModel(0.101, 0.025, 0.0), span)
+    measured = 250.0 * (span[1] - span[0]) / 1e9
+    free = estimate_label_power(timeline, windows, span, measured_j=measured)
+    powers = [x.power_w for x in free.labels]
+    assert min(powers) < 60 or max(powers) > 400  # the case the bounds are for (here: 0 W, below idle)
+    est = estimate_label_power(timeline, windows, span, measured_j=measured, power_bounds_w=(60.0, 400.0),
+                               edge_s=50e-6)  # as attribution calls it: the draws moved at the edges too
+    for x in est.labels + [est.idle]:
+        assert 60.0 - 1e-6 <= x.power_w <= 400.0 + 1e-6, (x.label, x.power_w)
+        assert x.energy.high_j <= 400.0 * x.seconds * 1.001 and x.energy.low_j >= 60.0 * x.seconds * 0.999
+    assert est.total_j == pytest.approx(measured, rel=1e-9)
+    # a ceiling that binds (the labels' free fits reach above it): held on the measured scale, which
+    # the bounded fit itself moves
+    capped = estimate_label_power(timeline, windows, span, measured_j=measured, power_bounds_w=(60.0, 251.0))
+    assert max(x.power_w for x in capped.labels + [capped.idle]) <= 251.0 * (1 + 1e-9)
+    assert max(x.power_w for x in capped.labels) == pytest.approx(251.0, rel=1e-6)
+    assert capped.total_j == pytest.approx(measured, rel=1e-9)

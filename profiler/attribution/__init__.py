@@ -6,12 +6,13 @@ energy per layer, kernel, component, phase and inference.
 sensor's updates by windowed non-negative least squares, with bootstrap
 intervals, or a time-proportional split when the updates cannot tell labels apart.
 ``phprof.attribution.timeline``: which label was active when.
-``phprof.attribution.sensor``: fitting a sensor's model to readings under a known load.
+``phprof.attribution.sensor``: calibrating a sensor from readings under a known load.
+``phprof.attribution.runfit``: the sensor's model fitted to a run's own updates.
 ``phprof.attribution.components``: what part of a network each module is.
 ``phprof.attribution.rollups``: per inference, per 1,000, per token, carbon.
 ``phprof.attribution.compare``: runs side by side per component and phase.
 ``phprof.attribution.excerpt``: a stretch of the run for the power plot.
 """
-from .attribute import AttributionError, attribute, load_sensor_model
+from .attribute import AttributionError, attribute
 
-__all__ = ["AttributionError", "attribute", "load_sensor_model"]
+__all__ = ["AttributionError", "attribute"]

@@ -15,41 +15,30 @@ why there is no energy (``Results.why_no_energy``).
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from ..clock import clock_steps, utc_text
 from ..energy import Energy, Method
 from ..errors import PhprofError
-from ..sources.sensors import NOMINAL_INSTANT, SensorModel, nominal_sensor, phase_coverage
+from ..sources.sensors import NOMINAL_AVERAGE, NOMINAL_INSTANT, SensorModel, nominal_sensor, phase_coverage
 from ..store import Kind, phase_kind
 from ..store.results import ComponentEnergy, KernelEnergy, Layer, Leaf, PhaseEnergy, Results, Role
 from .components import Component, Taxonomy
-from .estimate import Estimate, estimate_label_power, fit_lag, instant_windows
+from .estimate import Estimate, estimate_label_power, instant_windows
+from .runfit import fit_run_sensor, windows_of
 from .timeline import trace_timeline
 
 _ROLE_OF_LABEL = {r.label: r for r in Role if r is not Role.MODULE}
+SCALE_WARNING = 0.15  # a counter-to-readings scale further from 1 than this is a warning
+# How well a timeline's edges line up with the power: a module's work starts some tens of
+# microseconds after its scope is stamped (Python hooks, op dispatch, a busy CPU's scheduling), and
+# a GPU's power follows its kernels with a delay. Intervals hold, for each kind of edge (one label
+# after another), the power running up to this much ahead of or behind the timeline.
+EDGE_S = 50e-6
 
 
 class AttributionError(PhprofError):
     """A trace whose energy cannot be attributed at all (the message says why)."""
-
-
-def load_sensor_model(path: str | Path) -> SensorModel:
-    """A sensor model from a calibration file: JSON with ``period_s``,
-    ``window_s``, ``lag_s`` (and optionally ``source``)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-        return SensorModel(float(data["period_s"]), float(data["window_s"]), float(data.get("lag_s", 0.0)),
-                           str(data.get("source", f"calibration file {path}")))
-    except FileNotFoundError:
-        raise AttributionError(f"no such calibration file: {path}") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise AttributionError(f"{path} is not a sensor calibration (JSON with period_s, window_s, lag_s): {e}") \
-            from None
 
 
 def attribute(trace, sensor: SensorModel | None = None, device: str | None = None, fit: bool = True,
@@ -83,42 +72,73 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
                      "readings and kernels near it may be misaligned by that much")
     measured = log.energy_between(device, *span)
     notes.extend(measured.notes)
-    updates = log.instant_power(device)
-    if updates is not None:
-        instants, watts = updates
+    meta_sensor = trace.meta.get("sensor") or {}
+    gpu_name = (meta_sensor.get("devices") or {}).get(device) or trace.meta.get("device_name") or ""
+    updates = log.windowed_power(device)
+    prior, fitted = None, None
+    if updates is None:
+        field, instants, watts = "", np.zeros(0, np.int64), np.zeros(0)
+        notes.append(f"no power readings of {device} that a sensor model could place (channels: "
+                     f"{', '.join(c.name for c in log.channels)}): the measured total is split by time")
     else:
-        instants, watts = np.zeros(0, np.int64), np.zeros(0)
-        notes.append(f"no instant power readings of {device} (channels: "
-                     f"{', '.join(c.name for c in log.channels)}): the measured "
-                     "total is split by time")
-    if sensor is None:
-        sensor_name = ((trace.meta.get("sensor") or {}).get("devices") or {}).get(device, "")
-        sensor = nominal_sensor(sensor_name)
-        if sensor is None:
-            sensor = NOMINAL_INSTANT
-            notes.append(f"no published sensor model for {sensor_name or 'this device'!r}: "
-                         "the A100/H100 one is assumed, its lag and window refitted to this run")
-    if fit and len(instants):
-        fitted, res, base = fit_lag(timeline, instants, watts, sensor, span)
-        if np.isfinite(res) and res < base:
-            notes.append(f"sensor lag {fitted.lag_s * 1e3:+.0f} ms and window {fitted.window_s * 1e3:.0f} ms "
-                         f"fitted to this run's updates (RMS residual {res:.2f} W, {base:.2f} W with "
-                         f"{sensor.lag_s * 1e3:+.0f} ms / {sensor.window_s * 1e3:.0f} ms)")
-            sensor = fitted
-    windows = instant_windows(instants, watts, sensor, span)
+        field, instants, watts = updates
+        prior = sensor if sensor is not None else default_sensor(gpu_name, field, notes)
+        if fit:
+            fitted = fit_run_sensor(timeline, instants, watts, prior, span, calibrated=sensor is not None,
+                                    bracket_ns=log.update_bracket_ns(device))
+            notes.extend(fitted.notes)
+            prior, instants = fitted.model, fitted.update_ns
+            if fitted.shift_s:  # the log's counter is on the same shifted clock as its power readings
+                shift = round(fitted.shift_s * 1e9)
+                measured = log.energy_between(device, span[0] + shift, span[1] + shift)
+                notes.extend(n for n in measured.notes if n not in notes)
+                notes.append(f"the energy counter is read over the inferences' span shifted the same "
+                             f"{fitted.shift_s * 1e3:+.0f} ms")
+    windows = instant_windows(instants, watts, prior or NOMINAL_INSTANT, span)
+    alternatives = None
+    if fitted is not None:
+        keep = np.isin(instants, windows.b_ns + round(prior.lag_s * 1e9))
+        alternatives = [windows_of(instants[keep], watts[keep], m) for m in fitted.alternatives]
+    limit = (meta_sensor.get("power_limits_w") or {}).get(device)
+    idle_w = _idle_power(trace, device)
+    bounds = (idle_w or 0.0, limit) if limit else ((idle_w, np.inf) if idle_w else None)
+    options.setdefault("edge_s", EDGE_S)
     est = estimate_label_power(timeline, windows, span, measured_j=measured.joules if measured.joules else None,
-                               **options)
-    coverage = phase_coverage((windows.a_ns + windows.b_ns) // 2, inf["start_ns"], inf["end_ns"])
-    notes.append(coverage.describe())
-    if coverage.aliased and est.method != Method.TIME_PROPORTIONAL:
-        notes.append("per-layer figures of an aliased run are unreliable even where intervals are narrow")
+                               alternatives=alternatives, power_bounds_w=bounds, **options)
+    if bounds is not None and est.method is Method.WLS:
+        notes.append("every label's power bounded to " + (f"{bounds[0]:.0f} W (the idle power measured before the run)"
+                                                          if bounds[0] else "0 W") +
+                     (f" .. {limit:.0f} W (the device's power limit, from NVML)" if limit else " and above"))
+    if updates is not None:
+        coverage = phase_coverage((windows.a_ns + windows.b_ns) // 2, inf["start_ns"], inf["end_ns"])
+        notes.append(coverage.describe())
+        if coverage.aliased and est.method != Method.TIME_PROPORTIONAL:
+            notes.append("per-layer figures of an aliased run are unreliable even where intervals are narrow")
+    if measured.joules and len(windows.watts) and abs(est.scale - 1) > SCALE_WARNING:
+        notes.append(f"the {field or 'power'} readings and the energy counter disagree by {est.scale - 1:+.0%} over "
+                     "the run: a sensor with a gain or offset error (calibrate it against a meter: `phprof calibrate "
+                     "--from-log ... --meter`), a sensor model that does not fit (see the residual), or a power log "
+                     "that is not of this device")
     if measured.joules is None:
         total = Energy(est.total_j, method=Method.ESTIMATE_SUM)
     else:  # the estimate is scaled to the measured total: the measurement's bound is the total's
         total = Energy(est.total_j, measured.low_j, measured.high_j, measured.method, measured.detail, bound=True)
+    sensor = prior if updates is not None else None
     return _results(trace, timeline, what, span, est=est, device=device, total=total,
-                    total_uncertainty_j=measured.uncertainty_j,
-                    sensor=sensor, idle_w=_idle_power(trace, device), notes=notes + est.notes)
+                    total_uncertainty_j=measured.uncertainty_j, sensor=sensor, idle_w=idle_w, notes=notes + est.notes)
+
+
+def default_sensor(gpu_name: str, field: str, notes: list[str]) -> SensorModel:
+    """The model a run's fit starts from: the GPU family's published one for the field, else
+    a generic one (the fit searches every family's range from there, so it is only a start)."""
+    if field == "power_average":
+        return NOMINAL_AVERAGE
+    model = nominal_sensor(gpu_name)
+    if model is None:
+        notes.append(f"no published sensor model for {gpu_name or 'this device (its name is not in the trace)'}: "
+                     "the fit starts from the A100/H100 one and searches every family's range")
+        return NOMINAL_INSTANT
+    return model
 
 
 def _unusable_power(trace, span: tuple[int, int]) -> str | None:

@@ -29,7 +29,7 @@ from functools import cached_property
 
 import numpy as np
 from scipy.linalg import solve_triangular
-from scipy.optimize import nnls
+from scipy.optimize import lsq_linear, nnls
 
 from ..energy import Energy, Method
 from ..sources.sensors import SensorModel
@@ -90,6 +90,20 @@ class Timeline:
             out[:, j] = (upto[len(a):] - upto[:len(a)]) / 1e9
         return out
 
+    def edge_kinds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each kind of edge of the timeline: (label before, label after, how many), where
+        the last index stands for the time no label covers (a gap between segments)."""
+        order = np.argsort(self.starts_ns, kind="stable")
+        s, e, lab = self.starts_ns[order], self.ends_ns[order], self.labels[order]
+        idle = len(self.names)
+        touching = np.r_[False, e[:-1] >= s[1:] - 1000]  # within 1 us: no gap
+        before = np.where(touching, np.r_[idle, lab[:-1]], idle)
+        gap_after = np.r_[~touching[1:], True]
+        pairs = np.concatenate([np.column_stack([before, lab]),
+                                np.column_stack([lab[gap_after], np.full(int(gap_after.sum()), idle)])])
+        kinds, counts = np.unique(pairs, axis=0, return_counts=True)
+        return kinds[:, 0], kinds[:, 1], counts
+
     def grouped(self, seconds: np.ndarray, col: np.ndarray, groups: int) -> np.ndarray:
         """Columns of ``seconds_in``'s result summed by group (``col[label]``)."""
         out = np.zeros((groups, seconds.shape[0]))
@@ -134,24 +148,33 @@ class Estimate:
         return sum(x.energy.joules for x in self.labels) + self.idle.energy.joules
 
 
-def _nnls_gram(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """argmin ||X p - y||^2 over p >= 0, given X'X and X'y (cheap for many rows):
-    with X'X = L L', the same problem is ||L' p - L^-1 X'y||^2."""
+def _nnls_gram(gram: np.ndarray, rhs: np.ndarray, bounds: tuple[float, float] | None = None) -> np.ndarray:
+    """argmin ||X p - y||^2 over p >= 0 (or ``bounds[0] <= p <= bounds[1]``), given X'X
+    and X'y (cheap for many rows): with X'X = L L', the same problem is ||L' p - L^-1 X'y||^2."""
     m = len(rhs)
     lower = np.linalg.cholesky(gram + np.eye(m) * (1e-10 * np.trace(gram) / m + 1e-300))
-    p, _ = nnls(lower.T, solve_triangular(lower, rhs, lower=True, check_finite=False), maxiter=50 * m)
-    return p
+    c = solve_triangular(lower, rhs, lower=True, check_finite=False)
+    if bounds is None:
+        return nnls(lower.T, c, maxiter=50 * m)[0]
+    return lsq_linear(lower.T, c, bounds=bounds, method="bvls").x
 
 
-def _fit(designs: list[np.ndarray], y: np.ndarray, blocks: np.ndarray, bootstrap: int, seed: int):
-    """NNLS powers from ``designs[0]``, their bootstrap draws, and the RMS residual.
+def _scaled_bounds(bounds_w: tuple[float, float], scale: float) -> tuple[float, float]:
+    """Power bounds on the measured scale as bounds on the sensor's (``scale``: measured / modelled)."""
+    lo, hi = bounds_w[0] / scale, bounds_w[1] / scale
+    return min(lo, hi * 0.999), hi
+
+
+def _fit(designs: list[np.ndarray], y: np.ndarray, blocks: np.ndarray, bootstrap: int, seed: int,
+         bounds: tuple[float, float] | None = None):
+    """NNLS powers from ``designs[0]`` (within ``bounds``), their bootstrap draws, and the RMS residual.
 
     A draw resamples whole blocks of updates and takes one of ``designs`` at
-    random (the windows placed with the sensor's lag and window each moved by
-    their uncertainty), so the intervals hold both the sensor's noise and
+    random (the windows placed with the sensor's lag and window each moved
+    within their uncertainty), so the intervals hold both the sensor's noise and
     what is not known of its timing."""
     design = designs[0]
-    p = _nnls_gram(design.T @ design, design.T @ y)
+    p = _nnls_gram(design.T @ design, design.T @ y, bounds)
     n_blocks = int(blocks.max()) + 1
     m = design.shape[1]
     # per design and block, X'X and X'y: a draw is a weighted sum of blocks
@@ -169,7 +192,7 @@ def _fit(designs: list[np.ndarray], y: np.ndarray, blocks: np.ndarray, bootstrap
     for i in range(bootstrap):
         w = np.bincount(rng.integers(0, n_blocks, n_blocks), minlength=n_blocks).astype(float)
         v = rng.integers(len(designs))
-        draws[i] = _nnls_gram(np.tensordot(w, gram_b[v], 1), w @ rhs_b[v])
+        draws[i] = _nnls_gram(np.tensordot(w, gram_b[v], 1), w @ rhs_b[v], bounds)
     residual = float(np.sqrt(np.mean((design @ p - y) ** 2)))
     return p, draws, residual
 
@@ -192,6 +215,9 @@ def estimate_label_power(
     block_s: float = 1.0,
     timing_s: float = 0.001,
     seed: int = 0,
+    alternatives: list[SensorWindows] | None = None,
+    power_bounds_w: tuple[float, float] | None = None,
+    edge_s: float = 0.0,
 ) -> Estimate:
     """Each label's power and energy over ``span_ns`` (see the module's docstring).
 
@@ -199,9 +225,17 @@ def estimate_label_power(
     labels and idle are scaled to add up to it exactly, and the scale is
     reported. ``tolerance``: the largest standard error of one resolved
     label's energy, as a share of the total, before it is merged into its parent.
-    ``timing_s``: how well the windows' placement is known (the lag and the
-    window's length, each to about the polling interval): the bootstrap draws
-    also move them by that much.
+    ``alternatives``: the same updates' windows under the other sensor models
+    the run's updates allow (``phprof.attribution.runfit``): each bootstrap draw
+    takes one of them or ``windows``, so the intervals hold what is not known of
+    the sensor's timing; without them, the draws move lag and window by
+    ``timing_s``. ``power_bounds_w``: (floor, ceiling) of any label's power on the
+    measured scale, e.g. (the device's idle power, its power limit): each label's
+    power is fitted within them, so no figure is physically impossible.
+    ``edge_s``: how well the timeline's edges line up with the power (the work inside
+    a scope starts some microseconds after its stamp; a GPU's power follows its
+    kernels with a delay): each draw also shifts the power against the timeline by
+    up to that much, so a label's interval holds the energy at its edges.
     """
     n = len(timeline.names)
     t0, t1 = span_ns
@@ -221,11 +255,38 @@ def estimate_label_power(
         # then reported together with their parent, from the same draws (the sum of
         # labels that the windows confound is known far better than each of them)
         designs = [_design(label_s, windows)]
-        step = round(timing_s * 1e9)
-        for da, db in ((-step, -step), (step, step), (-step, 0), (step, 0)) if step else ():
-            moved = SensorWindows(windows.a_ns + da, windows.b_ns + db, y, windows.sensor)
+        if alternatives is None:
+            step = round(timing_s * 1e9)
+            alternatives = [SensorWindows(windows.a_ns + da, windows.b_ns + db, y, windows.sensor)
+                            for da, db in (((-step, -step), (step, step), (-step, 0), (step, 0)) if step else ())]
+        for moved in alternatives:
             designs.append(_design(timeline.seconds_in(moved.a_ns, moved.b_ns), moved))
-        p_label, d_label, residual = _fit(designs, y, blocks, bootstrap, seed)
+        bounds = None
+        all_s = np.append(seconds, idle_s)
+        if power_bounds_w is not None and measured_j:
+            # the bounds hold on the measured scale: the sensor's is that over the scale to the counter
+            p0 = _nnls_gram(designs[0].T @ designs[0], designs[0].T @ y)
+            s0 = measured_j / max(float(p0 @ all_s), 1e-12)
+            bounds = _scaled_bounds(power_bounds_w, s0)
+        p_label, d_label, residual = _fit(designs, y, blocks, bootstrap, seed, bounds)
+        for _ in range(4 if bounds is not None else 0):
+            # the bounded fit moves the scale itself: fit again on the new one until it holds
+            s1 = measured_j / max(float(p_label @ all_s), 1e-12)
+            if abs(s1 / s0 - 1) < 1e-9:
+                break
+            s0, bounds = s1, _scaled_bounds(power_bounds_w, s1)
+            p_label, d_label, residual = _fit(designs, y, blocks, bootstrap, seed, bounds)
+        if edge_s > 0 and len(timeline.labels):
+            # each kind of edge (label a, then label b) has its own delay of the power behind the
+            # timeline, up to edge_s either way: over it, b's time drew a's power
+            before, after, count = timeline.edge_kinds()
+            delay = np.random.default_rng(seed + 1).uniform(-edge_s, edge_s, (len(d_label), len(count)))
+            moved = delay * count * (p_label[before] - p_label[after])  # J, per draw and kind of edge
+            extra = np.zeros((len(d_label), n + 1))
+            np.add.at(extra.T, after, moved.T)
+            d_label = d_label + extra / np.maximum(np.append(seconds, idle_s), 1e-12)
+            if bounds is not None:  # moved, a draw is still physical
+                d_label = np.clip(d_label, *bounds)
         e_draws = d_label[:, :n] * seconds
         total = float(p_label @ np.append(seconds, idle_s))
         # a label the windows (almost) never saw has no estimate, however narrow its
@@ -269,18 +330,20 @@ def estimate_label_power(
             p_idle = float(np.median(y[idle_rows])) if idle_rows.any() else float(y.min())
             active_j = float(np.mean(y)) * (t1 - t0) / 1e9 - p_idle * idle_s
             p = np.array([active_j / max(seconds.sum(), 1e-12), p_idle])
-        else:  # no update at all: one power level for all the time (scaled to the measured energy below)
-            p = np.ones(2)
-            notes.append("the instant power field showed no new value during the run")
+            notes.append(f"{len(y)} sensor updates for {n} labels and idle: too few, or labels that the windows "
+                         "never saw or cannot tell apart; the split is by time, with bounds instead of intervals")
+        else:  # no update at all: one power level for all the time
+            p = np.full(2, (measured_j or 0.0) / max((t1 - t0) / 1e9, 1e-12))
+            notes.append("no power reading inside the span: " + ("the measured energy is split by time alone (every "
+                         "label, and the time between inferences, at the run's mean power)" if measured_j else
+                         "no energy can be given"))
         draws = np.full((1, 2), np.nan)
         e_draws, p_label, total = None, None, 1.0
         residual = float("nan")
         method = Method.TIME_PROPORTIONAL
-        notes.append(f"{len(y)} sensor updates for {n} labels and idle: too few, or labels that the windows "
-                     "never saw or cannot tell apart; the split is by time, with bounds instead of intervals")
     energies = p * g_seconds
     scale = 1.0
-    if measured_j is not None and energies.sum() > 0:
+    if measured_j is not None and energies.sum() > 0 and len(y):
         scale = measured_j / energies.sum()
         notes.append(f"scaled by {scale:.4f} so that the labels and idle add up to the measured "
                      f"{measured_j:.4g} J")
@@ -342,33 +405,3 @@ def estimate_label_power(
         notes.append(f"{merged} labels were merged with their children: the sensor could not resolve "
                      f"the children to within {tolerance:.0%} of the total")
     return Estimate(rows, idle, method, int(len(y)), residual, interval, notes, group_rows, draws, col, scale)
-
-
-def fit_lag(timeline: Timeline, update_ns, update_w, sensor: SensorModel,
-            span_ns: tuple[int, int]) -> tuple[SensorModel, float, float]:
-    """The sensor's lag and window that explain a run's updates best (least RMS
-    residual of an unconstrained-by-bootstrap fit), searched near ``sensor``: the
-    lag from -20 to +40 ms in 5 ms steps, then to the millisecond, then the window
-    within 6 ms of ``sensor``'s. Returns the fitted model, its residual and the
-    residual of ``sensor`` itself."""
-    lags_s = np.arange(-0.02, 0.0401, 0.005)
-    windows_s = sensor.window_s + np.arange(-0.006, 0.0061, 0.002)
-
-    def residual(model: SensorModel) -> float:
-        w = instant_windows(update_ns, update_w, model, span_ns)
-        if len(w.watts) < 3 * (len(timeline.names) + 1):
-            return np.inf
-        design = _design(timeline.seconds_in(w.a_ns, w.b_ns), w)
-        p = _nnls_gram(design.T @ design, design.T @ w.watts)
-        return float(np.sqrt(np.mean((design @ p - w.watts) ** 2)))
-
-    base = residual(sensor)
-    best = min(((residual(SensorModel(sensor.period_s, sensor.window_s, float(lag))), float(lag))
-                for lag in lags_s))
-    best = min([best] + [(residual(SensorModel(sensor.period_s, sensor.window_s, best[1] + d)), best[1] + d)
-                         for d in (-0.002, -0.001, 0.001, 0.002)])
-    lag = best[1]
-    best = min(((residual(SensorModel(sensor.period_s, float(w), lag)), float(w)) for w in windows_s if w > 0))
-    model = SensorModel(sensor.period_s, best[1], lag,
-                        f"{sensor.source}; lag and window fitted to this run's updates")
-    return model, best[0], base

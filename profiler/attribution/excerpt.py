@@ -34,9 +34,9 @@ def power_excerpt(trace, results: Results, seconds: float = 1.5) -> PowerExcerpt
     t1 = t0 + int(seconds * 1e9)
     sensor = results.sensor
     updates, windows = [], []
-    measured = None if trace.power is None else trace.power.instant_power(results.device)
+    measured = None if trace.power is None or sensor is None else trace.power.windowed_power(results.device)
     if measured is not None:
-        u, watts = measured
+        _, u, watts = measured
         keep = (u >= t0) & (u <= t1)
         updates = [((a - t0) / 1e9, float(w)) for a, w in zip(u[keep], watts[keep])]
         b = u[keep] - round(sensor.lag_s * 1e9)

@@ -21,8 +21,10 @@ def report_options(f):
                      help="Training energy of the model: prints how many inferences use as much (the study's parity). "
                      "Default for the study's BLOOMz models: its published training + fine-tuning kWh."),
         click.option("--sensor", "calibration", type=click.Path(dir_okay=False),
-                     help="Sensor calibration JSON (period_s, window_s, lag_s) instead of the published model; "
-                     "its lag and window are then used as given."),
+                     help="A sensor calibration to use: a `phprof calibrate` file (lag and window refitted within "
+                     "its intervals) or JSON with period_s, window_s, lag_s (used as given). Default: the "
+                     "calibration of the trace's GPU in the calibration directory if there is one, else the "
+                     "published model, period, lag and window fitted to the run."),
         click.option("--list-regions", is_flag=True, help="List the bundled grid intensities and exit."),
     ]
     for option in reversed(options):

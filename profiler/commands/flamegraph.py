@@ -21,7 +21,8 @@ FORMATS = ["html", "folded", "speedscope", "perfetto"]
 @click.option("--min-share", type=click.FloatRange(min=0, max=0.5), default=0.001, show_default=True,
               help="HTML: frames below this share of the total are collapsed into one per parent.")
 @click.option("--sensor", "calibration", type=click.Path(dir_okay=False),
-              help="Sensor calibration JSON (period_s, window_s, lag_s), as for `phprof report`.")
+              help="A sensor calibration (`phprof calibrate` file, or JSON with period_s, window_s, lag_s), as "
+              "for `phprof report`; default: the trace's GPU's calibration if there is one.")
 @click.option("--recompute", is_flag=True, help="Attribute again even if the file holds results.")
 def flamegraph(trace_file, output, fmt, min_share, calibration, recompute) -> None:
     """Per-layer energy as a flamegraph: widths are joules, frames the module path down to the kernel or op.

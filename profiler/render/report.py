@@ -12,6 +12,7 @@ against its time share.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from html import escape
@@ -80,9 +81,9 @@ def summary_lines(r: Results, roll: Rollups) -> list[tuple[str, str]]:
     residual = "" if r.residual_w is None else f" (RMS residual {r.residual_w:.2f} W)"
     lines += [
         ("method", f"{r.method.text()}, from {r.sensor_updates} sensor updates{residual}; timeline: {r.timeline}"),
-        ("sensor model", f"update {sensor.period_s * 1e3:.0f} ms, window {sensor.window_s * 1e3:.0f} ms, "
-                         f"lag {sensor.lag_s * 1e3:+.0f} ms: {sensor.source}"),
     ]
+    if sensor is not None:
+        lines.append(("sensor model", f"{sensor.describe()}: {sensor.source}"))
     return lines
 
 
@@ -212,8 +213,7 @@ def _summary_json(r: Results) -> dict:
         "inferences_energy": _energy_json(r.inferences_energy), "between_inferences_j": r.between_inferences_j,
         "total_uncertainty_j": r.total_uncertainty_j, "idle_w": r.idle_w, "static_j": r.static_j,
         "active_j": r.active_j, "method": r.method.text(), "interval": r.interval, "timeline": r.timeline,
-        "sensor": {"period_s": r.sensor.period_s, "window_s": r.sensor.window_s, "lag_s": r.sensor.lag_s,
-                   "source": r.sensor.source},
+        "sensor": None if r.sensor is None else dataclasses.asdict(r.sensor),
         "sensor_updates": r.sensor_updates, "residual_w": r.residual_w, "scale": r.scale,
         "phases": {p.name: {**_energy_json(p.energy), "count": p.count} for p in r.phases},
         "notes": r.notes,

@@ -236,6 +236,34 @@ class PowerLog:
         instants, values = sensor_updates(self.of(name))
         return instants, values * self.channels[self.channel_index(name)].watts_per_unit
 
+    def windowed_power(self, device: str) -> tuple[str, np.ndarray, np.ndarray] | None:
+        """The power field attribution reads: the instant field where it answered, else the
+        average field (a GPU that has only that, like an RTX 4090's ``power.draw``): its
+        name and each update (instant ns, W); None where neither has a reading."""
+        for name in ("power_instant", "power_average"):
+            channel = f"{device}.{name}"
+            if channel not in [c.name for c in self.channels]:
+                continue
+            r = self.of(channel)
+            if not (r["status"] == 0).any():
+                continue
+            instants, values = sensor_updates(r)
+            return name, instants, values * self.channels[self.channel_index(channel)].watts_per_unit
+        return None
+
+    def update_bracket_ns(self, device: str) -> int | None:
+        """How closely the readings of :meth:`windowed_power`'s field bracket its updates: the
+        median span (ns) from the last read showing an old value to the first showing the new
+        one (about the polling interval: ~1 ms for phprof's sampler, a log's row gap for a
+        CSV, whose reads have no bracket of their own). None without updates."""
+        found = self.windowed_power(device)
+        if found is None:
+            return None
+        r = self.of(f"{device}.{found[0]}")
+        r = r[r["status"] == 0]
+        changed = np.flatnonzero(np.diff(r["value"]) != 0) + 1
+        return int(np.median(r["t_after_ns"][changed] - r["t_before_ns"][changed - 1])) if len(changed) else None
+
     @property
     def devices(self) -> list[str]:
         return list(dict.fromkeys(c.device for c in self.channels))
@@ -298,7 +326,10 @@ class PowerLog:
                 r = self.of(c.name)
                 ok = r[r["status"] == 0]
                 if len(ok) >= 2:
-                    return (_counter_curve if quantity == "energy" else _power_curve)(c, ok, notes)
+                    curve = (_counter_curve if quantity == "energy" else _power_curve)(c, ok, notes)
+                    if curve is not None:
+                        return curve
+                    continue
                 notes.append(_why_unusable(c, r))
         return _EnergyCurve(None, None, None, None, Method.NONE, tuple(notes))
 
@@ -402,11 +433,32 @@ def _mid_times(r: np.ndarray) -> np.ndarray:
     return r["t_before_ns"] + (r["t_after_ns"] - r["t_before_ns"]) // 2
 
 
-def _counter_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve:
+RESET_SHARE = 0.1  # a counter that goes down restarted (a reset) if its new value is at most this share of the old
+
+
+def counter_drops(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where a cumulative counter went down: (resets, bad drops), indices of the first
+    reading after. A reset restarts near zero (driver reload); a drop to more than
+    RESET_SHARE of the old value is no reset but an error in the log."""
+    v = np.asarray(values)
+    down = np.flatnonzero(v[1:] < v[:-1]) + 1
+    near_zero = v[down] <= RESET_SHARE * v[down - 1]
+    return down[near_zero], down[~near_zero]
+
+
+def _counter_curve(c: Channel, r: np.ndarray, notes: list[str]) -> _EnergyCurve | None:
+    """The energy curve of a counter's readings; None (with a note) for a counter whose
+    drops are not resets."""
     v = r["value"]
     d = np.diff(v)
     neg = d < 0
     resets = 0
+    _, bad = counter_drops(v) if not c.wrap else (None, np.zeros(0, int))
+    if len(bad):
+        k = int(bad[0])
+        notes.append(f"{c.name} went down from {v[k - 1] * c.joules_per_unit:.6g} J to {v[k] * c.joules_per_unit:.6g} J "
+                     "(not to near zero, so not a reset): the counter is inconsistent and is not used")
+        return None
     if neg.any():
         if c.wrap:
             d = np.where(neg, d + c.wrap + 1, d)  # a wrapping counter (RAPL) went round
@@ -536,6 +588,11 @@ class PowerSource(ABC):
         """Each measured device's product name (which says what sensor it has), and
         the driver's version; ({}, None) where the source cannot tell."""
         return {}, None
+
+    def power_limits(self) -> dict[str, float]:
+        """Each measured device's power limit (W), where the source can tell: no
+        estimate of a device's power may exceed it."""
+        return {}
 
     def start(self) -> None:
         with self._lock:

@@ -10,7 +10,9 @@ channels are named and scaled like the NVML source's (``gpu0.energy`` in mJ,
 from __future__ import annotations
 
 import csv
+import gzip
 import math
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import numpy as np
 
 from ..clock import NotANumber, OutOfRange, decimal_text_to_ns, utc_text
 from ..errors import PhprofError
-from .base import READING_DTYPE, Channel, PowerLog
+from .base import READING_DTYPE, Channel, PowerLog, counter_drops
 
 POWER_CSV_FORMAT = """\
 Power log CSV: comma-separated, one header row, one row per reading, rows in time order.
@@ -146,6 +148,14 @@ def _parse_power_csv(reader, path: Path, device: str) -> PowerLog:
         _check_epoch([e.ns], path, time_col, scale)
         raise
     values = [_parse_values(v_text[j], factor, path, lines, col) for j, (_, col, factor) in enumerate(value_cols)]
+    for j, ((q, col, _), v) in enumerate(zip(value_cols, values)):
+        bad = counter_drops(v)[1] if q == "energy" else ()
+        if len(bad):
+            k = int(bad[0])
+            raise PowerCsvError(
+                f"{path}, line {lines[k]}: {col} goes down from {v_text[j][k - 1].strip()} to {v_text[j][k].strip()}, "
+                "not to near zero: a cumulative counter only restarts from zero (a driver reload), so this log's "
+                "energy column is inconsistent")
     _check_epoch(times, path, time_col, scale)
     t = np.asarray(times, dtype=np.int64)
     back = np.flatnonzero(t[1:] <= t[:-1])
@@ -238,4 +248,160 @@ def _check_epoch(times: list[int], path: Path, column: str, scale: int) -> None:
         f"time.time() or time.time_ns()), the clock torch.profiler uses, so that it lines up with the trace.{hint}"
     )
 
+
+
+
+# ---- logs for `phprof calibrate --from-log`: a driver's power fields, a meter, the load's marks --------
+
+DRIVER_LOG_FORMAT = """\
+Driver log (phprof calibrate --from-log): a CSV with one header row and one row per poll:
+  a time column: epoch_ms, epoch_s, epoch_ns, timestamp_ns/_us/_ms/_s (Unix epoch), or nvidia-smi's
+    `timestamp` ("2023/07/14 10:12:46.483", local time: see --utc-offset)
+  one column per power field, in W: any column whose name holds "power" (power_draw_w,
+    "power.draw [W]", "power.draw.instant [W]"...); cells "nan", "[N/A]" or "" are missing readings
+  or a phprof trace file (.h5): its power readings, each with its exact read bracket.
+  e.g. nvidia-smi --query-gpu=timestamp,power.draw,power.draw.instant --format=csv -lms 10
+Meter log: a CSV with a time column as above and one power column (watts, power_w or W).
+Schedule (load marks): a CSV with a time column as above; the load switched on at the first mark,
+  then off, on... (a mark logged twice counts once) and is off after the last; or a `state`
+  column (1/on, 0/off) for each mark.
+"""
+
+_EXTRA_TIME = (("epoch_ns", 1), ("epoch_us", 10**3), ("epoch_ms", 10**6), ("epoch_s", 10**9))
+# the NVML field phprof samples that a log's field is; power.draw (GetPowerUsage) is the
+# instant value on GA100 and older and the 1 s average on newer GPUs: no fixed field
+NVML_FIELD_OF = {"power_draw_instant": "power_instant", "power_draw_average": "power_average",
+                 "power_instant": "power_instant", "power_average": "power_average"}
+
+
+def _table(path: Path, min_rows: int = 2) -> tuple[list[str], list[list[str]]]:
+    """A CSV's normalised header (lower case, units and punctuation out) and its rows."""
+    if not path.is_file():
+        raise PowerCsvError(f"no such file: {path}" if not path.exists() else f"{path} is not a file")
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    except (UnicodeDecodeError, csv.Error, OSError, EOFError) as e:
+        raise PowerCsvError(f"{path}: not a readable text CSV ({e})") from None
+    if len(rows) < min_rows + 1:
+        raise PowerCsvError(f"{path}: {max(len(rows) - 1, 0)} row(s) under the header: too few")
+    header = [_column_name(h) for h in rows[0]]
+    width = len(header)
+    for i, r in enumerate(rows[1:], 2):
+        if len(r) != width:
+            raise PowerCsvError(f"{path}, row {i}: {len(r)} cells where the header has {width}")
+    return header, rows[1:]
+
+
+def _column_name(h: str) -> str:
+    h = h.strip().lower()
+    for unit in ("[w]", "[mw]", "(w)"):
+        h = h.replace(unit, "")
+    return "_".join(part for part in re.split(r"[^a-z0-9]+", h) if part).removesuffix("_w")
+
+
+def _times_s(path: Path, header: list[str], rows: list[list[str]], utc_offset_h: float | None) -> np.ndarray:
+    """The rows' times in s since the epoch, from the first time column found."""
+    for name, scale in _EXTRA_TIME + _TIME_COLUMNS:
+        if name in header:
+            i = header.index(name)
+            texts = [r[i].strip() for r in rows]
+            if name == "timestamp" and texts and not _is_number(texts[0]):
+                return _smi_times(path, texts, utc_offset_h)
+            try:
+                t = np.array([float(x) for x in texts]) * (scale / 1e9)
+            except ValueError:
+                bad = next(x for x in texts if not _is_number(x))
+                raise PowerCsvError(f"{path}: {name} = {bad!r} is not a number") from None
+            if not (t.min() > 1e9 and t.max() < _EPOCH_MAX_NS / 1e9):
+                raise PowerCsvError(f"{path}: {name} is not Unix epoch time (it starts at {t.min():g} s): logs "
+                                    "must be stamped with wall-clock time to line up")
+            return t
+    raise PowerCsvError(f"{path}: no time column (header: {', '.join(header)}); name one epoch_ms, timestamp_ms, "
+                        "timestamp_s... or use nvidia-smi's timestamp")
+
+
+def _smi_times(path: Path, texts: list[str], utc_offset_h: float | None) -> np.ndarray:
+    from datetime import datetime, timedelta, timezone
+
+    tz = None if utc_offset_h is None else timezone(timedelta(hours=utc_offset_h))
+    out = np.empty(len(texts))
+    for k, x in enumerate(texts):
+        try:
+            out[k] = datetime.strptime(x, "%Y/%m/%d %H:%M:%S.%f").replace(tzinfo=tz).timestamp()
+        except ValueError:
+            raise PowerCsvError(f"{path}: timestamp {x!r} is neither a number nor nvidia-smi's "
+                                "YYYY/MM/DD HH:MM:SS.fff") from None
+    return out
+
+
+def _is_number(x: str) -> bool:
+    try:
+        float(x)
+        return True
+    except ValueError:
+        return False
+
+
+def _watts(texts: list[str]) -> np.ndarray:
+    """Power cells in W: "56.12", "56.12 W", missing ("", "nan", "[N/A]", "N/A") as NaN."""
+    out = np.empty(len(texts))
+    for k, x in enumerate(texts):
+        x = x.strip().removesuffix("W").strip()
+        try:
+            out[k] = float(x)
+        except ValueError:
+            out[k] = np.nan
+    return out
+
+
+def read_driver_fields(path: str | Path, utc_offset_h: float | None = None) \
+        -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each power field of a driver log CSV (:data:`DRIVER_LOG_FORMAT`): name ->
+    (t_lo_s, t_hi_s, watts), both times the row's (one stamp per poll); fields
+    with no reading at all are left out."""
+    path = Path(path)
+    header, rows = _table(path)
+    t = _times_s(path, header, rows, utc_offset_h)
+    out = {}
+    for i, name in enumerate(header):
+        if "power" not in name or "limit" in name:
+            continue
+        w = _watts([r[i] for r in rows])
+        if np.isfinite(w).any():
+            out[name] = (t, t, w)
+    if not out:
+        raise PowerCsvError(f"{path}: no power column with a reading (header: {', '.join(header)})")
+    return out
+
+
+def read_meter(path: str | Path, utc_offset_h: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """An external meter's log: (s since the epoch, W), in time order."""
+    path = Path(path)
+    header, rows = _table(path)
+    t = _times_s(path, header, rows, utc_offset_h)
+    col = next((header.index(c) for c in ("watts", "power", "power_w", "w") if c in header), None)
+    if col is None:
+        raise PowerCsvError(f"{path}: no power column (watts, power_w) in the meter log ({', '.join(header)})")
+    w = _watts([r[col] for r in rows])
+    keep = np.isfinite(w)
+    order = np.argsort(t[keep], kind="stable")
+    return t[keep][order], w[keep][order]
+
+
+def read_load_marks(path: str | Path, utc_offset_h: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A load's switching marks: (s since the epoch, on/off per mark or None: alternating from on)."""
+    path = Path(path)
+    header, rows = _table(path, min_rows=1)
+    t = _times_s(path, header, rows, utc_offset_h)
+    if "state" not in header:
+        return t, None
+    i = header.index("state")
+    states = [r[i].strip().lower() for r in rows]
+    known = {"1": True, "on": True, "true": True, "0": False, "off": False, "false": False}
+    bad = [s for s in states if s not in known]
+    if bad:
+        raise PowerCsvError(f"{path}: state {bad[0]!r} is not on/off (1/0)")
+    return t, np.array([known[s] for s in states])
 

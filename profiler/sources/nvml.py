@@ -102,7 +102,8 @@ class NvmlSource(NativeSource):
 
     @classmethod
     def device_lines(cls, d: dict) -> list[str]:
-        out = [f"GPU {d['index']}: {d['name']}  {d['uuid']}"]
+        limit = f"  power limit {d['power_limit_w']:.0f} W" if d.get("power_limit_w") else ""
+        out = [f"GPU {d['index']}: {d['name']}  {d['uuid']}{limit}"]
         for field, f in d["fields"].items():
             if f["ok"]:
                 value = f"{f['value']} {f['unit']}"
@@ -119,8 +120,14 @@ class NvmlSource(NativeSource):
         return next((m for m in map(nominal_sensor, names.values()) if m is not None), NOMINAL_INSTANT)
 
     def device_names(self) -> tuple[dict[str, str], str | None]:
-        found = [d for d in self.probe(self.settings["library"]).devices if d["index"] in self.settings["gpus"]]
+        found = self._found()
         return {f"gpu{d['index']}": d["name"] for d in found}, (found[0]["driver"] if found else None)
+
+    def power_limits(self) -> dict[str, float]:
+        return {f"gpu{d['index']}": d["power_limit_w"] for d in self._found() if d.get("power_limit_w")}
+
+    def _found(self) -> list[dict]:
+        return [d for d in self.probe(self.settings["library"]).devices if d["index"] in self.settings["gpus"]]
 
     @classmethod
     def probe(cls, library: str | None = None) -> Availability:
@@ -151,8 +158,9 @@ class NvmlSource(NativeSource):
                     "call_us": r["call_ns"] / 1e3,
                     "behaviour": nominal_behaviour(d["name"], field),
                 }
+            limit = d.get("power_limit_mw", 0)
             devices.append({"index": d["index"], "name": d["name"], "uuid": d["uuid"], "driver": driver,
-                            "fields": fields})
+                            "power_limit_w": limit / 1e3 if limit else None, "fields": fields})
         return Availability(
             cls.name, True, MEASURES, f"library {library}, driver {driver}", tuple(devices)
         )

@@ -31,10 +31,38 @@ class SensorModel:
     window_s: float  # averaging window ending at each update
     lag_s: float = 0.0  # from the window's end to the value becoming visible (as stamped)
     source: str = ""  # where these numbers come from (a publication, a fit, a calibration file)
+    # the 90% intervals of window and lag, where a fit or a calibration measured them (None: not known)
+    window_low_s: float | None = None
+    window_high_s: float | None = None
+    lag_low_s: float | None = None
+    lag_high_s: float | None = None
+    field: str = "power_instant"  # the NVML field it models
+    period_fitted: bool = False  # the period was fitted from the updates themselves
+
+    def describe(self) -> str:
+        """``update 101 ms (fitted), window 25 ms [21, 29], lag +5 ms [+3, +7]``."""
+        def ms(x, lo, hi, sign=""):
+            # to 0.1 ms where the interval is that narrow (whole ms would print [25, 25])
+            d = 1 if lo is not None and hi is not None and hi - lo < 0.01 else 0
+
+            def f(v):
+                return f"{round(v * 1e3, d) + 0.0:{sign}.{d}f}"  # + 0.0: no "-0"
+            return f"{f(x)} ms" if lo is None or hi is None else f"{f(x)} ms [{f(lo)}, {f(hi)}]"
+
+        return (f"{self.field}: update {self.period_s * 1e3:.1f} ms{' (fitted to its updates)' if self.period_fitted else ''}"
+                f", window {ms(self.window_s, self.window_low_s, self.window_high_s)}, "
+                f"lag {ms(self.lag_s, self.lag_low_s, self.lag_high_s, '+')}")
 
 
 # The instant power field of A100/H100 GPUs as published (../shared/docs/sensors.md).
 NOMINAL_INSTANT = SensorModel(0.100, 0.025, 0.0, "nominal A100/H100 instant power (Yang et al., arXiv 2312.02741)")
+# The average power field (Ampere but GA100, and newer): a 1 s average, refreshed every ~100 ms.
+NOMINAL_AVERAGE = SensorModel(0.100, 1.0, 0.0, "nominal 1 s average power field (../shared/docs/sensors.md)",
+                              field="power_average")
+
+# The ranges a fit searches: they hold every GPU family of ../shared/docs/sensors.md and
+# ../shared/data (windows from a few ms to the ~1 s average; lags up to a period).
+WINDOW_SEARCH_S = (0.002, 1.5)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from ..carbon import joules_to_kwh, joules_to_wh
 from ..energy import Energy, Method
 from ..sources.sensors import SensorModel
 
-RESULTS_VERSION = 5  # 5: typed rows (roles, methods by name); 4: stack_components; 3: taxonomy
+RESULTS_VERSION = 6  # 6: sensor models with intervals, fitted periods, bounded powers; 5: typed rows (roles, methods by name); 4: stack_components; 3: taxonomy
 
 
 class Role(Enum):

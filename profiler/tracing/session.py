@@ -597,7 +597,7 @@ class Profile:
             model=meta.pop("model", ""), task=meta.pop("task", ""), device=self.device,
             device_name=_device_name(self.device),
             sensor={"source": power.name, "settings": power.settings, "channels": [c.name for c in power.channels],
-                    "devices": sensor_devices},
+                    "devices": sensor_devices, "power_limits_w": power.power_limits()},
             versions=versions, options=options, driver=driver, host=platform.node(), recorded_by=self.recorded_by,
             **meta)
 

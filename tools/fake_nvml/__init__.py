@@ -592,3 +592,24 @@ def power_per_module(fake, levels: dict, tags: dict, device: int = 0, dwell_s: f
             module.register_forward_hook(post)
 
     return setup
+
+
+class FakeLoad:
+    """A load for ``phprof.api.calibrate_gpu`` on the fake GPU: the CUDA load
+    kernels' ``run``, with the fake's true power following the commanded segments
+    (``busy_w`` while busy, the device's idle level while idle)."""
+
+    def __init__(self, fake: FakeNvml, device: int = 0, busy_w: float = 300.0, idle_w: float | None = None):
+        self.fake, self.device, self.busy_w = fake, device, busy_w
+        self.idle_w = PRESET_IDLE_W["a100"] if idle_w is None else idle_w
+
+    def run(self, durations_s, busy, start_ns: int) -> np.ndarray:
+        t, marks = int(start_ns), []
+        for d, b in zip(durations_s, busy):
+            self.fake.set_power_at(self.device, self.busy_w if b else self.idle_w, t, tag=1 if b else 0)
+            marks.append(t)
+            t += round(float(d) * 1e9)
+        self.fake.set_power_at(self.device, self.idle_w, t, tag=0)
+        while time.time_ns() < t:
+            time.sleep(min(0.05, max((t - time.time_ns()) / 1e9, 0)))
+        return np.array(marks, np.int64)
