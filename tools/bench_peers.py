@@ -128,7 +128,8 @@ class Load:
         busy, total = (b - a for a, b in zip(self.t0, _cpu_ticks()))
         return (f"machine load: 1-min load average {min(self.marks):.2f}-{max(self.marks):.2f} over the run "
                 f"(sampled at {len(self.marks)} points), all {os.cpu_count()} CPUs {100 * busy / max(total, 1):.0f}% "
-                "busy on average (every process, this one included); other agents share these CPUs")
+                "busy on average (every process, this one included: more than this run's share means other work "
+                "shared the CPUs)")
 
 
 # ---- one run of the workload under one tool ------------------------------------------------------------
