@@ -87,6 +87,10 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
             fitted = fit_run_sensor(timeline, instants, watts, prior, span, calibrated=sensor is not None,
                                     bracket_ns=log.update_bracket_ns(device))
             notes.extend(fitted.notes)
+            if np.isfinite(fitted.residual_w) and np.isfinite(fitted.prior_residual_w):
+                notes.append(f"RMS residual of the power updates: {fitted.residual_w:.2f} W around the sensor "
+                             f"fitted to this run, {fitted.prior_residual_w:.2f} W around the one it started "
+                             f"from ({prior.source})")
             prior, instants = fitted.model, fitted.update_ns
             if fitted.shift_s:  # the log's counter is on the same shifted clock as its power readings
                 shift = round(fitted.shift_s * 1e9)
@@ -97,15 +101,18 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     windows = instant_windows(instants, watts, prior or NOMINAL_INSTANT, span)
     alternatives = None
     if fitted is not None:
-        keep = np.isin(instants, windows.b_ns + round(prior.lag_s * 1e9))
+        # the updates whose windows lie inside the span (those of `windows`), each alternative's from the same
+        b = np.asarray(instants, np.int64) - round(prior.lag_s * 1e9)
+        keep = (b - round(prior.window_s * 1e9) >= span[0]) & (b <= span[1])
         alternatives = [windows_of(instants[keep], watts[keep], m) for m in fitted.alternatives]
     limit = (meta_sensor.get("power_limits_w") or {}).get(device)
     idle_w = _idle_power(trace, device)
     bounds = (idle_w or 0.0, limit) if limit else ((idle_w, np.inf) if idle_w else None)
     options.setdefault("edge_s", EDGE_S)
-    est = estimate_label_power(timeline, windows, span, measured_j=measured.joules if measured.joules else None,
-                               alternatives=alternatives, power_bounds_w=bounds, **options)
-    if bounds is not None and est.method is Method.WLS:
+    measured_j = measured.joules if measured.joules else None
+    est = estimate_label_power(timeline, windows, span, measured_j=measured_j, alternatives=alternatives,
+                               power_bounds_w=bounds, **options)
+    if bounds is not None and measured_j is not None and est.method is Method.WLS:  # where the fit applied them
         notes.append("every label's power bounded to " + (f"{bounds[0]:.0f} W (the idle power measured before the run)"
                                                           if bounds[0] else "0 W") +
                      (f" .. {limit:.0f} W (the device's power limit, from NVML)" if limit else " and above"))

@@ -264,18 +264,18 @@ def estimate_label_power(
         bounds = None
         all_s = np.append(seconds, idle_s)
         if power_bounds_w is not None and measured_j:
-            # the bounds hold on the measured scale: the sensor's is that over the scale to the counter
-            p0 = _nnls_gram(designs[0].T @ designs[0], designs[0].T @ y)
-            s0 = measured_j / max(float(p0 @ all_s), 1e-12)
+            # the bounds hold on the measured scale: the sensor's is that over the scale to the counter;
+            # the bounded fit moves the scale itself, so the point estimate is fitted again on the new
+            # one until it holds (the bootstrap below runs once, on the final bounds)
+            gram, rhs = designs[0].T @ designs[0], designs[0].T @ y
+            s0 = measured_j / max(float(_nnls_gram(gram, rhs) @ all_s), 1e-12)
             bounds = _scaled_bounds(power_bounds_w, s0)
+            for _ in range(4):
+                s1 = measured_j / max(float(_nnls_gram(gram, rhs, bounds) @ all_s), 1e-12)
+                if abs(s1 / s0 - 1) < 1e-9:
+                    break
+                s0, bounds = s1, _scaled_bounds(power_bounds_w, s1)
         p_label, d_label, residual = _fit(designs, y, blocks, bootstrap, seed, bounds)
-        for _ in range(4 if bounds is not None else 0):
-            # the bounded fit moves the scale itself: fit again on the new one until it holds
-            s1 = measured_j / max(float(p_label @ all_s), 1e-12)
-            if abs(s1 / s0 - 1) < 1e-9:
-                break
-            s0, bounds = s1, _scaled_bounds(power_bounds_w, s1)
-            p_label, d_label, residual = _fit(designs, y, blocks, bootstrap, seed, bounds)
         if edge_s > 0 and len(timeline.labels):
             # each kind of edge (label a, then label b) has its own delay of the power behind the
             # timeline, up to edge_s either way: over it, b's time drew a's power

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..sources.sensors import WINDOW_SEARCH_S, SensorModel
-from .estimate import SensorWindows, Timeline, _design, _nnls_gram
+from .estimate import SensorWindows, Timeline, _design, _nnls_gram, instant_windows
 from .sensor import CHI2_90, _effective_n, fit_period
 
 SHIFT_SEARCH_S = 2.0  # a power log's clock is looked for this far either side of the trace's
@@ -137,14 +137,10 @@ def fit_run_sensor(timeline: Timeline, update_ns, update_w, prior: SensorModel, 
     n_labels = len(timeline.names)
 
     def residual(m: SensorModel) -> float:
-        w = windows_of(u, y, m)
-        use = (w.a_ns >= span_ns[0]) & (w.b_ns <= span_ns[1])
-        if use.sum() < 3 * (n_labels + 1):
+        w = instant_windows(u, y, m, span_ns)
+        if len(w.watts) < 3 * (n_labels + 1):
             return np.inf
-        w = SensorWindows(w.a_ns[use], w.b_ns[use], w.watts[use], m)
-        design = _design(timeline.seconds_in(w.a_ns, w.b_ns), w)
-        p = _nnls_gram(design.T @ design, design.T @ w.watts)
-        return float(np.sqrt(np.mean((design @ p - w.watts) ** 2)))
+        return float(np.sqrt(np.mean(_residuals(timeline, w) ** 2)))
 
     base = residual(model)
     lag_range = (-period / 2, period)
@@ -206,9 +202,7 @@ def fit_run_sensor(timeline: Timeline, update_ns, update_w, prior: SensorModel, 
     # only the best, wider where it reaches the grid's edge (the likelihood ratio of the residual
     # profile, with the residuals' autocorrelation counted)
     best = replace(model, lag_s=lag, window_s=win)
-    w = windows_of(u, y, best)
-    use = (w.a_ns >= span_ns[0]) & (w.b_ns <= span_ns[1])
-    n_eff = _effective_n(_residuals(timeline, SensorWindows(w.a_ns[use], w.b_ns[use], w.watts[use], best)))
+    n_eff = _effective_n(_residuals(timeline, instant_windows(u, y, best, span_ns)))
     pl, pr = 0.001, 1.02  # the profile grid's steps: 1 ms and 2%, then fitted to the region
     for _ in range(6):
         fine_l, fine_w = around(lag, win, pl, pr, 3)
