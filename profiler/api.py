@@ -286,7 +286,10 @@ def calibrate_gpu(gpu: int = 0, *, quick: bool = False, output: str | Path | Non
     fields = log_fields(rec.log, device)
     schedule = Schedule.from_states(rec.marks_ns / 1e9, rec.busy)
     idle = rec.log.energy_between(device, *rec.idle_span_ns)
-    idle_w = idle.joules / idle.seconds if idle.joules is not None and idle.seconds > 0 else None
+    # the calibration says "energy counter": an idle power integrated from the power field is not kept
+    idle_w = idle.joules / idle.seconds if idle.measured and idle.joules is not None and idle.seconds > 0 else None
+    if idle_w is None:
+        rec.notes.append(f"idle power not measured: {'; '.join(idle.notes) or 'no energy counter readings'}")
     cal = calibrate(fields, schedule=schedule, gpu=rec.gpu, driver=rec.driver,
                     how=f"on the GPU ({'quick ' if quick else ''}schedule of {plan.seconds:.0f} s: "
                         + "; ".join(plan.parts) + ")",

@@ -127,7 +127,11 @@ class NvmlSource(NativeSource):
         return {f"gpu{d['index']}": d["power_limit_w"] for d in self._found() if d.get("power_limit_w")}
 
     def _found(self) -> list[dict]:
-        return [d for d in self.probe(self.settings["library"]).devices if d["index"] in self.settings["gpus"]]
+        """The measured GPUs as the library's probe found them (probed once per source)."""
+        if not hasattr(self, "_devices"):
+            self._devices = [d for d in self.probe(self.settings["library"]).devices
+                             if d["index"] in self.settings["gpus"]]
+        return self._devices
 
     @classmethod
     def probe(cls, library: str | None = None) -> Availability:

@@ -76,6 +76,7 @@ class Recorder:
         self._joined: PowerLog | None = None  # the last tail and the readings just added
         self.head: PowerLog | None = None  # the readings around the recording's start
         self.instant_updates: list[np.ndarray] = []  # when the instant power field changed (ns)
+        self._last_update: dict[str, int] = {}  # per channel, the last update counted in instant_updates
         self.inference_starts: list[np.ndarray] = []  # every stored inference's span (ns)
         self.inference_ends: list[np.ndarray] = []
 
@@ -115,7 +116,13 @@ class Recorder:
                 self._pending_log = log
         for c in log.channels:
             if c.name.endswith(".power_instant"):
-                self.instant_updates.append(sensor_updates(log.of(c.name))[0])
+                u = sensor_updates(log.of(c.name))[0]
+                last = self._last_update.get(c.name)
+                if last is not None:  # the tail's readings (joined before the chunk) were counted last time
+                    u = u[u > last]
+                if len(u):
+                    self._last_update[c.name] = int(u[-1])
+                self.instant_updates.append(u)
 
     def add_power(self, chunk: PowerLog) -> None:
         """Appends readings to the file; keeps the edges the next window and the summary read."""

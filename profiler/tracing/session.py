@@ -123,7 +123,7 @@ class TraceSummary:
                            inference_s=self.inference_s, span_s=self.span_s, energy=self.energy, notes=self.notes,
                            device=self.device, device_name=self.device_name, source=self.source,
                            inference_rule=self.inference_rule, recording_s=self.recording_s,
-                           recording_j=sum(m.joules for m in self.recording_energy) if self.recording_energy
+                           recording_j=_total([m.joules for m in self.recording_energy]) if self.recording_energy
                            else None)
 
 
