@@ -90,18 +90,21 @@ class _Joined:
 
 
 def _device_of(gpus) -> str | None:
-    from .tracing.session import ProfileError
-
+    """The device a session records, from ``gpus`` as the library, ``phprof run --gpus``
+    and ``%%phprof --gpus`` give it: ``"auto"`` (None: the session's default), ``None``,
+    ``"none"`` or ``"cpu"`` (the CPU), a CUDA index (an int, or its digits as text)."""
     if gpus == "auto":
         return None
-    if gpus is None or gpus == "none" or gpus == []:
+    if gpus is None or gpus in ("none", "cpu") or gpus == []:
         return "cpu"
-    if isinstance(gpus, int):
-        return f"cuda:{gpus}"
+    if isinstance(gpus, str) and gpus.isdigit():
+        gpus = int(gpus)
     if isinstance(gpus, (list, tuple)) and len(gpus) == 1 and isinstance(gpus[0], int):
-        return f"cuda:{gpus[0]}"
-    raise ProfileError(f"gpus={gpus!r}: give 'auto', one CUDA index, or None for the CPU "
-                       "(several GPUs in one profile are not supported yet)")
+        gpus = gpus[0]
+    if isinstance(gpus, int) and not isinstance(gpus, bool) and gpus >= 0:
+        return f"cuda:{gpus}"
+    raise OptionError(f"gpus={gpus!r}: give auto, one CUDA index, or none for the CPU "
+                      "(several GPUs in one profile are not supported yet)")
 
 
 def inference(name: str | None = None, **tags):

@@ -62,7 +62,7 @@ def _options(line: str) -> tuple[dict, bool]:
         elif w == "--source":
             out["source"] = value
         elif w == "--gpus":
-            out["gpus"] = None if value in ("none", "cpu") else ("auto" if value == "auto" else int(value))
+            out["gpus"] = value
         elif w == "--idle":
             out["idle_s"] = float(value)
         elif w == "--inferences":
@@ -93,6 +93,9 @@ class PhprofMagics(Magics):
         [--idle SECONDS] [--inferences auto|marks|calls] [--no-anti-alias] [--overwrite] [--no-flamegraph]"""
         try:
             options, flame = _options(line)
+            if api.active() is not None:  # the kernel itself runs under `phprof run`
+                raise PhprofError(f"%%phprof: this process is already recorded ({api.active().recorded_by}, into "
+                                  f"{api.active().path}); run the cell without %%phprof")
             session = api.profile(**options)  # default output: traces/profile.TIME.h5
             session.recorded_by = "%%phprof"
             session.__enter__()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from test_html import _no_errors, _open, browser  # noqa: F401  (browser: the headless Chromium fixture)
 
+import phprof
 from phprof import load
 
 pytest.importorskip("IPython", reason="the notebook magic needs IPython (pip install 'phprof[notebook]')")
@@ -44,6 +45,9 @@ def test_the_cell_magic_profiles_a_cell_and_its_html_loads_in_the_browser(tmp_pa
         with capture_output() as cap:
             shell.run_cell_magic("phprof", "--source", "pass\n")
         assert "Error: %%phprof: --source needs a value" in cap.stdout
+        with phprof.profile(tmp_path / "outer.h5", gpus="none", source="none", idle_s=0), capture_output() as cap:
+            shell.run_cell_magic("phprof", "--source none", "pass\n")  # a kernel already under `phprof run`
+        assert "Error: %%phprof: this process is already recorded" in cap.stdout
     finally:
         InteractiveShell.clear_instance()
 

@@ -43,7 +43,7 @@ def run_command(module, output, overwrite, gpus, source, rule, anti_alias, idle_
 
     click.echo(f"phprof: recording {'-m ' if module else ''}{program} "
                f"(Ctrl-C stops it after the current inference and saves the trace)", err=True)
-    ended = run(program, args, module=module, output=output, overwrite=overwrite, gpus=_gpus(gpus), source=source,
+    ended = run(program, args, module=module, output=output, overwrite=overwrite, gpus=gpus, source=source,
                 inferences=rule, anti_alias=anti_alias, idle_s=idle_s)
     if ended.summary is not None:
         echo_summary(ended.summary, err=True)
@@ -54,13 +54,3 @@ def run_command(module, output, overwrite, gpus, source, rule, anti_alias, idle_
         os.kill(os.getpid(), ended.signal)
     sys.exit(ended.code)
 
-
-def _gpus(value: str):
-    if value in ("none", "cpu"):
-        return None
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give auto, a CUDA index or none", param_hint="--gpus") from None
