@@ -174,9 +174,11 @@ def _results(t: Trace, path, calibration, recompute: bool, store: bool, rollups=
     ``store``, with ``rollups`` for other readers of the file)."""
     from .attribution import attribute
 
-    if t.results is not None and not recompute and calibration is None:
-        return t.results, False
     sensor, note = sensor_for(t, calibration)
+    if t.results is not None and not recompute and calibration is None:
+        if not _calibration_since(t.results, sensor):
+            return t.results, False
+        note = f"attributed again: {note}, newer than the results the file held"
     out = attribute(t, sensor=sensor, fit=sensor is None or sensor.window_low_s is not None)
     if note:
         out.notes.insert(0, note)
@@ -211,6 +213,15 @@ def sensor_for(t: Trace, calibration: str | Path | None):
                       "model is refitted to the run")
     return model, f"sensor calibration {cal_path} ({gpu}, driver {cal.driver or 'unknown'}, field {f.field})" + \
         (f"; {differs}" if differs else "")
+
+
+def _calibration_since(stored: Results, sensor) -> bool:
+    """Whether the calibration directory now holds a calibration of the trace's GPU that its
+    stored results were not attributed with (they were computed before it was written)."""
+    if sensor is None:
+        return False
+    used = stored.sensor.source if stored.sensor is not None else ""
+    return not used.startswith(sensor.source)
 
 
 def _store(path, r: Results, rollups=None) -> None:

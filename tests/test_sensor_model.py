@@ -217,6 +217,16 @@ def test_calibrate_on_the_fake_gpu_drives_the_load_records_fits_and_writes_the_f
     # a report of a trace of that GPU (the session's gpt2, on the fake A100) uses it, and says so
     from phprof import results
 
-    r = results(copy_of(gpt2_trace[0]), recompute=True, store=False)
-    assert r.notes[0].startswith(f"sensor calibration {path}") and "within the calibration's intervals" in \
-        r.sensor.source
+    copy = copy_of(gpt2_trace[0])
+    monkeypatch.setenv("PHPROF_CALIBRATION_DIR", str(tmp_path / "none yet"))
+    before = results(copy)  # attributed and stored before the calibration was written
+    assert "calibration" not in before.sensor.source
+    monkeypatch.setenv("PHPROF_CALIBRATION_DIR", str(tmp_path / "cals"))
+    r = results(copy)  # the stored results are not the calibrated ones: attributed again
+    assert r.notes[0].startswith(f"attributed again: sensor calibration {path}") and \
+        "within the calibration's intervals" in r.sensor.source
+    from phprof.api import _results
+    from phprof.store import load
+
+    again, computed = _results(load(copy), copy, None, False, False)
+    assert not computed and again.notes == r.notes  # and then read back
