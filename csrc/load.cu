@@ -52,14 +52,16 @@ int fail(cudaError_t e) { return e == cudaSuccess ? 0 : static_cast<int>(e); }
 extern "C" {
 
 // The GPU's timer now (ns), read by a one-thread kernel; 0 on success, else a cudaError_t.
+// The device word is allocated once per device (by the first call, which the caller does not
+// time), so that a timed call is the launch and the copy back only.
 int phprof_load_clock(int device, long long *gpu_ns) {
-    long long *d = nullptr;
+    static long long *words[64] = {};
     int rc;
-    if ((rc = fail(cudaSetDevice(device))) || (rc = fail(cudaMalloc(&d, sizeof *d)))) return rc;
-    clock_kernel<<<1, 1>>>(d);
-    rc = fail(cudaMemcpy(gpu_ns, d, sizeof *d, cudaMemcpyDeviceToHost));
-    cudaFree(d);
-    return rc;
+    if (device < 0 || device >= 64) return static_cast<int>(cudaErrorInvalidDevice);
+    if ((rc = fail(cudaSetDevice(device)))) return rc;
+    if (words[device] == nullptr && (rc = fail(cudaMalloc(&words[device], sizeof(long long))))) return rc;
+    clock_kernel<<<1, 1>>>(words[device]);
+    return fail(cudaMemcpy(gpu_ns, words[device], sizeof(long long), cudaMemcpyDeviceToHost));
 }
 
 // Runs n segments ending at ends_ns[k] (GPU timer ns), on[k] busy or idle, and blocks until

@@ -90,7 +90,8 @@ def measure_read_cost(gpu: int, seconds: float = 1.0, library: str | None = None
 def record_calibration(load, plan: Plan, gpu: int = 0, library: str | None = None, progress=None) \
         -> CalibrationRecording:
     """Runs ``plan`` with ``load`` (``load.run(durations_s, busy, start_ns)`` -> the
-    segments' start instants) while sampling every NVML field of GPU ``gpu``."""
+    segments' start instants on CLOCK_REALTIME, within ``load.clock_uncertainty_ns``)
+    while sampling every NVML field of GPU ``gpu``."""
     cost = measure_read_cost(gpu, library=library)
     src = NvmlSource(gpus=[gpu], interval_s=None, changed_only=True, library=library)
     names, driver = src.device_names()
@@ -109,5 +110,9 @@ def record_calibration(load, plan: Plan, gpu: int = 0, library: str | None = Non
         raise CalibrationRunError(f"the sampler dropped {log.dropped} readings: its buffer filled during the "
                                   "calibration run, so some updates are missing; run it again with less else on the "
                                   "machine")
+    notes = []
+    if load.clock_uncertainty_ns:
+        notes.append(f"the load's switch instants are on the host clock within +-{load.clock_uncertainty_ns / 1e3:.0f} "
+                     "us (the GPU timer read by a kernel, bracketed by host clock reads)")
     return CalibrationRecording(log, marks, np.asarray(plan.busy, bool), names.get(f"gpu{gpu}", ""), driver or "",
-                                (int(marks[0]), int(marks[1])), cost)
+                                (int(marks[0]), int(marks[1])), cost, notes=notes)

@@ -87,7 +87,8 @@ class CudaLoad:
     def _clock(self) -> tuple[int, int]:
         """GPU timer minus CLOCK_REALTIME (ns), from the tightest of several reads, and its uncertainty."""
         gpu = ctypes.c_longlong()
-        self._check(self._lib.phprof_load_clock(self.device, ctypes.byref(gpu)), "reading the GPU timer")  # warm-up
+        # warm-up: allocates the kernel's word, loads the module
+        self._check(self._lib.phprof_load_clock(self.device, ctypes.byref(gpu)), "reading the GPU timer")
         best = None
         for _ in range(20):
             before = time.time_ns()

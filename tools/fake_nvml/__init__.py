@@ -597,7 +597,10 @@ def power_per_module(fake, levels: dict, tags: dict, device: int = 0, dwell_s: f
 class FakeLoad:
     """A load for ``phprof.api.calibrate_gpu`` on the fake GPU: the CUDA load
     kernels' ``run``, with the fake's true power following the commanded segments
-    (``busy_w`` while busy, the device's idle level while idle)."""
+    (``busy_w`` while busy, the device's idle level while idle), switched on the host's
+    own clock (no GPU timer to match: ``clock_uncertainty_ns`` is 0)."""
+
+    clock_uncertainty_ns = 0
 
     def __init__(self, fake: FakeNvml, device: int = 0, busy_w: float = 300.0, idle_w: float | None = None):
         self.fake, self.device, self.busy_w = fake, device, busy_w
