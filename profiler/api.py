@@ -192,7 +192,7 @@ def sensor_for(t: Trace, calibration: str | Path | None):
     ``calibration`` (a `phprof calibrate` file or a hand-written JSON), else the
     calibration of the trace's GPU in the calibration directory, else None (the
     published model, refitted to the run)."""
-    from .store.calibration import find_calibration, read_sensor_file
+    from .store.calibration import calibrated_model, find_calibration, read_sensor_file
 
     log = t.power
     device = log.devices[0] if log is not None and log.devices else "gpu0"
@@ -207,7 +207,7 @@ def sensor_for(t: Trace, calibration: str | Path | None):
         return None, ""
     cal_path, cal, differs = hit
     f = cal.of(field)
-    model = f.sensor_model(f"calibration {cal_path.name}") if f is not None else None
+    model = calibrated_model(cal_path, cal, f) if f is not None else None
     if model is None:
         return None, (f"the calibration {cal_path} of {gpu} has no identified model of {field}: the published "
                       "model is refitted to the run")

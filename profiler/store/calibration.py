@@ -173,7 +173,10 @@ def write_calibration(cal: Calibration, path: str | Path) -> Path:
 
 def read_calibration(path: str | Path) -> Calibration:
     path = Path(path)
-    data = _read_json(path)
+    return _checked(path, _read_json(path))
+
+
+def _checked(path: Path, data: dict) -> Calibration:
     if data.get("format") != FORMAT:
         raise CalibrationFileError(f"{path} is not a phprof calibration (format {data.get('format')!r})")
     if data.get("version") != VERSION:
@@ -191,13 +194,12 @@ def read_sensor_file(path: str | Path, field_name: str = "power_instant") -> tup
     path = Path(path)
     data = _read_json(path)
     if data.get("format") == FORMAT:
-        cal = read_calibration(path)
+        cal = _checked(path, data)
         f = cal.of(field_name) or (cal.fields[0] if len(cal.fields) == 1 else None)
         if f is None:
             raise CalibrationFileError(f"{path} has no calibration of {field_name} (fields: "
                                        f"{', '.join(x.field for x in cal.fields) or 'none'})")
-        model = f.sensor_model(f"calibration {path.name} ({cal.gpu or 'unknown GPU'}, driver "
-                               f"{cal.driver or 'unknown'}, field {f.field})")
+        model = calibrated_model(path, cal, f)
         if model is None:
             raise CalibrationFileError(f"{path}: the calibration of {f.field} did not identify its "
                                        f"{'period' if not f.period_s.known else 'window'} "
@@ -209,6 +211,12 @@ def read_sensor_file(path: str | Path, field_name: str = "power_instant") -> tup
     except (KeyError, TypeError, ValueError) as e:
         raise CalibrationFileError(f"{path} is not a sensor calibration (a `phprof calibrate` file, or JSON with "
                                    f"period_s, window_s, lag_s): {type(e).__name__}: {e}") from None
+
+
+def calibrated_model(path: Path, cal: Calibration, f: FieldCalibration) -> SensorModel | None:
+    """A field's model from a calibration file, its source naming the file, GPU, driver and field."""
+    return f.sensor_model(f"calibration {path.name} ({cal.gpu or 'unknown GPU'}, driver {cal.driver or 'unknown'}, "
+                          f"field {f.field})")
 
 
 def find_calibration(gpu: str, driver: str | None, directory: Path | None = None) \
