@@ -55,7 +55,7 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     if not trace.complete:
         notes.append(f"the trace is {trace.status}: only its {len(trace.inferences)} whole inferences are used")
     inf = np.sort(trace.inferences, order="start_ns")
-    span = (int(inf["start_ns"][0]), int(inf["end_ns"][-1]))
+    span = (int(inf["start_ns"][0]), int(inf["end_ns"].max()))  # on a GPU, spans may overlap (several streams)
     timeline, what = trace_timeline(trace)
     log = trace.power
     why = _unusable_power(trace, span)

@@ -17,10 +17,10 @@ import numpy as np
 
 from ..energy import Method
 from ..sources import Measurement, PowerLog, PowerSource, sensor_updates
-from ..store import (INFERENCE_DTYPE, INFERENCE_PREFIX, INFERENCE_TAG_DTYPE, MODULE_DTYPE, PHASE_DTYPE, PHASE_PREFIX,
-                     STEP_PREFIX, Kind, TraceWriter, event_rows)
+from ..store import (DEVICE_KINDS, INFERENCE_DTYPE, INFERENCE_PREFIX, INFERENCE_TAG_DTYPE, MODULE_DTYPE, PHASE_DTYPE,
+                     PHASE_PREFIX, STEP_PREFIX, Kind, TraceWriter, event_rows)
 from .catalog import Catalog
-from .kineto import load_kineto, span_of_events
+from .kineto import device_spans, load_kineto, span_of_events
 
 _EDGE_READINGS = 256  # per channel, kept at each end of the run: a counter's updates around its first and last instant
 
@@ -187,8 +187,8 @@ class Recorder:
         inf_ev, inf_idx = inf_ev[order], inf_idx[order]
 
         # every CPU event belongs to the inference whose span holds it; device
-        # events to the inference of the CPU op that launched them
-        pos = span_of_events(ev, inf_ev["start_ns"], inf_ev["end_ns"])
+        # events to the inference of the CPU op (else the runtime call) that launched them
+        pos = span_of_events(ev, inf_ev["start_ns"], inf_ev["end_ns"], trace.launch)
         inside = pos >= 0
         inference = np.full(len(ev), -1, dtype=np.int32)
         inference[inside] = inf_idx[pos[inside]]
@@ -204,7 +204,9 @@ class Recorder:
         out = event_rows(ev, keep, inference, names_map, stacks_map, base=self.writer.events_written)
 
         infs = np.zeros(len(inf_ev), dtype=INFERENCE_DTYPE)
-        infs["index"], infs["start_ns"], infs["end_ns"] = inf_idx, inf_ev["start_ns"], inf_ev["end_ns"]
+        infs["index"], infs["cpu_start_ns"], infs["cpu_end_ns"] = inf_idx, inf_ev["start_ns"], inf_ev["end_ns"]
+        infs["start_ns"], infs["end_ns"], infs["kernels"] = device_spans(ev, trace.launch, pos, inf_ev["start_ns"],
+                                                                         inf_ev["end_ns"])
         infs["window"] = self.windows
         self.inference_starts.append(infs["start_ns"])
         self.inference_ends.append(infs["end_ns"])
@@ -214,7 +216,7 @@ class Recorder:
         phases = np.zeros(int(ph_ok.sum()), dtype=PHASE_DTYPE)
         phases["inference"] = inf_idx[ph_pos[ph_ok]]
         phases["name"] = [self.catalog.string(names[i][len(PHASE_PREFIX):]) for i in ph_ev["name"][ph_ok]]
-        phases["start_ns"], phases["end_ns"] = ph_ev["start_ns"][ph_ok], ph_ev["end_ns"][ph_ok]
+        phases["start_ns"], phases["end_ns"] = _phase_spans(ev, trace.launch, ph_ev[ph_ok])
         tagged = [(i, self.tags.pop(i)) for i in inf_idx.tolist() if i in self.tags]
         tags = np.zeros(len(tagged), dtype=INFERENCE_TAG_DTYPE)
         for row, (i, (name, tag_json)) in zip(tags, tagged):
@@ -223,13 +225,21 @@ class Recorder:
         self.writer.append_strings(new_strings)
         self.writer.append_stacks(new_stacks)
 
+        device = np.isin(ev["kind"], np.asarray(DEVICE_KINDS, np.uint8))
+        join = trace.join_stats
         window = (
             self.windows,
             int(inf_idx.min()) if len(inf_idx) else -1,
             int(inf_idx.max()) if len(inf_idx) else -1,
-            int(inf_ev["start_ns"].min()) if len(inf_ev) else 0,
-            int(inf_ev["end_ns"].max()) if len(inf_ev) else 0,
+            int(infs["start_ns"].min()) if len(infs) else 0,
+            int(infs["end_ns"].max()) if len(infs) else 0,
             len(out),
+            join["device_events"],
+            join["device_events"] - join["with_launch"],
+            join["unjoined"],
+            int((device & (inference < 0)).sum()),
+            int((ev["kind"] == Kind.KERNEL).sum()),
+            int((infs["kernels"] == 0).sum()),
         )
         self.writer.append_window(out, infs, phases, window, tags)
         self.inferences_written += len(inf_ev)
@@ -240,6 +250,15 @@ class Recorder:
         if self.schedule is not None:
             self.schedule.advance(len(out) / len(inf_ev))
         return window[3], window[4]
+
+
+def _phase_spans(ev: np.ndarray, launch: np.ndarray, phases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The spans of a window's phases (annotation events, in start order): on a GPU, their
+    device spans as the inferences' (``device_spans``); their CPU spans where they overlap."""
+    start, end = phases["start_ns"], phases["end_ns"]
+    if len(start) > 1 and (start[1:] < end[:-1]).any():
+        return start, end
+    return device_spans(ev, launch, span_of_events(ev, start, end, launch), start, end)[:2]
 
 
 def edge_readings(log: PowerLog, last: bool, n: int = _EDGE_READINGS) -> PowerLog:
