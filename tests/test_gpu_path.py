@@ -110,3 +110,172 @@ def test_each_inference_spans_its_own_kernels_and_gets_their_energy(tmp_path):
     on_cpu = t.power.energy_between("gpu0", int(inf["cpu_start_ns"][1]), int(inf["cpu_end_ns"][1])).joules
     assert on_cpu == pytest.approx(8e-3 * watts[0] + 2e-3 * watts[1], rel=0.05)
     assert phprof.report(out, recompute=True).results.inferences == 4
+
+
+# ------------------------------------------------------------------ kernels recorded (item 2)
+
+
+def test_a_cuda_run_without_cuda_activity_in_the_profiler_is_refused(monkeypatch, tmp_path):
+    """torch.profiler without CUPTI records no kernel: refused before anything starts."""
+    import torch
+
+    from phprof.tracing.session import Profile, ProfileError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.profiler, "supported_activities", lambda: {torch.profiler.ProfilerActivity.CPU})
+    with pytest.raises(ProfileError, match="cannot record CUDA kernels here .*supports CPU"):
+        Profile(tmp_path / "x.h5", device="cuda:0", source="none").__enter__()
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_kinetos_lines_are_kept_off_stderr_and_the_rest_passes(capfd):
+    """Kineto's warnings and errors are taken (not printed); its stage lines are dropped; every
+    other byte written to fd 2 reaches stderr, lines cut in pieces and \\r progress included."""
+    import os
+    import sys
+
+    from phprof.tracing.kinetolog import KinetoLog, findings
+
+    log = KinetoLog()
+    log.start()
+    try:
+        print("the program's own line", file=sys.stderr, flush=True)
+        os.write(2, b"STAGE:2026-12-02 02:10:00 123:456 ActivityProfilerController.cpp:314] Completed Stage: Warm Up\n")
+        os.write(2, b"WARNING:2026-12-02 02:10:00 123:457 CuptiActivityApi.cpp:88] Exceeded max GPU buffer ")
+        os.write(2, b"count (33 >= 33) - terminating tracing\nstep 1\rstep 2")
+        os.write(2, b"\nERROR:2026-12-02 02:10:01 123:457 CuptiActivityApi.cpp:99] Dropped 12 activity records\n")
+        first = log.take()
+    finally:
+        rest = log.stop()
+    print("after", file=sys.stderr, flush=True)
+    lines = first + rest
+    assert len(lines) == 2 and lines[0].startswith("WARNING:") and lines[1].startswith("ERROR:")
+    found = findings(lines)
+    assert found.stopped and found.dropped == 12
+    assert found.messages == ["Exceeded max GPU buffer count (33 >= 33) - terminating tracing",
+                              "Dropped 12 activity records"]
+    err = capfd.readouterr().err
+    assert err == "the program's own line\nstep 1\rstep 2\nafter\n"
+
+
+class _Signals:
+    aborted = False
+
+    def abortable(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+class _Log:
+    """Kineto's log (phprof.tracing.kinetolog.KinetoLog) as a window's lines."""
+
+    lines: list[str] = []
+
+    def take(self):
+        out, self.lines = self.lines, []
+        return out
+
+
+class _Window:
+    """A torch.profiler stand-in whose window is a synthetic Kineto trace."""
+
+    def __init__(self, events):
+        self.events = events
+
+    def export_chrome_trace(self, path):
+        write_kineto(Path(path), self.events)
+
+
+def phprof_window(first, n, kernels_until=None, step_ms=12):
+    """``n`` inferences (phprof's annotations) from ``first``, each with one launch and one kernel
+    running after it; from ``kernels_until`` on, their kernels were lost (no kernel event)."""
+    events = []
+    for i in range(first, first + n):
+        t = BASE_NS + i * step_ms * MS
+        events += [_x("user_annotation", f"phprof.inference.{i}", t, 10 * MS, ext=10_000 + i),
+                   _x("user_annotation", "layer", t + MS // 2, 9 * MS, ext=20_000 + i),
+                   _x("cpu_op", "aten::mm", t + MS, MS, ext=i + 1),
+                   _x("cuda_runtime", "cudaLaunchKernel", t + MS + MS // 4, MS // 10, ext=i + 1, correlation=i + 1)]
+        if kernels_until is None or i < kernels_until:
+            events.append(_x("kernel", "gemm", t + 5 * MS, 6 * MS, pid=0, tid=7, ext=i + 1, correlation=i + 1,
+                             device=0, stream=7))
+    return _Window(events)
+
+
+def _recorder(path):
+    from phprof.sources import TimeOnlySource
+    from phprof.store import TraceWriter
+    from phprof.tracing.recorder import Recorder
+
+    writer = TraceWriter(path, {"model": "m", "device": "cuda:0"})
+    rec = Recorder(writer, TimeOnlySource(), lambda idx: np.ones(len(idx), bool), lambda name: True, {}, _Signals())
+    rec.cuda = True
+    return rec, writer
+
+
+def test_a_cuda_run_that_records_no_kernel_stops_with_an_error(monkeypatch, tmp_path):
+    """torch.profiler asked for CUDA activity records none (here: a CPU build told it has a GPU,
+    its profiler recording the CPU only, as torch's fallback without CUPTI does): the run stops
+    after its first window with the error, the file closed ``failed``."""
+    import torch
+
+    from phprof.tracing.session import Profile, ProfileError
+
+    cpu_only = torch.profiler.profile
+    monkeypatch.setattr(torch.profiler, "profile", lambda activities, **kw: cpu_only(
+        activities=[a for a in activities if a != torch.profiler.ProfilerActivity.CUDA], **kw))
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    monkeypatch.setattr(torch.profiler, "supported_activities", 
+                        lambda: {torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA})
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
+    session = Profile(tmp_path / "t.h5", device="cuda:0", source="none", idle_s=0, anti_alias=False)
+    with pytest.raises(ProfileError, match="first profiler window .* holds no kernel event"):
+        with session as prof:
+            prof.watch(model)
+            for _ in range(30):
+                with prof.inference():
+                    model(torch.ones(1, 4))
+    assert session.summary.status == "failed" and session.summary.inferences == 10
+    assert load(tmp_path / "t.h5").status == "failed"
+
+
+def test_a_window_whose_tail_lost_its_kernels_is_flagged(tmp_path):
+    """Kineto stopped recording device activity in the second window: its last inferences have
+    no kernel; the window says so, the run's notes and the report's too."""
+    from phprof.attribution import AttributionError, attribute
+
+    rec, writer = _recorder(tmp_path / "t.h5")
+    rec.kineto_log = _Log()
+    rec.on_trace_ready(phprof_window(0, 3))
+    rec.kineto_log.lines = [
+        "WARNING:2026-12-02 02:10:00 123:457 CuptiActivityApi.cpp:88] Exceeded max GPU buffer count (33 >= 33) - "
+        "terminating tracing"]
+    rec.on_trace_ready(phprof_window(3, 4, kernels_until=5))
+    assert rec.failure is None
+    notes = rec.kernel_notes()
+    assert notes[0] == ("2 inferences in 1 profiler windows hold no kernel event (Kineto stopped recording device "
+                        "activity in window 1): on the GPU they are time without a kernel, their energy not split "
+                        "by layer")
+    assert notes[1].startswith("Kineto: Exceeded max GPU buffer count")
+    writer.close("complete")
+    t = load(tmp_path / "t.h5")
+    assert t.windows["kernelless"].tolist() == [0, 2] and t.windows["capture_stopped"].tolist() == [0, 1]
+    assert t.windows["kernels"].tolist() == [3, 2]
+    assert np.sort(t.inferences, order="index")["kernels"].tolist() == [1, 1, 1, 1, 1, 0, 0]
+    notes = []
+    from phprof.attribution.attribute import _check_kernels
+
+    _check_kernels(t, notes)
+    assert notes == ["2 of 7 inferences hold no kernel event (Kineto stopped recording device activity in window 1): "
+                     "their time counts as (inference, no kernel running), their energy is not split by layer"]
+    # a CUDA trace without any kernel is refused, not split by CPU time
+    rec, writer = _recorder(tmp_path / "none.h5")
+    rec.cuda = False  # (written anyway, as an older phprof would have)
+    rec.on_trace_ready(phprof_window(0, 3, kernels_until=0))
+    writer.close("complete")
+    with pytest.raises(AttributionError, match="CUDA run .*holds no kernel event"):
+        attribute(load(tmp_path / "none.h5"))

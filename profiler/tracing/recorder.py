@@ -21,6 +21,7 @@ from ..store import (DEVICE_KINDS, INFERENCE_DTYPE, INFERENCE_PREFIX, INFERENCE_
                      PHASE_PREFIX, STEP_PREFIX, Kind, TraceWriter, event_rows)
 from .catalog import Catalog
 from .kineto import device_spans, load_kineto, span_of_events
+from .kinetolog import KinetoLog, findings
 
 _EDGE_READINGS = 256  # per channel, kept at each end of the run: a counter's updates around its first and last instant
 
@@ -79,6 +80,14 @@ class Recorder:
         self._last_update: dict[str, int] = {}  # per channel, the last update counted in instant_updates
         self.inference_starts: list[np.ndarray] = []  # every stored inference's span (ns)
         self.inference_ends: list[np.ndarray] = []
+        # a CUDA run: Kineto's log (tracing.kinetolog), and what it and the windows' kernels said
+        self.cuda = False
+        self.kineto_log: KinetoLog | None = None
+        self.kineto_messages: dict[str, int] = {}  # Kineto's warnings and errors, with how often each came
+        self.dropped_records = 0  # activity records Kineto said it dropped
+        self.kernels = 0  # kernel events stored
+        self.kernelless: list[tuple[int, int, int, bool]] = []  # (window, inferences without kernels, of, stopped)
+        self.failure: str | None = None  # why the run must stop: a CUDA window without any kernel
 
     def start(self, idle: PowerLog) -> None:
         """The recording starts: the idle period's last readings open the run's head."""
@@ -106,7 +115,8 @@ class Recorder:
             except (KeyboardInterrupt, SystemExit):  # the abort, caught here: torch.profiler never sees it
                 self.dropped_windows += 1
                 return
-        span = self._write(trace)
+        stopped = self.add_kineto_lines(self.kineto_log.take()) if self.kineto_log is not None else False
+        span = self._write(trace, stopped)
         self.add_power(self.source.drain())
         self.writer.flush()
         log = self._joined
@@ -123,6 +133,14 @@ class Recorder:
                 if len(u):
                     self._last_update[c.name] = int(u[-1])
                 self.instant_updates.append(u)
+
+    def add_kineto_lines(self, lines: list[str]) -> bool:
+        """Counts Kineto's warnings and errors; returns whether it said it stopped recording."""
+        found = findings(lines)
+        for m in found.messages:
+            self.kineto_messages[m] = self.kineto_messages.get(m, 0) + 1
+        self.dropped_records += found.dropped
+        return found.stopped
 
     def add_power(self, chunk: PowerLog) -> None:
         """Appends readings to the file; keeps the edges the next window and the summary read."""
@@ -161,8 +179,9 @@ class Recorder:
         out = [log.energy_between(d, t0_ns, t1_ns) for d in log.devices]
         return [m for m in out if m.measured]
 
-    def _write(self, trace) -> tuple[int, int] | None:
-        """Appends a parsed window; returns the span of its inferences."""
+    def _write(self, trace, stopped: bool = False) -> tuple[int, int] | None:
+        """Appends a parsed window; returns the span of its inferences. ``stopped``: Kineto
+        said it stopped recording device activity during the window."""
         ev = trace.events
         names = trace.names
         # what each distinct name is, then per event by indexing (no per-event Python)
@@ -240,7 +259,10 @@ class Recorder:
             int((device & (inference < 0)).sum()),
             int((ev["kind"] == Kind.KERNEL).sum()),
             int((infs["kernels"] == 0).sum()),
+            stopped,
         )
+        if self.cuda and len(infs):
+            self._check_kernels(window, len(infs))
         self.writer.append_window(out, infs, phases, window, tags)
         self.inferences_written += len(inf_ev)
         self.windows += 1
@@ -250,6 +272,40 @@ class Recorder:
         if self.schedule is not None:
             self.schedule.advance(len(out) / len(inf_ev))
         return window[3], window[4]
+
+
+    def kernel_notes(self) -> list[str]:
+        """What a CUDA run's windows and Kineto's log say of kernels lost."""
+        notes = []
+        if self.kernelless:
+            n = sum(k for _, k, _, _ in self.kernelless)
+            stopped = [w for w, _, _, s in self.kernelless if s]
+            notes.append(f"{n} inferences in {len(self.kernelless)} profiler windows hold no kernel event"
+                         + (f" (Kineto stopped recording device activity in window{'s' if len(stopped) > 1 else ''} "
+                            f"{', '.join(map(str, stopped))})" if stopped else "")
+                         + ": on the GPU they are time without a kernel, their energy not split by layer")
+        if self.dropped_records:
+            notes.append(f"Kineto dropped {self.dropped_records} activity records: some kernels are missing")
+        shown = list(self.kineto_messages.items())[:10]
+        notes += [f"Kineto: {m}" + (f" ({c} times)" if c > 1 else "") for m, c in shown]
+        if len(self.kineto_messages) > len(shown):
+            notes.append(f"Kineto said {len(self.kineto_messages) - len(shown)} other things (meta: kineto_messages)")
+        return notes
+
+    def _check_kernels(self, window: tuple, inferences: int) -> None:
+        """A CUDA window's kernels: none at all yet is a failure (torch.profiler records no GPU
+        activity: every inference would be split by CPU time); inferences without any are flagged."""
+        kernels, kernelless, stopped = window[10], window[11], bool(window[12])
+        if self.kernels == 0 and kernels == 0:
+            said = "; Kineto said: " + "; ".join(self.kineto_messages) if self.kineto_messages else ""
+            self.failure = (f"the CUDA run's first profiler window ({inferences} inferences) holds no kernel event: "
+                            "torch.profiler recorded no GPU activity (CUPTI unavailable or failing, or a model that "
+                            f"runs no kernel on the GPU){said}. Its energy cannot be split by kernels; phprof "
+                            "stopped rather than split it by CPU time")
+            return
+        self.kernels += kernels
+        if kernelless:
+            self.kernelless.append((int(window[0]), kernelless, inferences, stopped))
 
 
 def _phase_spans(ev: np.ndarray, launch: np.ndarray, phases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
