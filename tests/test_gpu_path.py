@@ -214,25 +214,23 @@ def _recorder(path):
     return rec, writer
 
 
-def test_a_cuda_run_that_records_no_kernel_stops_with_an_error(monkeypatch, tmp_path):
+def test_a_cuda_run_that_records_no_kernel_stops_with_an_error(four_gpus, monkeypatch, tmp_path):
     """torch.profiler asked for CUDA activity records none (here: a CPU build told it has a GPU,
     its profiler recording the CPU only, as torch's fallback without CUPTI does): the run stops
-    after its first window with the error, the file closed ``failed``."""
+    after its first window with the error, the file closed ``failed``. (Its meta says which
+    board measured the device: CUDA_VISIBLE_DEVICES=2's, by UUID.)"""
     import torch
 
     from phprof.tracing.session import Profile, ProfileError
 
+    torch_sees(monkeypatch, [2])
     cpu_only = torch.profiler.profile
     monkeypatch.setattr(torch.profiler, "profile", lambda activities, **kw: cpu_only(
         activities=[a for a in activities if a != torch.profiler.ProfilerActivity.CUDA], **kw))
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
-    monkeypatch.setattr(torch.profiler, "supported_activities", 
-                        lambda: {torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA})
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA A100-SXM4-80GB")
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
-    session = Profile(tmp_path / "t.h5", device="cuda:0", source="none", idle_s=0, anti_alias=False)
+    session = Profile(tmp_path / "t.h5", device="cuda:0", source="nvml", idle_s=0, anti_alias=False)
     with pytest.raises(ProfileError, match="first profiler window .* holds no kernel event"):
         with session as prof:
             prof.watch(model)
@@ -240,7 +238,10 @@ def test_a_cuda_run_that_records_no_kernel_stops_with_an_error(monkeypatch, tmp_
                 with prof.inference():
                     model(torch.ones(1, 4))
     assert session.summary.status == "failed" and session.summary.inferences == 10
-    assert load(tmp_path / "t.h5").status == "failed"
+    t = load(tmp_path / "t.h5")
+    assert t.status == "failed" and t.power.devices == ["gpu2"]
+    identity = t.meta["device_identity"]
+    assert (identity["nvml_index"], identity["nvml_uuid"], identity["matched_by"]) == (2, UUIDS[2], "uuid")
 
 
 def test_a_window_whose_tail_lost_its_kernels_is_flagged(tmp_path):
@@ -279,3 +280,146 @@ def test_a_window_whose_tail_lost_its_kernels_is_flagged(tmp_path):
     writer.close("complete")
     with pytest.raises(AttributionError, match="CUDA run .*holds no kernel event"):
         attribute(load(tmp_path / "none.h5"))
+
+
+# ------------------------------------------------------------------ which GPU is measured (item 1)
+
+UUIDS = ["GPU-6f0b3d9a-1c2e-4f5a-8b7c-0d1e2f3a4b5c", "GPU-1a2b3c4d-5e6f-4a8b-9c0d-e1f2a3b4c5d6",
+         "GPU-9e8d7c6b-5a49-4382-a1b0-c9d8e7f6a5b4", "GPU-0f1e2d3c-4b5a-4968-8776-655443322110"]
+
+
+@pytest.fixture
+def four_gpus(fake_lib, tmp_path, monkeypatch):
+    """The fake NVML with 4 boards of distinct UUIDs (and PCI buses 0x07, 0x17, 0x27, 0x37), each
+    drawing its own power: board b draws 100 + 50 b W."""
+    from fake_nvml import FakeNvml
+
+    f = FakeNvml(fake_lib, tmp_path / "state", n_devices=4, preset="ideal", seed=1)
+    for b, uuid in enumerate(UUIDS):
+        f.set_uuid(b, uuid)
+        f.set_power(b, 100.0 + 50 * b)
+    monkeypatch.setenv("PHPROF_NVML_LIB", str(fake_lib))
+    yield f
+    f.close()
+
+
+def torch_sees(monkeypatch, boards, name="NVIDIA A100-SXM4-80GB", uuid=True, pci=True):
+    """torch as under CUDA_VISIBLE_DEVICES=<boards>: its ordinal i is NVML's board boards[i],
+    with that board's UUID as torch prints it (no GPU- prefix) and PCI place."""
+    import types
+
+    import torch
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", ",".join(map(str, boards)))
+
+    def properties(i):
+        b = boards[i]
+        p = types.SimpleNamespace(name=name, uuid=UUIDS[b][4:] if uuid else "00000000-0000-0000-0000-000000000000")
+        if pci:
+            p.pci_domain_id, p.pci_bus_id, p.pci_device_id = 0, 0x07 + 0x10 * b, 0
+        return p
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.profiler, "supported_activities",
+                        lambda: {torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA})
+
+
+def _mean_power_w(source, seconds=0.05):
+    import time
+
+    source.start()
+    time.sleep(seconds)
+    log = source.stop()
+    (device,) = log.devices
+    r = log.of(f"{device}.power_instant")
+    return device, float(np.mean(r["value"][r["status"] == 0])) / 1e3
+
+
+@pytest.mark.parametrize("boards, device, board", [([2], "cuda:0", 2), ([3, 1], "cuda:1", 1), ([0, 1, 2, 3], "cuda:3", 3)])
+def test_the_cuda_device_is_measured_on_its_own_board(four_gpus, monkeypatch, boards, device, board):
+    """Under CUDA_VISIBLE_DEVICES, NVML's index of the CUDA device is found by its UUID, and the
+    source samples that board (its own power), not NVML's board of the CUDA ordinal."""
+    from phprof.sources import open_source
+    from phprof.tracing.cudadevice import measuring_gpu
+
+    torch_sees(monkeypatch, boards)
+    gpu, identity = measuring_gpu(device, "auto")
+    assert gpu == board and identity["matched_by"] == "uuid" and identity["nvml_uuid"] == UUIDS[board]
+    assert identity["cuda_uuid"] == UUIDS[board][4:] and identity["cuda_visible_devices"] == ",".join(map(str, boards))
+    assert _mean_power_w(open_source("auto", device, gpu=gpu)) == (f"gpu{board}", pytest.approx(100.0 + 50 * board,
+                                                                                                rel=0.05))
+
+
+def test_without_a_uuid_the_pci_bus_id_matches(four_gpus, monkeypatch):
+    from phprof.tracing.cudadevice import measuring_gpu
+
+    torch_sees(monkeypatch, [3], uuid=False)
+    gpu, identity = measuring_gpu("cuda:0", "nvml")
+    assert (gpu, identity["matched_by"], identity["cuda_pci"]) == (3, "pci", [0, 0x37, 0])
+
+
+def test_a_cuda_device_that_is_none_of_nvmls_gpus_is_refused(four_gpus, monkeypatch):
+    """A board NVML does not see (another driver's library, a container's view): refused in one
+    line naming both sides, before anything is recorded."""
+    from phprof.tracing.cudadevice import DeviceError, measuring_gpu
+    from phprof.tracing.session import Profile, ProfileError
+
+    torch_sees(monkeypatch, [2])
+    four_gpus.set_uuid(2, "GPU-00000000-1111-2222-3333-444444444444")
+    four_gpus.set_pci(2, 0, 0x99)
+    with pytest.raises(DeviceError) as e:
+        measuring_gpu("cuda:0", "auto")
+    message = str(e.value)
+    assert "\n" not in message and UUIDS[2][4:] in message and "CUDA_VISIBLE_DEVICES=2" in message
+    assert "none of the GPUs NVML sees" in message and UUIDS[0] in message
+    with pytest.raises(ProfileError, match="none of the GPUs NVML sees"):
+        Profile(four_gpus.state_path.parent / "x.h5", device="cuda:0", source="auto").__enter__()
+    assert not (four_gpus.state_path.parent / "x.h5").exists()
+    assert measuring_gpu("cuda:0", "none") == (None, {})  # time only: no board to find
+
+
+def test_a_mig_slice_is_refused(four_gpus, monkeypatch):
+    """NVML's energy of a MIG slice is its parent GPU's: never given to the slice's layers."""
+    from phprof.tracing.cudadevice import DeviceError, measuring_gpu
+
+    torch_sees(monkeypatch, [1], name="NVIDIA A100-SXM4-40GB MIG 1g.5gb")
+    with pytest.raises(DeviceError, match=r"cuda:0 is a MIG slice \(NVIDIA A100-SXM4-40GB MIG 1g.5gb\): NVML's "
+                                          r"energy and power are the whole parent GPU's"):
+        measuring_gpu("cuda:0", "auto")
+    assert measuring_gpu("cuda:0", "none") == (None, {})
+
+
+# ------------------------------------------------------------------ NVML missing or failing (item 5)
+
+
+def test_auto_on_a_cuda_device_without_nvml_is_an_error_naming_the_cause(monkeypatch, tmp_path):
+    from phprof.sources import SourceError, TimeOnlySource, open_source
+
+    monkeypatch.setenv("PHPROF_NVML_LIB", str(tmp_path / "libnvidia-ml.so.1"))
+    with pytest.raises(SourceError, match=r"--source auto on cuda:0: NVML cannot measure it: cannot load the NVML "
+                                          r"library .*libnvidia-ml.so.1.*--source none records time only"):
+        open_source("auto", "cuda:0")
+    assert isinstance(open_source("none", "cuda:0"), TimeOnlySource)  # asked for: time only
+
+
+def test_a_failing_board_does_not_hide_the_others(four_gpus, monkeypatch):
+    """The probe goes on past a board whose NVML handle fails: the other boards are measured,
+    the failing one is named; a CUDA device that is the failing board is refused, saying why;
+    with every board failing, auto is an error naming the cause."""
+    from phprof.sources import NvmlSource, SourceError, open_source
+    from phprof.tracing.cudadevice import DeviceError, measuring_gpu
+
+    four_gpus.set_handle_status(0, 15)  # NVML_ERROR_GPU_IS_LOST
+    found = NvmlSource.probe()
+    assert found.available and [d["index"] for d in found.devices] == [1, 2, 3]
+    assert [d["index"] for d in found.unreadable] == [0] and "GPU is lost" in found.unreadable[0]["error"]
+    assert "1 GPU unreadable: GPU 0: nvmlDeviceGetHandleByIndex_v2 failed" in found.reason
+    torch_sees(monkeypatch, [2, 0])
+    assert measuring_gpu("cuda:0", "auto")[0] == 2
+    with pytest.raises(DeviceError, match=r"GPU 0 cannot be read \(nvmlDeviceGetHandleByIndex_v2 failed: GPU is lost"):
+        measuring_gpu("cuda:1", "auto")
+    for b in (1, 2, 3):
+        four_gpus.set_handle_status(b, 4)  # NVML_ERROR_NO_PERMISSION
+    with pytest.raises(SourceError, match="NVML cannot measure it: NVML .* sees 4 GPUs but can read none: GPU 0: "):
+        open_source("auto", "cuda:0")

@@ -56,6 +56,7 @@ from ..sources.sensors import phase_coverage
 from ..store import INFERENCE_PREFIX, TraceWriter, run_meta, run_summary
 from . import kinetolog
 from .aliasing import AliasBreaker
+from .cudadevice import DeviceError, measuring_gpu
 from .frameworks import EntryPoints
 from .recorder import Recorder, Windows
 from .scopes import ModuleScopes, PhaseScopes
@@ -340,6 +341,7 @@ class Profile:
         self._writer = None
         self._recorder: Recorder | None = None
         self._power: PowerSource | None = None
+        self._identity: dict = {}  # which NVML GPU measures the CUDA device, and how it was matched
 
     # -- the program's face ------------------------------------------------------------------
     def inference(self, name: str | None = None, **tags) -> _Mark:
@@ -485,7 +487,11 @@ class Profile:
                 f"torch.profiler cannot record CUDA kernels here (torch {torch.__version__} supports "
                 f"{', '.join(a.name for a in torch.profiler.supported_activities())}: built without Kineto's CUPTI "
                 "support): the run's energy could not be split by kernels")
-        self._power = power = open_source(self.source_name, self.device)
+        try:
+            gpu, self._identity = measuring_gpu(self.device, self.source_name)
+        except DeviceError as e:
+            raise ProfileError(str(e)) from None
+        self._power = power = open_source(self.source_name, self.device, gpu=gpu)
         self._cuda = self.device.startswith("cuda")
         sensor = self._sensor = power.windowed_sensor()
         self._breaker = AliasBreaker(sensor.period_s) if self.anti_alias and sensor is not None else None
@@ -625,7 +631,7 @@ class Profile:
             sensor={"source": power.name, "settings": power.settings, "channels": [c.name for c in power.channels],
                     "devices": sensor_devices, "power_limits_w": power.power_limits()},
             versions=versions, options=options, driver=driver, host=platform.node(), recorded_by=self.recorded_by,
-            **meta)
+            **({"device_identity": self._identity} if self._identity else {}), **meta)
 
     def _models(self) -> list[dict]:
         out = []
