@@ -336,7 +336,8 @@ def _mean_power_w(source, seconds=0.05):
     return device, float(np.mean(r["value"][r["status"] == 0])) / 1e3
 
 
-@pytest.mark.parametrize("boards, device, board", [([2], "cuda:0", 2), ([3, 1], "cuda:1", 1), ([0, 1, 2, 3], "cuda:3", 3)])
+@pytest.mark.parametrize("boards, device, board",
+                         [([2], "cuda:0", 2), ([3, 1], "cuda:1", 1), ([0, 1, 2, 3], "cuda:3", 3)])
 def test_the_cuda_device_is_measured_on_its_own_board(four_gpus, monkeypatch, boards, device, board):
     """Under CUDA_VISIBLE_DEVICES, NVML's index of the CUDA device is found by its UUID, and the
     source samples that board (its own power), not NVML's board of the CUDA ordinal."""

@@ -170,11 +170,11 @@ class NvmlSource(NativeSource):
                             "pci": list(d["pci"]) if d.get("pci") else None,
                             "power_limit_w": limit / 1e3 if limit else None, "fields": fields})
         failing = "; ".join(f"GPU {d['index']}: {d['error']}" for d in unreadable)
+        gpus = f"{len(unreadable)} GPU{'s' if len(unreadable) > 1 else ''}"
         if not devices:
-            return Availability(cls.name, False, MEASURES, f"NVML ({library}, driver {driver}) sees "
-                                f"{len(unreadable)} GPU{'s' if len(unreadable) > 1 else ''} but can read none: {failing}",
-                                unreadable=unreadable)
+            return Availability(cls.name, False, MEASURES, f"NVML ({library}, driver {driver}) sees {gpus} but can "
+                                f"read none: {failing}", unreadable=unreadable)
         return Availability(
-            cls.name, True, MEASURES, f"library {library}, driver {driver}"
-            + (f" ({len(unreadable)} GPU{'s' if len(unreadable) > 1 else ''} unreadable: {failing})" if unreadable else ""),
+            cls.name, True, MEASURES,
+            f"library {library}, driver {driver}" + (f" ({gpus} unreadable: {failing})" if unreadable else ""),
             tuple(devices), unreadable)

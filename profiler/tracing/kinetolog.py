@@ -92,8 +92,12 @@ class KinetoLog:
         import sys
 
         sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all: nothing to read, nothing is printed either
+            return
         r, w = os.pipe()
-        self._saved = os.dup(2)
+        self._saved = saved
         os.dup2(w, 2)
         os.close(w)
         os.set_blocking(r, False)

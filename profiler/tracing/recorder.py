@@ -246,6 +246,7 @@ class Recorder:
 
         device = np.isin(ev["kind"], np.asarray(DEVICE_KINDS, np.uint8))
         join = trace.join_stats
+        kernels, kernelless = int((ev["kind"] == Kind.KERNEL).sum()), int((infs["kernels"] == 0).sum())
         window = (
             self.windows,
             int(inf_idx.min()) if len(inf_idx) else -1,
@@ -257,12 +258,12 @@ class Recorder:
             join["device_events"] - join["with_launch"],
             join["unjoined"],
             int((device & (inference < 0)).sum()),
-            int((ev["kind"] == Kind.KERNEL).sum()),
-            int((infs["kernels"] == 0).sum()),
+            kernels,
+            kernelless,
             stopped,
         )
         if self.cuda and len(infs):
-            self._check_kernels(window, len(infs))
+            self._check_kernels(self.windows, len(infs), kernels, kernelless, stopped)
         self.writer.append_window(out, infs, phases, window, tags)
         self.inferences_written += len(inf_ev)
         self.windows += 1
@@ -272,7 +273,6 @@ class Recorder:
         if self.schedule is not None:
             self.schedule.advance(len(out) / len(inf_ev))
         return window[3], window[4]
-
 
     def kernel_notes(self) -> list[str]:
         """What a CUDA run's windows and Kineto's log say of kernels lost."""
@@ -292,10 +292,9 @@ class Recorder:
             notes.append(f"Kineto said {len(self.kineto_messages) - len(shown)} other things (meta: kineto_messages)")
         return notes
 
-    def _check_kernels(self, window: tuple, inferences: int) -> None:
+    def _check_kernels(self, window: int, inferences: int, kernels: int, kernelless: int, stopped: bool) -> None:
         """A CUDA window's kernels: none at all yet is a failure (torch.profiler records no GPU
         activity: every inference would be split by CPU time); inferences without any are flagged."""
-        kernels, kernelless, stopped = window[10], window[11], bool(window[12])
         if self.kernels == 0 and kernels == 0:
             said = "; Kineto said: " + "; ".join(self.kineto_messages) if self.kineto_messages else ""
             self.failure = (f"the CUDA run's first profiler window ({inferences} inferences) holds no kernel event: "
@@ -305,7 +304,7 @@ class Recorder:
             return
         self.kernels += kernels
         if kernelless:
-            self.kernelless.append((int(window[0]), kernelless, inferences, stopped))
+            self.kernelless.append((window, kernelless, inferences, stopped))
 
 
 def _phase_spans(ev: np.ndarray, launch: np.ndarray, phases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

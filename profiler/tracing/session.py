@@ -492,7 +492,7 @@ class Profile:
         except DeviceError as e:
             raise ProfileError(str(e)) from None
         self._power = power = open_source(self.source_name, self.device, gpu=gpu)
-        self._cuda = self.device.startswith("cuda")
+        self._cuda = cuda
         sensor = self._sensor = power.windowed_sensor()
         self._breaker = AliasBreaker(sensor.period_s) if self.anti_alias and sensor is not None else None
         if self._make_folder:
