@@ -325,15 +325,27 @@ def torch_sees(monkeypatch, boards, name="NVIDIA A100-SXM4-80GB", uuid=True, pci
                         lambda: {torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA})
 
 
-def _mean_power_w(source, seconds=0.05):
+def _mean_power_w(source, readings=20):
+    """The device a source samples and the mean of its first ``readings`` instant-power reads
+    (the boards' power is constant: any reading will do, however late the sampler polls)."""
     import time
 
+    from phprof.sources import PowerLog
+
     source.start()
-    time.sleep(seconds)
-    log = source.stop()
+    logs, deadline = [], time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        logs.append(source.drain())
+        if sum(len(x.readings) for x in logs) >= 3 * readings:  # of its three fields
+            break
+    logs.append(source.stop())
+    log = PowerLog.concat(logs)
     (device,) = log.devices
     r = log.of(f"{device}.power_instant")
-    return device, float(np.mean(r["value"][r["status"] == 0])) / 1e3
+    ok = r["value"][r["status"] == 0]
+    assert len(ok) >= 1
+    return device, float(np.mean(ok[:readings])) / 1e3
 
 
 @pytest.mark.parametrize("boards, device, board",
