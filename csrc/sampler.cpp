@@ -87,6 +87,7 @@ struct NvmlLib {
     nvmlDeviceGetPowerManagementLimit_fn power_limit = nullptr;  // optional: the board's power cap
     nvmlDeviceGetTotalEnergyConsumption_fn total_energy = nullptr;
     nvmlDeviceGetFieldValues_fn field_values = nullptr;
+    nvmlDeviceGetPciInfo_v3_fn pci_info = nullptr;  // optional: where the board sits (to match CUDA's devices)
 
     std::string describe(nvmlReturn_t rc) const {
         const char *s = error_string ? error_string(rc) : nullptr;
@@ -124,6 +125,7 @@ NvmlLib *load_nvml(const std::string &path) {
         reinterpret_cast<nvmlDeviceGetPowerManagementLimit_fn>(sym("nvmlDeviceGetPowerManagementLimit"));
     lib->total_energy = reinterpret_cast<nvmlDeviceGetTotalEnergyConsumption_fn>(sym("nvmlDeviceGetTotalEnergyConsumption"));
     lib->field_values = reinterpret_cast<nvmlDeviceGetFieldValues_fn>(sym("nvmlDeviceGetFieldValues"));
+    lib->pci_info = reinterpret_cast<nvmlDeviceGetPciInfo_v3_fn>(sym("nvmlDeviceGetPciInfo_v3"));
     const char *missing = !lib->init ? "nvmlInit_v2"
                         : !lib->shutdown ? "nvmlShutdown"
                         : !lib->device_count ? "nvmlDeviceGetCount_v2"
@@ -787,11 +789,19 @@ PyObject *nvml_probe(PyObject *, PyObject *args) {
     for (unsigned i = 0; i < count; ++i) {
         nvmlDevice_t dev = nullptr;
         nvmlReturn_t rc = lib->handle_by_index(i, &dev);
-        if (rc != NVML_SUCCESS) {
-            set_nvml_error(lib, "nvmlDeviceGetHandleByIndex_v2", rc);
-            goto done;
+        if (rc != NVML_SUCCESS) {  // this board cannot be read; the others may
+            std::string why = "nvmlDeviceGetHandleByIndex_v2 failed: " + lib->describe(rc);
+            PyObject *d = Py_BuildValue("{s:I,s:s,s:i}", "index", i, "error", why.c_str(), "status", int(rc));
+            if (!d || PyList_Append(devices, d) < 0) {
+                Py_XDECREF(d);
+                goto done;
+            }
+            Py_DECREF(d);
+            continue;
         }
         char name[NVML_DEVICE_NAME_BUFFER_SIZE] = "", uuid[NVML_DEVICE_UUID_BUFFER_SIZE] = "";
+        nvmlPciInfo_t pci{};
+        bool has_pci = lib->pci_info && lib->pci_info(dev, &pci) == NVML_SUCCESS;
         if (lib->device_name && lib->device_name(dev, name, sizeof name) != NVML_SUCCESS) name[0] = '\0';
         if (lib->device_uuid && lib->device_uuid(dev, uuid, sizeof uuid) != NVML_SUCCESS) uuid[0] = '\0';
         PyObject *fields = PyDict_New();
@@ -814,8 +824,11 @@ PyObject *nvml_probe(PyObject *, PyObject *args) {
         }
         unsigned limit_mw = 0;  // 0: unknown
         if (!lib->power_limit || lib->power_limit(dev, &limit_mw) != NVML_SUCCESS) limit_mw = 0;
-        PyObject *d = Py_BuildValue("{s:I,s:s,s:s,s:N,s:I}", "index", i, "name", name, "uuid", uuid, "fields", fields,
-                                    "power_limit_mw", limit_mw);
+        PyObject *pci_tuple = has_pci ? Py_BuildValue("(III)", pci.domain, pci.bus, pci.device) : Py_NewRef(Py_None);
+        PyObject *d = pci_tuple ? Py_BuildValue("{s:I,s:s,s:s,s:N,s:I,s:N}", "index", i, "name", name, "uuid", uuid,
+                                                "fields", fields, "power_limit_mw", limit_mw, "pci", pci_tuple)
+                                : nullptr;
+        if (!pci_tuple) Py_DECREF(fields);
         if (!d || PyList_Append(devices, d) < 0) {
             Py_XDECREF(d);
             goto done;
@@ -831,7 +844,8 @@ done:
 
 PyMethodDef module_methods[] = {
     {"nvml_probe", nvml_probe, METH_VARARGS,
-     "nvml_probe(library) -> dict: driver version and, per GPU, name, uuid and one reading of each field."},
+     "nvml_probe(library) -> dict: driver version and, per GPU, name, uuid, pci (domain, bus, device) or None, power "
+     "limit and one reading of each field; a GPU whose handle fails has only index, error and status."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_sampler",

@@ -146,8 +146,20 @@ def test_import_real_trace(path, tmp_path):
     if len(steps):
         assert tr.meta["profiler_steps"] == [int(kt.names[i].split("#")[1]) for i in steps["name"]]
         assert list(tr.inferences["index"]) == list(range(len(steps)))
-        assert np.array_equal(tr.inferences["start_ns"], steps["start_ns"])
-        assert np.array_equal(tr.inferences["end_ns"], steps["end_ns"])
+        assert np.array_equal(tr.inferences["cpu_start_ns"], steps["start_ns"])
+        assert np.array_equal(tr.inferences["cpu_end_ns"], steps["end_ns"])
+        # on the device, each span covers every one of its device events (kernels run on after
+        # their step's CPU span), and the spans do not overlap
+        inf = tr.inferences
+        mine = np.flatnonzero(dev & (tr.events["inference"] >= 0))
+        of = tr.events["inference"][mine]
+        assert (tr.events["start_ns"][mine] >= inf["start_ns"][of]).all()
+        assert (tr.events["end_ns"][mine] <= inf["end_ns"][of]).all()
+        assert (inf["start_ns"][1:] >= inf["end_ns"][:-1]).all()
+        assert inf["kernels"].tolist() == np.bincount(of[tr.events["kind"][mine] == Kind.KERNEL],
+                                                      minlength=len(inf)).tolist()
+        busy = np.bincount(of, minlength=len(inf)) > 0
+        assert np.array_equal(inf["start_ns"][~busy], steps["start_ns"][~busy])
     else:
         assert tr.meta["profiler_steps"] == []
         assert len(tr.inferences) == 1 and (tr.inferences["start_ns"][0], tr.inferences["end_ns"][0]) == (t0, t1)
@@ -160,7 +172,7 @@ def test_import_real_trace(path, tmp_path):
     cpu = tr.events[tr.events["device"] < 0]
     for e in cpu:
         inf = tr.inferences
-        holding = np.flatnonzero((inf["start_ns"] <= e["start_ns"]) & (e["end_ns"] <= inf["end_ns"]))
+        holding = np.flatnonzero((inf["cpu_start_ns"] <= e["start_ns"]) & (e["end_ns"] <= inf["cpu_end_ns"]))
         assert e["inference"] == (holding[0] if len(holding) else -1)
     # a device event is in its launching op's inference
     launched = np.flatnonzero((tr.events["device"] >= 0) & (tr.events["op"] >= 0))

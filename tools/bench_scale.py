@@ -56,7 +56,7 @@ def write_trace(path: Path, kernels: int, samples: int, inferences: int = 1000, 
         ev["stack"][sl] = leaf_stacks[np.arange(per_inf) * len(leaf_stacks) // per_inf]
         ev["name"][sl] = 1 + len(scopes) + rng.integers(0, 64, per_inf)
         ev["inference"][sl], ev["device"][sl], ev["kind"][sl], ev["op"][sl] = i, 0, Kind.KERNEL, -1
-        inf[i] = (i, start, ends[-1] + 50_000, 0)
+        inf[i] = (i, start, ends[-1] + 50_000, 0, start, ends[-1] + 50_000, per_inf)
         k += per_inf
         start = int(ends[-1]) + int(rng.uniform(2e6, 25e6))  # a random pause: the windows see every phase
     # the sensor: mean true power over 25 ms windows every 100 ms, polled at 1 kHz

@@ -21,7 +21,7 @@ from ..clock import clock_steps, utc_text
 from ..energy import Energy, Method
 from ..errors import PhprofError
 from ..sources.sensors import NOMINAL_AVERAGE, NOMINAL_INSTANT, SensorModel, nominal_sensor, phase_coverage
-from ..store import Kind, phase_kind
+from ..store import DEVICE_KINDS, Kind, phase_kind
 from ..store.results import ComponentEnergy, KernelEnergy, Layer, Leaf, PhaseEnergy, Results, Role
 from .components import Component, Taxonomy
 from .estimate import Estimate, estimate_label_power, instant_windows
@@ -54,8 +54,9 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     notes: list[str] = []
     if not trace.complete:
         notes.append(f"the trace is {trace.status}: only its {len(trace.inferences)} whole inferences are used")
+    _check_kernels(trace, notes)
     inf = np.sort(trace.inferences, order="start_ns")
-    span = (int(inf["start_ns"][0]), int(inf["end_ns"][-1]))
+    span = (int(inf["start_ns"][0]), int(inf["end_ns"].max()))  # on a GPU, spans may overlap (several streams)
     timeline, what = trace_timeline(trace)
     log = trace.power
     why = _unusable_power(trace, span)
@@ -133,6 +134,24 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     sensor = prior if updates is not None else None
     return _results(trace, timeline, what, span, est=est, device=device, total=total,
                     total_uncertainty_j=measured.uncertainty_j, sensor=sensor, idle_w=idle_w, notes=notes + est.notes)
+
+
+def _check_kernels(trace, notes: list[str]) -> None:
+    """A CUDA run's kernels: a trace with none is refused (its energy would be split by CPU
+    time, which is not where a GPU spends it); inferences without any, and windows where Kineto
+    stopped recording device activity, are said."""
+    if not str(trace.meta.get("device", "")).startswith("cuda"):
+        return
+    if not np.isin(trace.events["kind"], DEVICE_KINDS).any():
+        raise AttributionError(f"{trace.path} is of a CUDA run ({trace.meta.get('device')}) but holds no kernel event: "
+                               "torch.profiler recorded no GPU activity, so its energy cannot be split by kernels")
+    kernelless = int((trace.inferences["kernels"] == 0).sum())
+    if kernelless:
+        stopped = trace.windows["index"][trace.windows["capture_stopped"] > 0].tolist()
+        notes.append(f"{kernelless} of {len(trace.inferences)} inferences hold no kernel event"
+                     + (f" (Kineto stopped recording device activity in window {', '.join(map(str, stopped))})"
+                        if stopped else "")
+                     + f": their time counts as {Role.NO_KERNEL.label}, their energy is not split by layer")
 
 
 def default_sensor(gpu_name: str, field: str, notes: list[str]) -> SensorModel:

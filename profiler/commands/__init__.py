@@ -63,8 +63,10 @@ def recording_options(f):
     anti-aliasing pauses and the idle period sampled first."""
     for option in reversed((
         click.option("--source", type=click.Choice(["auto", "nvml", "rapl", "none"]), default="auto",
-                     show_default=True, help="Power source (auto: NVML for a GPU, RAPL for the CPU when readable, "
-                     "else time only). The summary says which device and source were used."),
+                     show_default=True, help="Power source (auto: NVML for a GPU, an error without a working NVML; "
+                     "RAPL for the CPU when readable, else time only; none: time only). On a GPU the NVML board "
+                     "is the CUDA device's own, matched by UUID under CUDA_VISIBLE_DEVICES; a MIG slice is "
+                     "refused. The summary says which device and source were used."),
         click.option("--anti-alias/--no-anti-alias", default=True, show_default=True,
                      help="With a GPU sensor, pause a random time (up to one inference) after an inference once "
                      "per sensor period, so that its short averaging windows fall on every part of the inferences."),

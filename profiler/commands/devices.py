@@ -55,6 +55,8 @@ def devices(as_json: bool, measure: float | None) -> None:
         for d in a.devices:
             for line in SOURCES[a.source].device_lines(d):
                 click.echo(f"      {line}")
+        for d in a.unreadable:
+            click.echo(f"      GPU {d['index']}: cannot be read: {d['error']}")
         if a.source in observed:
             _echo_observed(observed[a.source], measure)
         click.echo()

@@ -51,13 +51,21 @@ def probe_all() -> list[Availability]:
     return [cls.probe() for cls in SOURCES.values()]
 
 
-def open_source(name: str, device: str = "cpu", interval_s: float | None = 1e-3) -> PowerSource:
+def open_source(name: str, device: str = "cpu", interval_s: float | None = 1e-3, gpu: int | None = None) -> PowerSource:
     """The power source ``name`` for a run on ``device`` (``cpu``, ``cuda``,
-    ``cuda:N``). ``auto``: NVML for a CUDA device, RAPL for the CPU when its
-    counters are readable, else time only."""
-    gpu = int(device.split(":")[1]) if device.startswith("cuda:") else 0
+    ``cuda:N``). ``auto``: NVML for a CUDA device (an error when NVML is missing
+    or fails: a GPU run measured by nothing is asked for with ``none``), RAPL for
+    the CPU when its counters are readable, else time only. ``gpu``: the NVML
+    index that measures the device (``phprof.tracing.cudadevice`` finds it;
+    default: the CUDA ordinal)."""
+    if gpu is None:
+        gpu = int(device.split(":")[1]) if device.startswith("cuda:") else 0
     if name == "auto":
-        if device.startswith("cuda") and NvmlSource.probe().available:
+        if device.startswith("cuda"):
+            found = NvmlSource.probe()
+            if not found.available:
+                raise SourceError(f"--source auto on {device}: NVML cannot measure it: {found.reason} "
+                                  "(--source none records time only)")
             name = "nvml"
         elif device == "cpu" and RaplSource.probe().available:
             name = "rapl"

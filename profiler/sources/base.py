@@ -526,6 +526,7 @@ class Availability:
     measures: str  # what it measures, in words
     reason: str = ""  # why it is missing, or how it was found
     devices: tuple[dict, ...] = ()  # per device: name and details
+    unreadable: tuple[dict, ...] = ()  # devices it sees but cannot read: index and error
 
 
 class PowerSource(ABC):

@@ -150,7 +150,10 @@ class NvmlSource(NativeSource):
             return Availability(cls.name, False, MEASURES, f"NVML ({library}) answers but sees no GPU")
         driver = info["driver_version"] or "unknown"
         devices = []
+        unreadable = tuple({"index": d["index"], "error": d["error"]} for d in info["devices"] if "error" in d)
         for d in info["devices"]:
+            if "error" in d:
+                continue
             fields = {}
             for field, r in d["fields"].items():
                 fields[field] = {
@@ -164,7 +167,14 @@ class NvmlSource(NativeSource):
                 }
             limit = d.get("power_limit_mw", 0)
             devices.append({"index": d["index"], "name": d["name"], "uuid": d["uuid"], "driver": driver,
+                            "pci": list(d["pci"]) if d.get("pci") else None,
                             "power_limit_w": limit / 1e3 if limit else None, "fields": fields})
+        failing = "; ".join(f"GPU {d['index']}: {d['error']}" for d in unreadable)
+        gpus = f"{len(unreadable)} GPU{'s' if len(unreadable) > 1 else ''}"
+        if not devices:
+            return Availability(cls.name, False, MEASURES, f"NVML ({library}, driver {driver}) sees {gpus} but can "
+                                f"read none: {failing}", unreadable=unreadable)
         return Availability(
-            cls.name, True, MEASURES, f"library {library}, driver {driver}", tuple(devices)
-        )
+            cls.name, True, MEASURES,
+            f"library {library}, driver {driver}" + (f" ({gpus} unreadable: {failing})" if unreadable else ""),
+            tuple(devices), unreadable)

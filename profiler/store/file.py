@@ -14,10 +14,16 @@ Schema version 1 (every table is a chunked, compressed, appendable dataset):
     /stacks             (parent u4, scope u4): the scope-stack trie; row 0 is the root,
                         every other row is its parent's stack plus one scope (a string)
     /events             EVENT_DTYPE: CPU ops, annotations, kernels, memcpy/memset
-    /inferences         (index i4, start_ns i8, end_ns i8, window i4)
+    /inferences         (index i4, start_ns i8, end_ns i8, window i4, cpu_start_ns i8,
+                         cpu_end_ns i8, kernels i4): the span is the device's on a GPU
+                         (first launch to last kernel end), cpu_* the CPU span (the
+                         last three absent in older files: read as the span and -1)
     /phases             (inference i4, name u4, start_ns i8, end_ns i8)
     /windows            (index i4, first_inference i4, last_inference i4,
-                         start_ns i8, end_ns i8, events i8)
+                         start_ns i8, end_ns i8, events i8, device_events i8,
+                         without_launch i8, without_op i8, without_inference i8,
+                         kernels i8, kernelless i4, capture_stopped u1): the
+                         device events' join statistics (absent in older files: -1)
     /modules            (path u4, type u4, parameters i8, calls i8): every module of
                         the model (named_modules order; several models one after
                         the other), its class, its own parameters, and how often
@@ -188,7 +194,7 @@ class TraceWriter:
         _append(f["events"], events)
         _append(f["inferences"], inferences)
         _append(f["phases"], phases)
-        _append(f["windows"], np.array([window], dtype=WINDOW_DTYPE))
+        _append(f["windows"], window_row(window))
         if tags is not None:
             _append(f["inference_tags"], tags)
 
@@ -313,9 +319,9 @@ def _read(path: Path, f: h5py.File) -> Trace:
         strings=[s.decode() if isinstance(s, bytes) else s for s in f["strings"][:]],
         stacks=f["stacks"][:],
         events=f["events"][:],
-        inferences=f["inferences"][:],
+        inferences=_upgraded(f["inferences"][:], INFERENCE_DTYPE),
         phases=f["phases"][:],
-        windows=f["windows"][:],
+        windows=_upgraded(f["windows"][:], WINDOW_DTYPE),
         modules=f["modules"][:] if "modules" in f else np.empty(0, MODULE_DTYPE),
         power=_power_log(f.get("power")),
         idle=_power_log(f.get("idle")),
@@ -323,6 +329,31 @@ def _read(path: Path, f: h5py.File) -> Trace:
         results=_read_results(f["results"]) if "results" in f else None,
         inference_tags=f["inference_tags"][:] if "inference_tags" in f else np.empty(0, INFERENCE_TAG_DTYPE),
     )
+
+
+def window_row(window) -> np.ndarray:
+    """A /windows row from a tuple of its first fields (index, first and last inference, start,
+    end, events, then any of the join statistics); the statistics not given are unknown (-1)."""
+    row = _upgraded(np.zeros(1, WINDOW_DTYPE[list(WINDOW_DTYPE.names[:len(window)])]), WINDOW_DTYPE)
+    for name, value in zip(WINDOW_DTYPE.names, window):
+        row[name] = value
+    return row
+
+
+def _upgraded(rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Rows of a table written before some of its columns: those columns are unknown (-1),
+    an inference's CPU span is its span (files of then stored the CPU span)."""
+    if rows.dtype == dtype:
+        return rows
+    out = np.zeros(len(rows), dtype)
+    for name in dtype.names:
+        if name in rows.dtype.names:
+            out[name] = rows[name]
+        elif name in ("cpu_start_ns", "cpu_end_ns"):
+            out[name] = rows[name[4:]]
+        elif dtype[name].kind == "i":
+            out[name] = -1
+    return out
 
 
 def _read_results(g: h5py.Group) -> Results | None:

@@ -76,7 +76,12 @@ EVENT_DTYPE = np.dtype(
     ]
 )
 STACK_DTYPE = np.dtype([("parent", "<u4"), ("scope", "<u4")])
-INFERENCE_DTYPE = np.dtype([("index", "<i4"), ("start_ns", "<i8"), ("end_ns", "<i8"), ("window", "<i4")])
+# An inference's span is where its energy is read: on a GPU, from its first launch to its last
+# device event's end (its kernels run on after its CPU span, see phprof.tracing.kineto.device_spans);
+# on the CPU, its CPU span. cpu_start_ns, cpu_end_ns: the CPU span (its annotation); kernels: its kernel
+# events (-1: unknown, a file written before these columns).
+INFERENCE_DTYPE = np.dtype([("index", "<i4"), ("start_ns", "<i8"), ("end_ns", "<i8"), ("window", "<i4"),
+                            ("cpu_start_ns", "<i8"), ("cpu_end_ns", "<i8"), ("kernels", "<i4")])
 PHASE_DTYPE = np.dtype([("inference", "<i4"), ("name", "<u4"), ("start_ns", "<i8"), ("end_ns", "<i8")])
 WINDOW_DTYPE = np.dtype(
     [
@@ -86,6 +91,16 @@ WINDOW_DTYPE = np.dtype(
         ("start_ns", "<i8"),
         ("end_ns", "<i8"),
         ("events", "<i8"),
+        # the window's device events (kernels, memcpys, memsets) and how they joined (-1: unknown,
+        # a file written before these columns): those with no launching runtime call, with no CPU
+        # op, with no inference (not stored); its kernels; its inferences with no kernel at all
+        ("device_events", "<i8"),
+        ("without_launch", "<i8"),
+        ("without_op", "<i8"),
+        ("without_inference", "<i8"),
+        ("kernels", "<i8"),
+        ("kernelless", "<i4"),
+        ("capture_stopped", "u1"),  # Kineto said it stopped recording device activity in this window
     ]
 )
 MODULE_DTYPE = np.dtype([("path", "<u4"), ("type", "<u4"), ("parameters", "<i8"), ("calls", "<i8")])

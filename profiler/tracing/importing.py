@@ -17,10 +17,13 @@ What an imported trace holds, and what it cannot know:
 * inferences are the ``ProfilerStep#N`` annotations of ``prof.step()``, one per
   step, numbered 0, 1, ... in time order (``meta["profiler_steps"]`` keeps the
   N's). CPU events belong to the step whose span holds them, device events to
-  the step of the CPU op that launched them; the rest get inference -1. The
-  step annotations themselves are not stored as events (like phprof's own
-  inference scopes, they are the /inferences table). A trace without steps is
-  one inference spanning the whole trace;
+  the step of the CPU op (else the runtime call) that launched them; the rest
+  get inference -1. A step's span is where its device work ran, from its first
+  launch to its last kernel's end (its CPU span without device events; see
+  :func:`phprof.tracing.kineto.device_spans`). The step annotations themselves
+  are not stored as events (like phprof's own inference scopes, they are the
+  /inferences table). A trace without steps is one inference spanning the
+  whole trace;
 * one window holds everything; there are no phases, and the modules table is
   empty (the model is unknown); every ``record_function`` annotation is a scope;
 * the power log is stored under /power as source ``csv``: each row is one
@@ -48,7 +51,7 @@ from ..sources import PowerLog
 from ..sources.csvlog import read_power_csv
 from ..store import (DEVICE_KINDS, INFERENCE_DTYPE, PHASE_DTYPE, STACK_DTYPE, STEP_PREFIX, Kind, TraceWriter,
                      event_rows, run_meta, run_summary)
-from .kineto import KinetoTrace, load_kineto, span_of_events
+from .kineto import KinetoTrace, device_spans, load_kineto, span_of_events
 
 __all__ = ["ClockMismatchError", "TraceImportError", "import_trace"]
 
@@ -172,12 +175,16 @@ def _tables(kt: KinetoTrace):
         numbers = [_step_number(kt.names[i]) for i in st["name"]]
         infs = np.zeros(len(st), INFERENCE_DTYPE)
         infs["index"] = np.arange(len(st))
-        infs["start_ns"], infs["end_ns"] = st["start_ns"], st["end_ns"]
-        inference[:] = span_of_events(ev, st["start_ns"], st["end_ns"])
+        infs["cpu_start_ns"], infs["cpu_end_ns"] = st["start_ns"], st["end_ns"]
+        inference[:] = span_of_events(ev, st["start_ns"], st["end_ns"], kt.launch)
+        infs["start_ns"], infs["end_ns"], infs["kernels"] = device_spans(ev, kt.launch, inference, st["start_ns"],
+                                                                         st["end_ns"])
         steps = {"inferences_from": "ProfilerStep annotations", "profiler_steps": numbers}
     else:
         infs = np.zeros(1, INFERENCE_DTYPE)
         infs["start_ns"], infs["end_ns"] = int(ev["start_ns"].min()), int(ev["end_ns"].max())
+        infs["cpu_start_ns"], infs["cpu_end_ns"] = infs["start_ns"], infs["end_ns"]
+        infs["kernels"] = int((ev["kind"] == Kind.KERNEL).sum())
         inference[:] = 0
         steps = {"inferences_from": "the whole trace (no ProfilerStep annotations)", "profiler_steps": []}
         notes.append(
@@ -195,7 +202,11 @@ def _tables(kt: KinetoTrace):
     unjoined = int((np.isin(k["kind"], DEVICE_KINDS) & (k["op"] < 0)).sum())
     if unjoined:
         notes.append(f"{unjoined} device events could not be joined to the CPU op that launched them")
-    window = (0, 0, len(infs) - 1, int(infs["start_ns"].min()), int(infs["end_ns"].max()), len(out))
+    join = kt.join_stats
+    window = (0, 0, len(infs) - 1, int(infs["start_ns"].min()), int(infs["end_ns"].max()), len(out),
+              join["device_events"], join["device_events"] - join["with_launch"], join["unjoined"],
+              int((np.isin(ev["kind"], DEVICE_KINDS) & (inference < 0)).sum()), int((ev["kind"] == Kind.KERNEL).sum()),
+              int((infs["kernels"] == 0).sum()))
     steps["step_annotations_dropped"] = int(drop.sum())
     return out, infs, window, steps, notes
 

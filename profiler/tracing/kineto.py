@@ -61,7 +61,7 @@ import numpy as np
 from ..clock import decimal_text_to_ns
 from ..store.schema import CATEGORY, DEVICE_KINDS, ON_DEVICE, STACK_DTYPE, Kind, stack_path
 
-__all__ = ["KINETO_EVENT_DTYPE", "KinetoTrace", "load_kineto", "span_of_events"]
+__all__ = ["KINETO_EVENT_DTYPE", "KinetoTrace", "device_spans", "load_kineto", "span_of_events"]
 
 #: The events of one parsed trace, with the ids the joins need (the trace file's
 #: ``phprof.store.schema.EVENT_DTYPE`` keeps less: see ``phprof.store.schema.event_rows``).
@@ -250,10 +250,13 @@ def _expand_ranges(lo: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.nd
     return q, p
 
 
-def span_of_events(events: np.ndarray, starts_ns: np.ndarray, ends_ns: np.ndarray) -> np.ndarray:
+def span_of_events(events: np.ndarray, starts_ns: np.ndarray, ends_ns: np.ndarray,
+                   launch: np.ndarray | None = None) -> np.ndarray:
     """Per event of a Kineto event table, the row of the span that holds it (spans
     sorted by start, not overlapping), -1 for none: a CPU event by its own start
-    and end, a device event by the CPU op that launched it."""
+    and end, a device event by the CPU op that launched it, else (a kernel launched
+    outside any op: Triton's ``cuLaunchKernelEx``, a custom op) by its launching
+    runtime call (``launch``: :attr:`KinetoTrace.launch`)."""
     is_cpu = events["device"] < 0
     pos = np.searchsorted(starts_ns, events["start_ns"], side="right") - 1
     ok = is_cpu & (pos >= 0)
@@ -262,7 +265,45 @@ def span_of_events(events: np.ndarray, starts_ns: np.ndarray, ends_ns: np.ndarra
     out[ok] = pos[ok]
     launched = ~is_cpu & (events["op"] >= 0)
     out[launched] = out[events["op"][launched]]
+    if launch is not None:
+        by_launch = ~is_cpu & (events["op"] < 0) & (launch >= 0)
+        out[by_launch] = out[launch[by_launch]]
     return out
+
+
+def device_spans(events: np.ndarray, launch: np.ndarray, pos: np.ndarray, cpu_starts_ns: np.ndarray,
+                 cpu_ends_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each span's work ran on the device: ``(starts_ns, ends_ns, kernels)``.
+
+    ``pos``: each event's span (:func:`span_of_events`); spans sorted by CPU
+    start. A span with device events runs from its first launch (the launching
+    runtime call of its first device event; the event itself without one) to
+    its last device event's end: kernels run on after the CPU span that
+    launched them, so the CPU span would give their energy to the next span. A
+    span whose launches ran ahead of the device starts when the device finished
+    the span before, but never after its own first device event, so that
+    spans on one stream do not overlap and each holds its own kernels. A span
+    without device events keeps its CPU span. ``kernels``: its kernel events."""
+    n = len(cpu_starts_ns)
+    starts, ends = np.array(cpu_starts_ns, np.int64), np.array(cpu_ends_ns, np.int64)
+    rows = np.flatnonzero(np.isin(events["kind"], np.asarray(DEVICE_KINDS, np.uint8)) & (pos >= 0))
+    kernels = np.bincount(pos[rows][events["kind"][rows] == Kind.KERNEL], minlength=n).astype(np.int32)
+    if not len(rows):
+        return starts, ends, kernels
+    p, ln = pos[rows], launch[rows].astype(np.int64)
+    launched_ns = np.where(ln >= 0, events["start_ns"][np.maximum(ln, 0)], events["start_ns"][rows])
+    big, small = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+    first_launch, first_work, last_end = np.full(n, big), np.full(n, big), np.full(n, small)
+    np.minimum.at(first_launch, p, launched_ns)
+    np.minimum.at(first_work, p, events["start_ns"][rows])
+    np.maximum.at(last_end, p, events["end_ns"][rows])
+    busy = last_end > small
+    starts[busy], ends[busy] = first_launch[busy], last_end[busy]
+    if n > 1:
+        before = np.maximum.accumulate(np.where(busy, ends, small))[:-1]  # the device's end so far
+        later = busy[1:] & (before > starts[1:])
+        starts[1:][later] = np.minimum(before[later], first_work[1:][later])
+    return starts, ends, kernels
 
 
 # ------------------------------------------------------------------- trace

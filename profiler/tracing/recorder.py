@@ -17,10 +17,11 @@ import numpy as np
 
 from ..energy import Method
 from ..sources import Measurement, PowerLog, PowerSource, sensor_updates
-from ..store import (INFERENCE_DTYPE, INFERENCE_PREFIX, INFERENCE_TAG_DTYPE, MODULE_DTYPE, PHASE_DTYPE, PHASE_PREFIX,
-                     STEP_PREFIX, Kind, TraceWriter, event_rows)
+from ..store import (DEVICE_KINDS, INFERENCE_DTYPE, INFERENCE_PREFIX, INFERENCE_TAG_DTYPE, MODULE_DTYPE, PHASE_DTYPE,
+                     PHASE_PREFIX, STEP_PREFIX, Kind, TraceWriter, event_rows)
 from .catalog import Catalog
-from .kineto import load_kineto, span_of_events
+from .kineto import device_spans, load_kineto, span_of_events
+from .kinetolog import KinetoLog, findings
 
 _EDGE_READINGS = 256  # per channel, kept at each end of the run: a counter's updates around its first and last instant
 
@@ -79,6 +80,14 @@ class Recorder:
         self._last_update: dict[str, int] = {}  # per channel, the last update counted in instant_updates
         self.inference_starts: list[np.ndarray] = []  # every stored inference's span (ns)
         self.inference_ends: list[np.ndarray] = []
+        # a CUDA run: Kineto's log (tracing.kinetolog), and what it and the windows' kernels said
+        self.cuda = False
+        self.kineto_log: KinetoLog | None = None
+        self.kineto_messages: dict[str, int] = {}  # Kineto's warnings and errors, with how often each came
+        self.dropped_records = 0  # activity records Kineto said it dropped
+        self.kernels = 0  # kernel events stored
+        self.kernelless: list[tuple[int, int, int, bool]] = []  # (window, inferences without kernels, of, stopped)
+        self.failure: str | None = None  # why the run must stop: a CUDA window without any kernel
 
     def start(self, idle: PowerLog) -> None:
         """The recording starts: the idle period's last readings open the run's head."""
@@ -106,7 +115,8 @@ class Recorder:
             except (KeyboardInterrupt, SystemExit):  # the abort, caught here: torch.profiler never sees it
                 self.dropped_windows += 1
                 return
-        span = self._write(trace)
+        stopped = self.add_kineto_lines(self.kineto_log.take()) if self.kineto_log is not None else False
+        span = self._write(trace, stopped)
         self.add_power(self.source.drain())
         self.writer.flush()
         log = self._joined
@@ -123,6 +133,14 @@ class Recorder:
                 if len(u):
                     self._last_update[c.name] = int(u[-1])
                 self.instant_updates.append(u)
+
+    def add_kineto_lines(self, lines: list[str]) -> bool:
+        """Counts Kineto's warnings and errors; returns whether it said it stopped recording."""
+        found = findings(lines)
+        for m in found.messages:
+            self.kineto_messages[m] = self.kineto_messages.get(m, 0) + 1
+        self.dropped_records += found.dropped
+        return found.stopped
 
     def add_power(self, chunk: PowerLog) -> None:
         """Appends readings to the file; keeps the edges the next window and the summary read."""
@@ -161,8 +179,9 @@ class Recorder:
         out = [log.energy_between(d, t0_ns, t1_ns) for d in log.devices]
         return [m for m in out if m.measured]
 
-    def _write(self, trace) -> tuple[int, int] | None:
-        """Appends a parsed window; returns the span of its inferences."""
+    def _write(self, trace, stopped: bool = False) -> tuple[int, int] | None:
+        """Appends a parsed window; returns the span of its inferences. ``stopped``: Kineto
+        said it stopped recording device activity during the window."""
         ev = trace.events
         names = trace.names
         # what each distinct name is, then per event by indexing (no per-event Python)
@@ -187,8 +206,8 @@ class Recorder:
         inf_ev, inf_idx = inf_ev[order], inf_idx[order]
 
         # every CPU event belongs to the inference whose span holds it; device
-        # events to the inference of the CPU op that launched them
-        pos = span_of_events(ev, inf_ev["start_ns"], inf_ev["end_ns"])
+        # events to the inference of the CPU op (else the runtime call) that launched them
+        pos = span_of_events(ev, inf_ev["start_ns"], inf_ev["end_ns"], trace.launch)
         inside = pos >= 0
         inference = np.full(len(ev), -1, dtype=np.int32)
         inference[inside] = inf_idx[pos[inside]]
@@ -204,7 +223,9 @@ class Recorder:
         out = event_rows(ev, keep, inference, names_map, stacks_map, base=self.writer.events_written)
 
         infs = np.zeros(len(inf_ev), dtype=INFERENCE_DTYPE)
-        infs["index"], infs["start_ns"], infs["end_ns"] = inf_idx, inf_ev["start_ns"], inf_ev["end_ns"]
+        infs["index"], infs["cpu_start_ns"], infs["cpu_end_ns"] = inf_idx, inf_ev["start_ns"], inf_ev["end_ns"]
+        infs["start_ns"], infs["end_ns"], infs["kernels"] = device_spans(ev, trace.launch, pos, inf_ev["start_ns"],
+                                                                         inf_ev["end_ns"])
         infs["window"] = self.windows
         self.inference_starts.append(infs["start_ns"])
         self.inference_ends.append(infs["end_ns"])
@@ -214,7 +235,7 @@ class Recorder:
         phases = np.zeros(int(ph_ok.sum()), dtype=PHASE_DTYPE)
         phases["inference"] = inf_idx[ph_pos[ph_ok]]
         phases["name"] = [self.catalog.string(names[i][len(PHASE_PREFIX):]) for i in ph_ev["name"][ph_ok]]
-        phases["start_ns"], phases["end_ns"] = ph_ev["start_ns"][ph_ok], ph_ev["end_ns"][ph_ok]
+        phases["start_ns"], phases["end_ns"] = _phase_spans(ev, trace.launch, ph_ev[ph_ok])
         tagged = [(i, self.tags.pop(i)) for i in inf_idx.tolist() if i in self.tags]
         tags = np.zeros(len(tagged), dtype=INFERENCE_TAG_DTYPE)
         for row, (i, (name, tag_json)) in zip(tags, tagged):
@@ -223,14 +244,26 @@ class Recorder:
         self.writer.append_strings(new_strings)
         self.writer.append_stacks(new_stacks)
 
+        device = np.isin(ev["kind"], np.asarray(DEVICE_KINDS, np.uint8))
+        join = trace.join_stats
+        kernels, kernelless = int((ev["kind"] == Kind.KERNEL).sum()), int((infs["kernels"] == 0).sum())
         window = (
             self.windows,
             int(inf_idx.min()) if len(inf_idx) else -1,
             int(inf_idx.max()) if len(inf_idx) else -1,
-            int(inf_ev["start_ns"].min()) if len(inf_ev) else 0,
-            int(inf_ev["end_ns"].max()) if len(inf_ev) else 0,
+            int(infs["start_ns"].min()) if len(infs) else 0,
+            int(infs["end_ns"].max()) if len(infs) else 0,
             len(out),
+            join["device_events"],
+            join["device_events"] - join["with_launch"],
+            join["unjoined"],
+            int((device & (inference < 0)).sum()),
+            kernels,
+            kernelless,
+            stopped,
         )
+        if self.cuda and len(infs):
+            self._check_kernels(self.windows, len(infs), kernels, kernelless, stopped)
         self.writer.append_window(out, infs, phases, window, tags)
         self.inferences_written += len(inf_ev)
         self.windows += 1
@@ -240,6 +273,47 @@ class Recorder:
         if self.schedule is not None:
             self.schedule.advance(len(out) / len(inf_ev))
         return window[3], window[4]
+
+    def kernel_notes(self) -> list[str]:
+        """What a CUDA run's windows and Kineto's log say of kernels lost."""
+        notes = []
+        if self.kernelless:
+            n = sum(k for _, k, _, _ in self.kernelless)
+            stopped = [w for w, _, _, s in self.kernelless if s]
+            notes.append(f"{n} inferences in {len(self.kernelless)} profiler windows hold no kernel event"
+                         + (f" (Kineto stopped recording device activity in window{'s' if len(stopped) > 1 else ''} "
+                            f"{', '.join(map(str, stopped))})" if stopped else "")
+                         + ": on the GPU they are time without a kernel, their energy not split by layer")
+        if self.dropped_records:
+            notes.append(f"Kineto dropped {self.dropped_records} activity records: some kernels are missing")
+        shown = list(self.kineto_messages.items())[:10]
+        notes += [f"Kineto: {m}" + (f" ({c} times)" if c > 1 else "") for m, c in shown]
+        if len(self.kineto_messages) > len(shown):
+            notes.append(f"Kineto said {len(self.kineto_messages) - len(shown)} other things (meta: kineto_messages)")
+        return notes
+
+    def _check_kernels(self, window: int, inferences: int, kernels: int, kernelless: int, stopped: bool) -> None:
+        """A CUDA window's kernels: none at all yet is a failure (torch.profiler records no GPU
+        activity: every inference would be split by CPU time); inferences without any are flagged."""
+        if self.kernels == 0 and kernels == 0:
+            said = "; Kineto said: " + "; ".join(self.kineto_messages) if self.kineto_messages else ""
+            self.failure = (f"the CUDA run's first profiler window ({inferences} inferences) holds no kernel event: "
+                            "torch.profiler recorded no GPU activity (CUPTI unavailable or failing, or a model that "
+                            f"runs no kernel on the GPU){said}. Its energy cannot be split by kernels; phprof "
+                            "stopped rather than split it by CPU time")
+            return
+        self.kernels += kernels
+        if kernelless:
+            self.kernelless.append((window, kernelless, inferences, stopped))
+
+
+def _phase_spans(ev: np.ndarray, launch: np.ndarray, phases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The spans of a window's phases (annotation events, in start order): on a GPU, their
+    device spans as the inferences' (``device_spans``); their CPU spans where they overlap."""
+    start, end = phases["start_ns"], phases["end_ns"]
+    if len(start) > 1 and (start[1:] < end[:-1]).any():
+        return start, end
+    return device_spans(ev, launch, span_of_events(ev, start, end, launch), start, end)[:2]
 
 
 def edge_readings(log: PowerLog, last: bool, n: int = _EDGE_READINGS) -> PowerLog:

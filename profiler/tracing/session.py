@@ -54,7 +54,9 @@ from ..errors import PhprofError
 from ..sources import SETTLE_S, Measurement, PowerSource, open_source
 from ..sources.sensors import phase_coverage
 from ..store import INFERENCE_PREFIX, TraceWriter, run_meta, run_summary
+from . import kinetolog
 from .aliasing import AliasBreaker
+from .cudadevice import DeviceError, measuring_gpu
 from .frameworks import EntryPoints
 from .recorder import Recorder, Windows
 from .scopes import ModuleScopes, PhaseScopes
@@ -339,6 +341,7 @@ class Profile:
         self._writer = None
         self._recorder: Recorder | None = None
         self._power: PowerSource | None = None
+        self._identity: dict = {}  # which NVML GPU measures the CUDA device, and how it was matched
 
     # -- the program's face ------------------------------------------------------------------
     def inference(self, name: str | None = None, **tags) -> _Mark:
@@ -423,6 +426,8 @@ class Profile:
             self._prof.step()
         finally:
             self._signals.critical = False
+        if self._recorder.failure is not None:
+            raise ProfileError(self._recorder.failure)
         if self.progress is not None:
             self.progress(self.inferences, self.expected)
         if ok:
@@ -469,15 +474,25 @@ class Profile:
             raise ProfileError(f"a profile is already recording in this process (into {_ACTIVE.path})")
         import torch
 
-        # Kineto prints two lines per profiler window to stderr (its USDT level sits
-        # above ERROR, so quieting them quiets its errors too): quiet unless the user
-        # chose a level. Read when the profiler starts, so setting it here works.
-        os.environ.setdefault("KINETO_LOG_LEVEL", "6")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
+        # Kineto prints two lines per profiler window to stderr, at a level above its
+        # errors: on the CPU it is quiet; on a GPU its warnings say when kernels were lost,
+        # so they are read off stderr (phprof.tracing.kinetolog). A level the user chose stays.
+        cuda = self.device.startswith("cuda")
+        kinetolog.choose_level(cuda)
+        if cuda and not torch.cuda.is_available():
             raise ProfileError(f"device {self.device!r} requested, but torch sees no CUDA GPU here (torch "
                                f"{torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)")
-        self._power = power = open_source(self.source_name, self.device)
-        self._cuda = self.device.startswith("cuda")
+        if cuda and torch.profiler.ProfilerActivity.CUDA not in torch.profiler.supported_activities():
+            raise ProfileError(
+                f"torch.profiler cannot record CUDA kernels here (torch {torch.__version__} supports "
+                f"{', '.join(a.name for a in torch.profiler.supported_activities())}: built without Kineto's CUPTI "
+                "support): the run's energy could not be split by kernels")
+        try:
+            gpu, self._identity = measuring_gpu(self.device, self.source_name)
+        except DeviceError as e:
+            raise ProfileError(str(e)) from None
+        self._power = power = open_source(self.source_name, self.device, gpu=gpu)
+        self._cuda = cuda
         sensor = self._sensor = power.windowed_sensor()
         self._breaker = AliasBreaker(sensor.period_s) if self.anti_alias and sensor is not None else None
         if self._make_folder:
@@ -488,6 +503,7 @@ class Profile:
             raise ProfileError(str(e)) from None
         self._recorder = Recorder(self._writer, power, self._complete, self.scopes.is_scope, self._tags,
                                   self._signals)
+        self._recorder.cuda = cuda
         _ACTIVE = self
         self._signals.install()
         try:
@@ -516,6 +532,9 @@ class Profile:
         warnings.filterwarnings("ignore", message=".*Profiler clears events", category=UserWarning)
         self._prof = torch.profiler.profile(activities=activities, schedule=self._schedule,
                                             on_trace_ready=self._recorder.on_trace_ready)
+        if self._cuda:
+            self._recorder.kineto_log = kinetolog.KinetoLog(echo=kinetolog.user_level())
+            self._recorder.kineto_log.start()
         self._prof.__enter__()
         self.started_ns = time.time_ns()
         self.scopes.install()
@@ -524,6 +543,8 @@ class Profile:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         self._finish(_status_of(exc_type, exc))
+        if exc_type is None and self._recorder is not None and self._recorder.failure is not None:
+            raise ProfileError(self._recorder.failure)  # found in the last window (the file is closed, failed)
         return False
 
     def _finish(self, status: str) -> None:
@@ -541,6 +562,11 @@ class Profile:
             except KeyboardInterrupt:
                 status = "interrupted"
                 notes.append("the last profiler window was lost: the save was aborted")
+            finally:
+                self._stop_kineto_log()
+            if self._recorder is not None and self._recorder.failure is not None:
+                status = "failed"
+                notes.append(self._recorder.failure)
             if self._signals.requested is not None and status == "complete":  # stopped by Ctrl-C or SIGTERM
                 status = "interrupted"
             if self._power is not None and self._power.running:
@@ -555,6 +581,12 @@ class Profile:
                 writer.close(status, self.summary.as_dict() if self.summary else None)
             self._signals.restore()
             _ACTIVE = None
+
+    def _stop_kineto_log(self) -> None:
+        log = self._recorder.kineto_log if self._recorder is not None else None
+        if log is not None:
+            self._recorder.kineto_log = None
+            self._recorder.add_kineto_lines(log.stop())
 
     def _stop_recording(self) -> None:
         was_recording, self._recording = self._recording, False
@@ -599,7 +631,7 @@ class Profile:
             sensor={"source": power.name, "settings": power.settings, "channels": [c.name for c in power.channels],
                     "devices": sensor_devices, "power_limits_w": power.power_limits()},
             versions=versions, options=options, driver=driver, host=platform.node(), recorded_by=self.recorded_by,
-            **meta)
+            **({"device_identity": self._identity} if self._identity else {}), **meta)
 
     def _models(self) -> list[dict]:
         out = []
@@ -613,6 +645,8 @@ class Profile:
 
     def _meta_at_end(self) -> dict:
         out = {"models": self._models()}
+        if self._recorder is not None and self._recorder.kineto_messages:
+            out["kineto_messages"] = dict(self._recorder.kineto_messages)  # Kineto's warnings and errors, counted
         if not self.meta.get("model"):
             out["model"] = " + ".join(m["name_or_path"] or m["class"] for m in out["models"]) or "(no model ran)"
         return out
@@ -656,6 +690,7 @@ class Profile:
                          "work, anti-aliasing pauses)")
         if rec.outside:
             notes.append(f"{rec.outside} profiler events fell outside every inference and were not stored")
+        notes += rec.kernel_notes()
         if self.scopes.dynamic:
             notes.append(f"{self.scopes.dynamic} calls of modules made during a forward (nn.ReLU()(x), say) are "
                          "part of their caller's scope")

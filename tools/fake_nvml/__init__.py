@@ -204,6 +204,9 @@ _SIGNATURES = {
     "fake_nvml_detach": (_c_int, []),
     "fake_nvml_device_count": (_c_int, []),
     "fake_nvml_set_name": (_c_int, [_c_int, ctypes.c_char_p]),
+    "fake_nvml_set_uuid": (_c_int, [_c_int, ctypes.c_char_p]),
+    "fake_nvml_set_pci": (_c_int, [_c_int, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint]),
+    "fake_nvml_set_handle_status": (_c_int, [_c_int, _c_int]),
     "fake_nvml_set_idle": (_c_int, [_c_int, _c_dbl]),
     "fake_nvml_set_seed": (_c_int, [_c_int, _c_ull]),
     "fake_nvml_set_architecture": (_c_int, [_c_int, ctypes.c_uint]),
@@ -393,6 +396,23 @@ class FakeNvml:
     def set_name(self, device: int, name: str) -> None:
         self._check(self._c.fake_nvml_set_name(self._dev(device), name.encode()),
                     f"set_name({name!r}): names are 1..95 bytes")
+
+    def set_uuid(self, device: int, uuid: str) -> None:
+        """The device's UUID as nvmlDeviceGetUUID reports it (``GPU-`` and 36 characters on a
+        real board; by default ``GPU-fake-<state>-<index>``)."""
+        self._check(self._c.fake_nvml_set_uuid(self._dev(device), uuid.encode()),
+                    f"set_uuid({uuid!r}): UUIDs are 1..79 bytes")
+
+    def set_pci(self, device: int, domain: int, bus: int, pci_device: int = 0) -> None:
+        """Where the board sits on the PCI bus (nvmlDeviceGetPciInfo_v3; by default domain 0,
+        bus 0x07 + 0x10 * index, device 0)."""
+        self._check(self._c.fake_nvml_set_pci(self._dev(device), domain, bus, pci_device),
+                    f"set_pci({domain:#x}, {bus:#x}, {pci_device:#x}): bus 0..0xff, device 0..0x1f")
+
+    def set_handle_status(self, device: int, status: int) -> None:
+        """What nvmlDeviceGetHandleByIndex_v2 returns for the device: 0 a handle, else that NVML
+        error code (15: GPU is lost, 4: no permission), as for a board the driver cannot reach."""
+        self._check(self._c.fake_nvml_set_handle_status(self._dev(device), status), f"set_handle_status({status})")
 
     def set_memory_total(self, device: int, total_bytes: int) -> None:
         """The device's memory, as nvmlDeviceGetMemoryInfo reports its total (bytes)."""

@@ -126,7 +126,7 @@ enum {
 #define MIN_RING_CAPACITY 4
 #define MAX_RING_CAPACITY (1LL << 26)
 #define STATE_MAGIC 0x4c4d564e454b4146ULL /* "FAKENVML" in little-endian bytes */
-#define STATE_VERSION 2u
+#define STATE_VERSION 3u
 #define NS_PER_MS 1000000LL
 
 /* ------------------------------------------------------------------------------------------ */
@@ -168,6 +168,8 @@ typedef struct {
     uint64_t memory_total_bytes;
     uint32_t n_processes[N_PROCESS_KINDS];
     process_t processes[N_PROCESS_KINDS][MAX_PROCESSES];
+    uint32_t pci_domain, pci_bus, pci_device; /* nvmlDeviceGetPciInfo_v3 */
+    int32_t handle_status;                    /* what nvmlDeviceGetHandleByIndex_v2 returns; 0 = a handle */
 } model_t;
 
 typedef struct {
@@ -596,6 +598,7 @@ static void init_state(state_t *s, unsigned n_devices, uint64_t cap, size_t tota
         d->model.power_limit_mw = A100_POWER_LIMIT_MW;
         d->model.memory_total_bytes = A100_MEMORY_TOTAL_BYTES;
         d->model.idle_w = A100_IDLE_W;
+        d->model.pci_bus = 0x07 + 0x10 * i; /* as on a DGX: one bus per board */
         restart_signal_locked(s, i);
     }
     atomic_thread_fence(memory_order_release);
@@ -842,6 +845,10 @@ nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *dev
         return NVML_ERROR_UNINITIALIZED;
     if (!device || index >= s->n_devices)
         return NVML_ERROR_INVALID_ARGUMENT;
+    int32_t status = atomic_load_explicit((_Atomic int32_t *)&s->dev[index].model.handle_status,
+                                          memory_order_acquire);
+    if (status)
+        return status; /* a board the driver cannot reach (set_handle_status) */
     *device = &g_handles[index];
     return NVML_SUCCESS;
 }
@@ -890,6 +897,27 @@ nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t device, char *uuid, unsigned int len
     unsigned dev;
     nvmlReturn_t rc = device_begin(device, &s, &dev);
     return rc ? rc : copy_string(uuid, length, s->dev[dev].uuid);
+}
+
+nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *pci)
+{
+    state_t *s;
+    unsigned dev;
+    nvmlReturn_t rc = device_begin(device, &s, &dev);
+    if (rc)
+        return rc;
+    if (!pci)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    const model_t *m = &s->dev[dev].model;
+    memset(pci, 0, sizeof *pci);
+    pci->domain = m->pci_domain;
+    pci->bus = m->pci_bus;
+    pci->device = m->pci_device;
+    pci->pciDeviceId = 0x20b510deu; /* an A100's device and vendor ids */
+    snprintf(pci->busId, sizeof pci->busId, "%08X:%02X:%02X.0", m->pci_domain, m->pci_bus, m->pci_device);
+    snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, "%04X:%02X:%02X.0", m->pci_domain & 0xffffu, m->pci_bus,
+             m->pci_device);
+    return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetArchitecture(nvmlDevice_t device, unsigned int *arch)
@@ -1349,6 +1377,60 @@ static void edit_field(model_t *m, const void *arg)
 {
     const field_edit_t *e = arg;
     m->field[e->field] = e->cfg;
+}
+
+typedef struct {
+    uint32_t domain, bus, device;
+} pci_edit_t;
+
+static void edit_pci(model_t *m, const void *arg)
+{
+    const pci_edit_t *e = arg;
+    m->pci_domain = e->domain;
+    m->pci_bus = e->bus;
+    m->pci_device = e->device;
+}
+
+static void edit_handle_status(model_t *m, const void *arg)
+{
+    atomic_store_explicit((_Atomic int32_t *)&m->handle_status, *(const int32_t *)arg, memory_order_release);
+}
+
+/* The board's place on the PCI bus, as nvmlDeviceGetPciInfo_v3 reports it. */
+int fake_nvml_set_pci(int dev, unsigned int domain, unsigned int bus, unsigned int device)
+{
+    if (bus > 0xff || device > 0x1f)
+        return FAKE_EINVAL;
+    pci_edit_t e = {domain, bus, device};
+    return edit_model(dev, edit_pci, &e, 0);
+}
+
+/* What nvmlDeviceGetHandleByIndex_v2 returns for the device: 0, a handle; else that NVML error
+ * (a board the driver cannot reach: NVML_ERROR_GPU_IS_LOST, NO_PERMISSION...). */
+int fake_nvml_set_handle_status(int dev, int status)
+{
+    if (status < 0)
+        return FAKE_EINVAL;
+    int32_t st = status;
+    return edit_model(dev, edit_handle_status, &st, 0);
+}
+
+/* The device's UUID (fixed at creation otherwise), as nvmlDeviceGetUUID reports it. */
+int fake_nvml_set_uuid(int dev, const char *uuid)
+{
+    state_t *s;
+    int rc = get_device(dev, &s);
+    if (rc)
+        return rc;
+    if (!uuid || !*uuid || strlen(uuid) >= NVML_DEVICE_UUID_BUFFER_SIZE)
+        return FAKE_EINVAL;
+    device_t *d = &s->dev[dev];
+    dev_lock(d);
+    seq_begin(d);
+    snprintf(d->uuid, sizeof d->uuid, "%s", uuid);
+    seq_end(d);
+    dev_unlock(d);
+    return FAKE_OK;
 }
 
 int fake_nvml_set_name(int dev, const char *name)
