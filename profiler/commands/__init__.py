@@ -96,4 +96,4 @@ def writable(path) -> None:
 
 
 # the subcommands register themselves on `main`
-from . import attribute, calibrate, compare, devices, flamegraph, models, report, run, trace  # noqa: E402, F401
+from . import attribute, calibrate, compare, devices, flamegraph, models, report, run, study, trace  # noqa: E402, F401
