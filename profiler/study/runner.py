@@ -206,7 +206,7 @@ def _error_of(log: Path) -> str:
 
 
 def _alive(pid: int | None) -> bool:
-    if not pid:
+    if not pid or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
