@@ -333,6 +333,25 @@ def bloomz_trace(session_trace):
 
 
 @pytest.fixture(scope="session")
+def quick_study(tmp_path_factory, fake_lib):
+    """`phprof study --quick` over every task (phprof.study: each cell a `phprof trace` process, 2
+    inferences of the tiny model, 2 new tokens, 2 denoising steps) timed against the fake GPU:
+    the study's run (phprof.study.StudyRun), its folder ``run.directory``."""
+    import phprof
+
+    work = tmp_path_factory.mktemp("study")
+    saved = dict(os.environ)
+    with fake_nvml.FakeNvml(fake_lib, work / "state", n_devices=1, preset="a100", seed=2) as fake:
+        os.environ.update(fake.env, HF_HUB_OFFLINE="1")
+        try:
+            return phprof.study(quick=True, output=work / "study", gpus="none", inferences=2, size="tiny", warmup=0,
+                                idle_s=0.2, source="nvml", new_tokens=2, steps=2)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
 def traced_without_power(session_trace):
     """traced_without_power(model, task=None): (path, summary) of `model` traced tiny for `task`
     (default: its own) on this CPU with no power source: 3 inferences after 1 warm-up, 2 new

@@ -295,3 +295,80 @@ def test_the_tables_hold_the_rows_with_carbon(tmp_path):
         assert j["carbon_grid"] == "France"
     text_cls = next(c for c in view.comparison if c.key == "text-classification")
     assert text_cls.cells == 3 and text_cls.ratio == pytest.approx(text_cls.kwh / 0.002)
+
+
+# ---- the real thing ------------------------------------------------------------------------------
+@pytest.mark.integration
+def test_quick_runs_every_task_end_to_end(quick_study):
+    run = quick_study
+    assert [c.task for c in run.outcome.done] == list(TASKS) and not run.outcome.failed
+    rows = list(csv.DictReader(open(run.directory / "study.csv")))
+    cells = json.loads((run.directory / "study.json").read_text())["cells"]
+    assert [(r["task"], r["model"]) for r in rows] == [(c.task, c.model) for c in grid.plan(quick=True)]
+    for r, j in zip(rows, cells):
+        assert r["status"] == "done" and r["size"] == "tiny" and int(r["inferences"]) == 2
+        assert r["sensor"].startswith("nvml (gpu0: NVIDIA A100") and r["device"] == "cpu"
+        assert r["energy"] == "estimated" and r["energy_method"] and r["run_energy"] == "measured"
+        assert r["run_method"] == "energy counter"
+        assert 0 < j["run_kwh_per_1000_low"] <= j["run_kwh_per_1000"] <= j["run_kwh_per_1000_high"]
+        assert 0 < j["kwh_per_1000"] and float(r["kwh_per_1000"]) == j["kwh_per_1000"]
+        assert j["gco2eq_per_1000"] == pytest.approx(j["kwh_per_1000"] * j["carbon_g_per_kwh"])
+        assert (run.directory / r["report"]).is_file() and (run.directory / r["trace"]).is_file()
+        generates = TASKS[r["task"]].call == "generate"
+        assert (j["j_per_token"] is not None) == generates and (j["j_per_image"] is not None) == (
+            r["task"] == "text-to-image")
+        assert 0 < int(r["parameters"]) < 20e6  # the tiny models, as traced
+    md = (run.directory / "study.md").read_text()
+    assert all(f"## {task}" in md for task in TASKS) and "## This run beside the paper" in md
+    compared = {c.key: c for c in run.view.comparison if c.cells}
+    assert set(compared) == (set(TASKS) - set(grid.ZERO_SHOT_TASKS)) | {"google/flan-t5-base"}
+    assert compared["google/flan-t5-base"].cells == 3
+
+
+def _wait(what, ready, timeout_s=600.0):
+    deadline = time.monotonic() + timeout_s
+    while not (value := ready()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout_s:.0f} s")
+        time.sleep(0.05)
+    return value
+
+
+@pytest.mark.integration
+def test_a_study_killed_mid_cell_and_run_again_finishes_every_cell_once(tmp_path):
+    """`phprof study` (the command, in a subprocess) over a real cell and one that crashes (a config
+    with an activation transformers does not know), killed (SIGKILL) while the first cell's trace is recording, then
+    run again: every cell once, the failed one tried twice and reported."""
+    bad = tmp_path / "crashes" / "config.json"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+                               "activation_function": "no-such-activation"}))
+    good = grid.QUICK["text-classification"]
+    folder = tmp_path / "study"
+    command = [sys.executable, "-m", "phprof", "study", "--models", f"{good},{bad}", "-n", "2", "--size", "tiny", "--warmup", "0", "--idle", "1",
+               "--source", "none", "--gpus", "none", "-o", str(folder)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cell = next(c for c in grid.plan(models=[good]))
+    manifest, partial = runner.cell_dir(folder, cell) / runner.MANIFEST, runner.cell_dir(folder, cell) / runner.PARTIAL
+    # the known point: the cell's trace has started recording (its file exists: the idle second runs)
+    _wait("the first cell's trace file", partial.exists)
+    pid = json.loads(manifest.read_text())["attempts"][0]["pid"]
+    os.kill(pid, signal.SIGSTOP)  # held there while the study dies
+    assert not (runner.cell_dir(folder, cell) / runner.TRACE).exists(), "the cell ended before the kill"
+    first.kill()
+    first.wait()
+    os.kill(pid, signal.SIGCONT)  # it was told to stop when the study died (SIGTERM): it does
+    _wait("the killed study's cell process to end", lambda: not runner._alive(pid), timeout_s=120)
+    assert json.loads(manifest.read_text())["status"] == "running"
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 1, again.stderr  # a cell failed
+    assert "1 cells failed" in again.stderr and "crashes" in again.stderr
+    rows = list(csv.DictReader(open(folder / "study.csv")))
+    assert [(r["model"], r["status"]) for r in rows] == [(good, "done"), (str(bad), "failed")]
+    assert rows[1]["error"] == "KeyError: 'no-such-activation'"
+    assert [a["outcome"] for a in json.loads(manifest.read_text())["attempts"]] == ["interrupted", "complete"]
+    bad_cell = next(c for c in grid.plan(models=[str(bad)]))
+    assert [a["outcome"] for a in _manifest(folder, bad_cell)["attempts"]] == ["failed", "failed"]
+    assert rows[0]["energy"] == "not measured" and float(rows[0]["seconds_per_inference"]) > 0
+    assert not partial.exists()

@@ -45,8 +45,8 @@ def figure(x: float | None) -> str:
     return f"{x:.4g}"
 
 
-def _interval(row: dict) -> str:
-    lo, hi = row.get("kwh_per_1000_low"), row.get("kwh_per_1000_high")
+def _interval(row: dict, key: str = "kwh_per_1000") -> str:
+    lo, hi = row.get(f"{key}_low"), row.get(f"{key}_high")
     return "-" if lo is None or hi is None else f"[{figure(lo)}, {figure(hi)}]"
 
 
@@ -55,15 +55,26 @@ def _params(n) -> str:
 
 
 TASK_HEAD = ["model", "parameters", "kWh / 1,000", "interval", "energy", "J / inference", "s / inference",
-             "gCO2eq / 1,000", "J / token", "J / image", "device", "sensor"]
+             "gCO2eq / 1,000", "run: kWh / 1,000", "run's bound", "J / token", "J / image", "device", "sensor"]
+
+
+def _energy_text(kind: str, method: str, interval: str = "") -> str:
+    if kind == "not measured" or not kind:
+        return "not measured"
+    return f"{kind} ({method}" + (f", {interval} interval" if interval and interval != "bound" else
+                                  ", a bound" if interval == "bound" else "") + ")"
 
 
 def _task_row(r: dict) -> list[str]:
+    """A cell in the tables: the inferences' own energy (as `phprof report` gives it), then the
+    run's whole energy, the time between inferences included (what the study measured)."""
     if r["status"] == "failed":
-        return [r["model"], _params(r["parameters"]), "FAILED", "-", r["error"] or "", "-", "-", "-", "-", "-", "-", "-"]
-    energy = r["energy"] if r["energy"] == "not measured" else f"{r['energy']} ({r['energy_method']}, {r['interval']})"
-    return [r["model"], _params(r["parameters"]), figure(r["kwh_per_1000"]), _interval(r), energy,
-            figure(r["j_per_inference"]), figure(r["seconds_per_inference"]), figure(r["gco2eq_per_1000"]),
+        return [r["model"], _params(r["parameters"]), "FAILED", "-", r["error"] or ""] + ["-"] * 9
+    bound = _interval(r, "run_kwh_per_1000")
+    return [r["model"], _params(r["parameters"]), figure(r["kwh_per_1000"]), _interval(r),
+            _energy_text(r["energy"], r["energy_method"], r["interval"]), figure(r["j_per_inference"]),
+            figure(r["seconds_per_inference"]), figure(r["gco2eq_per_1000"]), figure(r.get("run_kwh_per_1000")),
+            bound if r.get("run_energy") in (None, "not measured") else f"{bound}, {r['run_energy']}",
             figure(r["j_per_token"]), figure(r["j_per_image"]), r["device_name"] or r["device"], r["sensor"]]
 
 
@@ -167,7 +178,7 @@ class TextStudy(Renderer):
         for task, rows in _by_task(view).items():
             paper = _paper_of(view, task)
             out += ["", task + (f" (paper: {figure(paper.paper_kwh)} kWh / 1,000)" if paper else "")]
-            out += aligned(TASK_HEAD[:8] + TASK_HEAD[10:], [r[:8] + r[10:] for r in map(_task_row, rows)])
+            out += aligned(TASK_HEAD[:10] + TASK_HEAD[12:], [r[:10] + r[12:] for r in map(_task_row, rows)])
         compared = _compare_rows(view)
         if compared:
             out += ["", f"this run beside the paper ({view.paper_setup[0]}; {view.paper_setup[1]}):"]
@@ -339,7 +350,9 @@ class StudyPage(Renderer):
         caption = f"every figure: {what}" + (f"; {left_out} cells without energy are not plotted" if left_out else "")
         notes = "".join(f"<li>{escape(n)}</li>" for n in view.notes) or "<li>none</li>"
         missing = f'<p class="explain">not run yet: {escape(", ".join(view.missing))}</p>' if view.missing else ""
-        paper_caption = (f"This run's mean {label} per task (and per model) beside the paper's, with the ratio. "
+        paper_caption = (f"This run's mean {label} per task (and per model) beside the paper's, with the ratio: "
+                         "this run's figure is the inferences' own energy (the device's whole draw during them, "
+                         "idle power included, the time between them not). "
                          f"The paper: {view.paper_setup[0]}; {view.paper_setup[1]}. This run: the devices and "
                          f"sensors in the table. Source of the paper's figures: {view.paper_source}")
         if not view.has_energy:

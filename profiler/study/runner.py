@@ -196,13 +196,18 @@ class _Running:
 
 
 def _error_of(log: Path) -> str:
-    """The error a failed `phprof trace` printed: its `Error:` line, else its last lines."""
+    """The error a failed `phprof trace` printed: its `Error:` line, else the exception that ended
+    it (a traceback's last line), else its last lines."""
     try:
         lines = [x.strip() for x in log.read_text(errors="replace").splitlines() if x.strip()]
     except OSError:
         return "no log"
     said = [x for x in lines if x.startswith("Error:")]
-    return said[-1] if said else " | ".join(lines[-3:]) or "no output"
+    if said:
+        return said[-1]
+    if any(x.startswith("Traceback") for x in lines):
+        return lines[-1]
+    return " | ".join(lines[-3:]) or "no output"
 
 
 def _alive(pid: int | None) -> bool:

@@ -4,7 +4,9 @@ A cell's row (:func:`cell_row`) holds what does not depend on the grid's carbon 
 model and task, its parameters as traced, device and sensor, time per inference, and the energy
 per inference with its interval, method and whether it was measured or estimated (that of
 `phprof report`: the inferences' own energy, the time between them left out), per token and per
-image where the task makes them. It is kept in the cell's manifest; :func:`study_view` adds the
+image where the task makes them; and the run's whole energy (the device's counter over the
+inferences' span, the time between them included: what the study itself measured) per 1,000,
+with the counter's bound. It is kept in the cell's manifest; :func:`study_view` adds the
 carbon at the intensity asked for and the comparison with the paper (``profiler/data/paper_study.csv``).
 """
 from __future__ import annotations
@@ -30,6 +32,7 @@ COLUMNS = [
     "inferences", "seconds_per_inference", "energy", "energy_method", "interval",
     "j_per_inference", "j_per_inference_low", "j_per_inference_high",
     "kwh_per_1000", "kwh_per_1000_low", "kwh_per_1000_high",
+    "run_energy", "run_method", "run_kwh_per_1000", "run_kwh_per_1000_low", "run_kwh_per_1000_high",
     "gco2eq_per_1000", "gco2eq_per_1000_low", "gco2eq_per_1000_high", "carbon_g_per_kwh", "carbon_grid", "pue",
     "j_per_token", "j_per_image", "why_no_energy", "error", "trace", "report",
 ]
@@ -56,7 +59,7 @@ def cell_row(cell: Cell, trace_path: Path, report_path: Path, directory: Path) -
         "device": summary.get("device", ""), "device_name": r.device_name or head.meta.get("device_name") or "",
         "sensor": summary.get("power_source", ""), "inferences": r.inferences,
         "seconds_per_inference": r.inference_s / r.inferences if r.inferences else None,
-        "energy": "not measured", "energy_method": "", "interval": "",
+        "energy": "not measured", "energy_method": "", "interval": "", "run_energy": "not measured",
         "j_per_inference": None, "j_per_inference_low": None, "j_per_inference_high": None,
         "j_per_token": None, "j_per_image": None, "error": "",
         "why_no_energy": (r.why_no_energy or "").replace(str(trace_path), "its trace"),
@@ -69,14 +72,22 @@ def cell_row(cell: Cell, trace_path: Path, report_path: Path, directory: Path) -
                    j_per_inference=e.joules, j_per_inference_low=e.low_j, j_per_inference_high=e.high_j,
                    j_per_token=None if roll.per_token is None else roll.per_token.joules,
                    j_per_image=None if roll.per_image is None else roll.per_image.joules)
+        whole = r.total.scaled(1000 / r.inferences)
+        row.update(run_energy=whole.kind, run_method=whole.method_text,
+                   **{f"run_kwh_per_1000{s}": _kwh(getattr(whole, j)) for s, j in
+                      (("", "joules"), ("_low", "low_j"), ("_high", "high_j"))})
     return row
+
+
+def _kwh(joules):
+    return None if joules is None else carbon.joules_to_kwh(joules)
 
 
 def failed_row(cell: Cell, error: str) -> dict:
     row = {k: None for k in COLUMNS}
     row.update(task=cell.task, model=cell.model, kind="multi-purpose" if cell.multi_purpose else "task-specific",
                modality=cell.modality, status="failed", energy="not measured",
-               error=error, why_no_energy="the cell failed")
+               error=error, why_no_energy="the cell failed", run_energy="not measured")
     return row
 
 
