@@ -189,8 +189,8 @@ class TextStudy(Renderer):
 
 
 # ---- the page ------------------------------------------------------------------------------------
-W, H = 900, 380
-PAD_L, PAD_R, PAD_T, PAD_B = 70, 20, 16, 60
+W, H = 960, 400
+PAD_L, PAD_R, PAD_T, PAD_B = 110, 20, 16, 100
 
 
 def _log_axis(values: list[float]) -> tuple[float, float]:
@@ -202,8 +202,17 @@ def _log_axis(values: list[float]) -> tuple[float, float]:
 
 
 def _ticks(lo: float, hi: float) -> list[float]:
+    """Powers of ten inside [10^lo, 10^hi]; with fewer than three, their 2x and 5x too."""
     first, last = math.floor(lo), math.ceil(hi)
-    return [10.0 ** k for k in range(first, last + 1) if lo <= k <= hi] or [10 ** ((lo + hi) / 2)]
+    for steps in ((1,), (1, 2, 5)):
+        ticks = [m * 10.0 ** k for k in range(first, last + 1) for m in steps if lo <= math.log10(m * 10.0 ** k) <= hi]
+        if len(ticks) >= 3:
+            return ticks
+    return ticks or [10 ** ((lo + hi) / 2)]
+
+
+def _tick(t: float) -> str:
+    return f"{t:.0e}".replace("e-0", "e-").replace("e+0", "e")
 
 
 def _point(r: dict, key: str, cx: float, cy: float, what: str) -> str:
@@ -221,7 +230,7 @@ def _point(r: dict, key: str, cx: float, cy: float, what: str) -> str:
 def _y_axis(parts: list[str], lo: float, hi: float, y, label: str) -> None:
     for t in _ticks(lo, hi):
         parts.append(f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#e5e7eb"/>')
-        parts.append(f'<text x="{PAD_L - 6}" y="{y(t) + 4:.1f}" text-anchor="end" class="tick">{t:.0e}</text>')
+        parts.append(f'<text x="{PAD_L - 6}" y="{y(t) + 4:.1f}" text-anchor="end" class="tick">{_tick(t)}</text>')
     parts.append(f'<text x="14" y="{PAD_T + (H - PAD_T - PAD_B) / 2:.0f}" class="tick" text-anchor="middle" '
                  f'transform="rotate(-90 14 {PAD_T + (H - PAD_T - PAD_B) / 2:.0f})">{escape(label)} (log)</text>')
 
@@ -243,7 +252,7 @@ def scatter(rows: list[dict], key: str, label: str, what: str) -> str:
     parts = [f'<svg class="plot" viewBox="0 0 {W} {H}" width="{W}" role="img" aria-label="parameters against {label}">']
     _y_axis(parts, *ys, y, label)
     for t in _ticks(*xs):
-        parts.append(f'<text x="{x(t):.1f}" y="{H - PAD_B + 16}" text-anchor="middle" class="tick">{t:.0e}</text>')
+        parts.append(f'<text x="{x(t):.1f}" y="{H - PAD_B + 16}" text-anchor="middle" class="tick">{_tick(t)}</text>')
     parts.append(f'<text x="{PAD_L + (W - PAD_L - PAD_R) / 2:.0f}" y="{H - 20}" text-anchor="middle" class="tick">'
                  'parameters, as traced (log)</text>')
     for r in rows:
@@ -282,9 +291,12 @@ def boxes(groups: list[tuple[str, list[dict]]], key: str, label: str, what: str)
         for j, r in enumerate(rows):
             jitter = (((j * 7919) % 13) / 12 - 0.5) * half
             parts.append(_point(r, key, cx + jitter, y(value(r, key)), what))
-        parts.append(f'<text x="{cx:.1f}" y="{H - PAD_B + 16}" text-anchor="middle" class="tick">{escape(name)}</text>')
-        parts.append(f'<text x="{cx:.1f}" y="{H - PAD_B + 30}" text-anchor="middle" class="tick">'
-                     f'{len(rows)} cell{"s" * (len(rows) != 1)}</text>')
+        under = f'{escape(name)} ({len(rows)} cell{"s" * (len(rows) != 1)})'
+        if slot < 150:  # narrow slots: the label slanted below its box
+            parts.append(f'<text x="{cx:.1f}" y="{H - PAD_B + 12}" text-anchor="end" class="tick" '
+                         f'transform="rotate(-25 {cx:.1f} {H - PAD_B + 12})">{under}</text>')
+        else:
+            parts.append(f'<text x="{cx:.1f}" y="{H - PAD_B + 16}" text-anchor="middle" class="tick">{under}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

@@ -70,7 +70,7 @@ def study(tasks=None, models=None, *, quick: bool = False, output: str | Path = 
             return cell_row(cell, trace_path, report_path, cell_dir(directory, cell))
 
         def tables():
-            return _write(directory, cells, [directory], options, grid, intensity, pue)
+            return _write(directory, cells, {c.key: directory for c in cells}, options, grid, intensity, pue)
 
         outcome = run_cells(directory, cells, options, make_row, where=where, progress=say,
                             retry_failed=retry_failed, on_change=tables, **({"launch": launch} if launch else {}))
@@ -110,11 +110,11 @@ def study_merge(folders, *, output: str | Path, region: str | None = None, carbo
                 raise StudyError(f"the cell {cell.key} is done in both {seen[1]} and {folder}: merge shards of one "
                                  "grid (each cell run once)")
     cells = sorted((c for c, _ in found.values()), key=grid_order)
-    where = [found[c.key][1] for c in cells]
     directory = Path(output)
     directory.mkdir(parents=True, exist_ok=True)
     grid = f"{len(cells)} cells merged from {', '.join(str(f) for f in folders)}"
-    view, files = _write(directory, cells, where, CellOptions(**options), grid, intensity, pue)
+    view, files = _write(directory, cells, {key: folder for key, (_, folder) in found.items()},
+                         CellOptions(**options), grid, intensity, pue)
     return StudyRun(directory, view, files, cells=cells)
 
 
@@ -134,15 +134,15 @@ def _grid_text(tasks, models, quick, shard_of, n) -> str:
     return f"{what}: {n} cells"
 
 
-def _write(directory: Path, cells: list[Cell], folders: list[Path], options: CellOptions, grid: str, intensity,
-           pue: float) -> tuple[StudyView, list[Path]]:
-    """The rows of the cells (each from the study folder it is in), and the tables written into ``directory``."""
+def _write(directory: Path, cells: list[Cell], folder_of: dict[str, Path], options: CellOptions, grid: str,
+           intensity, pue: float) -> tuple[StudyView, list[Path]]:
+    """The rows of the cells (each from the study folder it is in, ``folder_of`` its key), and the
+    tables written into ``directory``."""
     from ..render import render
 
     rows, missing = [], []
-    for i, cell in enumerate(cells):
-        base = folders[i] if len(folders) == len(cells) else folders[0]
-        folder = cell_dir(base, cell)
+    for cell in cells:
+        folder = cell_dir(folder_of[cell.key], cell)
         manifest = read_json(folder / MANIFEST) or {}
         if manifest.get("status") == "done":
             rows.append(with_carbon(manifest["row"], intensity, pue, folder, directory))

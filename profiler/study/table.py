@@ -125,9 +125,9 @@ def paper_figures() -> list[PaperFigure]:
 
 
 def paper_source() -> str:
-    """The data file's comment lines: where its figures come from."""
+    """Where the data file's figures come from (its ``# source:`` lines)."""
     text = resources.files("phprof").joinpath("data", PAPER_FILE).read_text(encoding="utf-8")
-    return " ".join(x.lstrip("# ").strip() for x in text.splitlines() if x.startswith("#"))
+    return " ".join(x.removeprefix("# source:").strip() for x in text.splitlines() if x.startswith("# source:"))
 
 
 @dataclass(frozen=True)
