@@ -79,17 +79,19 @@ def test_a_bad_shard_is_an_option_error(text):
 class _Proc:
     """A cell's process as the runner sees it: it ends (with ``code``) after ``polls`` polls."""
 
-    def __init__(self, code: int, polls: int, on_poll=None) -> None:
+    def __init__(self, code: int, polls: int, on_poll=None, on_end=None) -> None:
         self.pid = 0  # no process: a resumed study has none to wait for
-        self.code, self.polls, self.returncode, self.on_poll = code, polls, None, on_poll
+        self.code, self.polls, self.returncode, self.on_poll, self.on_end = code, polls, None, on_poll, on_end
         self.signals = []
 
     def poll(self):
-        if self.on_poll is not None:
-            self.on_poll(self)
-        self.polls -= 1
-        if self.polls <= 0:
-            self.returncode = self.code
+        if self.returncode is None:
+            if self.on_poll is not None:
+                self.on_poll(self)
+            self.polls -= 1
+            if self.polls <= 0:
+                self.returncode = self.code
+                self.on_end()
         return self.returncode
 
     def send_signal(self, sig):
@@ -104,7 +106,7 @@ class _Launcher:
         self.fail, self.fail_once, self.polls, self.on_poll = set(fail), set(fail_once), polls, on_poll
         self.launched: list[tuple[str, str, str]] = []  # (model, task, device)
         self.running: dict[str, str] = {}  # device -> model, while its process runs
-        self.most_at_once: dict[str, int] = {}
+        self.at_once = 0  # the most cells running at once
 
     def __call__(self, args, log):
         model, task = args[0], args[args.index("--task") + 1]
@@ -123,13 +125,14 @@ class _Launcher:
             log.write_text("complete\n")
 
         def on_poll(proc):
-            if proc.returncode is None and proc.polls <= 1:
-                self.running.pop(device, None)
-            self.most_at_once[device] = max(self.most_at_once.get(device, 0), sum(1 for d in self.running if d == device))
+            self.at_once = max(self.at_once, len(self.running))
             if self.on_poll is not None:
                 self.on_poll(model, proc)
 
-        return _Proc(1 if failing else 0, self.polls, on_poll)
+        def on_end():
+            del self.running[device]
+
+        return _Proc(1 if failing else 0, self.polls, on_poll, on_end)
 
 
 def _row(cell, trace_path, report_path):
@@ -205,11 +208,45 @@ def test_a_study_killed_mid_cell_continues_and_runs_every_cell_once(tmp_path):
     assert [(r["task"], r["model"]) for r in merged.view.rows] == [(c.task, c.model) for c in CELLS]
 
 
+def test_ctrl_c_stops_the_running_cell_after_its_inference_and_the_study_continues_later(tmp_path):
+    victim = CELLS[2]
+
+    def interrupt(model, proc):
+        if model == victim.model and not proc.signals:
+            os.kill(os.getpid(), signal.SIGINT)  # the study's own handler takes it: no KeyboardInterrupt
+            proc.code = 130  # `phprof trace` stops after its current inference, marked interrupted
+        proc.polls = 1 if proc.signals or model != victim.model else 2
+
+    out, launched = _run(tmp_path, launcher=_Launcher(on_poll=interrupt, polls=2))
+    assert out.interrupted and [c.model for c in out.done] == [c.model for c in CELLS[:2]]
+    assert [c.model for c in out.left] == [c.model for c in CELLS[2:]] and not out.failed
+    assert [a["outcome"] for a in _manifest(tmp_path, victim)["attempts"]] == ["interrupted"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    again, launched = _run(tmp_path)
+    assert len(again.done) == len(CELLS) - 2 and launched.launched[0][0] == victim.model
+
+
+def test_a_cell_whose_report_fails_is_reported_and_the_rest_complete(tmp_path):
+    def row(cell, trace_path, report_path):
+        if cell == CELLS[0]:
+            raise ValueError("a bug")
+        return _row(cell, trace_path, report_path)
+
+    runner.check_plan(tmp_path, OPTIONS)
+    out = runner.run_cells(tmp_path, CELLS, OPTIONS, row, where=["cpu"], launch=_Launcher(), poll_s=0)
+    assert out.failed == [CELLS[0]] and len(out.done) == len(CELLS) - 1
+    m = _manifest(tmp_path, CELLS[0])
+    assert [a["error"] for a in m["attempts"]] == ["its report failed: ValueError: a bug"] * 2
+    assert "Traceback" in (runner.cell_dir(tmp_path, CELLS[0]) / "attempt-2.log").read_text()
+
+
 def test_one_cell_per_gpu_at_a_time_and_every_gpu_used(tmp_path):
-    launcher = _Launcher(polls=3)
+    launcher = _Launcher(polls=3)  # (it fails a launch on a device whose last cell still runs)
     out, _ = _run(tmp_path, launcher=launcher, where=runner.devices("0,1"))
-    assert len(out.done) == len(CELLS)
-    assert launcher.most_at_once == {"cuda:0": 1, "cuda:1": 1}
+    assert len(out.done) == len(CELLS) and launcher.at_once == 2
+    cpu = _Launcher(polls=3)
+    _run(tmp_path / "cpu", launcher=cpu)
+    assert cpu.at_once == 1
     used = [d for _, _, d in launcher.launched]
     assert abs(used.count("cuda:0") - used.count("cuda:1")) <= 1
     assert runner.devices("none") == ["cpu"]

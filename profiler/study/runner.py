@@ -392,6 +392,12 @@ def _finish(directory: Path, r: _Running, options: CellOptions, make_row, interr
             attempt["outcome"], state = "complete", "done"
         except PhprofError as e:
             attempt["outcome"], attempt["error"] = "failed", f"its report failed: {e}"
+        except Exception as e:  # noqa: BLE001  (a bug in the report of one cell: reported, the study goes on)
+            import traceback
+
+            with open(folder / attempt["log"], "a") as log:
+                log.write("\nthe study's report of this trace failed:\n" + traceback.format_exc())
+            attempt["outcome"], attempt["error"] = "failed", f"its report failed: {type(e).__name__}: {e}"
     elif interrupted:
         attempt["outcome"], attempt["error"], state = "interrupted", "the study was stopped", "interrupted"
     else:
