@@ -60,8 +60,9 @@ _NEEDS = {
     "files": ["gpt2", "t5"],
     "t5_small_trace": ["t5-small"],
     "bloomz_trace": ["bloomz"],
+    "quick_study": ["study-quick"],
 }
-_ORDER = ["gpt2"] + [no_power_key(m, t) for m, t in NO_POWER] + ["t5", "t5-small", "bloomz"]
+_ORDER = ["gpt2"] + [no_power_key(m, t) for m, t in NO_POWER] + ["t5", "t5-small", "bloomz", "study-quick"]
 # generous: the job makes everything in ~1 minute on 2 idle cores
 _JOB_TIMEOUT_S = 1200.0
 
@@ -333,22 +334,11 @@ def bloomz_trace(session_trace):
 
 
 @pytest.fixture(scope="session")
-def quick_study(tmp_path_factory, fake_lib):
-    """`phprof study --quick` over every task (phprof.study: each cell a `phprof trace` process, 2
-    inferences of the tiny model, 2 new tokens, 2 denoising steps) timed against the fake GPU:
-    the study's run (phprof.study.StudyRun), its folder ``run.directory``."""
-    import phprof
-
-    work = tmp_path_factory.mktemp("study")
-    saved = dict(os.environ)
-    with fake_nvml.FakeNvml(fake_lib, work / "state", n_devices=1, preset="a100", seed=2) as fake:
-        os.environ.update(fake.env, HF_HUB_OFFLINE="1")
-        try:
-            return phprof.study(quick=True, output=work / "study", gpus="none", inferences=2, size="tiny", warmup=0,
-                                idle_s=0.2, source="nvml", new_tokens=2, steps=2)
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+def quick_study(session_trace):
+    """`phprof study --quick` over every task (each cell a `phprof trace` process, 2 inferences of
+    the tiny model) timed against the fake GPU: the study's run (phprof.study.StudyRun), its
+    folder ``run.directory``."""
+    return session_trace("study-quick")
 
 
 @pytest.fixture(scope="session")

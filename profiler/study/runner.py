@@ -343,9 +343,10 @@ def _main_thread() -> bool:
 
 def _left(finished: int, total: int, queue, running, durations: list[float], lanes: int) -> str:
     text = f"{finished} of {total} finished"
-    if durations:
+    if durations:  # the cells to come at this run's pace so far, spread over the devices
         mean = sum(durations) / len(durations)
-        rest = mean * (len(queue) + len(running) + 1) / max(1, min(lanes, len(queue) + len(running) + 1))
+        todo = len(queue) + len(running)
+        rest = mean * todo / max(1, min(lanes, todo))
         text += f", about {_duration(rest)} left (at {mean:.0f} s per cell so far)"
     return text
 
