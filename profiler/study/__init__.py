@@ -41,14 +41,16 @@ class StudyRun:
 
 def study(tasks=None, models=None, *, quick: bool = False, output: str | Path = "study", shard_of: str | None = None,
           gpus: str | None = "all", region: str | None = None, carbon_intensity: float | None = None,
-          pue: float = 1.0, retry_failed: bool = False, progress=None, launch=None, **cell_options) -> StudyRun:
+          pue: float = 1.0, retry_failed: bool = False, progress=None, **cell_options) -> StudyRun:
     """Runs the grid (:func:`phprof.study.grid.plan` of ``tasks``, ``models``, ``quick``; the
     cells of shard ``shard_of`` = "i/n" only) into the folder ``output``, the cells already done
     there kept (see :mod:`phprof.study.runner`), and writes its tables and page there.
     ``cell_options``: those of each cell's `phprof trace` (:class:`CellOptions`: inferences,
     warmup, size, source, idle_s, dtype, batch_size, weights, new_tokens, steps, anti_alias);
     ``gpus``: "all" (every CUDA device torch sees, else the CPU), "none", or "0,2";
-    ``region``/``carbon_intensity``/``pue``: the carbon, as in :func:`phprof.report`."""
+    ``region``/``carbon_intensity``/``pue``: the carbon, as in :func:`phprof.report`;
+    ``retry_failed``: run again the cells that failed twice before; ``progress(text)`` is told
+    what happens (the cell running, those finished, the time left)."""
     from ..api import grid_intensity
 
     try:
@@ -73,7 +75,7 @@ def study(tasks=None, models=None, *, quick: bool = False, output: str | Path = 
             return _write(directory, cells, {c.key: directory for c in cells}, options, grid, intensity, pue)
 
         outcome = run_cells(directory, cells, options, make_row, where=where, progress=say,
-                            retry_failed=retry_failed, on_change=tables, **({"launch": launch} if launch else {}))
+                            retry_failed=retry_failed, on_change=tables)
         view, files = tables()
     return StudyRun(directory, view, files, outcome, cells)
 
