@@ -54,7 +54,7 @@ def cell_row(cell: Cell, trace_path: Path, report_path: Path, directory: Path) -
     summary = head.summary
     row = {
         "task": cell.task, "model": cell.model, "kind": "multi-purpose" if cell.multi_purpose else "task-specific",
-        "modality": cell.modality, "parameters": int(head.modules["parameters"].sum()) if len(head.modules) else None,
+        "modality": cell.modality, "parameters": _parameters(cell, head),
         "size": head.meta.get("options", {}).get("size", ""), "status": "done",
         "device": summary.get("device", ""), "device_name": r.device_name or head.meta.get("device_name") or "",
         "sensor": summary.get("power_source", ""), "inferences": r.inferences,
@@ -81,6 +81,17 @@ def cell_row(cell: Cell, trace_path: Path, report_path: Path, directory: Path) -
 
 def _kwh(joules):
     return None if joules is None else carbon.joules_to_kwh(joules)
+
+
+def _parameters(cell: Cell, head) -> int | None:
+    """The parameters of the model as traced (its size), tied weights once: from a build on the meta device."""
+    from ..models import estimate_footprint, resolve
+
+    try:
+        return estimate_footprint(resolve(cell.model), cell.task, size=head.meta.get("options", {}).get("size", "full")
+                                  ).params
+    except Exception:  # noqa: BLE001  (it was traced, so it builds; else none rather than a wrong count)
+        return None
 
 
 def failed_row(cell: Cell, error: str) -> dict:
