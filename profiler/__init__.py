@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 
 _API = ("trace", "profile", "inference", "active", "run", "load", "results", "report", "flamegraph", "compare",
         "import_trace", "grid_intensity")
-__all__ = ["__version__", "render", *_API]
+__all__ = ["__version__", "render", "study", "study_merge", *_API]
 
 
 def load_ipython_extension(ipython) -> None:
@@ -39,6 +39,11 @@ def __getattr__(name):
         from . import api
 
         return getattr(api, name)
+    if name in ("study", "study_merge"):  # the package phprof.study, which is callable: phprof.study(...)
+        import importlib
+
+        module = importlib.import_module(".study", __name__)
+        return module if name == "study" else module.study_merge
     if name == "render":  # the package phprof.render, which is callable (see its docstring)
         import importlib
 

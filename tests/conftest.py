@@ -60,8 +60,9 @@ _NEEDS = {
     "files": ["gpt2", "t5"],
     "t5_small_trace": ["t5-small"],
     "bloomz_trace": ["bloomz"],
+    "quick_study": ["study-quick"],
 }
-_ORDER = ["gpt2"] + [no_power_key(m, t) for m, t in NO_POWER] + ["t5", "t5-small", "bloomz"]
+_ORDER = ["gpt2"] + [no_power_key(m, t) for m, t in NO_POWER] + ["t5", "t5-small", "bloomz", "study-quick"]
 # generous: the job makes everything in ~1 minute on 2 idle cores
 _JOB_TIMEOUT_S = 1200.0
 
@@ -330,6 +331,14 @@ def t5_small_trace(session_trace):
 def bloomz_trace(session_trace):
     """A tiny BLOOMz-560m, 3 inferences of 2 new tokens, against the fake GPU: a trace with energy."""
     return session_trace("bloomz")
+
+
+@pytest.fixture(scope="session")
+def quick_study(session_trace):
+    """`phprof study --quick` over every task (each cell a `phprof trace` process, 2 inferences of
+    the tiny model) timed against the fake GPU: the study's run (phprof.study.StudyRun), its
+    folder ``run.directory``."""
+    return session_trace("study-quick")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ itself.
 
 Keys: ``gpt2`` (the fake GPU, every module drawing a known power, with the truth), ``t5``
 (Flan-T5, the fake GPU), ``t5-small`` (a relu T5 from a config.json, the fake GPU), ``bloomz``
-(the fake GPU's default power), and ``none/MODEL/TASK`` (no power source).
+(the fake GPU's default power), ``none/MODEL/TASK`` (no power source), and ``study-quick`` (`phprof
+study --quick` over every task, the fake GPU).
 """
 from __future__ import annotations
 
@@ -178,7 +179,24 @@ def _no_power(work: Path, model: str, task: str):
     return out, s
 
 
-_MAKERS = {"gpt2": _gpt2, "t5": _t5, "t5-small": _t5_small, "bloomz": _bloomz}
+def _study_quick(work: Path, fake_lib):
+    """`phprof study --quick` over every task (phprof.study: each cell a `phprof trace` process, 2
+    inferences of the tiny model, 2 new tokens, 2 denoising steps) timed against the fake GPU:
+    the study's run (phprof.study.StudyRun)."""
+    import phprof
+
+    saved = dict(os.environ)
+    with _FakeGpu(fake_lib, work, seed=2) as fake:
+        os.environ.update(fake.env, HF_HUB_OFFLINE="1")  # what the cells' processes need to see the fake
+        try:
+            return phprof.study(quick=True, output=work / "study", gpus="none", inferences=2, size="tiny", warmup=0,
+                                idle_s=0.2, source="nvml", new_tokens=2, steps=2)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+_MAKERS = {"gpt2": _gpt2, "t5": _t5, "t5-small": _t5_small, "bloomz": _bloomz, "study-quick": _study_quick}
 
 
 def make(key: str, work: Path, fake_lib):

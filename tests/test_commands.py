@@ -88,3 +88,23 @@ def test_the_console_script_is_the_commands_group():
     assert p.returncode == 0, p.stderr
     for name in ("attribute", "compare", "devices", "flamegraph", "models", "report", "trace"):
         assert name in main.commands and re.search(rf"^ +{name}\b", p.stdout, re.M), name
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--shard", "3/2"], "--shard '3/2': give i/n"),
+    (["--tasks", "no-such-task"], "unknown task 'no-such-task'"),
+    (["--gpus", "0,0"], "each GPU once"),
+    (["somewhere"], "folders go with --merge"),
+    (["--merge"], "--merge needs the study folders"),
+])
+def test_study_bad_options_are_usage_errors(tmp_path, args, message):
+    result = CliRunner().invoke(main, ["study", "-o", str(tmp_path / "s"), *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_study_merge_of_a_folder_without_a_study_is_one_error_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(main, ["study", "--merge", str(tmp_path / "empty"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [
+        f"Error: {tmp_path / 'empty'} holds no study (study-plan.json is missing)"]

@@ -568,3 +568,40 @@ def test_a_time_flamegraph_and_report_page_in_browser(browser, silent_trace, tmp
             assert "not measured" in body and "no power readings" in body
         _screenshot(browser, shot)
         _no_errors(browser)
+
+
+# ---- the study's page -------------------------------------------------------------------------------
+@pytest.mark.integration
+def test_the_study_page_in_browser_holds_the_csvs_numbers(browser, quick_study):
+    """`phprof study --quick` (every task, the fake GPU): its page loads with no error and fetches
+    nothing; every point and every row of its table holds the CSV's figure; every link reaches a
+    cell's report; the paper's table divides this run's mean by the paper's."""
+    import csv
+
+    folder = quick_study.directory
+    rows = {(r["task"], r["model"]): r for r in csv.DictReader(open(folder / "study.csv"))}
+    _open(browser, (folder / "study.html").read_text(), folder / "copy-study.html")  # beside it: its links work
+    _no_errors(browser)
+    points = browser.execute_script(
+        "return [...document.querySelectorAll('circle.pt')].map(c => [c.dataset.task, c.dataset.model, c.dataset.value])")
+    scatter = browser.execute_script("return document.querySelector('svg.plot').querySelectorAll('circle.pt').length")
+    assert scatter == len(rows) and len(points) >= 3 * len(rows)
+    for task, model, v in points:
+        assert float(v) == float(rows[task, model]["kwh_per_1000"])
+    table = browser.execute_script("return [...document.querySelectorAll('#cells tbody tr')].map(tr => "
+                                   "[tr.dataset.task, tr.dataset.model, tr.dataset.kwh, tr.children[3].textContent])")
+    assert [(t, m) for t, m, _, _ in table] == list(rows)
+    for task, model, kwh, shown in table:
+        assert float(kwh) == float(rows[task, model]["kwh_per_1000"]) and shown == f"{float(kwh):.4g}"
+    links = browser.execute_script("return [...document.querySelectorAll('a[href]')].map(a => "
+                                   "new URL(a.getAttribute('href'), document.baseURI).pathname)")
+    assert len(links) >= 4 * len(rows) and all(Path(h).is_file() for h in links)
+    paper = browser.execute_script("return [...document.querySelectorAll('#paper tbody tr')].map(tr => "
+                                   "[...tr.children].map(c => c.textContent))")
+    for key, mine, _, cells, theirs, ratio, device, sensor in paper:
+        assert float(ratio) == pytest.approx(float(mine) / float(theirs), rel=6e-3)  # as shown: 3 and 4 digits
+        assert sensor.startswith("nvml") and device == "NVIDIA A100-SXM4-80GB"
+    assert "A100-SXM4-80GB (one of an 8-GPU AWS node" in browser.page_source
+    browser.set_window_size(1400, browser.execute_script("return document.body.scrollHeight") + 40)
+    _screenshot(browser, "study-quick.png")
+    browser.set_window_size(1400, 1000)

@@ -1,7 +1,7 @@
 """The package's layers, read from its imports: data flows one way.
 
 record (sources, tracing, models) -> store -> analyse (attribution) -> render,
-with the library (api) above them and the commands (and the notebook magic) on top. Every import in the
+with the library (api) above them, the study (many runs of the library) above it, and the commands (and the notebook magic) on top. Every import in the
 package, at module level or inside a function, is checked against the layers
 below; and only the commands' own tests drive the command line.
 """
@@ -26,10 +26,11 @@ ALLOWED = {
     "attribution": {"sources", "store"},
     "render": {"sources", "store"},
     "api": {"sources", "store", "tracing", "models", "attribution", "render"},
-    "commands": {"api", "sources", "store", "models", "render"},
+    "study": {"api", "store", "models", "render"},  # the grid of cells, each a `phprof trace` process
+    "commands": {"api", "sources", "store", "models", "render", "study"},
     "notebook": {"api", "render"},
     "__main__": {"commands"},
-    "__init__": {"api", "render", "notebook"},
+    "__init__": {"api", "render", "notebook", "study"},
 }
 
 

@@ -25,7 +25,8 @@ def main() -> None:
     GPU's (or CPU's) power and energy counters, each reading stamped with the
     time of its driver call on the clock torch.profiler uses. `phprof report`
     then estimates each layer's and kernel's energy from them; `flamegraph` and
-    `compare` show where the joules went.
+    `compare` show where the joules went. `phprof study` runs the 2023 study's grid
+    of models and tasks, resumably, into one table and page beside its figures.
     """
 
 
@@ -98,4 +99,4 @@ def writable(path) -> None:
 
 
 # the subcommands register themselves on `main`
-from . import attribute, calibrate, compare, devices, flamegraph, models, report, run, trace  # noqa: E402, F401
+from . import attribute, calibrate, compare, devices, flamegraph, models, report, run, study, trace  # noqa: E402, F401

@@ -4,12 +4,9 @@ from __future__ import annotations
 import click
 
 
-def report_options(f):
-    options = [
-        click.option("--json", "form", flag_value="json", help="Print the results as JSON (all tables)."),
-        click.option("--markdown", "form", flag_value="markdown", help="Print markdown tables."),
-        click.option("--top", type=click.IntRange(min=1), default=15, show_default=True,
-                     help="Layers (and kernels) listed."),
+def carbon_options() -> list:
+    """--region, --carbon-intensity, --pue: how energy becomes gCO2eq (`report`, `attribute`, `study`)."""
+    return [
         click.option("--region", help="Grid whose carbon intensity converts energy to gCO2eq: a country code "
                      "(fr, us...), world, or a cloud region (aws:us-east-1, gcp:europe-west4...); see "
                      "--list-regions. Default: world."),
@@ -17,6 +14,16 @@ def report_options(f):
                      help="Your own grid intensity in gCO2eq/kWh, instead of --region."),
         click.option("--pue", type=click.FloatRange(min=1.0), default=1.0, show_default=True,
                      help="The facility's power usage effectiveness: energy at the wall over energy of the IT."),
+    ]
+
+
+def report_options(f):
+    options = [
+        click.option("--json", "form", flag_value="json", help="Print the results as JSON (all tables)."),
+        click.option("--markdown", "form", flag_value="markdown", help="Print markdown tables."),
+        click.option("--top", type=click.IntRange(min=1), default=15, show_default=True,
+                     help="Layers (and kernels) listed."),
+        *carbon_options(),
         click.option("--training-kwh", type=click.FloatRange(min=0, min_open=True), metavar="KWH",
                      help="Training energy of the model: prints how many inferences use as much (the study's parity). "
                      "Default for the study's BLOOMz models: its published training + fine-tuning kWh."),

@@ -39,3 +39,18 @@ def colour(kind: str) -> str:
         return UNKNOWN
     h, s, l = KINDS[kind][1]
     return f"hsl({h},{s}%,{l}%)"
+
+
+# the study's tasks (phprof.models.TASKS), one colour each on the study's page: text tasks blue to
+# green, image tasks warm, image generation red, the zero-shot tasks purple
+TASK_COLOURS = {
+    "text-classification": "#1f77b4", "token-classification": "#17becf", "question-answering": "#2ca02c",
+    "fill-mask": "#98df8a", "text-generation": "#006d5b", "summarization": "#7f7f7f",
+    "image-classification": "#ff7f0e", "object-detection": "#e6ab02", "image-to-text": "#8c564b",
+    "text-to-image": "#d62728", "zero-shot-sentiment": "#9467bd", "zero-shot-qa": "#c5b0d5",
+    "zero-shot-summarization": "#e377c2",
+}
+
+
+def task_colour(task: str) -> str:
+    return TASK_COLOURS.get(task, UNKNOWN)

@@ -303,6 +303,38 @@ def load(path: str | Path) -> Trace:
         f.close()
 
 
+@dataclass
+class TraceHeader:
+    """What a trace file says of itself without its large tables."""
+
+    path: Path
+    status: str
+    meta: dict
+    summary: dict
+    modules: np.ndarray  # every module of the model(s): path, class, own parameters, calls
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+
+def load_header(path: str | Path) -> TraceHeader:
+    """A trace file's status, /meta, /summary and /modules, its other tables left unread (cheap on a
+    large trace)."""
+    path = Path(path)
+    if not path.exists():
+        raise TraceNotFound(f"no such trace file: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT:
+                raise TraceFileError(f"{path} is not a phprof trace (no format={FORMAT!r} mark)")
+            return TraceHeader(path, str(f.attrs["status"]), _read_attrs(f["meta"].attrs),
+                               _read_attrs(f["summary"].attrs) if "summary" in f else {},
+                               f["modules"][:] if "modules" in f else np.empty(0, MODULE_DTYPE))
+    except (KeyError, OSError, ValueError) as e:
+        raise TraceFileError(f"{path} cannot be read: {e}") from None
+
+
 def _read(path: Path, f: h5py.File) -> Trace:
     if f.attrs.get("format") != FORMAT:
         raise TraceFileError(f"{path} is not a phprof trace (no format={FORMAT!r} mark)")
