@@ -51,11 +51,16 @@ def probe_all() -> list[Availability]:
     return [cls.probe() for cls in SOURCES.values()]
 
 
-def open_source(name: str, device: str = "cpu", interval_s: float | None = 1e-3) -> PowerSource:
+def open_source(name: str, device: str = "cpu", interval_s: float | None = 1e-3, gpu: int | None = None) \
+        -> PowerSource:
     """The power source ``name`` for a run on ``device`` (``cpu``, ``cuda``,
     ``cuda:N``). ``auto``: NVML for a CUDA device, RAPL for the CPU when its
-    counters are readable, else time only."""
-    gpu = int(device.split(":")[1]) if device.startswith("cuda:") else 0
+    counters are readable, else time only. ``gpu``: the NVML GPU to read when it
+    is not the device's (a CPU run read off a GPU's sensor; NVML then, for ``auto``)."""
+    if gpu is not None and name == "auto":
+        name = "nvml"
+    if gpu is None:
+        gpu = int(device.split(":")[1]) if device.startswith("cuda:") else 0
     if name == "auto":
         if device.startswith("cuda") and NvmlSource.probe().available:
             name = "nvml"

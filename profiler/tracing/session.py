@@ -55,6 +55,7 @@ from ..sources import SETTLE_S, Measurement, PowerSource, open_source
 from ..sources.sensors import phase_coverage
 from ..store import INFERENCE_PREFIX, TraceWriter, run_meta, run_summary
 from .aliasing import AliasBreaker
+from .ranks import ClockProbes, detect, rank_output
 from .frameworks import EntryPoints
 from .recorder import Recorder, Windows
 from .scopes import ModuleScopes, PhaseScopes
@@ -128,8 +129,12 @@ class TraceSummary:
 
 
 def default_output(name: str, kind: str | None = None, directory: Path = DEFAULT_TRACES_DIR) -> Path:
-    """``traces/NAME[.KIND].TIME.h5``."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    """``traces/NAME[.KIND].TIME.h5``; for a rank of a job the launcher named
+    (``TORCHELASTIC_RUN_ID``), that name instead of the time, so that every rank's
+    file has the same name (the session adds ``.rank<r>``)."""
+    rank = detect()
+    stamp = rank.run_id if rank is not None and rank.run_id_from == "TORCHELASTIC_RUN_ID" else \
+        time.strftime("%Y%m%d-%H%M%S")
     safe = name.replace("/", "--").replace(os.sep, "--").strip("-.") or "run"
     return directory / (f"{safe}.{kind}.{stamp}.h5" if kind else f"{safe}.{stamp}.h5")
 
@@ -143,10 +148,14 @@ def source_text(power: PowerSource) -> str:
 
 
 def default_device() -> str:
-    """The first CUDA device when torch sees one, else the CPU."""
+    """The first CUDA device when torch sees one (for a rank of a job, the one of its
+    local rank, as ``torchrun`` scripts choose it), else the CPU."""
     import torch
 
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    rank = detect()
+    return f"cuda:{rank.local_rank % torch.cuda.device_count()}" if rank is not None else "cuda:0"
 
 
 @dataclass
@@ -301,14 +310,21 @@ class Profile:
     ``expected``: the inferences the caller will run (the windows' schedule,
     ``progress(done, expected)``); ``stop_at``: ``"raise"`` (a signal stops the
     program at an inference's end) or ``"flag"`` (the caller's loop reads
-    :attr:`stopping`).
+    :attr:`stopping`); ``sensor_gpu``: the NVML GPU measured when it is not the
+    device the work runs on (a CPU run read off a GPU's sensor: the tests' fake
+    GPUs), an index or ``"local-rank"`` (each rank of a job its ``LOCAL_RANK``).
+
+    A rank of a distributed job (``RANK`` and ``WORLD_SIZE`` set by the launcher,
+    ``phprof.tracing.ranks``) writes ``NAME.rank<r>.h5`` with where it stands in
+    the job, and measures its clock against rank 0's through the program's process
+    group.
     """
 
     def __init__(self, output: str | Path | None = None, *, device: str | None = None, source: str = "auto",
                  inferences: str = "auto", idle_s: float = 2.0, anti_alias: bool = True,
                  events_per_window: int = 100_000, overwrite: bool = False, meta: dict | None = None,
                  warmup=None, expected: int | None = None, progress=None, stop_at: str = "raise",
-                 recorded_by: str = "phprof.profile") -> None:
+                 recorded_by: str = "phprof.profile", sensor_gpu: int | str | None = None) -> None:
         if inferences not in RULES:
             raise ProfileError(f"unknown inference rule {inferences!r} (choose {', '.join(RULES)})")
         if idle_s < 0:
@@ -318,6 +334,23 @@ class Profile:
         self.device = device or default_device()
         self.device_chosen = device is None
         self.source_name, self.rule, self.idle_s, self.anti_alias = source, inferences, idle_s, anti_alias
+        self.rank = detect()
+        self._rank_notes: list[str] = []
+        if self.rank is not None:
+            self.path = rank_output(self.path, self.rank.rank)
+            self._rank_notes.append(f"rank {self.rank.rank} of {self.rank.world_size} ({self.rank.host}): merge the "
+                                    f"ranks' files with `phprof report {self.path.parent}`")
+            if self.anti_alias:
+                self.anti_alias = False  # a pause in one rank holds the others in their next collective
+                self._rank_notes.append("anti-aliasing pauses off: a pause in one rank would hold the others "
+                                        "waiting in their collectives")
+        if sensor_gpu == "local-rank":
+            sensor_gpu = self.rank.local_rank if self.rank is not None else 0
+        if sensor_gpu is not None and (isinstance(sensor_gpu, bool) or not isinstance(sensor_gpu, int)
+                                       or sensor_gpu < 0):
+            raise ProfileError(f"sensor_gpu={sensor_gpu!r}: give a GPU index or 'local-rank'")
+        self.sensor_gpu = sensor_gpu
+        self._clocks: ClockProbes | None = None
         self.events_per_window, self.overwrite, self.meta = events_per_window, overwrite, dict(meta or {})
         self.warmup, self.expected, self.progress, self.recorded_by = warmup, expected, progress, recorded_by
         self.scopes = ModuleScopes(self._on_outermost)
@@ -476,7 +509,7 @@ class Profile:
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ProfileError(f"device {self.device!r} requested, but torch sees no CUDA GPU here (torch "
                                f"{torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)")
-        self._power = power = open_source(self.source_name, self.device)
+        self._power = power = open_source(self.source_name, self.device, gpu=self.sensor_gpu)
         self._cuda = self.device.startswith("cuda")
         sensor = self._sensor = power.windowed_sensor()
         self._breaker = AliasBreaker(sensor.period_s) if self.anti_alias and sensor is not None else None
@@ -493,9 +526,7 @@ class Profile:
         try:
             power.start()
             self._signals.sleep(self.idle_s)
-            idle = power.drain()
-            self._writer.append_power(idle, group="idle")
-            self._recorder.start(idle)
+            self._recorder.start(self._recorder.add_idle(power.drain()))
             if self.warmup is not None and not self.stopping:
                 self.warmup()
             if self._cuda:
@@ -517,7 +548,9 @@ class Profile:
         self._prof = torch.profiler.profile(activities=activities, schedule=self._schedule,
                                             on_trace_ready=self._recorder.on_trace_ready)
         self._prof.__enter__()
-        self.started_ns = time.time_ns()
+        self.started_ns = self._recorder.now_ns()
+        self._clocks = ClockProbes(self._recorder.now_ns, lambda: self.started_ns)
+        self._clocks.install()
         self.scopes.install()
         self._entries.install()
         self._recording = True
@@ -543,6 +576,9 @@ class Profile:
                 notes.append("the last profiler window was lost: the save was aborted")
             if self._signals.requested is not None and status == "complete":  # stopped by Ctrl-C or SIGTERM
                 status = "interrupted"
+            if self._clocks is not None:
+                self._clocks.at_end(status == "complete")
+                self._clocks.remove()
             if self._power is not None and self._power.running:
                 # a counter update after the last window bounds its end (not waited for when aborting)
                 self._recorder.add_power(self._power.stop(settle_s=0 if self._signals.aborted else SETTLE_S))
@@ -558,7 +594,7 @@ class Profile:
 
     def _stop_recording(self) -> None:
         was_recording, self._recording = self._recording, False
-        self.ended_ns = time.time_ns()
+        self.ended_ns = self._recorder.now_ns() if self._recorder is not None else time.time_ns()
         self._entries.remove()
         if self._current is not None:  # an inference the program never finished
             cur, self._current = self._current, None
@@ -599,7 +635,7 @@ class Profile:
             sensor={"source": power.name, "settings": power.settings, "channels": [c.name for c in power.channels],
                     "devices": sensor_devices, "power_limits_w": power.power_limits()},
             versions=versions, options=options, driver=driver, host=platform.node(), recorded_by=self.recorded_by,
-            **meta)
+            device_ids=power.device_ids(), **({"distributed": self.rank.as_meta()} if self.rank else {}), **meta)
 
     def _models(self) -> list[dict]:
         out = []
@@ -613,6 +649,8 @@ class Profile:
 
     def _meta_at_end(self) -> dict:
         out = {"models": self._models()}
+        if self._clocks is not None and (self._clocks.probes or self._clocks.failed):
+            out["clock"] = self._clocks.as_meta()
         if not self.meta.get("model"):
             out["model"] = " + ".join(m["name_or_path"] or m["class"] for m in out["models"]) or "(no model ran)"
         return out
@@ -660,6 +698,12 @@ class Profile:
             notes.append(f"{self.scopes.dynamic} calls of modules made during a forward (nn.ReLU()(x), say) are "
                          "part of their caller's scope")
         notes += [f"not recognised, so its calls count as module calls: {m}" for m in self._entries.missed]
+        notes += self._rank_notes
+        if self._clocks is not None:
+            notes += [f"clock probe failed ({f})" for f in self._clocks.failed]
+            if self.rank is not None and self.rank.world_size > 1 and not self._clocks.probes:
+                notes.append("no clock probe: the program made no process group while recorded; the merge aligns "
+                             "ranks of one host by its clock, not those of other hosts")
         if not power.channels:
             notes.append("no power sensor (source 'none'): time only, energy not measured")
         if rec.instant_updates and rec.spans and sensor is not None:
