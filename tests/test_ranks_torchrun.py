@@ -84,9 +84,10 @@ def test_communication_the_slowest_rank_and_its_waiting(job):
     assert all(r.communication_s > 0 for r in m.ranks) and m.communication_s > 0
     assert m.communication_j is not None and m.communication_j > 0
     assert m.slowest == 1
-    # rank 0 waits for rank 1's 20 ms more per forward at the all-reduce (a loose bound: a busy machine)
-    assert 0.5 * INFERENCES * SLOW_S < m.ranks[0].waiting_s < 2 * INFERENCES * SLOW_S
-    assert m.waiting_s == m.ranks[1].causes_s > m.ranks[0].causes_s
+    # rank 0 waits for rank 1's 20 ms more per forward at the all-reduce; rank 1 hardly waits (loose
+    # bounds: on a busy machine either rank may be held up by other work as well)
+    assert m.ranks[0].waiting_s > 0.5 * INFERENCES * SLOW_S > m.ranks[1].waiting_s
+    assert m.waiting_s == m.ranks[1].causes_s > 3 * m.ranks[0].causes_s
     text = phprof.render(m, "text")
     assert "slowest rank 1" in text and "Communication (NCCL, gloo collectives)" in text
 
