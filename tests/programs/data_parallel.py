@@ -4,7 +4,7 @@ tools/bench_ranks.py): each rank runs the same model on its own batches and all-
 
 With the fake NVML (PHPROF_FAKE_NVML_STATE set), each rank's modules draw a known power on the fake
 GPU of its LOCAL_RANK (tools/fake_nvml.power_per_module); the rank SLOW_RANK spends SLOW_S more in each forward, so the others wait for it in the
-all-reduce. It prints rank 0's time per inference, the all-reduce included."""
+all-reduce. It prints rank 0's time per inference (after the first 5), the all-reduce included."""
 import os
 import sys
 import time
@@ -41,12 +41,14 @@ if rank == slow_rank:
 
 with torch.no_grad():
     dist.barrier()
-    start = time.perf_counter()
+    warm = min(5, n // 2)  # the first inferences (first calls, first all-reduce) are not timed
     for i in range(n):
+        if i == warm:
+            start = time.perf_counter()
         with phprof.inference():
             y = model(torch.randn(16, 64))
             dist.all_reduce(y)
     seconds = time.perf_counter() - start
 if rank == 0:
-    print(f"seconds per inference: {seconds / n:.6f}", flush=True)
+    print(f"seconds per inference: {seconds / (n - warm):.6f}", flush=True)
 dist.destroy_process_group()
