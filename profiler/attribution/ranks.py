@@ -211,18 +211,19 @@ def merge(runs: list[tuple[Trace, object]]) -> MergedRun:
     by_rank: dict[int, tuple[Trace, object]] = {}
     ids: dict[str, list[str]] = {}
     worlds = set()
-    for t, r in runs:
+    for t, _ in runs:
         d = distributed_of(t)
         ids.setdefault(_run_id(d, t), []).append(t.path.name)
         worlds.add(int(d["world_size"]))
-        rank = int(d["rank"])
+    if len(ids) > 1:
+        listed = "; ".join(f"run {k}: {', '.join(v)}" for k, v in ids.items())
+        raise RankMergeError(f"the files are of {len(ids)} different runs ({listed})")
+    for t, r in runs:
+        rank = int(distributed_of(t)["rank"])
         if rank in by_rank:
             raise RankMergeError(f"rank {rank} twice: {by_rank[rank][0].path} and {t.path} (give the files of one run, "
                                  "each rank once)")
         by_rank[rank] = (t, r)
-    if len(ids) > 1:
-        listed = "; ".join(f"run {k}: {', '.join(v)}" for k, v in ids.items())
-        raise RankMergeError(f"the files are of {len(ids)} different runs ({listed})")
     if len(worlds) > 1:
         raise RankMergeError(f"the files disagree on the world size ({', '.join(map(str, sorted(worlds)))})")
     world = worlds.pop()
@@ -290,6 +291,8 @@ def _waiting(rows: list[RankRow], traces: dict, clocks: dict, notes: list[str]):
     np.add.at(causes, starts.argmax(axis=0), waits.sum(axis=0))
     rows = [replace(row, waiting_s=float(waits[i].sum()), causes_s=float(causes[i])) for i, row in enumerate(rows)]
     slow = int(np.argmax(causes))
+    if causes[slow] <= 0:  # every collective reached at once: no rank held the others
+        return rows, None, 0.0
     return rows, ranks[slow], float(causes[slow])
 
 
