@@ -19,7 +19,9 @@ host's CPU package or DRAM as ``host/device``), and its clock's offset to rank
   (on rank 0's clock) holds the others until it does, so each rank's wait there
   is the last one's arrival less its own, and the waiting the last one causes is
   the others' waits added up; the slowest rank causes the most (an estimate,
-  within the clocks' bounds);
+  within the clocks' bounds). A collective in the first inference after one of
+  phprof's window saves on any rank is left out: there the rank that waits is
+  held by phprof, not by the program (that waiting is given apart);
 * the clocks: each rank's offset to rank 0 and how sure it is.
 
 Bad input is a :class:`RankMergeError`: files of different runs, a rank
@@ -126,6 +128,7 @@ class MergedRun:
     waiting_s: float  # the waiting the slowest rank causes, summed over the others
     communication_s: float
     communication_j: float | None
+    profiler_waiting_s: float = 0.0  # the ranks' waits at collectives right after a rank's window save
     notes: list[str] = field(default_factory=list)
     traces: dict = field(default_factory=dict, repr=False)  # rank -> Trace, for the timeline
 
@@ -246,7 +249,7 @@ def merge(runs: list[tuple[Trace, object]]) -> MergedRun:
     span = (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else (0, 0)
     devices = _device_rows(by_rank, rows, logs, span, notes)
 
-    rows, slowest, waiting = _waiting(rows, {k: t for k, (t, _) in by_rank.items()}, clocks, notes)
+    rows, slowest, waiting, held = _waiting(rows, {k: t for k, (t, _) in by_rank.items()}, clocks, notes)
     comm_j = [row.communication_j for row in rows]
     backend = next((p["backend"] for t, _ in by_rank.values()
                     for p in (t.meta.get("clock") or {}).get("probes") or []), "")
@@ -262,38 +265,48 @@ def merge(runs: list[tuple[Trace, object]]) -> MergedRun:
                      "time: they do not add up")
     return MergedRun(str(next(iter(ids))), world, backend, rows, devices, span, missing, slowest, waiting,
                      sum(row.communication_s for row in rows),
-                     None if any(j is None for j in comm_j) else float(sum(comm_j)), notes,
+                     None if any(j is None for j in comm_j) else float(sum(comm_j)), held, notes,
                      {k: t for k, (t, _) in by_rank.items()})
 
 
 def _waiting(rows: list[RankRow], traces: dict, clocks: dict, notes: list[str]):
     """Each rank's waits at the collectives, what each causes, and the slowest rank
-    (see the module's docstring): (rows, slowest rank or None, the waiting it causes, s)."""
+    (see the module's docstring): (rows, slowest rank or None, the waiting it causes, s,
+    the waits at collectives held by a window save, s)."""
     from dataclasses import replace
 
-    arrivals = {}
+    arrivals, after_save = {}, {}
     for row in rows:
-        ev = communication_events(traces[row.rank])
+        t = traces[row.rank]
+        ev = communication_events(t)
         ev = ev[ev["device"] < 0] if (ev["device"] < 0).any() else ev  # the host's calls, where it has them
-        arrivals[row.rank] = np.sort(clocks[row.rank].to_reference(ev["start_ns"]))
+        ev = ev[np.argsort(ev["start_ns"], kind="stable")]
+        arrivals[row.rank] = clocks[row.rank].to_reference(ev["start_ns"])
+        firsts = t.windows["first_inference"][1:] if len(t.windows) else np.zeros(0, np.int64)
+        after_save[row.rank] = np.isin(ev["inference"], firsts)
     counts = {len(a) for a in arrivals.values()}
     n = min(counts, default=0)
     if len(rows) < 2 or n == 0:
-        return rows, None, 0.0
+        return rows, None, 0.0, 0.0
     if len(counts) > 1:
         notes.append(f"the ranks made different numbers of collectives ({', '.join(map(str, sorted(counts)))}): "
                      f"their first {n} are matched in order for the waiting")
     ranks = [row.rank for row in rows]
     starts = np.stack([arrivals[r][:n] for r in ranks])  # rank x collective
-    last = starts.max(axis=0)
-    waits = (last - starts) / 1e9
+    held = np.stack([after_save[r][:n] for r in ranks]).any(axis=0)  # a rank saved a window just before
+    waits = (starts.max(axis=0) - starts) / 1e9
     causes = np.zeros(len(ranks))
-    np.add.at(causes, starts.argmax(axis=0), waits.sum(axis=0))
-    rows = [replace(row, waiting_s=float(waits[i].sum()), causes_s=float(causes[i])) for i, row in enumerate(rows)]
+    np.add.at(causes, starts.argmax(axis=0)[~held], waits[:, ~held].sum(axis=0))
+    rows = [replace(row, waiting_s=float(waits[i, ~held].sum()), causes_s=float(causes[i]))
+            for i, row in enumerate(rows)]
+    by_saves = float(waits[:, held].sum())
+    if by_saves:
+        notes.append(f"{by_saves:.3f} s of waiting at {int(held.sum())} collectives right after a rank saved a "
+                     "profiler window (phprof's own pause, not the program's) is left out of the ranks' waits")
     slow = int(np.argmax(causes))
     if causes[slow] <= 0:  # every collective reached at once: no rank held the others
-        return rows, None, 0.0
-    return rows, ranks[slow], float(causes[slow])
+        return rows, None, 0.0, by_saves
+    return rows, ranks[slow], float(causes[slow]), by_saves
 
 
 def _rank_row(rank: int, t: Trace, r, clock: Clock) -> RankRow:

@@ -106,6 +106,7 @@ class JsonRanks(Renderer):
             "missing_ranks": m.missing, "span_ns": list(m.span_ns), "total": _measurement(m.total),
             "clock_uncertainty_ns": m.clock_uncertainty_ns, "slowest_rank": m.slowest, "waiting_s": m.waiting_s,
             "communication_s": m.communication_s, "communication_j": m.communication_j,
+            "profiler_waiting_s": m.profiler_waiting_s,
             "ranks": [{"rank": r.rank, "host": r.host, "local_rank": r.local_rank, "path": r.path,
                        "devices": r.devices, "inferences": r.inferences, "inference_s": r.inference_s,
                        "span_ns": list(r.span_ns), "communication_s": r.communication_s,

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROUND_TRIPS = 64  # per probe and peer: the shortest one is kept (a busy host delays most)
+MEET_S = 10.0  # how long a rank waits for the others at a probe before it goes without
 #: test-only: nanoseconds added to every stamp this process records (its power
 #: readings, its profiler events and its clock probes), a clock that is off by that
 #: much: ``NS`` for every process, ``R:NS`` for the rank R only (a launcher gives
@@ -119,15 +120,40 @@ def process_group():
     return dist if dist.is_available() and dist.is_initialized() else None
 
 
+class ProbeSkipped(RuntimeError):
+    """Not every rank came to the probe: it is not taken."""
+
+
+def _meet(dist, tag: str, timeout_s: float) -> None:
+    """Every rank of the group announces itself in the group's store under ``tag``
+    and waits for the others; ProbeSkipped after ``timeout_s`` (a rank that is not
+    recorded, or that failed, never comes: the send/recv of the probe would hang)."""
+    from datetime import timedelta
+
+    store = dist.distributed_c10d._get_default_store()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    store.set(f"phprof.clock.{tag}.{rank}", "1")
+    try:
+        store.wait([f"phprof.clock.{tag}.{r}" for r in range(world)], timedelta(seconds=timeout_s))
+    except RuntimeError:  # the store's timeout (DistStoreError is one)
+        raise ProbeSkipped(f"not every rank came to the probe within {timeout_s:.0f} s (a rank not recorded by "
+                           "phprof, or one that failed)") from None
+
+
 def measure_offset(when: str, clock=time.time_ns, reference_start_ns: int = 0,
-                   round_trips: int = ROUND_TRIPS) -> ClockProbe | None:
+                   round_trips: int = ROUND_TRIPS, tag: str | None = None,
+                   meet_s: float = MEET_S) -> ClockProbe | None:
     """Every rank's offset to rank 0, through the process group (a collective:
-    every rank calls it at the same point of the program); None without a group.
-    ``clock``: this rank's clock (ns); ``reference_start_ns``: rank 0 sends its own."""
+    every rank calls it at the same point of the program; the ranks meet first in the
+    group's store, under ``tag``, so that a rank alone is told so instead of hanging);
+    None without a group. ``clock``: this rank's clock (ns); ``reference_start_ns``:
+    rank 0 sends its own."""
     dist = process_group()
     if dist is None:
         return None
     import torch
+
+    _meet(dist, tag or when, meet_s)
 
     rank, world = dist.get_rank(), dist.get_world_size()
     backend = str(dist.get_backend())
@@ -169,6 +195,7 @@ class ClockProbes:
         self.clock, self.started_ns = clock, started_ns  # started_ns(): the recording's start, this clock
         self.probes: list[ClockProbe] = []
         self.failed: list[str] = []
+        self._tried = 0
         self._saved: dict[str, object] = {}
 
     def install(self) -> None:
@@ -207,9 +234,10 @@ class ClockProbes:
         return any(p.when == when for p in self.probes)
 
     def take(self, when: str) -> None:
+        self._tried += 1
         try:
-            probe = measure_offset(when, self.clock, self.started_ns())
-        except (RuntimeError, ValueError) as e:  # a peer gone, a backend without send/recv
+            probe = measure_offset(when, self.clock, self.started_ns(), tag=f"{when}.{self._tried}")
+        except (RuntimeError, ValueError) as e:  # a peer gone or never there, a backend without send/recv
             self.failed.append(f"{when}: {e}".splitlines()[0])
             return
         if probe is not None:
