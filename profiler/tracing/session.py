@@ -701,7 +701,8 @@ class Profile:
         notes += self._rank_notes
         if self._clocks is not None:
             notes += [f"clock probe failed ({f})" for f in self._clocks.failed]
-            if self.rank is not None and self.rank.world_size > 1 and not self._clocks.probes:
+            if self.rank is not None and self.rank.world_size > 1 and not self._clocks.probes \
+                    and not self._clocks.failed:
                 notes.append("no clock probe: the program made no process group while recorded; the merge aligns "
                              "ranks of one host by its clock, not those of other hosts")
         if not power.channels:
