@@ -130,7 +130,7 @@ class MergedRun:
     communication_j: float | None
     profiler_waiting_s: float = 0.0  # the ranks' waits at collectives right after a rank's window save
     notes: list[str] = field(default_factory=list)
-    traces: dict = field(default_factory=dict, repr=False)  # rank -> Trace, for the timeline
+    traces: dict = field(default_factory=dict, repr=False)  # rank -> its Trace on rank 0's clock (the timeline)
 
     VIEW = "ranks"
 
@@ -240,16 +240,17 @@ def merge(runs: list[tuple[Trace, object]]) -> MergedRun:
         notes.append("rank 0's file is missing: offsets are to its clock, which no file here holds")
 
     clocks = {k: clock_of(t, distributed_of(t)["host"] == ref_host) for k, (t, _) in by_rank.items()}
-    rows, logs = [], {}
+    rows, logs, traces = [], {}, {}
     for k in sorted(by_rank):
         t, r = by_rank[k]
+        traces[k] = aligned(t, clocks[k])
         rows.append(_rank_row(k, t, r, clocks[k]))
-        logs[k] = _aligned_log(t, clocks[k])
+        logs[k] = _full_log(traces[k])
     spans = [row.span_ns for row in rows if row.inferences]
     span = (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else (0, 0)
     devices = _device_rows(by_rank, rows, logs, span, notes)
 
-    rows, slowest, waiting, held = _waiting(rows, {k: t for k, (t, _) in by_rank.items()}, clocks, notes)
+    rows, slowest, waiting, held = _waiting(rows, traces, notes)
     comm_j = [row.communication_j for row in rows]
     backend = next((p["backend"] for t, _ in by_rank.values()
                     for p in (t.meta.get("clock") or {}).get("probes") or []), "")
@@ -265,13 +266,12 @@ def merge(runs: list[tuple[Trace, object]]) -> MergedRun:
                      "time: they do not add up")
     return MergedRun(str(next(iter(ids))), world, backend, rows, devices, span, missing, slowest, waiting,
                      sum(row.communication_s for row in rows),
-                     None if any(j is None for j in comm_j) else float(sum(comm_j)), held, notes,
-                     {k: t for k, (t, _) in by_rank.items()})
+                     None if any(j is None for j in comm_j) else float(sum(comm_j)), held, notes, traces)
 
 
-def _waiting(rows: list[RankRow], traces: dict, clocks: dict, notes: list[str]):
+def _waiting(rows: list[RankRow], traces: dict, notes: list[str]):
     """Each rank's waits at the collectives, what each causes, and the slowest rank
-    (see the module's docstring): (rows, slowest rank or None, the waiting it causes, s,
+    (see the module's docstring; ``traces``: on rank 0's clock): (rows, slowest rank or None, the waiting it causes, s,
     the waits at collectives held by a window save, s)."""
     from dataclasses import replace
 
@@ -281,7 +281,7 @@ def _waiting(rows: list[RankRow], traces: dict, clocks: dict, notes: list[str]):
         ev = communication_events(t)
         ev = ev[ev["device"] < 0] if (ev["device"] < 0).any() else ev  # the host's calls, where it has them
         ev = ev[np.argsort(ev["start_ns"], kind="stable")]
-        arrivals[row.rank] = clocks[row.rank].to_reference(ev["start_ns"])
+        arrivals[row.rank] = ev["start_ns"]  # the traces are on rank 0's clock
         firsts = t.windows["first_inference"][1:] if len(t.windows) else np.zeros(0, np.int64)
         after_save[row.rank] = np.isin(ev["inference"], firsts)
     counts = {len(a) for a in arrivals.values()}
@@ -383,17 +383,26 @@ def _full_log(t: Trace) -> PowerLog | None:
         return logs[-1]
 
 
-def _aligned_log(t: Trace, clock: Clock) -> PowerLog | None:
-    """The rank's readings with their stamps on rank 0's clock."""
+def aligned(t: Trace, clock: Clock) -> Trace:
+    """A rank's trace with every stamp (events, inferences, phases, readings) on rank 0's clock."""
     from dataclasses import replace
 
-    log = _full_log(t)
-    if log is None:
-        return None
-    r = log.readings.copy()
-    for key in ("t_before_ns", "t_after_ns"):
-        r[key] = clock.to_reference(r[key])
-    return replace(log, readings=r[np.argsort(r["t_after_ns"], kind="stable")])
+    def shifted(table, keys):
+        table = table.copy()
+        for key in keys:
+            table[key] = clock.to_reference(table[key])
+        return table
+
+    def log(g):
+        if g is None or not len(g.readings):
+            return g
+        r = shifted(g.readings, ("t_before_ns", "t_after_ns"))
+        return replace(g, readings=r[np.argsort(r["t_after_ns"], kind="stable")])
+
+    span = ("start_ns", "end_ns")
+    return replace(t, events=shifted(t.events, span), inferences=shifted(t.inferences, span),
+                   phases=shifted(t.phases, span), windows=shifted(t.windows, span), power=log(t.power),
+                   idle=log(t.idle))
 
 
 def _device_rows(by_rank, rows, logs, span, notes) -> list[DeviceRow]:

@@ -125,28 +125,6 @@ class JsonRanks(Renderer):
 # ------------------------------------------------------------------------------ the timeline
 
 
-def _aligned_trace(t, clock):
-    """A rank's trace with every stamp on rank 0's clock."""
-    from dataclasses import replace as dc_replace
-
-    ev = t.events.copy()
-    for key in ("start_ns", "end_ns"):
-        ev[key] = clock.to_reference(ev[key])
-    inf = t.inferences.copy()
-    for key in ("start_ns", "end_ns"):
-        inf[key] = clock.to_reference(inf[key])
-    ph = t.phases.copy()
-    for key in ("start_ns", "end_ns"):
-        ph[key] = clock.to_reference(ph[key])
-    power = t.power
-    if power is not None and power.channels:
-        r = power.readings.copy()
-        for key in ("t_before_ns", "t_after_ns"):
-            r[key] = clock.to_reference(r[key])
-        power = dc_replace(power, readings=r)
-    return dc_replace(t, events=ev, inferences=inf, phases=ph, power=power)
-
-
 def to_perfetto_ranks(m) -> dict:
     """The merged run's timeline as Chrome-trace JSON: one process per rank (its CPU
     threads, then its GPU streams), every stamp on rank 0's clock; a power track
@@ -156,7 +134,7 @@ def to_perfetto_ranks(m) -> dict:
     (its CPU events' threads are ``rank * RANK_TID_STRIDE + k``)."""
     parts = {}
     for r in m.ranks:
-        t = _aligned_trace(m.traces[r.rank], r.clock)
+        t = m.traces[r.rank]  # on rank 0's clock
         parts[r.rank] = (t, to_perfetto(t))
     base = min(doc["baseTimeNanoseconds"] for _, doc in parts.values())
     events: list[dict] = []

@@ -91,7 +91,7 @@ class Recorder:
         return time.time_ns() + self.skew_ns
 
     def skewed(self, log: PowerLog) -> PowerLog:
-        """Readings on the session's clock (as taken, without the test-only skew)."""
+        """Readings as the source took them, put on the session's clock (the test-only skew added)."""
         if not self.skew_ns:
             return log
         r = log.readings.copy()

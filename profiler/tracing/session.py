@@ -55,8 +55,8 @@ from ..sources import SETTLE_S, Measurement, PowerSource, open_source
 from ..sources.sensors import phase_coverage
 from ..store import INFERENCE_PREFIX, TraceWriter, run_meta, run_summary
 from .aliasing import AliasBreaker
-from .ranks import ClockProbes, detect, rank_output
 from .frameworks import EntryPoints
+from .ranks import ClockProbes, detect, rank_output
 from .recorder import Recorder, Windows
 from .scopes import ModuleScopes, PhaseScopes
 
