@@ -206,3 +206,24 @@ def test_the_launchers_environment_names_the_rank_and_its_file():
     assert rank_output(Path("run"), 0) == Path("run.rank0.h5")
     assert skew_ns({"PHPROF_TEST_CLOCK_SKEW_NS": "1:500", "RANK": "1"}) == 500
     assert skew_ns({"PHPROF_TEST_CLOCK_SKEW_NS": "1:500", "RANK": "0"}) == 0
+
+
+def test_a_session_under_a_launcher_writes_its_ranks_file(tmp_path, monkeypatch):
+    """In this process, with the launcher's environment and no process group: the file's name and
+    /meta, the anti-aliasing pauses off, and the summary says no clock was measured."""
+    import torch
+
+    for k, v in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": "29999"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    model = torch.nn.Linear(4, 4)
+    with phprof.profile(tmp_path / "job.h5", gpus=None, source="none", idle_s=0) as prof:
+        for _ in range(2):
+            model(torch.randn(2, 4))
+    assert prof.summary.path == tmp_path / "job.rank1.h5"
+    meta = load(tmp_path / "job.rank1.h5").meta
+    assert meta["distributed"]["rank"] == 1 and meta["distributed"]["run_id"] == "127.0.0.1:29999"
+    assert meta["options"]["anti_alias"] is False and "clock" not in meta
+    notes = " ".join(prof.summary.notes)
+    assert "anti-aliasing pauses off" in notes and "no clock probe" in notes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from .base import Renderer, register
 from .formats import CPU_PID, POWER_PID, to_perfetto
-from .units import aligned, amount, joules
+from .units import aligned, amount, joules, markdown_table
 
 #: in the merged timeline, rank r's threads are tids r * RANK_TID_STRIDE + k (k: the thread's
 #: place in its rank's file; GPU streams from RANK_TID_STRIDE // 2 on), and its "External id"s
@@ -79,12 +79,9 @@ class MarkdownRanks(Renderer):
     view, name, suffixes = "ranks", "markdown", (".md",)
 
     def render(self, m) -> str:
-        def table(head, rows):
-            return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + \
-                ["| " + " | ".join(x.replace("|", "\\|") for x in row) + " |" for row in rows]
-
         out = [f"# {_heading(m)[0]}", ""] + [f"{x}  " for x in _heading(m)[1:]] + [""]
-        out += ["## Ranks", ""] + table(*_rank_table(m)) + ["", "## Devices", ""] + table(*_device_table(m))
+        out += ["## Ranks", ""] + markdown_table(*_rank_table(m)) + ["", "## Devices", ""] + \
+            markdown_table(*_device_table(m))
         out += ["", _communication(m), ""] + [f"- {n}" for n in m.notes]
         return "\n".join(out) + "\n"
 
