@@ -232,6 +232,10 @@ def merge(runs: list[tuple[Trace, object]]) -> MergedRun:
     world = worlds.pop()
     missing = [k for k in range(world) if k not in by_rank]
     notes: list[str] = []
+    run_id = next(iter(ids))
+    if "@" not in run_id and all(distributed_of(t).get("run_id_from") != "TORCHELASTIC_RUN_ID" for t, _ in runs):
+        notes.append(f"the run id is the rendezvous address only ({run_id}), no clock probe confirmed it: files of "
+                     "two launches on that address would not be told apart")
     if missing:
         notes.append(f"PARTIAL: {len(missing)} of {world} ranks have no file here (rank "
                      f"{', '.join(map(str, missing))}): their devices and time are not in this merge")
@@ -264,7 +268,7 @@ def merge(runs: list[tuple[Trace, object]]) -> MergedRun:
                      + "; ".join(f"{d.id} (ranks {', '.join(map(str, d.ranks))})" for d in shared)
                      + ". Each of those ranks' own rows and layers hold that device's whole draw during their "
                      "time: they do not add up")
-    return MergedRun(str(next(iter(ids))), world, backend, rows, devices, span, missing, slowest, waiting,
+    return MergedRun(str(run_id), world, backend, rows, devices, span, missing, slowest, waiting,
                      sum(row.communication_s for row in rows),
                      None if any(j is None for j in comm_j) else float(sum(comm_j)), held, notes, traces)
 
