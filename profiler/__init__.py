@@ -15,13 +15,14 @@ native thread; ``phprof.tracing``: a model's inferences under torch.profiler)
     text = phprof.render(phprof.report(summary.path), "text")
     phprof.render(phprof.flamegraph(summary.path), "flame.html")
     phprof.render(phprof.compare([a, b]), "compare.html")
+    merged = phprof.merge("traces/")                     # a torchrun job's rank files, merged
 
 See ``phprof.api`` for each call.
 """
 __version__ = "0.1.0"
 
 _API = ("trace", "profile", "inference", "active", "run", "load", "results", "report", "flamegraph", "compare",
-        "import_trace", "grid_intensity")
+        "import_trace", "grid_intensity", "merge", "rank_files")
 __all__ = ["__version__", "render", "study", "study_merge", *_API]
 
 

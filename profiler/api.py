@@ -46,7 +46,7 @@ def trace(model, task=None, **options):
 
 def profile(output: str | Path | None = None, *, gpus="auto", source: str = "auto", inferences: str = "auto",
             idle_s: float = 2.0, anti_alias: bool = True, overwrite: bool = False,
-            events_per_window: int = 100_000):
+            events_per_window: int = 100_000, sensor_gpu: int | str | None = None):
     """A recording session around any code, as a context manager
     (:class:`phprof.tracing.session.Profile`)::
 
@@ -61,9 +61,11 @@ def profile(output: str | Path | None = None, *, gpus="auto", source: str = "aut
     (``inferences="auto"``; ``"marks"``, ``"calls"`` to choose). ``gpus``:
     ``"auto"`` (the first CUDA device torch sees, else the CPU), a CUDA
     index, or None for the CPU; ``source``: the power source (``auto``,
-    ``nvml``, ``rapl``, ``none``). Inside a session already recording (a
-    script under ``phprof run``), the block joins it and ``output`` is not
-    written."""
+    ``nvml``, ``rapl``, ``none``); ``sensor_gpu``: the NVML GPU to read when it
+    is not the one the work runs on (an index, or ``"local-rank"``). Inside a
+    session already recording (a script under ``phprof run``), the block joins
+    it and ``output`` is not written. A rank of a distributed job writes
+    ``output`` with ``.rank<r>`` before ``.h5`` (``phprof.tracing.ranks``)."""
     from .tracing.session import Profile, active
 
     current = active()
@@ -73,7 +75,8 @@ def profile(output: str | Path | None = None, *, gpus="auto", source: str = "aut
                       stacklevel=2)
         return _Joined(current)
     return Profile(output, device=_device_of(gpus), source=source, inferences=inferences, idle_s=idle_s,
-                   anti_alias=anti_alias, overwrite=overwrite, events_per_window=events_per_window)
+                   anti_alias=anti_alias, overwrite=overwrite, events_per_window=events_per_window,
+                   sensor_gpu=sensor_gpu)
 
 
 class _Joined:
@@ -385,6 +388,57 @@ def compare(paths: Sequence[str | Path], *, recompute: bool = False, names: Sequ
     names = list(names) if names is not None else run_names([(p, r.model or t.meta.get("model"))
                                                               for p, t, r in loaded])
     return compare_runs([Run.from_trace(t, r, name) for (_, t, r), name in zip(loaded, names)])
+
+
+def rank_files(paths) -> list[Path]:
+    """The rank files a merge reads: ``paths`` (one or several) are files, globs
+    (``traces/run.rank*.h5``) or folders (their ``*.rank<r>.h5``), in rank order
+    of their names; an OptionError for a pattern or folder that finds none."""
+    import glob
+    import re
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    found: list[Path] = []
+    for p in map(str, paths):
+        if Path(p).is_dir():
+            hits = sorted(q for q in Path(p).glob("*.rank*.h5") if re.search(r"\.rank\d+\.h5$", q.name))
+            if not hits:
+                raise OptionError(f"{p} holds no rank files (NAME.rank<r>.h5)")
+        elif glob.has_magic(p):
+            hits = [Path(q) for q in sorted(glob.glob(p))]
+            if not hits:
+                raise OptionError(f"{p} matches no file")
+        else:
+            hits = [Path(p)]
+        found += [h for h in hits if h not in found]
+    return found
+
+
+def is_rank_set(paths) -> bool:
+    """Whether the paths a report or flamegraph was given are a job's rank files to merge
+    (several files, a glob, a folder) rather than one trace."""
+    import glob
+
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    return len(paths) > 1 or any(Path(p).is_dir() or glob.has_magic(str(p)) for p in paths)
+
+
+def merge(paths, *, recompute: bool = False):
+    """The rank files of one distributed job merged (see
+    :mod:`phprof.attribution.ranks`): energy per physical device counted once,
+    per-rank and per-device rows, the slowest rank and the waiting it causes,
+    communication, the clocks aligned to rank 0's. ``paths``: as
+    :func:`rank_files` takes them. Each rank's results are computed and
+    stored, or read back, as by :func:`results`."""
+    from .attribution.ranks import merge as merge_ranks
+
+    runs = []
+    for path in rank_files(paths):
+        t = load(path)
+        r = _results(t, path, None, recompute, store=True)[0] if t.meta.get("distributed") else None
+        runs.append((t, r))
+    return merge_ranks(runs)
 
 
 def run_names(runs: list[tuple[str, str | None]]) -> list[str]:

@@ -125,3 +125,21 @@ def test_flamegraph_command_bad_input(gpt2_trace, tmp_path):
     assert r.exit_code == 2 and "cannot tell the format" in r.output
     r = CliRunner().invoke(main, ["flamegraph", str(path), "-o", str(tmp_path / "missing" / "x.html")])
     assert r.exit_code == 1 and "does not exist" in r.output
+
+
+def test_report_and_flamegraph_of_a_jobs_rank_files(tmp_path):
+    """A folder (or several files) of rank files: the merge, in text and as Perfetto; bad sets: one line."""
+    from test_ranks import _rank_file
+
+    _rank_file(tmp_path / "j.rank0.h5", 0, world=3)
+    _rank_file(tmp_path / "j.rank1.h5", 1, world=3, uuid="GPU-b")
+    r = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("PARTIAL Merged run") and "GPU-a" in r.output and "GPU-b" in r.output
+    r = CliRunner().invoke(main, ["flamegraph", str(tmp_path / "j.rank0.h5"), str(tmp_path / "j.rank1.h5"),
+                                  "-o", str(tmp_path / "job.perfetto.json")])
+    assert r.exit_code == 0 and (tmp_path / "job.perfetto.json").exists(), r.output
+    _rank_file(tmp_path / "k.rank1.h5", 1, world=3, run_id="10.0.0.9:1")
+    r = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and r.output.startswith("Error: the files are of 2 "), \
+        r.output

@@ -17,6 +17,9 @@ from . import command, echo_summary, recording_options
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
 @click.option("--gpus", default="auto", show_default=True,
               help="auto (the first CUDA device torch sees, else the CPU), a CUDA index, or none (the CPU).")
+@click.option("--sensor-gpu", default=None, metavar="INDEX|local-rank",
+              help="Read this NVML GPU's sensor although the work runs elsewhere (a CPU run measured on a GPU: "
+              "the tests' fake GPUs); local-rank: each rank of a job its LOCAL_RANK.")
 @click.option("--inferences", "rule", type=click.Choice(["auto", "marks", "calls"]), default="auto",
               show_default=True, help="What one inference is: the program's phprof.inference() / prof.inference() "
               "spans (marks), each outermost call of a module, a generate() or a diffusers pipeline (calls), or "
@@ -24,7 +27,7 @@ from . import command, echo_summary, recording_options
 @recording_options
 @click.argument("program")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run_command(module, output, overwrite, gpus, source, rule, anti_alias, idle_s, program, args) -> None:
+def run_command(module, output, overwrite, gpus, sensor_gpu, source, rule, anti_alias, idle_s, program, args) -> None:
     """Run PROGRAM (a Python script, or with -m a module) with ARGS, as `python` would, under
     the power sampler and torch.profiler, into one HDF5 file.
 
@@ -35,6 +38,12 @@ def run_command(module, output, overwrite, gpus, source, rule, anti_alias, idle_
     Hugging Face generate(), a diffusers pipeline), with generation and diffusion phases.
     Options for phprof come before PROGRAM; everything after it is the program's.
 
+    Under a launcher (`torchrun ... -m phprof run script.py`, or `phprof run -- ...` in
+    any launcher that sets RANK and WORLD_SIZE), each rank writes its own file,
+    NAME.rank<r>.h5, with its rank, host, the job's run id, each measured GPU's UUID and
+    its clock's offset to rank 0 (measured through the program's process group);
+    `phprof report DIR` (or the files, or a glob) merges them.
+
     Whatever ends the program (its end, an exception, sys.exit, Ctrl-C, SIGTERM), the file
     is saved: complete, failed or interrupted. Ctrl-C or SIGTERM stops the program at the end
     of its current inference (at once between inferences); a second one aborts.
@@ -44,7 +53,8 @@ def run_command(module, output, overwrite, gpus, source, rule, anti_alias, idle_
     click.echo(f"phprof: recording {'-m ' if module else ''}{program} "
                f"(Ctrl-C stops it after the current inference and saves the trace)", err=True)
     ended = run(program, args, module=module, output=output, overwrite=overwrite, gpus=gpus, source=source,
-                inferences=rule, anti_alias=anti_alias, idle_s=idle_s)
+                inferences=rule, anti_alias=anti_alias, idle_s=idle_s,
+                sensor_gpu=int(sensor_gpu) if sensor_gpu and sensor_gpu.isdigit() else sensor_gpu)
     if ended.summary is not None:
         echo_summary(ended.summary, err=True)
     sys.stdout.flush()

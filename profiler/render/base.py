@@ -114,4 +114,4 @@ def render(view, fmt_or_path: str | os.PathLike, fmt: str | None = None, **optio
 
 def _load() -> None:
     """Imports the modules that register renderers (once)."""
-    from . import calibration, compare, flamegraph, formats, report, study, summary  # noqa: F401
+    from . import calibration, compare, flamegraph, formats, ranks, report, study, summary  # noqa: F401

@@ -10,7 +10,7 @@ from html import escape
 from .base import Renderer, register
 from .flamegraph import diff_flamegraph_html
 from .frames import frame_tree
-from .units import aligned, joules
+from .units import aligned, joules, markdown_table
 
 def _j(x: float | None, signed: bool = False) -> str:
     return joules(x, signed)
@@ -219,11 +219,7 @@ class MarkdownComparison(Renderer):
         if c.warnings:
             out += [f"> **warning:** {cell(w)}" for w in c.warnings] + [""]
         for title, head, rows in tables(c):
-            out += [f"**{title}**", "", "| " + " | ".join(cell(h) for h in head) + " |",
-                    "|---|" + "---:|" * (len(head) - 1)]
-            for r in rows:
-                out.append("| " + " | ".join(cell(x) for x in r) + " |")
-            out.append("")
+            out += [f"**{title}**", ""] + markdown_table(head, rows) + [""]
         out += [f"- {n}" for n in c.notes]
         return "\n".join(out) + "\n"
 

@@ -45,6 +45,14 @@ def per(e, n: float):
     return None if e is None else e.scaled(1 / n)
 
 
+def markdown_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table: the first column left-aligned, the others right-aligned; ``|`` in a cell escaped."""
+    def line(cells):
+        return "| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |"
+
+    return [line(head), "|---|" + "---:|" * (len(head) - 1)] + [line(r) for r in rows]
+
+
 def aligned(head: list[str], rows: list[list[str]]) -> list[str]:
     """A table for a terminal: the first column left-aligned, the others right-aligned."""
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]

@@ -51,21 +51,24 @@ def probe_all() -> list[Availability]:
     return [cls.probe() for cls in SOURCES.values()]
 
 
-def open_source(name: str, device: str = "cpu", interval_s: float | None = 1e-3, gpu: int | None = None) -> PowerSource:
+def open_source(name: str, device: str = "cpu", interval_s: float | None = 1e-3, gpu: int | None = None) \
+        -> PowerSource:
     """The power source ``name`` for a run on ``device`` (``cpu``, ``cuda``,
     ``cuda:N``). ``auto``: NVML for a CUDA device (an error when NVML is missing
     or fails: a GPU run measured by nothing is asked for with ``none``), RAPL for
     the CPU when its counters are readable, else time only. ``gpu``: the NVML
-    index that measures the device (``phprof.tracing.cudadevice`` finds it;
-    default: the CUDA ordinal)."""
+    index that measures the device (for a CUDA device ``phprof.tracing.cudadevice``
+    finds it; default: the CUDA ordinal), or the GPU whose sensor reads a CPU run
+    (then ``auto`` is NVML, and must work, too)."""
+    read_off_a_gpu = gpu is not None and not device.startswith("cuda")
     if gpu is None:
         gpu = int(device.split(":")[1]) if device.startswith("cuda:") else 0
     if name == "auto":
-        if device.startswith("cuda"):
+        if device.startswith("cuda") or read_off_a_gpu:
             found = NvmlSource.probe()
             if not found.available:
-                raise SourceError(f"--source auto on {device}: NVML cannot measure it: {found.reason} "
-                                  "(--source none records time only)")
+                raise SourceError(f"--source auto on {device}" + (f" read off GPU {gpu}" if read_off_a_gpu else "")
+                                  + f": NVML cannot measure it: {found.reason} (--source none records time only)")
             name = "nvml"
         elif device == "cpu" and RaplSource.probe().available:
             name = "rapl"

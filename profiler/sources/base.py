@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import os
+import platform
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -589,6 +590,13 @@ class PowerSource(ABC):
         """Each measured device's product name (which says what sensor it has), and
         the driver's version; ({}, None) where the source cannot tell."""
         return {}, None
+
+    def device_ids(self) -> dict[str, str]:
+        """Each measured device's physical identity, the same in every process that
+        measures it (ranks of one job merge their files by it): for a device of the
+        host (a CPU package, its DRAM) the host's name and the device's."""
+        host = platform.node()
+        return {d: f"{host}/{d}" for d in dict.fromkeys(c.device for c in self.channels)}
 
     def power_limits(self) -> dict[str, float]:
         """Each measured device's power limit (W), where the source can tell: no

@@ -123,6 +123,10 @@ class NvmlSource(NativeSource):
         found = self._found()
         return {f"gpu{d['index']}": d["name"] for d in found}, (found[0]["driver"] if found else None)
 
+    def device_ids(self) -> dict[str, str]:
+        """Each measured GPU's UUID, as NVML reports it."""
+        return {f"gpu{d['index']}": d["uuid"] for d in self._found()}
+
     def power_limits(self) -> dict[str, float]:
         return {f"gpu{d['index']}": d["power_limit_w"] for d in self._found() if d.get("power_limit_w")}
 

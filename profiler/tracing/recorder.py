@@ -10,8 +10,10 @@ Window sizes adapt so that each holds about ``budget`` events.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
+import time
 
 import numpy as np
 
@@ -22,6 +24,7 @@ from ..store import (DEVICE_KINDS, INFERENCE_DTYPE, INFERENCE_PREFIX, INFERENCE_
 from .catalog import Catalog
 from .kineto import device_spans, load_kineto, span_of_events
 from .kinetolog import KinetoLog, findings
+from .ranks import skew_ns
 
 _EDGE_READINGS = 256  # per channel, kept at each end of the run: a counter's updates around its first and last instant
 
@@ -88,6 +91,30 @@ class Recorder:
         self.kernels = 0  # kernel events stored
         self.kernelless: list[tuple[int, int, int, bool]] = []  # (window, inferences without kernels, of, stopped)
         self.failure: str | None = None  # why the run must stop: a CUDA window without any kernel
+        # test-only (phprof.tracing.ranks.SKEW_ENV): this process's clock off by that much, in
+        # every stamp it records (its readings, events and clock probes), as another host's would be
+        self.skew_ns = skew_ns()
+
+    def now_ns(self) -> int:
+        """The session's clock: CLOCK_REALTIME (with the test-only skew)."""
+        return time.time_ns() + self.skew_ns
+
+    def skewed(self, log: PowerLog) -> PowerLog:
+        """Readings as the source took them, put on the session's clock (the test-only skew added)."""
+        if not self.skew_ns:
+            return log
+        r = log.readings.copy()
+        r["t_before_ns"] += self.skew_ns
+        r["t_after_ns"] += self.skew_ns
+        pairs = log.clock_pairs.copy()
+        pairs[:, 1] += self.skew_ns
+        return dataclasses.replace(log, readings=r, clock_pairs=pairs)
+
+    def add_idle(self, idle: PowerLog) -> PowerLog:
+        """The idle period's readings, stored apart (group ``idle``); returns them on the session's clock."""
+        idle = self.skewed(idle)
+        self.writer.append_power(idle, group="idle")
+        return idle
 
     def start(self, idle: PowerLog) -> None:
         """The recording starts: the idle period's last readings open the run's head."""
@@ -144,6 +171,7 @@ class Recorder:
 
     def add_power(self, chunk: PowerLog) -> None:
         """Appends readings to the file; keeps the edges the next window and the summary read."""
+        chunk = self.skewed(chunk)
         self.writer.append_power(chunk)
         log = PowerLog.concat([self._tail, chunk]) if self._tail is not None else chunk
         if self.head is None and log.channels:  # the idle period's last readings, then the run's first
@@ -183,6 +211,9 @@ class Recorder:
         """Appends a parsed window; returns the span of its inferences. ``stopped``: Kineto
         said it stopped recording device activity during the window."""
         ev = trace.events
+        if self.skew_ns:
+            ev["start_ns"] += self.skew_ns
+            ev["end_ns"] += self.skew_ns
         names = trace.names
         # what each distinct name is, then per event by indexing (no per-event Python)
         def named(test) -> np.ndarray:

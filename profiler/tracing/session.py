@@ -58,6 +58,7 @@ from . import kinetolog
 from .aliasing import AliasBreaker
 from .cudadevice import DeviceError, measuring_gpu
 from .frameworks import EntryPoints
+from .ranks import ClockProbes, detect, rank_output
 from .recorder import Recorder, Windows
 from .scopes import ModuleScopes, PhaseScopes
 
@@ -130,8 +131,12 @@ class TraceSummary:
 
 
 def default_output(name: str, kind: str | None = None, directory: Path = DEFAULT_TRACES_DIR) -> Path:
-    """``traces/NAME[.KIND].TIME.h5``."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    """``traces/NAME[.KIND].TIME.h5``; for a rank of a job the launcher named
+    (``TORCHELASTIC_RUN_ID``), that name instead of the time, so that every rank's
+    file has the same name (the session adds ``.rank<r>``)."""
+    rank = detect()
+    stamp = rank.run_id if rank is not None and rank.run_id_from == "TORCHELASTIC_RUN_ID" else \
+        time.strftime("%Y%m%d-%H%M%S")
     safe = name.replace("/", "--").replace(os.sep, "--").strip("-.") or "run"
     return directory / (f"{safe}.{kind}.{stamp}.h5" if kind else f"{safe}.{stamp}.h5")
 
@@ -145,10 +150,14 @@ def source_text(power: PowerSource) -> str:
 
 
 def default_device() -> str:
-    """The first CUDA device when torch sees one, else the CPU."""
+    """The first CUDA device when torch sees one (for a rank of a job, the one of its
+    local rank, as ``torchrun`` scripts choose it), else the CPU."""
     import torch
 
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    rank = detect()
+    return f"cuda:{rank.local_rank % torch.cuda.device_count()}" if rank is not None else "cuda:0"
 
 
 @dataclass
@@ -303,14 +312,21 @@ class Profile:
     ``expected``: the inferences the caller will run (the windows' schedule,
     ``progress(done, expected)``); ``stop_at``: ``"raise"`` (a signal stops the
     program at an inference's end) or ``"flag"`` (the caller's loop reads
-    :attr:`stopping`).
+    :attr:`stopping`); ``sensor_gpu``: the NVML GPU measured when it is not the
+    device the work runs on (a CPU run read off a GPU's sensor: the tests' fake
+    GPUs), an index or ``"local-rank"`` (each rank of a job its ``LOCAL_RANK``).
+
+    A rank of a distributed job (``RANK`` and ``WORLD_SIZE`` set by the launcher,
+    ``phprof.tracing.ranks``) writes ``NAME.rank<r>.h5`` with where it stands in
+    the job, and measures its clock against rank 0's through the program's process
+    group.
     """
 
     def __init__(self, output: str | Path | None = None, *, device: str | None = None, source: str = "auto",
                  inferences: str = "auto", idle_s: float = 2.0, anti_alias: bool = True,
                  events_per_window: int = 100_000, overwrite: bool = False, meta: dict | None = None,
                  warmup=None, expected: int | None = None, progress=None, stop_at: str = "raise",
-                 recorded_by: str = "phprof.profile") -> None:
+                 recorded_by: str = "phprof.profile", sensor_gpu: int | str | None = None) -> None:
         if inferences not in RULES:
             raise ProfileError(f"unknown inference rule {inferences!r} (choose {', '.join(RULES)})")
         if idle_s < 0:
@@ -320,6 +336,23 @@ class Profile:
         self.device = device or default_device()
         self.device_chosen = device is None
         self.source_name, self.rule, self.idle_s, self.anti_alias = source, inferences, idle_s, anti_alias
+        self.rank = detect()
+        self._rank_notes: list[str] = []
+        if self.rank is not None:
+            self.path = rank_output(self.path, self.rank.rank)
+            self._rank_notes.append(f"rank {self.rank.rank} of {self.rank.world_size} ({self.rank.host}): merge the "
+                                    f"ranks' files with `phprof report {self.path.parent}`")
+            if self.anti_alias:
+                self.anti_alias = False  # a pause in one rank holds the others in their next collective
+                self._rank_notes.append("anti-aliasing pauses off: a pause in one rank would hold the others "
+                                        "waiting in their collectives")
+        if sensor_gpu == "local-rank":
+            sensor_gpu = self.rank.local_rank if self.rank is not None else 0
+        if sensor_gpu is not None and (isinstance(sensor_gpu, bool) or not isinstance(sensor_gpu, int)
+                                       or sensor_gpu < 0):
+            raise ProfileError(f"sensor_gpu={sensor_gpu!r}: give a GPU index or 'local-rank'")
+        self.sensor_gpu = sensor_gpu
+        self._clocks: ClockProbes | None = None
         self.events_per_window, self.overwrite, self.meta = events_per_window, overwrite, dict(meta or {})
         self.warmup, self.expected, self.progress, self.recorded_by = warmup, expected, progress, recorded_by
         self.scopes = ModuleScopes(self._on_outermost)
@@ -487,11 +520,14 @@ class Profile:
                 f"torch.profiler cannot record CUDA kernels here (torch {torch.__version__} supports "
                 f"{', '.join(a.name for a in torch.profiler.supported_activities())}: built without Kineto's CUPTI "
                 "support): the run's energy could not be split by kernels")
+        if cuda and self.sensor_gpu is not None:
+            raise ProfileError(f"sensor_gpu={self.sensor_gpu!r} is for a run off the GPU: {self.device} is measured "
+                               "on its own NVML board, found by its UUID")
         try:
             gpu, self._identity = measuring_gpu(self.device, self.source_name)
         except DeviceError as e:
             raise ProfileError(str(e)) from None
-        self._power = power = open_source(self.source_name, self.device, gpu=gpu)
+        self._power = power = open_source(self.source_name, self.device, gpu=self.sensor_gpu if gpu is None else gpu)
         self._cuda = cuda
         sensor = self._sensor = power.windowed_sensor()
         self._breaker = AliasBreaker(sensor.period_s) if self.anti_alias and sensor is not None else None
@@ -509,9 +545,7 @@ class Profile:
         try:
             power.start()
             self._signals.sleep(self.idle_s)
-            idle = power.drain()
-            self._writer.append_power(idle, group="idle")
-            self._recorder.start(idle)
+            self._recorder.start(self._recorder.add_idle(power.drain()))
             if self.warmup is not None and not self.stopping:
                 self.warmup()
             if self._cuda:
@@ -536,7 +570,9 @@ class Profile:
             self._recorder.kineto_log = kinetolog.KinetoLog(echo=kinetolog.user_level())
             self._recorder.kineto_log.start()
         self._prof.__enter__()
-        self.started_ns = time.time_ns()
+        self.started_ns = self._recorder.now_ns()
+        self._clocks = ClockProbes(self._recorder.now_ns, lambda: self.started_ns)
+        self._clocks.install()
         self.scopes.install()
         self._entries.install()
         self._recording = True
@@ -569,6 +605,9 @@ class Profile:
                 notes.append(self._recorder.failure)
             if self._signals.requested is not None and status == "complete":  # stopped by Ctrl-C or SIGTERM
                 status = "interrupted"
+            if self._clocks is not None:
+                self._clocks.at_end(status == "complete")
+                self._clocks.remove()
             if self._power is not None and self._power.running:
                 # a counter update after the last window bounds its end (not waited for when aborting)
                 self._recorder.add_power(self._power.stop(settle_s=0 if self._signals.aborted else SETTLE_S))
@@ -590,7 +629,7 @@ class Profile:
 
     def _stop_recording(self) -> None:
         was_recording, self._recording = self._recording, False
-        self.ended_ns = time.time_ns()
+        self.ended_ns = self._recorder.now_ns() if self._recorder is not None else time.time_ns()
         self._entries.remove()
         if self._current is not None:  # an inference the program never finished
             cur, self._current = self._current, None
@@ -631,7 +670,8 @@ class Profile:
             sensor={"source": power.name, "settings": power.settings, "channels": [c.name for c in power.channels],
                     "devices": sensor_devices, "power_limits_w": power.power_limits()},
             versions=versions, options=options, driver=driver, host=platform.node(), recorded_by=self.recorded_by,
-            **({"device_identity": self._identity} if self._identity else {}), **meta)
+            **({"device_identity": self._identity} if self._identity else {}),
+            device_ids=power.device_ids(), **({"distributed": self.rank.as_meta()} if self.rank else {}), **meta)
 
     def _models(self) -> list[dict]:
         out = []
@@ -647,6 +687,8 @@ class Profile:
         out = {"models": self._models()}
         if self._recorder is not None and self._recorder.kineto_messages:
             out["kineto_messages"] = dict(self._recorder.kineto_messages)  # Kineto's warnings and errors, counted
+        if self._clocks is not None and (self._clocks.probes or self._clocks.failed):
+            out["clock"] = self._clocks.as_meta()
         if not self.meta.get("model"):
             out["model"] = " + ".join(m["name_or_path"] or m["class"] for m in out["models"]) or "(no model ran)"
         return out
@@ -695,6 +737,13 @@ class Profile:
             notes.append(f"{self.scopes.dynamic} calls of modules made during a forward (nn.ReLU()(x), say) are "
                          "part of their caller's scope")
         notes += [f"not recognised, so its calls count as module calls: {m}" for m in self._entries.missed]
+        notes += self._rank_notes
+        if self._clocks is not None:
+            notes += [f"clock probe failed ({f})" for f in self._clocks.failed]
+            if self.rank is not None and self.rank.world_size > 1 and not self._clocks.probes \
+                    and not self._clocks.failed:
+                notes.append("no clock probe: the program made no process group while recorded; the merge aligns "
+                             "ranks of one host by its clock, not those of other hosts")
         if not power.channels:
             notes.append("no power sensor (source 'none'): time only, energy not measured")
         if rec.instant_updates and rec.spans and sensor is not None:
