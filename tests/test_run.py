@@ -181,3 +181,29 @@ def test_a_pipeline_script_with_and_without_marks_has_its_generate_calls_and_pha
     assert {"transformer.h.0.attn.c_attn", "lm_head"} <= paths
     if marks:
         assert t.inference_names()[0][0] == "generate"
+
+
+def test_the_recordings_whole_energy_is_the_counters_however_long_the_profiler_took_to_start(tmp_path, fake,
+                                                                                              monkeypatch):
+    """The summary's "recorded for X s, Y J in all": the energy counter read around the recording's
+    own start and end, not around the first readings after the idle period (a second of warm-up
+    here, as a slow profiler start would be), and on a run shorter than the readings kept at each end."""
+    import time
+
+    import torch
+
+    from phprof.tracing.session import Profile
+
+    for k, v in fake.env.items():
+        monkeypatch.setenv(k, v)
+    model = torch.nn.Linear(8, 8)
+    session = Profile(tmp_path / "t.h5", device="cpu", source="nvml", sensor_gpu=0, idle_s=0.2,
+                      warmup=lambda: time.sleep(1.0))
+    with session as prof:
+        for _ in range(20):  # 0.6 s: longer than the readings kept at the end
+            with prof.inference():
+                model(torch.randn(2, 8))
+            time.sleep(0.03)
+    (m,) = session.summary.recording_energy
+    truth = fake.true_energy(0, session.started_ns, session.ended_ns)
+    assert m.low_j <= truth <= m.high_j and m.joules == pytest.approx(truth, rel=0.1), (m, truth)

@@ -79,6 +79,7 @@ class Recorder:
         self._tail: PowerLog | None = None  # the last readings of each channel, for the next window's start
         self._joined: PowerLog | None = None  # the last tail and the readings just added
         self.head: PowerLog | None = None  # the readings around the recording's start
+        self.start_ns: int | None = None  # when the recording began (``began``)
         self.instant_updates: list[np.ndarray] = []  # when the instant power field changed (ns)
         self._last_update: dict[str, int] = {}  # per channel, the last update counted in instant_updates
         self.inference_starts: list[np.ndarray] = []  # every stored inference's span (ns)
@@ -117,8 +118,13 @@ class Recorder:
         return idle
 
     def start(self, idle: PowerLog) -> None:
-        """The recording starts: the idle period's last readings open the run's head."""
+        """After the idle period: its last readings are the first the run's are joined to."""
         self._tail = edge_readings(idle, last=True) if idle.channels else None
+
+    def began(self, t0_ns: int) -> None:
+        """The recording began at ``t0_ns``: the readings around it are kept (``run_energy``),
+        however long the profiler took to start after the idle period."""
+        self.start_ns = t0_ns
 
     def write_modules(self, rows) -> None:
         """``rows``: (name, module, calls) of every module (``ModuleScopes.module_rows``)."""
@@ -174,8 +180,8 @@ class Recorder:
         chunk = self.skewed(chunk)
         self.writer.append_power(chunk)
         log = PowerLog.concat([self._tail, chunk]) if self._tail is not None else chunk
-        if self.head is None and log.channels:  # the idle period's last readings, then the run's first
-            self.head = edge_readings(log, last=False, n=2 * _EDGE_READINGS)
+        if self.head is None and log.channels and self.start_ns is not None:  # the readings around the start
+            self.head = readings_around(log, self.start_ns, _EDGE_READINGS)
         self._joined = log
         self._tail = edge_readings(log, last=True)
         self._measure_pending(chunk)
@@ -203,7 +209,10 @@ class Recorder:
         read off an energy counter at both ends; [] without one."""
         if self.head is None or self._tail is None:
             return []
-        log = PowerLog.concat([self.head, self._tail])
+        log = PowerLog.concat([self.head, self._tail])  # on a short run the two overlap: each reading once
+        keep = np.unique(log.readings, return_index=True)[1]
+        order = keep[np.argsort(log.readings["t_before_ns"][keep], kind="stable")]
+        log = dataclasses.replace(log, readings=log.readings[order])
         out = [log.energy_between(d, t0_ns, t1_ns) for d in log.devices]
         return [m for m in out if m.measured]
 
@@ -345,6 +354,18 @@ def _phase_spans(ev: np.ndarray, launch: np.ndarray, phases: np.ndarray) -> tupl
     if len(start) > 1 and (start[1:] < end[:-1]).any():
         return start, end
     return device_spans(ev, launch, span_of_events(ev, start, end, launch), start, end)[:2]
+
+
+def readings_around(log: PowerLog, t_ns: int, n: int) -> PowerLog:
+    """Each channel's last ``n`` readings taken before ``t_ns`` and its first ``n`` from then on."""
+    r = log.readings
+    idx = []
+    for c in range(len(log.channels)):
+        mine = np.flatnonzero(r["channel"] == c)
+        k = int(np.searchsorted(r["t_before_ns"][mine], t_ns))
+        idx.append(mine[max(k - n, 0):k + n])
+    return PowerLog(log.source, log.channels, r[np.sort(np.concatenate(idx or [[]]).astype(np.int64))],
+                    settings=log.settings)
 
 
 def edge_readings(log: PowerLog, last: bool, n: int = _EDGE_READINGS) -> PowerLog:

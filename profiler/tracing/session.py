@@ -571,6 +571,7 @@ class Profile:
             self._recorder.kineto_log.start()
         self._prof.__enter__()
         self.started_ns = self._recorder.now_ns()
+        self._recorder.began(self.started_ns)
         self._clocks = ClockProbes(self._recorder.now_ns, lambda: self.started_ns)
         self._clocks.install()
         self.scopes.install()
