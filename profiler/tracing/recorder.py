@@ -1,7 +1,8 @@
 """Each completed profiler window, as rows of the trace file.
 
-When torch.profiler completes a window, its trace is exported, parsed
-(``phprof.tracing.kineto``), joined to the run's string and scope tables
+When torch.profiler completes a window, its events are read as torch holds
+them (``prof.profiler.kineto_results``, no JSON export:
+``phprof.tracing.kineto.read_profiler_result``), joined to the run's string and scope tables
 (``phprof.tracing.catalog``), and appended to the file with the power
 readings taken so far; nothing of it is kept in memory but the few figures
 the end-of-run summary needs (each window's span and energy, the instant
@@ -10,8 +11,7 @@ Window sizes adapt so that each holds about ``budget`` events.
 """
 from __future__ import annotations
 
-import os
-import tempfile
+import time
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from ..sources import Measurement, PowerLog, PowerSource, sensor_updates
 from ..store import (INFERENCE_DTYPE, INFERENCE_PREFIX, INFERENCE_TAG_DTYPE, MODULE_DTYPE, PHASE_DTYPE, PHASE_PREFIX,
                      STEP_PREFIX, Kind, TraceWriter, event_rows)
 from .catalog import Catalog
-from .kineto import load_kineto, span_of_events
+from .kineto import read_profiler_result, span_of_events
 
 _EDGE_READINGS = 256  # per channel, kept at each end of the run: a counter's updates around its first and last instant
 
@@ -64,6 +64,7 @@ class Recorder:
         self.catalog = Catalog()
         self.windows = 0
         self.dropped_windows = 0  # not saved: a second Ctrl-C came first
+        self.read_write_s: list[float] = []  # per saved window: reading torch's events and writing them
         self.inferences_written = 0
         self.outside = 0  # events outside any inference (dropped, counted)
         self.spans: list[tuple[int, int]] = []  # (first start, last end) of each window's inferences
@@ -97,18 +98,18 @@ class Recorder:
         if self.signals.aborted:  # a second Ctrl-C: this window is dropped
             self.dropped_windows += 1
             return
-        with tempfile.TemporaryDirectory(prefix="phprof-window-") as tmp:
-            path = os.path.join(tmp, "window.json")
-            try:
-                prof.export_chrome_trace(path)  # inside torch: not to be interrupted
-                with self.signals.abortable():
-                    trace = load_kineto(path, scope_filter=self.is_scope)
-            except (KeyboardInterrupt, SystemExit):  # the abort, caught here: torch.profiler never sees it
-                self.dropped_windows += 1
-                return
+        began = time.perf_counter()
+        try:
+            with self.signals.abortable():  # the events torch holds, read as they are: no JSON export
+                trace = read_profiler_result(prof.profiler.kineto_results, scope_filter=self.is_scope)
+        except (KeyboardInterrupt, SystemExit):  # the abort, caught here: torch.profiler never sees it
+            self.dropped_windows += 1
+            return
         span = self._write(trace)
+        del trace
         self.add_power(self.source.drain())
         self.writer.flush()
+        self.read_write_s.append(time.perf_counter() - began)
         log = self._joined
         if span is not None and log.channels:
             self._pending.append(span)
