@@ -16,6 +16,10 @@ from . import command, echo_summary, recording_options
               help="Inferences to trace (the study's unit is 1,000).")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True,
               help="Inferences run first and not recorded.")
+@click.option("--window-warmup", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Inferences run before each profiler window with the profiler on, not recorded (more are run, "
+              "so that --inferences are recorded): each window starts from a device at its working power, not one "
+              "idled by the last window's save.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Trace file to write "
               "(default: traces/MODEL.TASK.TIME.h5).")
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
@@ -32,7 +36,7 @@ from . import command, echo_summary, recording_options
               help="tiny: the architecture shrunk to 2 narrow layers, for quick checks (its energy is not "
               "the real model's).")
 @recording_options
-def trace_command(model_id, task, inferences, warmup, output, overwrite, batch_size, seq_len, new_tokens, steps,
+def trace_command(model_id, task, inferences, warmup, window_warmup, output, overwrite, batch_size, seq_len, new_tokens, steps,
                   dtype, device, weights, size, source, anti_alias, idle_s) -> None:
     """Run MODEL_ID's inferences under the power sampler and torch.profiler, into one HDF5 file.
 
@@ -54,7 +58,7 @@ def trace_command(model_id, task, inferences, warmup, output, overwrite, batch_s
             model_id, task, inferences=inferences, warmup=warmup, output=output, batch_size=batch_size,
             seq_len=seq_len, new_tokens=new_tokens, steps=steps, dtype=dtype, device=device, weights=weights,
             size=size, source=source, anti_alias=anti_alias, idle_s=idle_s, progress=progress,
-            overwrite=overwrite,
+            overwrite=overwrite, window_warmup=window_warmup,
         )
     # the file is closed: a Ctrl-C from now on ends phprof at once, as the default SIGINT does, with no
     # KeyboardInterrupt raised into whatever Python runs at exit

@@ -26,25 +26,62 @@ _EDGE_READINGS = 256  # per channel, kept at each end of the run: a counter's up
 
 
 class Windows:
-    """A torch.profiler schedule whose windows hold about `budget` events each:
-    the first window is `first` inferences (profiler steps); later ones are
-    sized from the events per inference seen so far. ``total``: the steps
-    expected (None: open-ended; the profiler's stop saves the last window)."""
+    """A torch.profiler schedule of windows, each preceded by ``warmup`` profiler
+    warm-up steps (the profiler runs, its events are dropped: after a save the
+    device is back at its working power before recording starts again).
 
-    def __init__(self, first: int, budget: int, total: int | None = None) -> None:
-        self.budget, self.total = budget, total
-        self.last_step = (min(first, total) if total else first) - 1  # the step that ends the current window
+    The first window records ``first`` inferences (profiler steps); each later one
+    is sized from what the last ones held: about ``budget`` events, and at most
+    ``window_s`` seconds of inferences, whichever is fewer (2 to 1,000
+    inferences). ``total``: the steps to record in all (None: open-ended; the
+    profiler's stop saves the last window); once they are recorded the schedule
+    is :attr:`done` and records nothing more."""
+
+    def __init__(self, first: int, budget: int, total: int | None = None, warmup: int = 0,
+                 window_s: float | None = None) -> None:
+        self.budget, self.total, self.warmup, self.window_s = budget, total, warmup, window_s
+        self.recorded = 0  # steps of the windows before the current one
+        self.final = False  # the current window is the last (its steps make the total)
+        self._open(min(first, total) if total else first, after=-1)
+
+    def _open(self, size: int, after: int) -> None:
+        self.record_from = after + 1 + self.warmup  # the current window's first recorded step
+        self.last_step = self.record_from + size - 1  # the step that ends it
+        self.final = self.total is not None and self.recorded + size >= self.total
 
     def __call__(self, step: int):
         from torch.profiler import ProfilerAction
 
+        if step > self.last_step:  # the next window's, before it is sized (its warm-up, or its first step)
+            if self.final:
+                return ProfilerAction.NONE
+            return ProfilerAction.WARMUP if step <= self.last_step + self.warmup else ProfilerAction.RECORD
+        if step < self.record_from:
+            return ProfilerAction.WARMUP
         return ProfilerAction.RECORD_AND_SAVE if step == self.last_step else ProfilerAction.RECORD
 
-    def advance(self, events_per_inference: float) -> None:
-        size = int(np.clip(self.budget / max(events_per_inference, 1.0), 2, 1000))
-        self.last_step += size
+    def warming(self, step: int) -> bool:
+        """Whether this step is a warm-up step (run, not recorded)."""
+        if step > self.last_step:
+            return not self.final and step <= self.last_step + self.warmup
+        return step < self.record_from
+
+    def done(self, steps: int) -> bool:
+        """Whether ``steps`` steps complete the schedule (never, open-ended)."""
+        return self.final and steps > self.last_step
+
+    def advance(self, events_per_inference: float, seconds_per_inference: float | None = None) -> None:
+        """The window that ended held this many events and seconds per inference: the next one."""
+        if self.final:
+            return
+        self.recorded += self.last_step - self.record_from + 1
+        size = self.budget / max(events_per_inference, 1.0)
+        if self.window_s and seconds_per_inference:
+            size = min(size, self.window_s / seconds_per_inference)
+        size = int(np.clip(size, 2, 1000))
         if self.total:
-            self.last_step = min(self.last_step, self.total - 1)
+            size = min(size, self.total - self.recorded)
+        self._open(size, after=self.last_step)
 
 
 class Recorder:
@@ -64,6 +101,7 @@ class Recorder:
         self.catalog = Catalog()
         self.windows = 0
         self.dropped_windows = 0  # not saved: a second Ctrl-C came first
+        self._density: tuple[float, float | None] = (1.0, None)  # events and seconds per inference, last window
         self.read_write_s: list[float] = []  # per saved window: reading torch's events and writing them
         self.inferences_written = 0
         self.outside = 0  # events outside any inference (dropped, counted)
@@ -107,6 +145,8 @@ class Recorder:
             return
         span = self._write(trace)
         del trace
+        if self.schedule is not None:  # the next window, sized from the last one that held inferences
+            self.schedule.advance(*self._density)
         self.add_power(self.source.drain())
         self.writer.flush()
         self.read_write_s.append(time.perf_counter() - began)
@@ -238,8 +278,7 @@ class Recorder:
         if not len(inf_ev):
             return None
         self.spans.append((window[3], window[4]))
-        if self.schedule is not None:
-            self.schedule.advance(len(out) / len(inf_ev))
+        self._density = len(out) / len(inf_ev), (window[4] - window[3]) / 1e9 / len(inf_ev)
         return window[3], window[4]
 
 

@@ -46,6 +46,8 @@ def trace(
     idle_s: float = 2.0,
     anti_alias: bool = True,
     events_per_window: int = 100_000,
+    window_warmup: int = 2,
+    window_s: float | None = 30.0,
     setup=None,
     progress=None,
     overwrite: bool = False,
@@ -66,6 +68,11 @@ def trace(
     after each inference. ``device``: default the first CUDA device torch
     sees, else the CPU (and the power source that measures it, with
     ``source="auto"``).
+    ``window_warmup``: inferences run as the profiler's warm-up steps before
+    each window, not recorded (more are run, so that ``inferences`` are
+    recorded): the device is back at its working power after the pause in
+    which the last window was saved. ``window_s``: a window holds at most about
+    this many seconds of inferences (and about ``events_per_window`` events).
     """
     import torch
 
@@ -75,6 +82,8 @@ def trace(
         raise TraceError("--inferences must be at least 1")
     if warmup < 0:
         raise TraceError("--warmup cannot be negative")
+    if window_warmup < 0:
+        raise TraceError("--window-warmup cannot be negative")
     chosen, device = device is None, device or default_device()
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise TraceError(
@@ -120,7 +129,7 @@ def trace(
     session = Profile(path, device=device, source=source, inferences="marks", idle_s=idle_s, anti_alias=anti_alias,
                       events_per_window=events_per_window, overwrite=overwrite, meta=meta, warmup=warm,
                       expected=inferences, stop_at="flag", recorded_by="phprof trace",
-                      progress=progress)
+                      progress=progress, window_warmup=window_warmup, window_s=window_s)
     session.device_chosen = chosen
     try:
         with session as prof:
@@ -129,9 +138,7 @@ def trace(
                 prof.phase_modules(models.phase_modules(built, task))
             if setup is not None:
                 setup(built)
-            for _ in range(inferences):
-                if prof.stopping:
-                    break
+            while not prof.windows_done and not prof.stopping:  # the warm-up steps before windows too
                 with prof.inference():
                     run()
     except ProfileError as e:

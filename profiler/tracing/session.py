@@ -12,8 +12,12 @@ notebook magic. A session
 
 1. opens the trace file (marked ``recording``), starts the power source,
    samples idle power for ``idle_s`` and runs ``warmup`` (not recorded);
-2. records: torch.profiler in windows of about ``events_per_window`` events,
-   each streamed to the file as it completes (``phprof.tracing.recorder``); a
+2. records: torch.profiler in windows of about ``events_per_window`` events
+   and at most about ``window_s`` seconds, each after ``window_warmup``
+   profiler warm-up steps (inferences that run with the profiler on but are
+   not recorded, so that a window does not start on a device idled by the
+   last save), each streamed to the file as it completes, read from torch's
+   own event list (``phprof.tracing.recorder``); a
    scope for every module that runs (``phprof.tracing.scopes``); inferences:
    the program's ``prof.inference()`` spans, else each outermost call (a
    module's forward, a Hugging Face ``generate()``, a diffusers pipeline's
@@ -298,8 +302,11 @@ class Profile:
     ``idle_s``: idle power sampled first; ``anti_alias``: the pauses after
     inferences; ``meta``: more of the run for the file's /meta (the model, the
     program); ``warmup()``: run after the idle period, not recorded;
-    ``expected``: the inferences the caller will run (the windows' schedule,
-    ``progress(done, expected)``); ``stop_at``: ``"raise"`` (a signal stops the
+    ``expected``: the inferences the caller will have recorded (the windows'
+    schedule, ``progress(done, expected)``; with ``window_warmup``, the caller
+    runs until :attr:`windows_done`); ``window_warmup``: warm-up steps before
+    each window (default 0: a program's every inference is recorded);
+    ``window_s``: a window's time limit; ``stop_at``: ``"raise"`` (a signal stops the
     program at an inference's end) or ``"flag"`` (the caller's loop reads
     :attr:`stopping`).
     """
@@ -308,11 +315,16 @@ class Profile:
                  inferences: str = "auto", idle_s: float = 2.0, anti_alias: bool = True,
                  events_per_window: int = 100_000, overwrite: bool = False, meta: dict | None = None,
                  warmup=None, expected: int | None = None, progress=None, stop_at: str = "raise",
-                 recorded_by: str = "phprof.profile") -> None:
+                 recorded_by: str = "phprof.profile", window_warmup: int = 0, window_s: float | None = 30.0,
+                 measure=None) -> None:
         if inferences not in RULES:
             raise ProfileError(f"unknown inference rule {inferences!r} (choose {', '.join(RULES)})")
         if idle_s < 0:
             raise ProfileError("the idle period cannot be negative")
+        if window_warmup < 0:
+            raise ProfileError("the warm-up steps before each window cannot be negative")
+        if window_s is not None and window_s <= 0:
+            raise ProfileError("a window's time limit must be positive")
         self.path = Path(output) if output else default_output("profile")
         self._make_folder = output is None
         self.device = device or default_device()
@@ -320,6 +332,8 @@ class Profile:
         self.source_name, self.rule, self.idle_s, self.anti_alias = source, inferences, idle_s, anti_alias
         self.events_per_window, self.overwrite, self.meta = events_per_window, overwrite, dict(meta or {})
         self.warmup, self.expected, self.progress, self.recorded_by = warmup, expected, progress, recorded_by
+        self.window_warmup, self.window_s, self.measure = window_warmup, window_s, measure
+        self.window_saves_s: list[float] = []  # each window's hand-over: torch stopping, reading, writing
         self.scopes = ModuleScopes(self._on_outermost)
         self.summary: TraceSummary | None = None
         self.finishing = False
@@ -333,8 +347,10 @@ class Profile:
         self._counts = dict.fromkeys(_OWNERS, 0)
         self._marks_seen = False
         self._nested = 0  # inferences begun inside another one: part of it
+        self._warmed = 0  # inferences run as the profiler's warm-up steps before a window: not recorded
         self._local = threading.local()
         self._recording = False
+        self._schedule = None
         self._prof = None
         self._writer = None
         self._recorder: Recorder | None = None
@@ -377,8 +393,13 @@ class Profile:
 
     @property
     def inferences(self) -> int:
-        """Inferences ended so far (complete or cut short)."""
+        """Inferences ended so far (complete or cut short), the warm-up steps before windows included."""
         return self._next - (1 if self._current is not None else 0)
+
+    @property
+    def windows_done(self) -> bool:
+        """Whether the ``expected`` inferences are recorded (never, without ``expected``)."""
+        return self._schedule is not None and self._schedule.done(self._next)
 
     # -- inferences ----------------------------------------------------------------------------
     def _begin(self, owner: str, name: str | None = None, tags: dict | None = None) -> bool:
@@ -411,20 +432,25 @@ class Profile:
             self._counts[cur.owner] += 1
         else:
             self._cut.add(cur.index)
+        self._warmed += self._schedule.warming(cur.index)
+        saves = cur.index == self._schedule.last_step
         self._signals.critical = True
         try:
-            if self._cuda and cur.index == self._schedule.last_step:
+            if self._cuda and saves:
                 import torch
 
                 torch.cuda.synchronize()  # the window's kernels are done before it is saved
             if self._breaker is not None and ok:
                 now = time.perf_counter()
                 self._signals.sleep(self._breaker.pause_after(now - cur.began, now))
+            began = time.perf_counter()
             self._prof.step()
+            if saves:
+                self.window_saves_s.append(time.perf_counter() - began)
         finally:
             self._signals.critical = False
         if self.progress is not None:
-            self.progress(self.inferences, self.expected)
+            self.progress(self.inferences - self._warmed, self.expected)
         if ok:
             self._signals.raise_pending()
 
@@ -511,7 +537,8 @@ class Profile:
         if self._cuda:
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         self._schedule = self._recorder.schedule = Windows(first=min(10, self.expected or 10),
-                                                           budget=self.events_per_window, total=self.expected)
+                                                           budget=self.events_per_window, total=self.expected,
+                                                           warmup=self.window_warmup, window_s=self.window_s)
         # torch warns that each cycle clears the last one's events: per-window clearing is the design
         warnings.filterwarnings("ignore", message=".*Profiler clears events", category=UserWarning)
         self._prof = torch.profiler.profile(activities=activities, schedule=self._schedule,
@@ -592,6 +619,7 @@ class Profile:
         meta = dict(self.meta)
         options = {"device": self.device, "source": self.source_name, "inference_rule": self.rule,
                    "idle_s": self.idle_s, "anti_alias": self.anti_alias, "events_per_window": self.events_per_window,
+                   "window_warmup": self.window_warmup, "window_s": self.window_s,
                    **meta.pop("options", {})}
         return run_meta(
             model=meta.pop("model", ""), task=meta.pop("task", ""), device=self.device,
@@ -635,12 +663,21 @@ class Profile:
         recording_s = (self.ended_ns - self.started_ns) / 1e9 if hasattr(self, "started_ns") else None
         if status == "interrupted":
             why = "aborted" if self._signals.aborted else "interrupted"
-            whole = self._next - len(self._cut)
+            whole = self._next - len(self._cut) - self._warmed
             notes.append(f"{why} after {whole}{f' of {self.expected}' if self.expected else ''} inferences: the file "
                          f"holds {rec.inferences_written}"
                          + ("; the last window was dropped" if rec.dropped_windows else ""))
         if self._cut:
             notes.append(f"{len(self._cut)} inferences cut short (an exception or an interrupt) were left out")
+        if self._warmed:
+            notes.append(f"{self._warmed} inferences ran as the profiler's warm-up steps, {self.window_warmup} before "
+                         "each window (so that each starts from a working device, not one idled by the last save), "
+                         "and were not recorded")
+        if self.window_saves_s:
+            saves = np.array(self.window_saves_s)
+            notes.append(f"{len(saves)} profiler windows saved, {saves.sum():.2f} s in all (median {np.median(saves):.3f} "
+                         "s each: torch stopping, reading its events, writing them), between inferences and outside "
+                         "the windows' spans")
         if self._nested:
             notes.append(f"{self._nested} prof.inference() spans inside another inference were part of it")
         if rec.inferences_written == 0 and recording_s is not None:
