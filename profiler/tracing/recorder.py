@@ -107,8 +107,10 @@ class Recorder:
         self.outside = 0  # events outside any inference (dropped, counted)
         self.spans: list[tuple[int, int]] = []  # (first start, last end) of each window's inferences
         self.energies: list[Measurement] = []  # per window and device, over the window's inferences
-        # windows whose energy waits for a counter update after their end, and the readings they need
+        self.measured_energies: list[Measurement] = []  # per device, over the measurement pass's span
+        # spans whose energy waits for a counter update after their end, where each goes, and the readings they need
         self._pending: list[tuple[int, int]] = []
+        self._pending_sinks: list[list[Measurement]] = []
         self._pending_log: PowerLog | None = None
         self.schedule: Windows | None = None
         self._tail: PowerLog | None = None  # the last readings of each channel, for the next window's start
@@ -152,9 +154,7 @@ class Recorder:
         self.read_write_s.append(time.perf_counter() - began)
         log = self._joined
         if span is not None and log.channels:
-            self._pending.append(span)
-            if self._pending_log is None:
-                self._pending_log = log
+            self._wait_for(span, self.energies, log)
         for c in log.channels:
             if c.name.endswith(".power_instant"):
                 u = sensor_updates(log.of(c.name))[0]
@@ -164,6 +164,21 @@ class Recorder:
                 if len(u):
                     self._last_update[c.name] = int(u[-1])
                 self.instant_updates.append(u)
+
+    def _wait_for(self, span: tuple[int, int], sink: list, log: PowerLog) -> None:
+        self._pending.append(span)
+        self._pending_sinks.append(sink)
+        if self._pending_log is None:
+            self._pending_log = log
+
+    def add_measured(self, inferences: np.ndarray) -> None:
+        """The measurement pass's inferences (INFERENCE_DTYPE), after its readings
+        (``add_power``): stored, and its energy measured once the counter updates after it."""
+        self.writer.append_measured(inferences)
+        self.writer.flush()
+        if len(inferences) and self._joined is not None and self._joined.channels:
+            self._wait_for((int(inferences["start_ns"].min()), int(inferences["end_ns"].max())),
+                           self.measured_energies, self._joined)
 
     def add_power(self, chunk: PowerLog) -> None:
         """Appends readings to the file; keeps the edges the next window and the summary read."""
@@ -184,8 +199,9 @@ class Recorder:
         per_device = [log.energies_between(d, self._pending) for d in log.devices]
         measured = [list(ms) for ms in zip(*per_device)]  # per window, per device
         if final or all(m.high_j is not None or m.method is not Method.COUNTER for ms in measured for m in ms):
-            self.energies += [m for ms in measured for m in ms]
-            self._pending, self._pending_log = [], None
+            for sink, ms in zip(self._pending_sinks, measured):
+                sink.extend(ms)
+            self._pending, self._pending_sinks, self._pending_log = [], [], None
         else:
             self._pending_log = log
 

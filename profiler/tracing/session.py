@@ -57,7 +57,7 @@ from ..energy import Method
 from ..errors import PhprofError
 from ..sources import SETTLE_S, Measurement, PowerSource, open_source
 from ..sources.sensors import phase_coverage
-from ..store import INFERENCE_PREFIX, TraceWriter, run_meta, run_summary
+from ..store import INFERENCE_DTYPE, INFERENCE_PREFIX, TraceWriter, run_meta, run_summary
 from .aliasing import AliasBreaker
 from .frameworks import EntryPoints
 from .recorder import Recorder, Windows
@@ -90,6 +90,29 @@ class Terminated(SystemExit):
 
 
 @dataclass
+class MeasuredPass:
+    """The measurement pass: inferences run with the profiler off (the power
+    source only), before the profiled ones: the run's time and energy per
+    inference without the profiler's own cost."""
+
+    inferences: int
+    inference_s: float  # their own time, added up
+    span_s: float  # first start to last end: the anti-aliasing pauses between them included
+    energy: Measurement | None  # over the span; None without a sensor
+    paused_s: float = 0.0  # the anti-aliasing pauses in it
+
+    @property
+    def seconds_per_inference(self) -> float:
+        return self.inference_s / self.inferences if self.inferences else float("nan")
+
+    @property
+    def joules_per_inference(self) -> float | None:
+        if self.energy is None or self.energy.joules is None or not self.inferences:
+            return None
+        return self.energy.joules / self.inferences
+
+
+@dataclass
 class TraceSummary:
     """What a session recorded, for the end-of-run message and for callers."""
 
@@ -111,6 +134,8 @@ class TraceSummary:
     inference_rule: str = ""  # how inferences were found (see Profile)
     recording_s: float | None = None  # from the start of recording to its end (the program's run)
     recording_energy: list[Measurement] = field(default_factory=list)  # over that time, from a counter
+    measured: MeasuredPass | None = None  # the measurement pass (profiler off), if one ran
+    window_saves_s: list[float] = field(default_factory=list)  # each profiler window's save
 
     @property
     def seconds_per_inference(self) -> float:
@@ -128,7 +153,18 @@ class TraceSummary:
                            device=self.device, device_name=self.device_name, source=self.source,
                            inference_rule=self.inference_rule, recording_s=self.recording_s,
                            recording_j=_total([m.joules for m in self.recording_energy]) if self.recording_energy
-                           else None)
+                           else None, **_measured_dict(self.measured))
+
+
+def _measured_dict(m: MeasuredPass | None) -> dict:
+    if m is None:
+        return {}
+    e = m.energy
+    return {"measured_inferences": m.inferences, "measured_inference_s": m.inference_s, "measured_span_s": m.span_s,
+            "measured_j": None if e is None else e.joules,
+            "measured_method": None if e is None else e.energy.method_text,
+            "measured_kind": None if e is None else e.kind,
+            "measured_low_j": None if e is None else e.low_j, "measured_high_j": None if e is None else e.high_j}
 
 
 def default_output(name: str, kind: str | None = None, directory: Path = DEFAULT_TRACES_DIR) -> Path:
@@ -348,6 +384,8 @@ class Profile:
         self._marks_seen = False
         self._nested = 0  # inferences begun inside another one: part of it
         self._warmed = 0  # inferences run as the profiler's warm-up steps before a window: not recorded
+        self._measured: tuple[np.ndarray, float] | None = None  # the measurement pass's rows and pauses
+        self._progress_base = 0  # the measurement pass's inferences, for progress()
         self._local = threading.local()
         self._recording = False
         self._schedule = None
@@ -450,7 +488,8 @@ class Profile:
         finally:
             self._signals.critical = False
         if self.progress is not None:
-            self.progress(self.inferences - self._warmed, self.expected)
+            total = self.expected + self._progress_base if self.expected else None
+            self.progress(self._progress_base + self.inferences - self._warmed, total)
         if ok:
             self._signals.raise_pending()
 
@@ -524,6 +563,8 @@ class Profile:
             self._recorder.start(idle)
             if self.warmup is not None and not self.stopping:
                 self.warmup()
+            if self.measure is not None and not self.stopping:
+                self._measurement_pass(*self.measure)
             if self._cuda:
                 torch.cuda.synchronize()
             self._start_profiler(torch)
@@ -531,6 +572,37 @@ class Profile:
             self._finish(_status_of(type(e), e))
             raise
         return self
+
+    def _measurement_pass(self, n: int, run_one) -> None:
+        """``n`` calls of ``run_one()`` with the profiler off (no hooks, no
+        profiler: the power source only) and the same anti-aliasing pauses:
+        their spans go to the file's measurement pass, their readings to its
+        power log, and their energy is measured once the counter has updated."""
+        import torch
+
+        rows = np.zeros(n, INFERENCE_DTYPE)
+        rows["window"] = -1
+        breaker = AliasBreaker(self._sensor.period_s) if self._breaker is not None else None
+        done = 0
+        for i in range(n):
+            if self.stopping:
+                break
+            began, t0 = time.perf_counter(), time.time_ns()
+            run_one()
+            if self._cuda:
+                torch.cuda.synchronize()
+            rows[i] = (i, t0, time.time_ns(), -1)
+            done += 1
+            if breaker is not None:
+                now = time.perf_counter()
+                self._signals.sleep(breaker.pause_after(now - began, now))
+            if self.progress is not None:
+                self.progress(done, n + (self.expected or 0))
+        rows = rows[:done]
+        self._progress_base = done
+        self._recorder.add_power(self._power.drain())
+        self._recorder.add_measured(rows)
+        self._measured = (rows, breaker.paused_s if breaker is not None else 0.0)
 
     def _start_profiler(self, torch) -> None:
         activities = [torch.profiler.ProfilerActivity.CPU]
@@ -704,6 +776,16 @@ class Profile:
             centres = updates - int((sensor.lag_s + sensor.window_s / 2) * 1e9)
             cov = phase_coverage(centres, np.concatenate(rec.inference_starts), np.concatenate(rec.inference_ends))
             notes.append(cov.describe() + f" ({sensor.source})")
+        measured = None
+        if self._measured is not None:
+            rows, paused = self._measured
+            measured = MeasuredPass(len(rows), float((rows["end_ns"] - rows["start_ns"]).sum()) / 1e9,
+                                    float(rows["end_ns"].max() - rows["start_ns"].min()) / 1e9 if len(rows) else 0.0,
+                                    _sum_energy(rec.measured_energies, over="the measurement pass's span"),
+                                    paused)
+        elif self.recorded_by == "phprof trace" and rec.inferences_written:
+            notes.append("no measurement pass (--no-measure-pass): the energy per inference includes the profiler's "
+                         "own cost")
         source = source_text(power)
         meta = self.meta
         model = meta.get("model") or self._meta_at_end().get("model", "")
@@ -712,7 +794,8 @@ class Profile:
             _sum_energy(rec.energies), notes, device=self.device, device_name=_device_name(self.device),
             device_chosen=self.device_chosen,
             source=source, inference_rule=self._rule_text(), recording_s=recording_s,
-            recording_energy=rec.run_energy(self.started_ns, self.ended_ns) if recording_s is not None else [])
+            recording_energy=rec.run_energy(self.started_ns, self.ended_ns) if recording_s is not None else [],
+            measured=measured, window_saves_s=list(self.window_saves_s))
 
 
 def _status_of(exc_type, exc) -> str:
@@ -737,8 +820,9 @@ def _total(values: list[float | None]) -> float | None:
     return None if any(v is None for v in values) else sum(values)
 
 
-def _sum_energy(parts: list[Measurement]) -> Measurement | None:
-    """The run's energy over its stored inferences: the windows' energies added up."""
+def _sum_energy(parts: list[Measurement], over: str | None = None) -> Measurement | None:
+    """The run's energy over its stored inferences: the windows' energies added up
+    (``over``: what else the parts cover, a span of their own)."""
     if not parts:
         return None
     notes = tuple(dict.fromkeys(n for p in parts for n in p.notes))
@@ -748,8 +832,8 @@ def _sum_energy(parts: list[Measurement]) -> Measurement | None:
         (Method.MIXED, " + ".join(sorted({p.energy.method_text for p in parts})))
     return Measurement(
         "+".join(devices), _total([p.joules for p in parts]), method, sum(p.seconds for p in parts) / len(devices),
-        notes=notes + ("summed over the profiler windows' inferences; the pauses between windows, while phprof "
-                       "saves a window, are left out",
+        notes=notes + (f"over {over}" if over else "summed over the profiler windows' inferences; the pauses "
+                       "between windows, while phprof saves a window, are left out",
                        "the device's whole draw, idle (static) power included: `phprof report` splits it, "
                        "and per layer"),
         counter_resets=sum(p.counter_resets for p in parts), low_j=_total([p.low_j for p in parts]),
