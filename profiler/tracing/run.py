@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from ..errors import PhprofError
+from .recorder import EVENTS_PER_WINDOW
 from .session import Profile, ProfileError, Terminated, TraceSummary, default_device, default_output
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -45,7 +46,7 @@ def trace(
     source: str = "auto",
     idle_s: float = 2.0,
     anti_alias: bool = True,
-    events_per_window: int = 100_000,
+    events_per_window: int = EVENTS_PER_WINDOW,
     measure_pass: bool = True,
     measure_inferences: int | None = None,
     window_warmup: int = 2,

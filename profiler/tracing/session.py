@@ -60,7 +60,7 @@ from ..sources.sensors import phase_coverage
 from ..store import INFERENCE_DTYPE, INFERENCE_PREFIX, TraceWriter, run_meta, run_summary
 from .aliasing import AliasBreaker
 from .frameworks import EntryPoints
-from .recorder import Recorder, Windows
+from .recorder import EVENTS_PER_WINDOW, Recorder, Windows
 from .scopes import ModuleScopes, PhaseScopes
 
 DEFAULT_TRACES_DIR = Path("traces")
@@ -349,7 +349,7 @@ class Profile:
 
     def __init__(self, output: str | Path | None = None, *, device: str | None = None, source: str = "auto",
                  inferences: str = "auto", idle_s: float = 2.0, anti_alias: bool = True,
-                 events_per_window: int = 100_000, overwrite: bool = False, meta: dict | None = None,
+                 events_per_window: int = EVENTS_PER_WINDOW, overwrite: bool = False, meta: dict | None = None,
                  warmup=None, expected: int | None = None, progress=None, stop_at: str = "raise",
                  recorded_by: str = "phprof.profile", window_warmup: int = 0, window_s: float | None = 30.0,
                  measure=None) -> None:
