@@ -126,8 +126,22 @@ class PhaseEnergy:
     energy: Energy
 
 
+class PerInference:
+    """Per-inference figures of a record with ``inferences``, ``inference_s`` (their own
+    time, added up) and ``energy`` (anything with ``joules``, or None)."""
+
+    @property
+    def seconds_per_inference(self) -> float:
+        return self.inference_s / self.inferences if self.inferences else float("nan")
+
+    @property
+    def joules_per_inference(self) -> float | None:
+        e = self.energy
+        return None if e is None or e.joules is None or not self.inferences else e.joules / self.inferences
+
+
 @dataclass(frozen=True)
-class PassEnergy:
+class PassEnergy(PerInference):
     """One pass of a run: the measurement pass (the profiler off) or the profiled
     one, its energy over its spans (the pauses between its inferences included,
     the profiler's window saves not)."""
@@ -136,14 +150,6 @@ class PassEnergy:
     inference_s: float  # their own time, added up
     span_s: float  # the time its energy covers
     energy: Energy | None  # None without power readings
-
-    @property
-    def seconds_per_inference(self) -> float:
-        return self.inference_s / self.inferences
-
-    @property
-    def joules_per_inference(self) -> float | None:
-        return None if self.energy is None or self.energy.joules is None else self.energy.joules / self.inferences
 
 
 @dataclass

@@ -58,6 +58,7 @@ from ..errors import PhprofError
 from ..sources import SETTLE_S, Measurement, PowerSource, open_source
 from ..sources.sensors import phase_coverage
 from ..store import INFERENCE_DTYPE, INFERENCE_PREFIX, TraceWriter, run_meta, run_summary
+from ..store.results import PerInference
 from .aliasing import AliasBreaker
 from .frameworks import EntryPoints
 from .recorder import EVENTS_PER_WINDOW, Recorder, Windows
@@ -90,7 +91,7 @@ class Terminated(SystemExit):
 
 
 @dataclass
-class MeasuredPass:
+class MeasuredPass(PerInference):
     """The measurement pass: inferences run with the profiler off (the power
     source only), before the profiled ones: the run's time and energy per
     inference without the profiler's own cost."""
@@ -101,19 +102,9 @@ class MeasuredPass:
     energy: Measurement | None  # over the span; None without a sensor
     paused_s: float = 0.0  # the anti-aliasing pauses in it
 
-    @property
-    def seconds_per_inference(self) -> float:
-        return self.inference_s / self.inferences if self.inferences else float("nan")
-
-    @property
-    def joules_per_inference(self) -> float | None:
-        if self.energy is None or self.energy.joules is None or not self.inferences:
-            return None
-        return self.energy.joules / self.inferences
-
 
 @dataclass
-class TraceSummary:
+class TraceSummary(PerInference):
     """What a session recorded, for the end-of-run message and for callers."""
 
     VIEW = "summary"
@@ -136,16 +127,6 @@ class TraceSummary:
     recording_energy: list[Measurement] = field(default_factory=list)  # over that time, from a counter
     measured: MeasuredPass | None = None  # the measurement pass (profiler off), if one ran
     window_saves_s: list[float] = field(default_factory=list)  # each profiler window's save
-
-    @property
-    def seconds_per_inference(self) -> float:
-        return self.inference_s / self.inferences if self.inferences else float("nan")
-
-    @property
-    def joules_per_inference(self) -> float | None:
-        if self.energy is None or self.energy.joules is None or not self.inferences:
-            return None
-        return self.energy.joules / self.inferences
 
     def as_dict(self) -> dict:
         return run_summary(status=self.status, model=self.model, task=self.task, inferences=self.inferences,
