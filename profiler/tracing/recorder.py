@@ -25,8 +25,8 @@ from .catalog import Catalog
 from .kineto import read_profiler_result, span_of_events
 
 #: A window's events: torch holds ~1 kB an event when it stops, and reading them adds ~0.5 kB, so a
-#: window of 40,000 costs ~60 MiB at its peak, on top of the program's own memory.
-EVENTS_PER_WINDOW = 40_000
+#: window of 25,000 costs ~40 MiB at its peak, on top of the program's own memory (~450 MiB for a tiny BERT).
+EVENTS_PER_WINDOW = 25_000
 _EDGE_READINGS = 256  # per channel, kept at each end of the run: a counter's updates around its first and last instant
 
 
