@@ -12,6 +12,9 @@ notebook magic. A session
 
 1. opens the trace file (marked ``recording``), starts the power source,
    samples idle power for ``idle_s`` and runs ``warmup`` (not recorded);
+   with ``measure``, runs the measurement pass: the inferences with the
+   profiler off (the power source only, the same anti-aliasing pauses),
+   their spans and energy stored apart from the profiled ones;
 2. records: torch.profiler in windows of about ``events_per_window`` events
    and at most about ``window_s`` seconds, each after ``window_warmup``
    profiler warm-up steps (inferences that run with the profiler on but are
@@ -323,7 +326,9 @@ class Profile:
     schedule, ``progress(done, expected)``; with ``window_warmup``, the caller
     runs until :attr:`windows_done`); ``window_warmup``: warm-up steps before
     each window (default 0: a program's every inference is recorded);
-    ``window_s``: a window's time limit; ``stop_at``: ``"raise"`` (a signal stops the
+    ``window_s``: a window's time limit; ``measure``: ``(n, run_one)``, the
+    measurement pass (``n`` calls of ``run_one()`` with the profiler off,
+    after ``warmup()``, before recording); ``stop_at``: ``"raise"`` (a signal stops the
     program at an inference's end) or ``"flag"`` (the caller's loop reads
     :attr:`stopping`).
     """
