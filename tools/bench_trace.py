@@ -26,6 +26,10 @@
 
 `--code DIR` runs the memory test against another checkout's `profiler/`
 (the "before" of a change: its trace() may lack the measurement pass).
+`--check-reader` (a GPU check): one profiler window of the model on
+`--device` read both ways, torch's event list (what phprof reads) and the
+JSON export (what it read before), column by column, with the kernels'
+joins to their launching op; exits 1 where they differ.
 """
 from __future__ import annotations
 
@@ -102,6 +106,52 @@ def peak_memory(model_id: str, n: int, out: str, env: dict, code: str | None) ->
     return {**json.loads(p.stdout.strip().splitlines()[-1]), "wall_s": time.perf_counter() - began}
 
 
+def check_reader(model_id: str, size: str, device: str) -> bool:
+    """One window read both ways (see the module's docstring); True where they agree."""
+    import numpy as np
+
+    from phprof.tracing.kineto import load_kineto, read_profiler_result
+
+    spec = models.resolve(model_id)
+    model = models.build(spec, spec.task, size=size, device=device)
+    inputs = models.make_inputs(models.tiny(spec) if size == "tiny" else spec, spec.task, device=device)
+    got = {}
+
+    def ready(prof):
+        path = Path(tempfile.mkdtemp(prefix="phprof-reader-")) / "w.json"
+        prof.export_chrome_trace(str(path))
+        got["json"], got["direct"] = load_kineto(path), read_profiler_result(prof.profiler.kineto_results)
+
+    activities = [torch.profiler.ProfilerActivity.CPU] + \
+        ([torch.profiler.ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with torch.profiler.profile(activities=activities, on_trace_ready=ready,
+                                schedule=torch.profiler.schedule(wait=0, warmup=1, active=3, repeat=1)) as p:
+        for i in range(5):
+            with torch.profiler.record_function(f"phprof.inference.{i}"):
+                models.infer(model, spec.task, inputs)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            p.step()
+    a, b = got["json"], got["direct"]
+    print(f"reader check, {model_id} ({size}) on {device}: {len(a.events)} events in the export, "
+          f"{len(b.events)} in torch's list")
+    print("| column | agrees |")
+    print("|---|---|")
+    ok = len(a.events) == len(b.events)
+    if ok:
+        for column in ("start_ns", "end_ns", "kind", "device", "correlation", "external_id", "op"):
+            same = bool(np.array_equal(a.events[column], b.events[column]))
+            ok &= same
+            print(f"| {column} | {same} |")
+        same = [a.names[i] for i in a.events["name"]] == [b.names[i] for i in b.events["name"]]
+        stacks = all(a.stack_path(x) == b.stack_path(y) for x, y in zip(a.events["stack"], b.events["stack"]))
+        print(f"| name | {same} |\n| scope stack | {stacks} |")
+        ok &= same and stacks
+    print(f"kernels: {len(a.kernels())} / {len(b.kernels())}; joined to their op: {a.joined_fraction:.1%} / "
+          f"{b.joined_fraction:.1%}; join stats: {a.join_stats} / {b.join_stats}")
+    return ok
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="bert-base-uncased")
@@ -112,7 +162,10 @@ def main() -> None:
     ap.add_argument("--memory", default="1000,10000", help="inference counts of the memory test ('' to skip)")
     ap.add_argument("--memory-model", default="bert-base-uncased", help="tiny model for the memory test")
     ap.add_argument("--code", help="a checkout whose profiler/ the memory test runs (default: this one)")
+    ap.add_argument("--check-reader", action="store_true", help="only compare the two ways of reading a window")
     args = ap.parse_args()
+    if args.check_reader:
+        sys.exit(0 if check_reader(args.model, args.size, args.device) else 1)
 
     tmp = Path(tempfile.mkdtemp(prefix="phprof-bench-"))
     lib = fake_nvml.build(tmp / "fake")
