@@ -179,7 +179,7 @@ def _no_power(work: Path, model: str, task: str):
     out = work / "trace.h5"
     options = {"new_tokens": 2} if models.get_task(task).call == "generate" else {}
     s = trace(model, task, inferences=3, warmup=1, output=out, size="tiny", idle_s=0, source="none", steps=2,
-              measure_pass=False, **options)  # the passes are tests/test_passes.py's
+              measure_pass=False, window_warmup=0, **options)  # passes, warm-ups: test_passes, test_windows_schedule
     return out, s
 
 

@@ -147,7 +147,8 @@ def test_phprof_trace_runs_both_passes_and_reports_the_overhead(tmp_path, monkey
     view = api.report(s.path)
     r = view.results
     assert r.measurement_pass.inferences == 5 and r.profiled_pass.inferences == 6
-    assert r.split_scale == pytest.approx(r.measurement_pass.joules_per_inference / r.profiled_pass.joules_per_inference)
+    m, p = r.measurement_pass, r.profiled_pass
+    assert r.split_scale == pytest.approx(m.joules_per_inference / p.joules_per_inference)
     assert view.rollups.per_inference.joules == pytest.approx(r.inferences_energy.joules * r.split_scale / 6)
     page = render(view, "text")
     assert "measurement pass" in page and "profiler overhead" in page and "(scaled)" in page

@@ -733,8 +733,8 @@ class Profile:
                          "and were not recorded")
         if self.window_saves_s:
             saves = np.array(self.window_saves_s)
-            notes.append(f"{len(saves)} profiler windows saved, {saves.sum():.2f} s in all (median {np.median(saves):.3f} "
-                         "s each: torch stopping, reading its events, writing them), between inferences and outside "
+            notes.append(f"{len(saves)} profiler windows saved, {saves.sum():.2f} s in all (median "
+                         f"{np.median(saves):.3f} s each: torch stopping, reading its events, writing them), between inferences and outside "
                          "the windows' spans")
         if self._nested:
             notes.append(f"{self._nested} prof.inference() spans inside another inference were part of it")
