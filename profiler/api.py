@@ -25,6 +25,7 @@ from .errors import OptionError, PhprofError, PhprofWarning
 from .render import Flamegraph, Report
 from .render import render  # noqa: F401  (part of the library's face: phprof.render)
 from .store import Trace, TraceFileError, load, write_results
+from .tracing.recorder import EVENTS_PER_WINDOW
 from .store.results import Results
 
 
@@ -46,7 +47,7 @@ def trace(model, task=None, **options):
 
 def profile(output: str | Path | None = None, *, gpus="auto", source: str = "auto", inferences: str = "auto",
             idle_s: float = 2.0, anti_alias: bool = True, overwrite: bool = False,
-            events_per_window: int = 100_000, sensor_gpu: int | str | None = None):
+            events_per_window: int = EVENTS_PER_WINDOW, sensor_gpu: int | str | None = None):
     """A recording session around any code, as a context manager
     (:class:`phprof.tracing.session.Profile`)::
 

@@ -63,7 +63,11 @@ T5_SMALL = {  # t5-small's published config (not among the study's ids): its fee
 
 # `phprof trace` runs that tests/test_trace.py interrupts with a signal (conftest.py starts them
 # after the job, and parks each, SIGSTOP, once its first profiler window is in its file)
-INTERRUPTED_RUN = ["gpt2", "--size", "tiny", "-n", "100000", "--warmup", "0", "--new-tokens", "2", "--idle", "0"]
+INTERRUPTED_RUN = ["gpt2", "--size", "tiny", "-n", "100000", "--warmup", "0", "--new-tokens", "2", "--idle", "0",
+                   "--no-measure-pass"]
+# The traces whose truth is the fake's energy per module tag run no measurement pass and no warm-up
+# steps before windows: every inference the hooks draw power in is then a recorded one.
+TRUTH_ONLY = {"measure_pass": False, "window_warmup": 0}
 
 
 def no_power_key(model: str, task: str) -> str:
@@ -109,7 +113,7 @@ def _gpt2(work: Path, fake_lib):
     out = work / "gpt2.h5"
     with _FakeGpu(fake_lib, work, seed=3, ring_capacity=1 << 21) as fake:
         summary = trace("gpt2", inferences=GPT2_INFERENCES, warmup=1, output=out, size="tiny", idle_s=0.3,
-                        source="nvml", new_tokens=GPT2_NEW_TOKENS,
+                        source="nvml", new_tokens=GPT2_NEW_TOKENS, **TRUTH_ONLY,
                         setup=power_per_module(fake, levels, tags, dwell_s=GPT2_DWELL_S))
         fake.set_power(0, OUTSIDE_W, tag=OUTSIDE_TAG)
         # the truth, read now: another FakeNvml on the same library would supersede this one
@@ -132,7 +136,7 @@ def _t5(work: Path, fake_lib):
     out = work / "flan-t5.h5"
     with _FakeGpu(fake_lib, work, seed=5, ring_capacity=1 << 21) as fake:
         trace("google/flan-t5-base", task="zero-shot-summarization", inferences=20, warmup=0, output=out,
-              size="tiny", idle_s=0.3, source="nvml", new_tokens=4, setup=power_per_module(fake, {}, {}))
+              size="tiny", idle_s=0.3, source="nvml", new_tokens=4, setup=power_per_module(fake, {}, {}), **TRUTH_ONLY)
     return out
 
 
@@ -150,7 +154,8 @@ def _t5_small(work: Path, fake_lib):
     out = work / "t5.h5"
     with _FakeGpu(fake_lib, work, seed=5, ring_capacity=1 << 21) as fake:
         trace(str(config), "zero-shot-summarization", inferences=8, warmup=0, output=out, size="tiny",
-              idle_s=0.2, source="nvml", new_tokens=3, seq_len=32, setup=power_per_module(fake, {}, {}, dwell_s=0.0003))
+              idle_s=0.2, source="nvml", new_tokens=3, seq_len=32, setup=power_per_module(fake, {}, {}, dwell_s=0.0003),
+              **TRUTH_ONLY)
     return out
 
 
@@ -175,7 +180,7 @@ def _no_power(work: Path, model: str, task: str):
     out = work / "trace.h5"
     options = {"new_tokens": 2} if models.get_task(task).call == "generate" else {}
     s = trace(model, task, inferences=3, warmup=1, output=out, size="tiny", idle_s=0, source="none", steps=2,
-              **options)
+              measure_pass=False, window_warmup=0, **options)  # passes, warm-ups: test_passes, test_windows_schedule
     return out, s
 
 

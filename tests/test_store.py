@@ -17,7 +17,7 @@ from phprof.sources import READING_DTYPE, Channel, PowerLog, SensorModel
 from phprof.store import (EVENT_DTYPE, INFERENCE_DTYPE, PHASE_DTYPE, STACK_DTYPE, TraceFileError, TraceWriter, load,
                           write_results)
 from phprof.store.results import (RESULTS_VERSION, Carbon, ComponentEnergy, Group, KernelEnergy, Layer, Leaf,
-                                  PhaseEnergy, Results, Role, Rollups, from_tables, to_tables)
+                                  PassEnergy, PhaseEnergy, Results, Role, Rollups, from_tables, to_tables)
 
 CHANNELS = (Channel("gpu0.energy", "gpu0", "energy", "mJ", "NVML total energy counter"),)
 
@@ -205,6 +205,8 @@ def synthetic_results() -> Results:
         kernels=[KernelEnergy("ampere_sgemm_128x64_tn", 120, 0.125, e[1].scaled(0.5)),
                  KernelEnergy("void at::native::softmax<float>(...)", 60, 0.0625, e[3])],
         notes=["the span covers few updates of gpu0.energy", "[not json]", "null"],
+        measurement_pass=PassEnergy(20, 0.5, 0.625, Energy(40.0, 39.0, 41.5, Method.COUNTER, bound=True)),
+        profiled_pass=PassEnergy(10, 0.3, 0.35, Energy(25.0, 24.5, None, Method.COUNTER, bound=True)),
     )
 
 

@@ -25,6 +25,7 @@ from ..store import DEVICE_KINDS, Kind, phase_kind
 from ..store.results import ComponentEnergy, KernelEnergy, Layer, Leaf, PhaseEnergy, Results, Role
 from .components import Component, Taxonomy
 from .estimate import Estimate, estimate_label_power, instant_windows
+from .passes import passes
 from .runfit import fit_run_sensor, windows_of
 from .timeline import trace_timeline
 
@@ -61,7 +62,7 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     log = trace.power
     why = _unusable_power(trace, span)
     if why is not None:
-        return _results(trace, timeline, what, span, why_no_energy=why)
+        return _with_passes(_results(trace, timeline, what, span, why_no_energy=why), trace, "")
     device = device or log.devices[0]
     if device not in log.devices:
         raise AttributionError(f"no device {device!r} in {trace.path} (devices: {', '.join(log.devices)})")
@@ -132,8 +133,18 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     else:  # the estimate is scaled to the measured total: the measurement's bound is the total's
         total = Energy(est.total_j, measured.low_j, measured.high_j, measured.method, measured.detail, bound=True)
     sensor = prior if updates is not None else None
-    return _results(trace, timeline, what, span, est=est, device=device, total=total,
-                    total_uncertainty_j=measured.uncertainty_j, sensor=sensor, idle_w=idle_w, notes=notes + est.notes)
+    return _with_passes(_results(trace, timeline, what, span, est=est, device=device, total=total,
+                                 total_uncertainty_j=measured.uncertainty_j, sensor=sensor, idle_w=idle_w,
+                                 notes=notes + est.notes), trace, device)
+
+
+def _with_passes(out: Results, trace, device: str) -> Results:
+    """The measurement pass and the profiled one beside it (``phprof.attribution.passes``)."""
+    out.measurement_pass, out.profiled_pass = passes(trace, device)
+    if out.measurement_pass is None and (trace.meta.get("options") or {}).get("measure_inferences") == 0:
+        out.notes.append("no measurement pass (the run was traced with --no-measure-pass): the energies include "
+                         "the profiler's own cost")
+    return out
 
 
 def _check_kernels(trace, notes: list[str]) -> None:

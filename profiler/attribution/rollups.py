@@ -24,9 +24,12 @@ def rollups(results: Results, intensity: carbon.CarbonIntensity, pue: float = 1.
     """Per inference, per 1,000 inferences, per token, per image, per step, and
     carbon, from a run's results. Energies are the device's whole draw (idle
     included, the pauses between inferences not); ``pue`` scales the carbon and the
-    training parity to the facility's, the energies stay the device's."""
+    training parity to the facility's, the energies stay the device's. With a
+    measurement pass (the profiler off), every energy is the profiled split scaled
+    to it (:attr:`Results.split_scale`): the run without the profiler's own cost."""
     n = results.inferences
-    total = results.inferences_energy
+    k = results.split_scale or 1.0
+    total = results.inferences_energy.scaled(k)
     per_inf = total.scaled(1 / n)
     per_k = total.scaled(1000 / n)
 
@@ -44,7 +47,7 @@ def rollups(results: Results, intensity: carbon.CarbonIntensity, pue: float = 1.
 
     def per_step(name: str) -> Energy | None:
         p = phases.get(name)
-        return None if p is None else p.energy.scaled(1 / p.count)
+        return None if p is None else p.energy.scaled(k / p.count)
 
     if "prefill" in phases or "decode" in phases:
         # each prefill yields the first token of its sequence, each decode step one more

@@ -16,6 +16,16 @@ from . import command, echo_summary, recording_options
               help="Inferences to trace (the study's unit is 1,000).")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True,
               help="Inferences run first and not recorded.")
+@click.option("--measure-pass/--no-measure-pass", default=True, show_default=True,
+              help="First run the inferences with the profiler off (the power sampler only, the same anti-aliasing "
+              "pauses): the time and energy per inference without the profiler's own cost. The profiled pass then "
+              "gives the split by layer, scaled to it, and `phprof report` shows the profiler's overhead.")
+@click.option("--measure-inferences", type=click.IntRange(min=1),
+              help="Inferences of the measurement pass (default: as many as --inferences).")
+@click.option("--window-warmup", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Inferences run before each profiler window with the profiler on, not recorded (more are run, "
+              "so that --inferences are recorded): each window starts from a device at its working power, not one "
+              "idled by the last window's save.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Trace file to write "
               "(default: traces/MODEL.TASK.TIME.h5).")
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
@@ -32,20 +42,26 @@ from . import command, echo_summary, recording_options
               help="tiny: the architecture shrunk to 2 narrow layers, for quick checks (its energy is not "
               "the real model's).")
 @recording_options
-def trace_command(model_id, task, inferences, warmup, output, overwrite, batch_size, seq_len, new_tokens, steps,
-                  dtype, device, weights, size, source, anti_alias, idle_s) -> None:
+def trace_command(model_id, task, inferences, warmup, measure_pass, measure_inferences, window_warmup, output,
+                  overwrite, batch_size, seq_len, new_tokens, steps, dtype, device, weights, size, source, anti_alias,
+                  idle_s) -> None:
     """Run MODEL_ID's inferences under the power sampler and torch.profiler, into one HDF5 file.
 
     MODEL_ID is a model of the study (see `phprof models`), a path to a config.json, or a
     model directory. Every module's forward, every inference and every generation or
     denoising step is recorded as a scope; power readings are stored with their times.
+    By default the inferences run twice: a measurement pass with the profiler off (the
+    run's time and energy per inference, per 1,000) and the profiled pass (the split by
+    layer, scaled to the first); the summary and `phprof report` give both and the
+    profiler's overhead in time and energy.
     Ctrl-C (or SIGTERM) stops the run after the current inference and leaves a valid
     file of the inferences done, with the status "interrupted"; a second one aborts,
     dropping the profiler window being saved.
     """
     from ..api import trace
 
-    with click.progressbar(length=inferences, label=f"tracing {model_id}", file=sys.stderr,
+    total = inferences + ((measure_inferences or inferences) if measure_pass else 0)
+    with click.progressbar(length=total, label=f"tracing {model_id}", file=sys.stderr,
                            show_eta=True, show_pos=True) as bar:
         def progress(done, total):
             bar.update(done - bar.pos)
@@ -54,7 +70,8 @@ def trace_command(model_id, task, inferences, warmup, output, overwrite, batch_s
             model_id, task, inferences=inferences, warmup=warmup, output=output, batch_size=batch_size,
             seq_len=seq_len, new_tokens=new_tokens, steps=steps, dtype=dtype, device=device, weights=weights,
             size=size, source=source, anti_alias=anti_alias, idle_s=idle_s, progress=progress,
-            overwrite=overwrite,
+            overwrite=overwrite, window_warmup=window_warmup, measure_pass=measure_pass,
+            measure_inferences=measure_inferences,
         )
     # the file is closed: a Ctrl-C from now on ends phprof at once, as the default SIGINT does, with no
     # KeyboardInterrupt raised into whatever Python runs at exit

@@ -54,8 +54,10 @@ def summary_lines(r: Results, roll: Rollups) -> list[tuple[str, str]]:
     if r.idle_w is not None:
         lines.append(("  static / active", f"{joules(r.static_j)} static (idle {r.idle_w:.1f} W, measured before "
                                            f"the run) / {joules(r.active_j)} active"))
+    lines += pass_lines(r)
+    scaled = "" if r.split_scale is None else f" (the profiled split x {r.split_scale:.3f}: the measurement pass's)"
     lines += [
-        ("per inference", estimate(roll.per_inference)),
+        ("per inference", estimate(roll.per_inference) + scaled),
         ("per 1,000 inferences", f"{estimate(roll.per_1000)}: {roll.per_1000_wh:.4g} Wh = "
                                  f"{roll.per_1000_kwh:.4g} kWh"),
     ]
@@ -87,6 +89,31 @@ def summary_lines(r: Results, roll: Rollups) -> list[tuple[str, str]]:
     return lines
 
 
+def pass_lines(r: Results) -> list[tuple[str, str]]:
+    """The measurement pass (profiler off), the profiled pass, and the profiler's overhead."""
+    m, p = r.measurement_pass, r.profiled_pass
+    if m is None:
+        return []
+
+    def one(x) -> str:
+        e = x.energy
+        j = "" if x.joules_per_inference is None else \
+            f", {joules(x.joules_per_inference)} per inference ({e.kind}: {e.method_text})"
+        return f"{x.inferences} inferences, {1e3 * x.seconds_per_inference:.3f} ms each{j}, over {x.span_s:.1f} s"
+
+    out = [("measurement pass", one(m) + " (the profiler off; pauses between inferences included)"),
+           ("profiled pass", one(p) + " (the windows' spans; their saves left out)")]
+    dt = p.seconds_per_inference - m.seconds_per_inference
+    over = f"{1e3 * dt:+.3f} ms per inference ({dt / m.seconds_per_inference:+.0%}), measured (the clock)"
+    if m.joules_per_inference is not None and p.joules_per_inference is not None:
+        dj = p.joules_per_inference - m.joules_per_inference
+        kind = "measured" if m.energy.measured and p.energy.measured else "estimated"
+        over += (f"; {joules(dj, signed=True)} per inference ({dj / m.joules_per_inference:+.0%}), {kind}: the "
+                 "difference of the two passes")
+    out.append(("profiler overhead", over))
+    return out
+
+
 def top_groups(r: Results, top: int) -> list:
     """The resolved labels by energy, largest first (merged groups whole)."""
     order = np.argsort(-np.array([g.energy.joules for g in r.groups], float))[:top]
@@ -95,8 +122,10 @@ def top_groups(r: Results, top: int) -> list:
 
 def _layer_rows(r: Results, top: int) -> tuple[list[str], list[list[str]]]:
     total = r.inferences_energy.joules
-    n = r.inferences
-    head = ["layer", "energy / inference", f"{r.interval:.0%} interval", "energy share", "time share", "power"]
+    k = r.split_scale or 1.0
+    n = r.inferences / k  # energies per inference, scaled to the measurement pass where there is one
+    head = ["layer", "energy / inference" + ("" if r.split_scale is None else " (scaled)"),
+            f"{r.interval:.0%} interval", "energy share", "time share", "power"]
     layer_time = float(np.sum([g.seconds for g in r.groups]))
     rows = []
     for g in top_groups(r, top):
@@ -135,17 +164,18 @@ class TextReport(Renderer):
         out.append("")
         out.append(f"top {len(rows)} layers by energy (estimated; shares of the inferences' own energy and time):")
         out += aligned(head, rows)
-        n, total = r.inferences, r.inferences_energy.joules
+        n, total = r.inferences / (r.split_scale or 1.0), r.inferences_energy.joules
+        scaled = "" if r.split_scale is None else ", scaled to the measurement pass"
         if r.components:
             out.append("")
-            out.append("by component (estimated):")
+            out.append(f"by component (estimated{scaled}):")
             for c in r.components:
                 e = c.energy
                 out.append(f"  {c.component:<15} {joules(e.joules / n):>10} / inference  "
                            f"{interval(_div(e.low_j, n), _div(e.high_j, n)):>24}  {e.joules / total:6.1%}")
         if r.kernels:
             out.append("")
-            out.append("top kernels (each at its layer's estimated power):")
+            out.append(f"top kernels (each at its layer's estimated power{scaled}):")
             for k in r.kernels[:top]:
                 out.append(f"  {joules(k.energy.joules / n):>10} / inference  {k.calls:>8} calls  {k.name[:90]}")
         out.append("")
@@ -216,8 +246,16 @@ def _summary_json(r: Results) -> dict:
         "sensor": None if r.sensor is None else dataclasses.asdict(r.sensor),
         "sensor_updates": r.sensor_updates, "residual_w": r.residual_w, "scale": r.scale,
         "phases": {p.name: {**_energy_json(p.energy), "count": p.count} for p in r.phases},
+        "measurement_pass": _pass_json(r.measurement_pass), "profiled_pass": _pass_json(r.profiled_pass),
+        "split_scale": r.split_scale,
         "notes": r.notes,
     }
+
+
+def _pass_json(p) -> dict | None:
+    return None if p is None else {"inferences": p.inferences, "inference_s": p.inference_s, "span_s": p.span_s,
+                                   "seconds_per_inference": p.seconds_per_inference,
+                                   "joules_per_inference": p.joules_per_inference, "energy": _energy_json(p.energy)}
 
 
 def _columns(rows, **columns) -> dict[str, list]:

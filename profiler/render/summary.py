@@ -44,11 +44,37 @@ def summary_lines(s) -> list[str]:
                    f"{e.energy.method_text}, {e.device}), {gaps:.2f} s between inferences included")
         out.append(f"  that is {j:.4g} J per inference, {j * 1000:.4g} J = {j * 1000 / 3.6e6:.3g} kWh per 1,000, "
                    "gaps included; `phprof report` gives the inferences' own")
+    out += measured_lines(s)
     for note in dict.fromkeys(list(s.notes) + (list(e.notes) if e else [])):
         out.append(f"  note: {note}")
     out.append(f"written: {s.path}")
     if s.inferences:
         out.append(f"per layer: phprof report {s.path}")
+    return out
+
+
+def measured_lines(s) -> list[str]:
+    """The measurement pass (profiler off) and the profiler's overhead against it."""
+    m = s.measured
+    if m is None:
+        return []
+    out = [f"measurement pass (profiler off, power source only): {m.inferences} inferences, "
+           f"{1e3 * m.seconds_per_inference:.3f} ms per inference of their own time"]
+    j = m.joules_per_inference
+    if j is not None:
+        e = m.energy
+        out.append(f"  {j:.4g} J per inference, {j * 1000:.4g} J = {j * 1000 / 3.6e6:.3g} kWh per 1,000 ({e.kind}: "
+                   f"{e.energy.method_text}), over its {m.span_s:.2f} s, {m.paused_s:.2f} s of anti-aliasing "
+                   "pauses included")
+    if s.inferences and m.inferences:
+        dt = s.seconds_per_inference - m.seconds_per_inference
+        line = (f"profiler overhead: {1e3 * dt:+.3f} ms per inference ({dt / m.seconds_per_inference:+.0%}), "
+                "measured (the clock)")
+        pj = s.joules_per_inference
+        if j is not None and pj is not None:
+            kind = "measured" if s.energy.measured and m.energy.measured else "estimated"
+            line += f"; {pj - j:+.4g} J per inference ({(pj - j) / j:+.0%}), {kind} (the two passes' difference)"
+        out.append(line)
     return out
 
 

@@ -31,6 +31,10 @@ Schema version 1 (every table is a chunked, compressed, appendable dataset):
                         ModuleList; it has no scope)
     /inference_tags     (index i4, name u4, tags u4): the inferences a program named
                         or tagged, the tags a JSON object (absent in older files)
+    /measured_inferences  INFERENCE_DTYPE, window -1: the measurement pass's
+                        inferences (run with the profiler off, before the
+                        profiled ones; their power readings are in /power with
+                        the rest); absent without a measurement pass
     /power/readings     the power source's readings (phprof.sources.READING_DTYPE)
     /power/clock_pairs  (monotonic_ns, realtime_ns) pairs taken by the source
     /power              attrs: source, channels (JSON), settings (JSON), dropped
@@ -203,6 +207,13 @@ class TraceWriter:
         models a program ran, say)."""
         _json_attrs(self._f["meta"].attrs, values)
 
+    def append_measured(self, inferences: np.ndarray) -> None:
+        """The measurement pass's inferences (profiler off): /measured_inferences."""
+        f = self._f
+        if "measured_inferences" not in f:
+            _appendable(f, "measured_inferences", INFERENCE_DTYPE)
+        _append(f["measured_inferences"], inferences)
+
     def append_modules(self, rows: np.ndarray) -> None:
         _append(self._f["modules"], rows)
 
@@ -254,6 +265,8 @@ class Trace:
     summary: dict = field(default_factory=dict)
     results: Results | None = None  # the stored attribution; None: not attributed yet (or by another version)
     inference_tags: np.ndarray = field(default_factory=lambda: np.empty(0, INFERENCE_TAG_DTYPE))
+    #: the measurement pass's inferences (the profiler off); empty without one
+    measured_inferences: np.ndarray = field(default_factory=lambda: np.empty(0, INFERENCE_DTYPE))
 
     @property
     def complete(self) -> bool:
@@ -360,6 +373,8 @@ def _read(path: Path, f: h5py.File) -> Trace:
         summary=_read_attrs(f["summary"].attrs) if "summary" in f else {},
         results=_read_results(f["results"]) if "results" in f else None,
         inference_tags=f["inference_tags"][:] if "inference_tags" in f else np.empty(0, INFERENCE_TAG_DTYPE),
+        measured_inferences=f["measured_inferences"][:] if "measured_inferences" in f
+        else np.empty(0, INFERENCE_DTYPE),
     )
 
 

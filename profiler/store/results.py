@@ -34,7 +34,7 @@ from ..carbon import joules_to_kwh, joules_to_wh
 from ..energy import Energy, Method
 from ..sources.sensors import SensorModel
 
-RESULTS_VERSION = 6  # 6: sensor models with intervals, fitted periods, bounded powers; 5: typed rows (roles, methods by name); 4: stack_components; 3: taxonomy
+RESULTS_VERSION = 7  # 7: the measurement pass and the profiled pass; 6: sensor models with intervals, fitted periods, bounded powers; 5: typed rows (roles, methods by name); 4: stack_components; 3: taxonomy
 
 
 class Role(Enum):
@@ -126,6 +126,32 @@ class PhaseEnergy:
     energy: Energy
 
 
+class PerInference:
+    """Per-inference figures of a record with ``inferences``, ``inference_s`` (their own
+    time, added up) and ``energy`` (anything with ``joules``, or None)."""
+
+    @property
+    def seconds_per_inference(self) -> float:
+        return self.inference_s / self.inferences if self.inferences else float("nan")
+
+    @property
+    def joules_per_inference(self) -> float | None:
+        e = self.energy
+        return None if e is None or e.joules is None or not self.inferences else e.joules / self.inferences
+
+
+@dataclass(frozen=True)
+class PassEnergy(PerInference):
+    """One pass of a run: the measurement pass (the profiler off) or the profiled
+    one, its energy over its spans (the pauses between its inferences included,
+    the profiler's window saves not)."""
+
+    inferences: int
+    inference_s: float  # their own time, added up
+    span_s: float  # the time its energy covers
+    energy: Energy | None  # None without power readings
+
+
 @dataclass
 class Results:
     """Where one trace's energy went (see the module's docstring)."""
@@ -160,6 +186,8 @@ class Results:
     stack_components: list[ComponentEnergy] = field(default_factory=list)  # by (stack, component)
     kernels: list[KernelEnergy] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    measurement_pass: PassEnergy | None = None  # the inferences run with the profiler off, if any
+    profiled_pass: PassEnergy | None = None  # the same figures of the profiled inferences, beside it
 
     @property
     def has_energy(self) -> bool:
@@ -183,6 +211,16 @@ class Results:
     def active_j(self) -> float | None:
         s = self.static_j
         return None if s is None or self.inferences_energy is None else self.inferences_energy.joules - s
+
+    @property
+    def split_scale(self) -> float | None:
+        """The measurement pass's energy per inference over the profiled pass's: what
+        the profiled split is scaled by to give the run without the profiler (None
+        without both)."""
+        m, p = self.measurement_pass, self.profiled_pass
+        if m is None or p is None or m.joules_per_inference is None or not p.joules_per_inference:
+            return None
+        return m.joules_per_inference / p.joules_per_inference
 
     def phase(self, name: str) -> PhaseEnergy | None:
         return next((p for p in self.phases if p.name == name), None)

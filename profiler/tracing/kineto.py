@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import gc
 import gzip
+from array import array
 import json
 import os
 import re
@@ -61,7 +62,8 @@ import numpy as np
 from ..clock import decimal_text_to_ns
 from ..store.schema import CATEGORY, DEVICE_KINDS, ON_DEVICE, STACK_DTYPE, Kind, stack_path
 
-__all__ = ["KINETO_EVENT_DTYPE", "KinetoTrace", "device_spans", "load_kineto", "span_of_events"]
+__all__ = ["KINETO_EVENT_DTYPE", "KinetoTrace", "device_spans", "load_kineto", "read_profiler_result",
+           "span_of_events"]
 
 #: The events of one parsed trace, with the ids the joins need (the trace file's
 #: ``phprof.store.schema.EVENT_DTYPE`` keeps less: see ``phprof.store.schema.event_rows``).
@@ -465,26 +467,93 @@ def load_kineto(
     with _gc_paused():
         names, columns, skipped = _collect(raw_events)
     events, exact = _build_table(columns, base_ns)
+    schema = metadata.get("schemaVersion")
+    return _assemble(events, names, scope_filter, base_time_ns=base_ns,
+                     schema_version=int(schema) if isinstance(schema, (int, float)) else None,
+                     device_properties=list(metadata.get("deviceProperties") or []), metadata=metadata,
+                     skipped=skipped, source=origin, exact_ns=exact)
+
+
+def _assemble(events: np.ndarray, names: list[str], scope_filter, **fields) -> KinetoTrace:
+    """The joins and the scope stacks of an event table, as a KinetoTrace."""
     launch, stats = _join(events)
     trie = _assign_stacks(events, names, scope_filter, launch)
     stacks = np.zeros(len(trie), STACK_DTYPE)
     stacks["parent"], stacks["scope"] = zip(*trie)
+    return KinetoTrace(events=events, names=names, stacks=stacks, launch=launch, join_stats=stats, **fields)
 
-    schema = metadata.get("schemaVersion")
-    return KinetoTrace(
-        events=events,
-        names=names,
-        stacks=stacks,
-        launch=launch,
-        base_time_ns=base_ns,
-        schema_version=int(schema) if isinstance(schema, (int, float)) else None,
-        device_properties=list(metadata.get("deviceProperties") or []),
-        metadata=metadata,
-        join_stats=stats,
-        skipped=skipped,
-        source=origin,
-        exact_ns=exact,
-    )
+
+def read_profiler_result(result, scope_filter: Callable[[str], bool] | None = None) -> KinetoTrace:
+    """The events torch.profiler holds after a window (``prof.profiler.kineto_results``,
+    a ``torch._C._autograd._ProfilerResult``) as a KinetoTrace, with no JSON export:
+    the same table :func:`load_kineto` makes of that window's export.
+
+    The events' fields map to the export's: ``start_ns``/``end_ns`` (absolute
+    CLOCK_REALTIME ns, exact), ``activity_type`` (the export's ``cat``),
+    ``correlation_id`` (a device event's or runtime call's ``args.correlation``;
+    a CPU op's or annotation's ``External id``), ``linked_correlation_id`` (a
+    device event's or runtime call's ``External id``), ``device_index`` and
+    ``device_resource_id`` (a device event's device and stream), and
+    ``start_thread_id`` (a CPU-side event's thread). A runtime call takes the
+    thread of the CPU op it links to (its own may be a placeholder). Hidden
+    events (``is_hidden_event``) are left out, as the export leaves them out.
+    """
+    index: dict[str, int] = {"": 0}
+    intern = index.setdefault
+    kind_of = _KIND_OF_CAT.get
+    # 8 bytes a value, not a Python int's 28 (a window holds tens of thousands of events)
+    ts, end, corr, ext, tid = (array("q") for _ in range(5))
+    name, dev, stream, kind = array("L"), array("l"), array("l"), array("B")
+    skipped: dict[str, int] = {}
+    on_device = {int(k) for k in ON_DEVICE}
+    cpu_side = (int(Kind.CPU_OP), int(Kind.USER_ANNOTATION))
+    with _gc_paused():
+        for e in result.events():
+            if e.is_hidden_event():
+                continue
+            cat = e.activity_type()
+            k = kind_of(cat)
+            if k is None:
+                skipped[cat] = skipped.get(cat, 0) + 1
+                continue
+            ts.append(e.start_ns())
+            end.append(e.end_ns())
+            name.append(intern(e.name(), len(index)))
+            kind.append(k)
+            if k in cpu_side:
+                corr.append(-1)
+                ext.append(e.correlation_id())
+            else:
+                corr.append(e.correlation_id())
+                ext.append(e.linked_correlation_id() or -1)
+            if k in on_device:
+                dev.append(e.device_index())
+                stream.append(e.device_resource_id())
+                tid.append(-1)
+            else:
+                dev.append(-1)
+                stream.append(-1)
+                tid.append(e.start_thread_id())
+    start = np.frombuffer(ts, np.int64) if len(ts) else np.zeros(0, np.int64)
+    columns = dict(ts=start, dur=(np.frombuffer(end, np.int64) if len(end) else start) - start, name=name, kind=kind,
+                   pid=array("q", [-1]) * len(ts), tid=tid, corr=corr, ext=ext, dev=dev, stream=stream)
+    events, exact = _build_table(columns, 0, unit_ns=1)
+    _runtime_threads_from_ops(events)
+    return _assemble(events, list(index), scope_filter, base_time_ns=0, skipped=skipped, source="kineto_results",
+                     exact_ns=exact)
+
+
+def _runtime_threads_from_ops(events: np.ndarray) -> None:
+    """A runtime (or driver) call on the thread of the CPU op its External id names."""
+    kind, ext = events["kind"], events["external_id"]
+    ops = np.flatnonzero(np.isin(kind, np.array([Kind.CPU_OP, Kind.USER_ANNOTATION], np.uint8)) & (ext >= 0))
+    calls = np.flatnonzero((kind == Kind.RUNTIME) & (ext >= 0))
+    if not len(ops) or not len(calls):
+        return
+    order = ops[np.argsort(ext[ops], kind="stable")]
+    at = np.clip(np.searchsorted(ext[order], ext[calls]), 0, len(order) - 1)
+    found = ext[order[at]] == ext[calls]
+    events["stream"][calls[found]] = events["stream"][order[at[found]]]
 
 
 def _collect(raw_events: list) -> tuple[list[str], dict[str, list], dict[str, int]]:
@@ -523,11 +592,16 @@ def _collect(raw_events: list) -> tuple[list[str], dict[str, list], dict[str, in
     return list(index), columns, skipped
 
 
-def _build_table(c: dict[str, list], base_ns: int) -> tuple[np.ndarray, bool]:
+def _build_table(c: dict[str, list], base_ns: int, unit_ns: int = 1000) -> tuple[np.ndarray, bool]:
+    """``unit_ns``: 1000 for the export's microseconds; 1 for integer nanoseconds."""
     n = len(c["ts"])
-    start, exact_ts = _us_to_ns(c["ts"])
+    if unit_ns == 1000:
+        start, exact_ts = _us_to_ns(c["ts"])
+        dur, exact_dur = _us_to_ns(c["dur"])
+    else:
+        start, exact_ts = np.asarray(c["ts"], np.int64) * unit_ns, True
+        dur, exact_dur = np.asarray(c["dur"], np.int64) * unit_ns, True
     start += np.int64(base_ns)
-    dur, exact_dur = _us_to_ns(c["dur"])
     dur = np.maximum(dur, 0)
     kind = np.asarray(c["kind"], dtype=np.uint8) if n else np.zeros(0, np.uint8)
     on_device = np.isin(kind, np.asarray(ON_DEVICE, dtype=np.uint8))

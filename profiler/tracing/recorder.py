@@ -1,7 +1,8 @@
 """Each completed profiler window, as rows of the trace file.
 
-When torch.profiler completes a window, its trace is exported, parsed
-(``phprof.tracing.kineto``), joined to the run's string and scope tables
+When torch.profiler completes a window, its events are read as torch holds
+them (``prof.profiler.kineto_results``, no JSON export:
+``phprof.tracing.kineto.read_profiler_result``), joined to the run's string and scope tables
 (``phprof.tracing.catalog``), and appended to the file with the power
 readings taken so far; nothing of it is kept in memory but the few figures
 the end-of-run summary needs (each window's span and energy, the instant
@@ -10,9 +11,9 @@ Window sizes adapt so that each holds about ``budget`` events.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
-import os
-import tempfile
 import time
 
 import numpy as np
@@ -22,33 +23,73 @@ from ..sources import Measurement, PowerLog, PowerSource, sensor_updates
 from ..store import (DEVICE_KINDS, INFERENCE_DTYPE, INFERENCE_PREFIX, INFERENCE_TAG_DTYPE, MODULE_DTYPE, PHASE_DTYPE,
                      PHASE_PREFIX, STEP_PREFIX, Kind, TraceWriter, event_rows)
 from .catalog import Catalog
-from .kineto import device_spans, load_kineto, span_of_events
+from .kineto import device_spans, read_profiler_result, span_of_events
 from .kinetolog import KinetoLog, findings
 from .ranks import skew_ns
 
+#: A window's events: torch holds ~1 kB an event when it stops, and reading them adds ~0.5 kB, so a
+#: window of 25,000 costs ~40 MiB at its peak, on top of the program's own memory (~450 MiB for a tiny BERT).
+EVENTS_PER_WINDOW = 25_000
 _EDGE_READINGS = 256  # per channel, kept at each end of the run: a counter's updates around its first and last instant
 
 
 class Windows:
-    """A torch.profiler schedule whose windows hold about `budget` events each:
-    the first window is `first` inferences (profiler steps); later ones are
-    sized from the events per inference seen so far. ``total``: the steps
-    expected (None: open-ended; the profiler's stop saves the last window)."""
+    """A torch.profiler schedule of windows, each preceded by ``warmup`` profiler
+    warm-up steps (the profiler runs, its events are dropped: after a save the
+    device is back at its working power before recording starts again).
 
-    def __init__(self, first: int, budget: int, total: int | None = None) -> None:
-        self.budget, self.total = budget, total
-        self.last_step = (min(first, total) if total else first) - 1  # the step that ends the current window
+    The first window records ``first`` inferences (profiler steps); each later one
+    is sized from what the last ones held: about ``budget`` events, and at most
+    ``window_s`` seconds of inferences, whichever is fewer (2 to 1,000
+    inferences). ``total``: the steps to record in all (None: open-ended; the
+    profiler's stop saves the last window); once they are recorded the schedule
+    is :attr:`done` and records nothing more."""
+
+    def __init__(self, first: int, budget: int, total: int | None = None, warmup: int = 0,
+                 window_s: float | None = None) -> None:
+        self.budget, self.total, self.warmup, self.window_s = budget, total, warmup, window_s
+        self.recorded = 0  # steps of the windows before the current one
+        self.final = False  # the current window is the last (its steps make the total)
+        self._open(min(first, total) if total else first, after=-1)
+
+    def _open(self, size: int, after: int) -> None:
+        self.record_from = after + 1 + self.warmup  # the current window's first recorded step
+        self.last_step = self.record_from + size - 1  # the step that ends it
+        self.final = self.total is not None and self.recorded + size >= self.total
 
     def __call__(self, step: int):
         from torch.profiler import ProfilerAction
 
+        if step > self.last_step:  # the next window's, before it is sized (its warm-up, or its first step)
+            if self.final:
+                return ProfilerAction.NONE
+            return ProfilerAction.WARMUP if step <= self.last_step + self.warmup else ProfilerAction.RECORD
+        if step < self.record_from:
+            return ProfilerAction.WARMUP
         return ProfilerAction.RECORD_AND_SAVE if step == self.last_step else ProfilerAction.RECORD
 
-    def advance(self, events_per_inference: float) -> None:
-        size = int(np.clip(self.budget / max(events_per_inference, 1.0), 2, 1000))
-        self.last_step += size
+    def warming(self, step: int) -> bool:
+        """Whether this step is a warm-up step (run, not recorded)."""
+        if step > self.last_step:
+            return not self.final and step <= self.last_step + self.warmup
+        return step < self.record_from
+
+    def done(self, steps: int) -> bool:
+        """Whether ``steps`` steps complete the schedule (never, open-ended)."""
+        return self.final and steps > self.last_step
+
+    def advance(self, events_per_inference: float, seconds_per_inference: float | None = None) -> None:
+        """The window that ended held this many events and seconds per inference: the next one."""
+        if self.final:
+            return
+        self.recorded += self.last_step - self.record_from + 1
+        size = self.budget / max(events_per_inference, 1.0)
+        if self.window_s and seconds_per_inference:
+            size = min(size, self.window_s / seconds_per_inference)
+        size = int(np.clip(size, 2, 1000))
         if self.total:
-            self.last_step = min(self.last_step, self.total - 1)
+            size = min(size, self.total - self.recorded)
+        self._open(size, after=self.last_step)
 
 
 class Recorder:
@@ -68,12 +109,16 @@ class Recorder:
         self.catalog = Catalog()
         self.windows = 0
         self.dropped_windows = 0  # not saved: a second Ctrl-C came first
+        self._density: tuple[float, float | None] = (1.0, None)  # events and seconds per inference, last window
+        self.read_write_s: list[float] = []  # per saved window: reading torch's events and writing them
         self.inferences_written = 0
         self.outside = 0  # events outside any inference (dropped, counted)
         self.spans: list[tuple[int, int]] = []  # (first start, last end) of each window's inferences
         self.energies: list[Measurement] = []  # per window and device, over the window's inferences
-        # windows whose energy waits for a counter update after their end, and the readings they need
+        self.measured_energies: list[Measurement] = []  # per device, over the measurement pass's span
+        # spans whose energy waits for a counter update after their end, where each goes, and the readings they need
         self._pending: list[tuple[int, int]] = []
+        self._pending_sinks: list[list[Measurement]] = []
         self._pending_log: PowerLog | None = None
         self.schedule: Windows | None = None
         self._tail: PowerLog | None = None  # the last readings of each channel, for the next window's start
@@ -139,24 +184,26 @@ class Recorder:
         if self.signals.aborted:  # a second Ctrl-C: this window is dropped
             self.dropped_windows += 1
             return
-        with tempfile.TemporaryDirectory(prefix="phprof-window-") as tmp:
-            path = os.path.join(tmp, "window.json")
-            try:
-                prof.export_chrome_trace(path)  # inside torch: not to be interrupted
-                with self.signals.abortable():
-                    trace = load_kineto(path, scope_filter=self.is_scope)
-            except (KeyboardInterrupt, SystemExit):  # the abort, caught here: torch.profiler never sees it
-                self.dropped_windows += 1
-                return
+        began = time.perf_counter()
+        try:
+            with self.signals.abortable():  # the events torch holds, read as they are: no JSON export
+                trace = read_profiler_result(prof.profiler.kineto_results, scope_filter=self.is_scope)
+        except (KeyboardInterrupt, SystemExit):  # the abort, caught here: torch.profiler never sees it
+            self.dropped_windows += 1
+            return
         stopped = self.add_kineto_lines(self.kineto_log.take()) if self.kineto_log is not None else False
         span = self._write(trace, stopped)
+        del trace
+        prof.profiler.kineto_results = None  # torch's copy of the window (~1 kB an event): not kept to the next one
+        _release_freed_memory()
+        if self.schedule is not None:  # the next window, sized from the last one that held inferences
+            self.schedule.advance(*self._density)
         self.add_power(self.source.drain())
         self.writer.flush()
+        self.read_write_s.append(time.perf_counter() - began)
         log = self._joined
         if span is not None and log.channels:
-            self._pending.append(span)
-            if self._pending_log is None:
-                self._pending_log = log
+            self._wait_for(span, self.energies, log)
         for c in log.channels:
             if c.name.endswith(".power_instant"):
                 u = sensor_updates(log.of(c.name))[0]
@@ -174,6 +221,21 @@ class Recorder:
             self.kineto_messages[m] = self.kineto_messages.get(m, 0) + 1
         self.dropped_records += found.dropped
         return found.stopped
+
+    def _wait_for(self, span: tuple[int, int], sink: list, log: PowerLog) -> None:
+        self._pending.append(span)
+        self._pending_sinks.append(sink)
+        if self._pending_log is None:
+            self._pending_log = log
+
+    def add_measured(self, inferences: np.ndarray) -> None:
+        """The measurement pass's inferences (INFERENCE_DTYPE), after its readings
+        (``add_power``): stored, and its energy measured once the counter updates after it."""
+        self.writer.append_measured(inferences)
+        self.writer.flush()
+        if len(inferences) and self._joined is not None and self._joined.channels:
+            self._wait_for((int(inferences["start_ns"].min()), int(inferences["end_ns"].max())),
+                           self.measured_energies, self._joined)
 
     def add_power(self, chunk: PowerLog) -> None:
         """Appends readings to the file; keeps the edges the next window and the summary read."""
@@ -195,8 +257,9 @@ class Recorder:
         per_device = [log.energies_between(d, self._pending) for d in log.devices]
         measured = [list(ms) for ms in zip(*per_device)]  # per window, per device
         if final or all(m.high_j is not None or m.method is not Method.COUNTER for ms in measured for m in ms):
-            self.energies += [m for ms in measured for m in ms]
-            self._pending, self._pending_log = [], None
+            for sink, ms in zip(self._pending_sinks, measured):
+                sink.extend(ms)
+            self._pending, self._pending_sinks, self._pending_log = [], [], None
         else:
             self._pending_log = log
 
@@ -310,8 +373,7 @@ class Recorder:
         if not len(inf_ev):
             return None
         self.spans.append((window[3], window[4]))
-        if self.schedule is not None:
-            self.schedule.advance(len(out) / len(inf_ev))
+        self._density = len(out) / len(inf_ev), (window[4] - window[3]) / 1e9 / len(inf_ev)
         return window[3], window[4]
 
     def kernel_notes(self) -> list[str]:
@@ -366,6 +428,24 @@ def readings_around(log: PowerLog, t_ns: int, n: int) -> PowerLog:
         idx.append(mine[max(k - n, 0):k + n])
     return PowerLog(log.source, log.channels, r[np.sort(np.concatenate(idx or [[]]).astype(np.int64))],
                     settings=log.settings)
+
+
+def _release_freed_memory() -> None:
+    """Hands the heap's freed pages back to the system (glibc's malloc_trim), so
+    that a window's peak does not stay resident through the next ones."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _glibc()
 
 
 def edge_readings(log: PowerLog, last: bool, n: int = _EDGE_READINGS) -> PowerLog:

@@ -2,9 +2,9 @@
 
 The run: resolve and build the model, synthesise the task's inputs, then in
 one :class:`phprof.tracing.session.Profile` (which samples idle power, runs
-the warm-up unrecorded, records the inferences window by window into the
-trace file and closes it): one marked inference per loop turn, with the
-task's phases.
+the warm-up unrecorded, runs the measurement pass with the profiler off,
+records the profiled inferences window by window into the trace file and
+closes it): one marked inference per loop turn, with the task's phases.
 
 Ctrl-C or SIGTERM ends the run after the current inference: the file is
 valid and marked ``interrupted``.
@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from ..errors import PhprofError
+from .recorder import EVENTS_PER_WINDOW
 from .session import Profile, ProfileError, Terminated, TraceSummary, default_device, default_output
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -45,7 +46,11 @@ def trace(
     source: str = "auto",
     idle_s: float = 2.0,
     anti_alias: bool = True,
-    events_per_window: int = 100_000,
+    events_per_window: int = EVENTS_PER_WINDOW,
+    measure_pass: bool = True,
+    measure_inferences: int | None = None,
+    window_warmup: int = 2,
+    window_s: float | None = 30.0,
     setup=None,
     progress=None,
     overwrite: bool = False,
@@ -66,6 +71,16 @@ def trace(
     after each inference. ``device``: default the first CUDA device torch
     sees, else the CPU (and the power source that measures it, with
     ``source="auto"``).
+    ``measure_pass``: first run ``measure_inferences`` (default: as many as
+    ``inferences``) with the profiler off, the power source only, and the same
+    anti-aliasing pauses: the run's time and energy per inference without the
+    profiler's own cost; the profiled pass then gives the split, and `phprof
+    report` scales it to the measurement pass and gives the profiler's overhead.
+    ``window_warmup``: inferences run as the profiler's warm-up steps before
+    each window, not recorded (more are run, so that ``inferences`` are
+    recorded): the device is back at its working power after the pause in
+    which the last window was saved. ``window_s``: a window holds at most about
+    this many seconds of inferences (and about ``events_per_window`` events).
     """
     import torch
 
@@ -75,6 +90,10 @@ def trace(
         raise TraceError("--inferences must be at least 1")
     if warmup < 0:
         raise TraceError("--warmup cannot be negative")
+    if measure_inferences is not None and measure_inferences < 1:
+        raise TraceError("--measure-inferences must be at least 1")
+    if window_warmup < 0:
+        raise TraceError("--window-warmup cannot be negative")
     chosen, device = device is None, device or default_device()
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise TraceError(
@@ -104,6 +123,7 @@ def trace(
     options = {
         "inferences": inferences, "warmup": warmup, "batch_size": batch_size, "seq_len": seq_len,
         "new_tokens": new_tokens, "steps": steps, "dtype": dtype, "weights": weights, "size": size,
+        "measure_inferences": (measure_inferences or inferences) if measure_pass else 0,
     }
     options["input_shapes"] = {k: list(v.shape) for k, v in inputs.items() if hasattr(v, "shape")}
     config = json.loads(json.dumps(dict(sized.config), default=str))
@@ -120,7 +140,8 @@ def trace(
     session = Profile(path, device=device, source=source, inferences="marks", idle_s=idle_s, anti_alias=anti_alias,
                       events_per_window=events_per_window, overwrite=overwrite, meta=meta, warmup=warm,
                       expected=inferences, stop_at="flag", recorded_by="phprof trace",
-                      progress=progress)
+                      progress=progress, window_warmup=window_warmup, window_s=window_s,
+                      measure=(measure_inferences or inferences, run) if measure_pass else None)
     session.device_chosen = chosen
     try:
         with session as prof:
@@ -129,9 +150,7 @@ def trace(
                 prof.phase_modules(models.phase_modules(built, task))
             if setup is not None:
                 setup(built)
-            for _ in range(inferences):
-                if prof.stopping:
-                    break
+            while not prof.windows_done and not prof.stopping:  # the warm-up steps before windows too
                 with prof.inference():
                     run()
     except ProfileError as e:

@@ -12,8 +12,15 @@ notebook magic. A session
 
 1. opens the trace file (marked ``recording``), starts the power source,
    samples idle power for ``idle_s`` and runs ``warmup`` (not recorded);
-2. records: torch.profiler in windows of about ``events_per_window`` events,
-   each streamed to the file as it completes (``phprof.tracing.recorder``); a
+   with ``measure``, runs the measurement pass: the inferences with the
+   profiler off (the power source only, the same anti-aliasing pauses),
+   their spans and energy stored apart from the profiled ones;
+2. records: torch.profiler in windows of about ``events_per_window`` events
+   and at most about ``window_s`` seconds, each after ``window_warmup``
+   profiler warm-up steps (inferences that run with the profiler on but are
+   not recorded, so that a window does not start on a device idled by the
+   last save), each streamed to the file as it completes, read from torch's
+   own event list (``phprof.tracing.recorder``); a
    scope for every module that runs (``phprof.tracing.scopes``); inferences:
    the program's ``prof.inference()`` spans, else each outermost call (a
    module's forward, a Hugging Face ``generate()``, a diffusers pipeline's
@@ -53,13 +60,14 @@ from ..energy import Method
 from ..errors import PhprofError
 from ..sources import SETTLE_S, Measurement, PowerSource, open_source
 from ..sources.sensors import phase_coverage
-from ..store import INFERENCE_PREFIX, TraceWriter, run_meta, run_summary
+from ..store import INFERENCE_DTYPE, INFERENCE_PREFIX, TraceWriter, run_meta, run_summary
+from ..store.results import PerInference
 from . import kinetolog
 from .aliasing import AliasBreaker
 from .cudadevice import DeviceError, measuring_gpu
 from .frameworks import EntryPoints
 from .ranks import ClockProbes, detect, rank_output
-from .recorder import Recorder, Windows
+from .recorder import EVENTS_PER_WINDOW, Recorder, Windows
 from .scopes import ModuleScopes, PhaseScopes
 
 DEFAULT_TRACES_DIR = Path("traces")
@@ -89,7 +97,20 @@ class Terminated(SystemExit):
 
 
 @dataclass
-class TraceSummary:
+class MeasuredPass(PerInference):
+    """The measurement pass: inferences run with the profiler off (the power
+    source only), before the profiled ones: the run's time and energy per
+    inference without the profiler's own cost."""
+
+    inferences: int
+    inference_s: float  # their own time, added up
+    span_s: float  # first start to last end: the anti-aliasing pauses between them included
+    energy: Measurement | None  # over the span; None without a sensor
+    paused_s: float = 0.0  # the anti-aliasing pauses in it
+
+
+@dataclass
+class TraceSummary(PerInference):
     """What a session recorded, for the end-of-run message and for callers."""
 
     VIEW = "summary"
@@ -110,16 +131,8 @@ class TraceSummary:
     inference_rule: str = ""  # how inferences were found (see Profile)
     recording_s: float | None = None  # from the start of recording to its end (the program's run)
     recording_energy: list[Measurement] = field(default_factory=list)  # over that time, from a counter
-
-    @property
-    def seconds_per_inference(self) -> float:
-        return self.inference_s / self.inferences if self.inferences else float("nan")
-
-    @property
-    def joules_per_inference(self) -> float | None:
-        if self.energy is None or self.energy.joules is None or not self.inferences:
-            return None
-        return self.energy.joules / self.inferences
+    measured: MeasuredPass | None = None  # the measurement pass (profiler off), if one ran
+    window_saves_s: list[float] = field(default_factory=list)  # each profiler window's save
 
     def as_dict(self) -> dict:
         return run_summary(status=self.status, model=self.model, task=self.task, inferences=self.inferences,
@@ -127,7 +140,18 @@ class TraceSummary:
                            device=self.device, device_name=self.device_name, source=self.source,
                            inference_rule=self.inference_rule, recording_s=self.recording_s,
                            recording_j=_total([m.joules for m in self.recording_energy]) if self.recording_energy
-                           else None)
+                           else None, **_measured_dict(self.measured))
+
+
+def _measured_dict(m: MeasuredPass | None) -> dict:
+    if m is None:
+        return {}
+    e = m.energy
+    return {"measured_inferences": m.inferences, "measured_inference_s": m.inference_s, "measured_span_s": m.span_s,
+            "measured_j": None if e is None else e.joules,
+            "measured_method": None if e is None else e.energy.method_text,
+            "measured_kind": None if e is None else e.kind,
+            "measured_low_j": None if e is None else e.low_j, "measured_high_j": None if e is None else e.high_j}
 
 
 def default_output(name: str, kind: str | None = None, directory: Path = DEFAULT_TRACES_DIR) -> Path:
@@ -309,8 +333,13 @@ class Profile:
     ``idle_s``: idle power sampled first; ``anti_alias``: the pauses after
     inferences; ``meta``: more of the run for the file's /meta (the model, the
     program); ``warmup()``: run after the idle period, not recorded;
-    ``expected``: the inferences the caller will run (the windows' schedule,
-    ``progress(done, expected)``); ``stop_at``: ``"raise"`` (a signal stops the
+    ``expected``: the inferences the caller will have recorded (the windows'
+    schedule, ``progress(done, expected)``; with ``window_warmup``, the caller
+    runs until :attr:`windows_done`); ``window_warmup``: warm-up steps before
+    each window (default 0: a program's every inference is recorded);
+    ``window_s``: a window's time limit; ``measure``: ``(n, run_one)``, the
+    measurement pass (``n`` calls of ``run_one()`` with the profiler off,
+    after ``warmup()``, before recording); ``stop_at``: ``"raise"`` (a signal stops the
     program at an inference's end) or ``"flag"`` (the caller's loop reads
     :attr:`stopping`); ``sensor_gpu``: the NVML GPU measured when it is not the
     device the work runs on (a CPU run read off a GPU's sensor: the tests' fake
@@ -324,13 +353,18 @@ class Profile:
 
     def __init__(self, output: str | Path | None = None, *, device: str | None = None, source: str = "auto",
                  inferences: str = "auto", idle_s: float = 2.0, anti_alias: bool = True,
-                 events_per_window: int = 100_000, overwrite: bool = False, meta: dict | None = None,
+                 events_per_window: int = EVENTS_PER_WINDOW, overwrite: bool = False, meta: dict | None = None,
                  warmup=None, expected: int | None = None, progress=None, stop_at: str = "raise",
-                 recorded_by: str = "phprof.profile", sensor_gpu: int | str | None = None) -> None:
+                 recorded_by: str = "phprof.profile", sensor_gpu: int | str | None = None, window_warmup: int = 0,
+                 window_s: float | None = 30.0, measure=None) -> None:
         if inferences not in RULES:
             raise ProfileError(f"unknown inference rule {inferences!r} (choose {', '.join(RULES)})")
         if idle_s < 0:
             raise ProfileError("the idle period cannot be negative")
+        if window_warmup < 0:
+            raise ProfileError("the warm-up steps before each window cannot be negative")
+        if window_s is not None and window_s <= 0:
+            raise ProfileError("a window's time limit must be positive")
         self.path = Path(output) if output else default_output("profile")
         self._make_folder = output is None
         self.device = device or default_device()
@@ -355,6 +389,8 @@ class Profile:
         self._clocks: ClockProbes | None = None
         self.events_per_window, self.overwrite, self.meta = events_per_window, overwrite, dict(meta or {})
         self.warmup, self.expected, self.progress, self.recorded_by = warmup, expected, progress, recorded_by
+        self.window_warmup, self.window_s, self.measure = window_warmup, window_s, measure
+        self.window_saves_s: list[float] = []  # each window's hand-over: torch stopping, reading, writing
         self.scopes = ModuleScopes(self._on_outermost)
         self.summary: TraceSummary | None = None
         self.finishing = False
@@ -368,8 +404,12 @@ class Profile:
         self._counts = dict.fromkeys(_OWNERS, 0)
         self._marks_seen = False
         self._nested = 0  # inferences begun inside another one: part of it
+        self._warmed = 0  # inferences run as the profiler's warm-up steps before a window: not recorded
+        self._measured: tuple[np.ndarray, float] | None = None  # the measurement pass's rows and pauses
+        self._progress_base = 0  # the measurement pass's inferences, for progress()
         self._local = threading.local()
         self._recording = False
+        self._schedule = None
         self._prof = None
         self._writer = None
         self._recorder: Recorder | None = None
@@ -413,8 +453,13 @@ class Profile:
 
     @property
     def inferences(self) -> int:
-        """Inferences ended so far (complete or cut short)."""
+        """Inferences ended so far (complete or cut short), the warm-up steps before windows included."""
         return self._next - (1 if self._current is not None else 0)
+
+    @property
+    def windows_done(self) -> bool:
+        """Whether the ``expected`` inferences are recorded (never, without ``expected``)."""
+        return self._schedule is not None and self._schedule.done(self._next)
 
     # -- inferences ----------------------------------------------------------------------------
     def _begin(self, owner: str, name: str | None = None, tags: dict | None = None) -> bool:
@@ -447,22 +492,28 @@ class Profile:
             self._counts[cur.owner] += 1
         else:
             self._cut.add(cur.index)
+        self._warmed += self._schedule.warming(cur.index)
+        saves = cur.index == self._schedule.last_step
         self._signals.critical = True
         try:
-            if self._cuda and cur.index == self._schedule.last_step:
+            if self._cuda and saves:
                 import torch
 
                 torch.cuda.synchronize()  # the window's kernels are done before it is saved
             if self._breaker is not None and ok:
                 now = time.perf_counter()
                 self._signals.sleep(self._breaker.pause_after(now - cur.began, now))
+            began = time.perf_counter()
             self._prof.step()
+            if saves:
+                self.window_saves_s.append(time.perf_counter() - began)
         finally:
             self._signals.critical = False
         if self._recorder.failure is not None:
             raise ProfileError(self._recorder.failure)
         if self.progress is not None:
-            self.progress(self.inferences, self.expected)
+            total = self.expected + self._progress_base if self.expected else None
+            self.progress(self._progress_base + self.inferences - self._warmed, total)
         if ok:
             self._signals.raise_pending()
 
@@ -548,6 +599,8 @@ class Profile:
             self._recorder.start(self._recorder.add_idle(power.drain()))
             if self.warmup is not None and not self.stopping:
                 self.warmup()
+            if self.measure is not None and not self.stopping:
+                self._measurement_pass(*self.measure)
             if self._cuda:
                 torch.cuda.synchronize()
             self._start_profiler(torch)
@@ -556,12 +609,44 @@ class Profile:
             raise
         return self
 
+    def _measurement_pass(self, n: int, run_one) -> None:
+        """``n`` calls of ``run_one()`` with the profiler off (no hooks, no
+        profiler: the power source only) and the same anti-aliasing pauses:
+        their spans go to the file's measurement pass, their readings to its
+        power log, and their energy is measured once the counter has updated."""
+        import torch
+
+        rows = np.zeros(n, INFERENCE_DTYPE)
+        rows["window"] = -1
+        breaker = AliasBreaker(self._sensor.period_s) if self._breaker is not None else None
+        done = 0
+        for i in range(n):
+            if self.stopping:
+                break
+            began, t0 = time.perf_counter(), time.time_ns()
+            run_one()
+            if self._cuda:
+                torch.cuda.synchronize()
+            rows[i] = (i, t0, time.time_ns(), -1)
+            done += 1
+            if breaker is not None:
+                now = time.perf_counter()
+                self._signals.sleep(breaker.pause_after(now - began, now))
+            if self.progress is not None:
+                self.progress(done, n + (self.expected or 0))
+        rows = rows[:done]
+        self._progress_base = done
+        self._recorder.add_power(self._power.drain())
+        self._recorder.add_measured(rows)
+        self._measured = (rows, breaker.paused_s if breaker is not None else 0.0)
+
     def _start_profiler(self, torch) -> None:
         activities = [torch.profiler.ProfilerActivity.CPU]
         if self._cuda:
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         self._schedule = self._recorder.schedule = Windows(first=min(10, self.expected or 10),
-                                                           budget=self.events_per_window, total=self.expected)
+                                                           budget=self.events_per_window, total=self.expected,
+                                                           warmup=self.window_warmup, window_s=self.window_s)
         # torch warns that each cycle clears the last one's events: per-window clearing is the design
         warnings.filterwarnings("ignore", message=".*Profiler clears events", category=UserWarning)
         self._prof = torch.profiler.profile(activities=activities, schedule=self._schedule,
@@ -664,6 +749,7 @@ class Profile:
         meta = dict(self.meta)
         options = {"device": self.device, "source": self.source_name, "inference_rule": self.rule,
                    "idle_s": self.idle_s, "anti_alias": self.anti_alias, "events_per_window": self.events_per_window,
+                   "window_warmup": self.window_warmup, "window_s": self.window_s,
                    **meta.pop("options", {})}
         return run_meta(
             model=meta.pop("model", ""), task=meta.pop("task", ""), device=self.device,
@@ -712,12 +798,21 @@ class Profile:
         recording_s = (self.ended_ns - self.started_ns) / 1e9 if hasattr(self, "started_ns") else None
         if status == "interrupted":
             why = "aborted" if self._signals.aborted else "interrupted"
-            whole = self._next - len(self._cut)
+            whole = self._next - len(self._cut) - self._warmed
             notes.append(f"{why} after {whole}{f' of {self.expected}' if self.expected else ''} inferences: the file "
                          f"holds {rec.inferences_written}"
                          + ("; the last window was dropped" if rec.dropped_windows else ""))
         if self._cut:
             notes.append(f"{len(self._cut)} inferences cut short (an exception or an interrupt) were left out")
+        if self._warmed:
+            notes.append(f"{self._warmed} inferences ran as the profiler's warm-up steps, {self.window_warmup} before "
+                         "each window (so that each starts from a working device, not one idled by the last save), "
+                         "and were not recorded")
+        if self.window_saves_s:
+            saves = np.array(self.window_saves_s)
+            notes.append(f"{len(saves)} profiler windows saved, {saves.sum():.2f} s in all (median "
+                         f"{np.median(saves):.3f} s each: torch stopping, reading its events, writing them), between inferences and outside "
+                         "the windows' spans")
         if self._nested:
             notes.append(f"{self._nested} prof.inference() spans inside another inference were part of it")
         if rec.inferences_written == 0 and recording_s is not None:
@@ -752,6 +847,16 @@ class Profile:
             centres = updates - int((sensor.lag_s + sensor.window_s / 2) * 1e9)
             cov = phase_coverage(centres, np.concatenate(rec.inference_starts), np.concatenate(rec.inference_ends))
             notes.append(cov.describe() + f" ({sensor.source})")
+        measured = None
+        if self._measured is not None:
+            rows, paused = self._measured
+            measured = MeasuredPass(len(rows), float((rows["end_ns"] - rows["start_ns"]).sum()) / 1e9,
+                                    float(rows["end_ns"].max() - rows["start_ns"].min()) / 1e9 if len(rows) else 0.0,
+                                    _sum_energy(rec.measured_energies, over="the measurement pass's span"),
+                                    paused)
+        elif self.recorded_by == "phprof trace" and rec.inferences_written:
+            notes.append("no measurement pass (--no-measure-pass): the energy per inference includes the profiler's "
+                         "own cost")
         source = source_text(power)
         meta = self.meta
         model = meta.get("model") or self._meta_at_end().get("model", "")
@@ -760,7 +865,8 @@ class Profile:
             _sum_energy(rec.energies), notes, device=self.device, device_name=_device_name(self.device),
             device_chosen=self.device_chosen,
             source=source, inference_rule=self._rule_text(), recording_s=recording_s,
-            recording_energy=rec.run_energy(self.started_ns, self.ended_ns) if recording_s is not None else [])
+            recording_energy=rec.run_energy(self.started_ns, self.ended_ns) if recording_s is not None else [],
+            measured=measured, window_saves_s=list(self.window_saves_s))
 
 
 def _status_of(exc_type, exc) -> str:
@@ -785,8 +891,9 @@ def _total(values: list[float | None]) -> float | None:
     return None if any(v is None for v in values) else sum(values)
 
 
-def _sum_energy(parts: list[Measurement]) -> Measurement | None:
-    """The run's energy over its stored inferences: the windows' energies added up."""
+def _sum_energy(parts: list[Measurement], over: str | None = None) -> Measurement | None:
+    """The run's energy over its stored inferences: the windows' energies added up
+    (``over``: what else the parts cover, a span of their own)."""
     if not parts:
         return None
     notes = tuple(dict.fromkeys(n for p in parts for n in p.notes))
@@ -796,8 +903,8 @@ def _sum_energy(parts: list[Measurement]) -> Measurement | None:
         (Method.MIXED, " + ".join(sorted({p.energy.method_text for p in parts})))
     return Measurement(
         "+".join(devices), _total([p.joules for p in parts]), method, sum(p.seconds for p in parts) / len(devices),
-        notes=notes + ("summed over the profiler windows' inferences; the pauses between windows, while phprof "
-                       "saves a window, are left out",
+        notes=notes + (f"over {over}" if over else "summed over the profiler windows' inferences; the pauses "
+                       "between windows, while phprof saves a window, are left out",
                        "the device's whole draw, idle (static) power included: `phprof report` splits it, "
                        "and per layer"),
         counter_resets=sum(p.counter_resets for p in parts), low_j=_total([p.low_j for p in parts]),

@@ -1,0 +1,54 @@
+"""A run's two passes: the measurement pass (the profiler off) and the profiled one.
+
+``phprof trace`` runs the inferences first with only the power source on, then
+under the profiler. The measurement pass gives the run's time and energy per
+inference without the profiler's own cost; the profiled pass gives the split
+by layer. Each pass's energy is read off the power log over its own spans (the
+measurement pass's first start to last end; the profiled windows' spans, so
+that the pauses in which windows are saved are left out of both), the pauses
+between inferences (anti-aliasing) included in both alike.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..energy import Energy, Method
+from ..store.results import PassEnergy
+
+
+def passes(trace, device: str) -> tuple[PassEnergy | None, PassEnergy | None]:
+    """(measurement pass, profiled pass) of a trace; (None, None) without a measurement pass.
+    ``device``: the power device read ("" without power readings: times only)."""
+    m = trace.measured_inferences
+    if not len(m) or not len(trace.inferences):
+        return None, None
+    inf, win = trace.inferences, trace.windows
+    win = win[win["last_inference"] >= 0]
+    spans = [(int(a), int(b)) for a, b in zip(win["start_ns"], win["end_ns"])]
+    measured_span = (int(m["start_ns"].min()), int(m["end_ns"].max()))
+    log = trace.power
+    readable = bool(device) and log is not None and device in log.devices
+    measured_e = log.energy_between(device, *measured_span).energy if readable else None
+    profiled_e = _sum(log.energies_between(device, spans)) if readable and spans else None
+    return (PassEnergy(len(m), _own_s(m), (measured_span[1] - measured_span[0]) / 1e9, measured_e),
+            PassEnergy(len(inf), _own_s(inf), sum(b - a for a, b in spans) / 1e9, profiled_e))
+
+
+def _own_s(rows: np.ndarray) -> float:
+    return float((rows["end_ns"] - rows["start_ns"]).sum()) / 1e9
+
+
+def _sum(parts) -> Energy | None:
+    """The windows' measurements added up (their bounds too); one method, or mixed."""
+    energies = [p.energy for p in parts]
+    if any(e.joules is None for e in energies):
+        return None
+    methods = {(e.method, e.detail) for e in energies}
+    method, detail = methods.pop() if len(methods) == 1 else \
+        (Method.MIXED, " + ".join(sorted({e.method_text for e in energies})))
+
+    def total(values):
+        return None if any(v is None for v in values) else sum(values)
+
+    return Energy(sum(e.joules for e in energies), total([e.low_j for e in energies]),
+                  total([e.high_j for e in energies]), method, detail, bound=all(e.bound for e in energies))
