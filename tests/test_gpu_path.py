@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -178,13 +179,23 @@ class _Log:
 
 
 class _Window:
-    """A torch.profiler stand-in whose window is a synthetic Kineto trace."""
+    """A torch.profiler stand-in whose window is a synthetic Kineto trace (read by ``_read_window``
+    in place of torch's events)."""
 
     def __init__(self, events):
         self.events = events
+        self.profiler = SimpleNamespace(kineto_results=self)
 
-    def export_chrome_trace(self, path):
-        write_kineto(Path(path), self.events)
+
+def _read_window(window, scope_filter):
+    import tempfile
+
+    from phprof.tracing.kineto import load_kineto
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "window.json"
+        write_kineto(path, window.events)
+        return load_kineto(path, scope_filter=scope_filter)
 
 
 def phprof_window(first, n, kernels_until=None, step_ms=12):
@@ -203,7 +214,8 @@ def phprof_window(first, n, kernels_until=None, step_ms=12):
     return _Window(events)
 
 
-def _recorder(path):
+def _recorder(path, monkeypatch):
+    monkeypatch.setattr("phprof.tracing.recorder.read_profiler_result", _read_window)
     from phprof.sources import TimeOnlySource
     from phprof.store import TraceWriter
     from phprof.tracing.recorder import Recorder
@@ -244,12 +256,12 @@ def test_a_cuda_run_that_records_no_kernel_stops_with_an_error(four_gpus, monkey
     assert (identity["nvml_index"], identity["nvml_uuid"], identity["matched_by"]) == (2, UUIDS[2], "uuid")
 
 
-def test_a_window_whose_tail_lost_its_kernels_is_flagged(tmp_path):
+def test_a_window_whose_tail_lost_its_kernels_is_flagged(tmp_path, monkeypatch):
     """Kineto stopped recording device activity in the second window: its last inferences have
     no kernel; the window says so, the run's notes and the report's too."""
     from phprof.attribution import AttributionError, attribute
 
-    rec, writer = _recorder(tmp_path / "t.h5")
+    rec, writer = _recorder(tmp_path / "t.h5", monkeypatch)
     rec.kineto_log = _Log()
     rec.on_trace_ready(phprof_window(0, 3))
     rec.kineto_log.lines = [
@@ -274,7 +286,7 @@ def test_a_window_whose_tail_lost_its_kernels_is_flagged(tmp_path):
     assert notes == ["2 of 7 inferences hold no kernel event (Kineto stopped recording device activity in window 1): "
                      "their time counts as (inference, no kernel running), their energy is not split by layer"]
     # a CUDA trace without any kernel is refused, not split by CPU time
-    rec, writer = _recorder(tmp_path / "none.h5")
+    rec, writer = _recorder(tmp_path / "none.h5", monkeypatch)
     rec.cuda = False  # (written anyway, as an older phprof would have)
     rec.on_trace_ready(phprof_window(0, 3, kernels_until=0))
     writer.close("complete")

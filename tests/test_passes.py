@@ -48,8 +48,11 @@ def _two_passes(fake):
         spans.append((a, b))
     log = sampling.power_log(fake, t0 - 200_000_000, spans[-1][1] + 400_000_000, fields=("energy",))
     inferences = np.concatenate([w1, w2])
-    windows = np.array([(k, int(w["index"][0]), int(w["index"][-1]), a, b, 0)
-                        for k, (w, (a, b)) in enumerate(zip((w1, w2), spans))], WINDOW_DTYPE)
+    windows = np.zeros(2, WINDOW_DTYPE)
+    for k, (w, (a, b)) in enumerate(zip((w1, w2), spans)):
+        for name, value in zip(("index", "first_inference", "last_inference", "start_ns", "end_ns"),
+                               (k, int(w["index"][0]), int(w["index"][-1]), a, b)):
+            windows[name][k] = value
     truth_m = fake.true_energy(0, t0, m_end)
     truth_p = sum(fake.true_energy(0, a, b) for a, b in spans)
     return SimpleNamespace(measured_inferences=measured, inferences=inferences, windows=windows, power=log), \

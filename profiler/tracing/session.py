@@ -623,11 +623,12 @@ class Profile:
         for i in range(n):
             if self.stopping:
                 break
-            began, t0 = time.perf_counter(), time.time_ns()
+            began, t0 = time.perf_counter(), self._recorder.now_ns()
             run_one()
             if self._cuda:
-                torch.cuda.synchronize()
-            rows[i] = (i, t0, time.time_ns(), -1)
+                torch.cuda.synchronize()  # the span ends with its last kernel
+            t1 = self._recorder.now_ns()
+            rows[i] = (i, t0, t1, -1, t0, t1, -1)  # no profiler: its kernels are not counted (-1)
             done += 1
             if breaker is not None:
                 now = time.perf_counter()
