@@ -372,6 +372,7 @@ def main() -> None:
                     help="the first on every seed, the others on the first seed only")
     ap.add_argument("--traces", default="v100,a100")
     ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--data", type=Path, default=KINETO, help="the folder of the real traces (default: %(default)s)")
     ap.add_argument("--work", type=Path)
     ap.add_argument("--reattribute", action="store_true", help="attribute the imported files in --work again")
     ap.add_argument("--one", type=Path, help=argparse.SUPPRESS)
@@ -397,7 +398,7 @@ def main() -> None:
             if not (args.reattribute and info_path.exists()):
                 rng = np.random.default_rng(seed)
                 t = time.perf_counter()
-                w = tile(KINETO / TRACES[name], args.seconds, rng, folder / "trace.json")
+                w = tile(args.data / TRACES[name], args.seconds, rng, folder / "trace.json")
                 limit = published_power_limit_w(w["device_name"])
                 for s in sensors:
                     power_log(w, s, seed, limit, folder / f"power-{s}.csv")

@@ -90,6 +90,29 @@ class Timeline:
             out[:, j] = (upto[len(a):] - upto[:len(a)]) / 1e9
         return out
 
+    @cached_property
+    def _union(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The time any label covers, as sorted disjoint segments, and their running total (ns):
+        labels may overlap (annotations of two threads, kernels of two streams)."""
+        order = np.argsort(self.starts_ns, kind="stable")
+        s, e = self.starts_ns[order], self.ends_ns[order]
+        if not len(s):
+            return s, e, np.zeros(1, np.int64)
+        reach = np.maximum.accumulate(e)
+        new = np.r_[True, s[1:] > reach[:-1]]
+        first = np.flatnonzero(new)
+        us, ue = s[first], np.maximum.reduceat(e, first)
+        return us, ue, np.concatenate([[0], np.cumsum(ue - us)])
+
+    def covered_in(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Seconds inside each [a_k, b_k] that some label covers (overlaps counted once)."""
+        s, e, cum = self._union
+        x = np.concatenate([np.asarray(a, np.int64), np.asarray(b, np.int64)])
+        i = np.searchsorted(s, x, side="right")
+        last = np.maximum(i - 1, 0)
+        upto = np.where(i > 0, cum[i] - np.clip(e[last] - x, 0, None), 0) if len(s) else np.zeros(len(x))
+        return (upto[len(x) // 2:] - upto[:len(x) // 2]) / 1e9
+
     def edge_kinds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each kind of edge of the timeline: (label before, label after, how many), where
         the last index stands for the time no label covers (a gap between segments)."""
@@ -197,11 +220,14 @@ def _fit(designs: list[np.ndarray], y: np.ndarray, blocks: np.ndarray, bootstrap
     return p, draws, residual
 
 
-def _design(label_s: np.ndarray, windows: SensorWindows) -> np.ndarray:
+def _design(label_s: np.ndarray, windows: SensorWindows, covered_s: np.ndarray | None = None) -> np.ndarray:
     """Each window's share of time per label (columns of ``label_s``, seconds per
-    window), and of idle in the last column."""
-    share = label_s / ((windows.b_ns - windows.a_ns) / 1e9)[:, None]
-    return np.column_stack([share, np.clip(1 - share.sum(axis=1), 0, 1)])
+    window), and of idle in the last column: the share no label covers (``covered_s``:
+    seconds some label covers per window, where labels overlap; default their sum)."""
+    width = ((windows.b_ns - windows.a_ns) / 1e9)
+    share = label_s / width[:, None]
+    busy = share.sum(axis=1) if covered_s is None else covered_s / width
+    return np.column_stack([share, np.clip(1 - busy, 0, 1)])
 
 
 def estimate_label_power(
@@ -241,7 +267,7 @@ def estimate_label_power(
     t0, t1 = span_ns
     y = windows.watts
     seconds = timeline.seconds_in(np.array([t0]), np.array([t1]))[0]
-    idle_s = (t1 - t0) / 1e9 - seconds.sum()
+    idle_s = (t1 - t0) / 1e9 - float(timeline.covered_in(np.array([t0]), np.array([t1]))[0])
     blocks = ((windows.a_ns - t0) // round(block_s * 1e9)).astype(np.int64)
     blocks = np.unique(blocks, return_inverse=True)[1].reshape(-1)
     notes: list[str] = []
@@ -254,13 +280,14 @@ def estimate_label_power(
         # one fit of every label's power; labels too uncertain on their own are
         # then reported together with their parent, from the same draws (the sum of
         # labels that the windows confound is known far better than each of them)
-        designs = [_design(label_s, windows)]
+        designs = [_design(label_s, windows, timeline.covered_in(windows.a_ns, windows.b_ns))]
         if alternatives is None:
             step = round(timing_s * 1e9)
             alternatives = [SensorWindows(windows.a_ns + da, windows.b_ns + db, y, windows.sensor)
                             for da, db in (((-step, -step), (step, step), (-step, 0), (step, 0)) if step else ())]
         for moved in alternatives:
-            designs.append(_design(timeline.seconds_in(moved.a_ns, moved.b_ns), moved))
+            designs.append(_design(timeline.seconds_in(moved.a_ns, moved.b_ns), moved,
+                                   timeline.covered_in(moved.a_ns, moved.b_ns)))
         bounds = None
         all_s = np.append(seconds, idle_s)
         if power_bounds_w is not None and measured_j:
@@ -285,8 +312,8 @@ def estimate_label_power(
             extra = np.zeros((len(d_label), n + 1))
             np.add.at(extra.T, after, moved.T)
             d_label = d_label + extra / np.maximum(np.append(seconds, idle_s), 1e-12)
-            if bounds is not None:  # moved, a draw is still physical
-                d_label = np.clip(d_label, *bounds)
+            # moved, a draw is still physical: within the bounds, and never below 0 W
+            d_label = np.clip(d_label, *bounds) if bounds is not None else np.maximum(d_label, 0.0)
         e_draws = d_label[:, :n] * seconds
         total = float(p_label @ np.append(seconds, idle_s))
         # a label the windows (almost) never saw has no estimate, however narrow its
@@ -328,7 +355,10 @@ def estimate_label_power(
         idle_rows = design[:, -1] > 0.99
         if len(y):
             p_idle = float(np.median(y[idle_rows])) if idle_rows.any() else float(y.min())
-            active_j = float(np.mean(y)) * (t1 - t0) / 1e9 - p_idle * idle_s
+            # the labels drew no less than the time between inferences: idle power above the run's mean
+            # (an idle reading taken while the device still cooled down) would leave them negative energy
+            p_idle = min(p_idle, float(np.mean(y)))
+            active_j = max(float(np.mean(y)) * (t1 - t0) / 1e9 - p_idle * idle_s, 0.0)
             p = np.array([active_j / max(seconds.sum(), 1e-12), p_idle])
             notes.append(f"{len(y)} sensor updates for {n} labels and idle: too few, or labels that the windows "
                          "never saw or cannot tell apart; the split is by time, with bounds instead of intervals")
@@ -351,6 +381,8 @@ def estimate_label_power(
     p = p * scale
     boot_j = draws * g_seconds
     low, high = np.quantile(boot_j, q, axis=0), np.quantile(boot_j, 1 - q, axis=0)
+    if method == Method.WLS:  # an interval holds its own estimate (a bounded fit's draws may not)
+        low, high = np.minimum(low, p * g_seconds), np.maximum(high, p * g_seconds)
     names = timeline.names
     wls = method == Method.WLS
     group_rows = []
@@ -378,6 +410,8 @@ def estimate_label_power(
         shared = [j for j in members if own_se[j] > tolerance]
         for j in alone:
             lo_j, hi_j = np.quantile(e_draws[:, j] * scale, [q, 1 - q])
+            e_j = float(p_label[j] * scale * seconds[j])
+            lo_j, hi_j = min(lo_j, e_j), max(hi_j, e_j)
             rows[j] = LabelEstimate(names[j], float(seconds[j]), float(p_label[j] * scale),
                                     Energy(float(p_label[j] * scale * seconds[j]), float(lo_j), float(hi_j),
                                            Method.WLS), group_rows[k].label)
@@ -391,10 +425,13 @@ def estimate_label_power(
             rest_high = rest_j
         shared_s = max(float(seconds[shared].sum()), 1e-12)
         how, detail = (Method.WITHIN_GROUP, names[g]) if wls else (Method.TIME_PROPORTIONAL, "")
+        # each member drew at least the floor (idle power), but no member's floor can exceed what the
+        # share holds on average (an idle power measured above the run's own mean would exclude the estimate)
+        floor_k = min(floor_w, max(rest_j, 0.0) / shared_s)
         for j in shared:
             e = rest_j * seconds[j] / shared_s
-            lo = floor_w * seconds[j]
-            hi = max(rest_high - floor_w * (shared_s - seconds[j]), lo)
+            lo = floor_k * seconds[j]
+            hi = max(rest_high - floor_k * (shared_s - seconds[j]), e)
             rows[j] = LabelEstimate(names[j], float(seconds[j]), e / max(seconds[j], 1e-12),
                                     Energy(float(e), lo, hi, how, detail, bound=True),
                                     group_rows[k].label if wls else names[j])

@@ -6,7 +6,9 @@ from the annotation spans of the trace (:func:`scope_timeline`).
 
 On a GPU the work is the kernels (and memory copies and sets), and a kernel
 belongs to the innermost module scope of the CPU op that launched it
-(:func:`kernel_timeline`). Kernels that overlap (several streams) are cut so
+(:func:`kernel_timeline`); kernels launched outside every scope (autograd's
+threads, ``torch.compile`` regions, CUDA graphs) are the label ``(unscoped)``,
+never the time with no kernel running. Kernels that overlap (several streams) are cut so
 that every instant belongs to one kernel: the one that started first keeps the
 overlap. Time inside an inference with no kernel running is its own label.
 """
@@ -20,6 +22,7 @@ from .estimate import Timeline
 
 OUTSIDE = Role.OUTSIDE_MODULES.label
 NO_KERNEL = Role.NO_KERNEL.label
+UNSCOPED = Role.UNSCOPED.label
 _OUTSIDE_ID = np.iinfo(np.uint32).max  # a name id no string table reaches
 
 
@@ -87,12 +90,17 @@ def kernel_timeline(trace, device: int | None = None) -> Timeline | None:
     work, start, end = work[keep], start[keep], end[keep]
     names: list[str] = [NO_KERNEL]
     parents: list[int] = [-1]
-    of_stack: dict[int, int] = {0: 0}  # stack row -> label (the root stack: no module)
+    of_stack: dict[int, int] = {}  # stack row -> label
     of_scope: dict[int, int] = {}
 
     def label_of(stack: int) -> int:
         if stack in of_stack:
             return of_stack[stack]
+        if stack == 0:  # the root stack: launched outside every module scope
+            of_stack[0] = len(names)
+            names.append(UNSCOPED)
+            parents.append(-1)
+            return of_stack[0]
         parent_stack, scope = (int(x) for x in trace.stacks[stack])
         if scope not in of_scope:
             parent = label_of(parent_stack) if parent_stack else -1
