@@ -24,16 +24,15 @@ fails (too few updates), the whole estimate is time-proportional and says so.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
-from scipy.linalg import solve_triangular
-from scipy.optimize import lsq_linear, nnls
 
 from ..energy import Energy, Method
 from ..sources.sensors import SensorModel
 from ..store.results import Group, Role
+from .kernelmodel import KernelModel, Work, _nnls_gram, fit_kernel_model, overlap_seconds  # noqa: F401
 
 IDLE = Role.BETWEEN_INFERENCES.label  # the time no label covers: between the inferences
 
@@ -61,6 +60,7 @@ class Timeline:
     names: list[str]
     parents: np.ndarray
     events: np.ndarray | None = None  # per segment: the trace event it came from (-1: none)
+    work: Work | None = None  # the kernels (or ops) inside the labels, uncut: the power model's unknowns
 
     @cached_property
     def _by_label(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -171,55 +171,6 @@ class Estimate:
         return sum(x.energy.joules for x in self.labels) + self.idle.energy.joules
 
 
-def _nnls_gram(gram: np.ndarray, rhs: np.ndarray, bounds: tuple[float, float] | None = None) -> np.ndarray:
-    """argmin ||X p - y||^2 over p >= 0 (or ``bounds[0] <= p <= bounds[1]``), given X'X
-    and X'y (cheap for many rows): with X'X = L L', the same problem is ||L' p - L^-1 X'y||^2."""
-    m = len(rhs)
-    lower = np.linalg.cholesky(gram + np.eye(m) * (1e-10 * np.trace(gram) / m + 1e-300))
-    c = solve_triangular(lower, rhs, lower=True, check_finite=False)
-    if bounds is None:
-        return nnls(lower.T, c, maxiter=50 * m)[0]
-    return lsq_linear(lower.T, c, bounds=bounds, method="bvls").x
-
-
-def _scaled_bounds(bounds_w: tuple[float, float], scale: float) -> tuple[float, float]:
-    """Power bounds on the measured scale as bounds on the sensor's (``scale``: measured / modelled)."""
-    lo, hi = bounds_w[0] / scale, bounds_w[1] / scale
-    return min(lo, hi * 0.999), hi
-
-
-def _fit(designs: list[np.ndarray], y: np.ndarray, blocks: np.ndarray, bootstrap: int, seed: int,
-         bounds: tuple[float, float] | None = None):
-    """NNLS powers from ``designs[0]`` (within ``bounds``), their bootstrap draws, and the RMS residual.
-
-    A draw resamples whole blocks of updates and takes one of ``designs`` at
-    random (the windows placed with the sensor's lag and window each moved
-    within their uncertainty), so the intervals hold both the sensor's noise and
-    what is not known of its timing."""
-    design = designs[0]
-    p = _nnls_gram(design.T @ design, design.T @ y, bounds)
-    n_blocks = int(blocks.max()) + 1
-    m = design.shape[1]
-    # per design and block, X'X and X'y: a draw is a weighted sum of blocks
-    gram_b = np.zeros((len(designs), n_blocks, m, m))
-    rhs_b = np.zeros((len(designs), n_blocks, m))
-    order = np.argsort(blocks, kind="stable")
-    edges = np.searchsorted(blocks[order], np.arange(n_blocks + 1))
-    for v, x in enumerate(designs):
-        for b in range(n_blocks):
-            rows = order[edges[b]:edges[b + 1]]
-            gram_b[v, b] = x[rows].T @ x[rows]
-            rhs_b[v, b] = x[rows].T @ y[rows]
-    rng = np.random.default_rng(seed)
-    draws = np.empty((bootstrap, m))
-    for i in range(bootstrap):
-        w = np.bincount(rng.integers(0, n_blocks, n_blocks), minlength=n_blocks).astype(float)
-        v = rng.integers(len(designs))
-        draws[i] = _nnls_gram(np.tensordot(w, gram_b[v], 1), w @ rhs_b[v], bounds)
-    residual = float(np.sqrt(np.mean((design @ p - y) ** 2)))
-    return p, draws, residual
-
-
 def _design(label_s: np.ndarray, windows: SensorWindows, covered_s: np.ndarray | None = None) -> np.ndarray:
     """Each window's share of time per label (columns of ``label_s``, seconds per
     window), and of idle in the last column: the share no label covers (``covered_s``:
@@ -273,6 +224,7 @@ def estimate_label_power(
     notes: list[str] = []
     group_of = np.arange(n)  # each timeline label's resolved label (an index into the timeline's names)
     label_s = timeline.seconds_in(windows.a_ns, windows.b_ns)  # (windows, labels)
+    busy_s = seconds
     q = (1 - interval) / 2
     unseen = np.zeros(0, bool)
     method = Method.TIME_PROPORTIONAL
@@ -280,29 +232,24 @@ def estimate_label_power(
         # one fit of every label's power; labels too uncertain on their own are
         # then reported together with their parent, from the same draws (the sum of
         # labels that the windows confound is known far better than each of them)
-        designs = [_design(label_s, windows, timeline.covered_in(windows.a_ns, windows.b_ns))]
+        model = KernelModel(timeline, span_ns, idle_s)
+        seconds, busy_s = model.own_s, model.raw_s  # own time (overlaps shared equally), and activity
         if alternatives is None:
             step = round(timing_s * 1e9)
             alternatives = [SensorWindows(windows.a_ns + da, windows.b_ns + db, y, windows.sensor)
                             for da, db in (((-step, -step), (step, step), (-step, 0), (step, 0)) if step else ())]
-        for moved in alternatives:
-            designs.append(_design(timeline.seconds_in(moved.a_ns, moved.b_ns), moved,
-                                   timeline.covered_in(moved.a_ns, moved.b_ns)))
-        bounds = None
-        all_s = np.append(seconds, idle_s)
-        if power_bounds_w is not None and measured_j:
-            # the bounds hold on the measured scale: the sensor's is that over the scale to the counter;
-            # the bounded fit moves the scale itself, so the point estimate is fitted again on the new
-            # one until it holds (the bootstrap below runs once, on the final bounds)
-            gram, rhs = designs[0].T @ designs[0], designs[0].T @ y
-            s0 = measured_j / max(float(_nnls_gram(gram, rhs) @ all_s), 1e-12)
-            bounds = _scaled_bounds(power_bounds_w, s0)
-            for _ in range(4):
-                s1 = measured_j / max(float(_nnls_gram(gram, rhs, bounds) @ all_s), 1e-12)
-                if abs(s1 / s0 - 1) < 1e-9:
-                    break
-                s0, bounds = s1, _scaled_bounds(power_bounds_w, s1)
-        p_label, d_label, residual = _fit(designs, y, blocks, bootstrap, seed, bounds)
+        designs = []
+        for k, moved in enumerate([windows] + list(alternatives)):
+            d, s_k = model.design(moved.a_ns, moved.b_ns)
+            designs.append(d)
+            if k == 0:
+                label_s = s_k
+        penalties = model.penalties(windows.a_ns, windows.b_ns)
+        fit = fit_kernel_model(model, designs, y, blocks, penalties, power_bounds_w, measured_j, bootstrap, seed)
+        bounds = fit.bounds
+        notes.extend(fit.notes)
+        safe = np.maximum(np.append(seconds, idle_s), 1e-12)
+        p_label, d_label, residual = fit.energy / safe, fit.draws / safe, fit.residual_w
         if edge_s > 0 and len(timeline.labels):
             # each kind of edge (label a, then label b) has its own delay of the power behind the
             # timeline, up to edge_s either way: over it, b's time drew a's power
@@ -311,9 +258,14 @@ def estimate_label_power(
             moved = delay * count * (p_label[before] - p_label[after])  # J, per draw and kind of edge
             extra = np.zeros((len(d_label), n + 1))
             np.add.at(extra.T, after, moved.T)
-            d_label = d_label + extra / np.maximum(np.append(seconds, idle_s), 1e-12)
-            # moved, a draw is still physical: within the bounds, and never below 0 W
-            d_label = np.clip(d_label, *bounds) if bounds is not None else np.maximum(d_label, 0.0)
+            # moved, a draw is still physical: between the floor (idle power, or 0 W) and the limit
+            # over the label's activity (an energy of at most limit x active time)
+            d_label = d_label + extra / safe
+            if bounds is not None:
+                active = np.append(np.maximum(busy_s, seconds), idle_s) / safe
+                limit = bounds[1][0] + bounds[1][1]  # idle's cap and the most above it: the limit
+                d_label = np.clip(d_label, bounds[0][0], limit * np.maximum(active, 1.0))
+            d_label = np.maximum(d_label, 0.0)
         e_draws = d_label[:, :n] * seconds
         total = float(p_label @ np.append(seconds, idle_s))
         # a label the windows (almost) never saw has no estimate, however narrow its
@@ -435,6 +387,8 @@ def estimate_label_power(
             rows[j] = LabelEstimate(names[j], float(seconds[j]), e / max(seconds[j], 1e-12),
                                     Energy(float(e), lo, hi, how, detail, bound=True),
                                     group_rows[k].label if wls else names[j])
+    # a label's power: its energy over the time it was active (overlapping kernels each drew theirs)
+    rows = [replace(r, power_w=r.energy.joules / max(busy_s[j], r.seconds, 1e-12)) for j, r in enumerate(rows)]
     idle = LabelEstimate(IDLE, float(idle_s), float(p[-1]),
                          Energy(float(energies[-1] * scale), float(low[-1]), float(high[-1]), method), IDLE)
     merged = sum(1 for r in group_rows if "merged)" in r.label)
