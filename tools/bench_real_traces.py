@@ -131,27 +131,27 @@ def tile(source: Path, seconds: float, rng: np.random.Generator, out: Path) -> d
     templates = [[_template(e) for e in b] for b in blocks]
     t = steps[0]["_s"]
     end_goal = t + round(seconds * 1e9)
-    pieces, copy, n_events = [], 0, 0
+    copy, n_events = 0, 0
     dev_s, dev_e, dev_w = [], [], []
-    while t < end_goal:
-        for k, b in enumerate(blocks):
-            t += round(rng.uniform(*GAP_S) * 1e9)
-            shift = t - steps[k]["_s"]
-            for e, tmpl in zip(b, templates[k]):
-                pieces.append(tmpl(shift, copy * max_id, len(pieces)))
-                if e.get("cat") in DEVICE_CATS and int(e["pid"]) == dev_index:
-                    dev_s.append(e["_s"] + shift)
-                    dev_e.append(e["_e"] + shift)
-                    dev_w.append(true_power_of(str(e["name"]), e["cat"]))
-            n_events += len(b)
-            t = max([e["_e"] for e in b] + [steps[k]["_e"]]) + shift
-            copy += 1
-    step_no = iter(range(10**9))
-    text = re.sub(r'"ProfilerStep#\d+"', lambda m: f'"ProfilerStep#{next(step_no)}"', ",\n".join(pieces))
+    is_device = [[e.get("cat") in DEVICE_CATS and int(e["pid"]) == dev_index for e in b] for b in blocks]
+    step_pattern = re.compile(r'"ProfilerStep#\d+"')
     props = doc.get("deviceProperties") or []
-    with open(out, "w") as f:
+    with open(out, "w") as f:  # a step at a time: a 10 M event file is never in memory
         f.write('{"schemaVersion": 1, "deviceProperties": ' + json.dumps(props) + ', "traceEvents": [\n')
-        f.write(text)
+        while t < end_goal:
+            for k, b in enumerate(blocks):
+                t += round(rng.uniform(*GAP_S) * 1e9)
+                shift = t - steps[k]["_s"]
+                text = ",\n".join(tmpl(shift, copy * max_id, 0) for tmpl in templates[k])
+                f.write((",\n" if copy else "") + step_pattern.sub(f'"ProfilerStep#{copy}"', text))
+                for e, dev in zip(b, is_device[k]):
+                    if dev:
+                        dev_s.append(e["_s"] + shift)
+                        dev_e.append(e["_e"] + shift)
+                        dev_w.append(true_power_of(str(e["name"]), e["cat"]))
+                n_events += len(b)
+                t = max([e["_e"] for e in b] + [steps[k]["_e"]]) + shift
+                copy += 1
         f.write("\n]}\n")
     name = next((p.get("name") for p in props if p.get("id") == dev_index), "")
     return dict(start=np.array(dev_s, np.int64), end=np.array(dev_e, np.int64), watts=np.array(dev_w),

@@ -328,10 +328,11 @@ def fit_kernel_model(model: KernelModel, designs: list[np.ndarray], y: np.ndarra
                      f"chosen by {FOLDS}-fold cross-validation on held-out blocks of updates (held-out RMS "
                      f"{cv:.2f} W; {len(near)} of {len(grid)} strengths as good, all drawn by the bootstrap)")
     else:
-        strength, near, cv = grid[0], [grid[0]], float("nan")
+        strength = grid[-1]  # the most constrained model: kernels at their class power, layers at their mix
+        near, cv = [strength], float("nan")
         if len(grid) > 1:
             notes.append("too few blocks of updates to cross-validate the power model's penalties: "
-                         f"strengths {grid[0]} used")
+                         f"the strongest, {strength}, used (kernels at their class's power, layers at their kernels')")
     bounds = physical(strength)
     p = solve(g_all, r_all, strength, bounds)
     rng = np.random.default_rng(seed)

@@ -113,12 +113,80 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _read_json(path: Path) -> dict:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        text = f.read()
-    with _gc_paused():  # millions of new dicts would trigger many useless collections
-        return json.loads(text, parse_float=_NumberText)
+class _Stream:
+    """A Chrome trace read as a stream: :meth:`events` yields the ``traceEvents`` one at a time
+    while the file is read in slices, so that memory holds one slice and one event, never the whole
+    file nor a dict per event (a 60 s trace of 10 M events is ~3 GB of JSON). Every other top-level
+    key lands in :attr:`metadata` as it passes (before or after the events). The parser is the
+    standard library's (``JSONDecoder.raw_decode`` on each value: the C scanner), with the decimal
+    text of every number kept (:class:`_NumberText`)."""
+
+    SLICE = 1 << 24  # characters read at a time
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.metadata: dict = {}
+        self._decode = json.JSONDecoder(parse_float=_NumberText).raw_decode
+        self._space = re.compile(r"\s*")
+
+    def events(self):
+        opener = gzip.open if self.path.name.endswith(".gz") else open
+        with opener(self.path, "rt", encoding="utf-8") as f:
+            self._f, self._buf, self._pos = f, "", 0
+            self._expect("{")
+            if self._peek() == "}":
+                return
+            while True:
+                key = self._value()
+                self._expect(":")
+                if key == "traceEvents" and self._peek() == "[":
+                    self._expect("[")
+                    if self._peek() != "]":
+                        while True:
+                            yield self._value()
+                            if self._expect(",]") == "]":
+                                break
+                    else:
+                        self._expect("]")
+                else:
+                    self.metadata[key] = self._value()
+                if self._expect(",}") == "}":
+                    return
+
+    def _fill(self) -> bool:
+        more = self._f.read(self.SLICE)
+        self._buf = self._buf[self._pos:] + more
+        self._pos = 0
+        return bool(more)
+
+    def _peek(self) -> str:
+        while True:
+            self._pos = self._space.match(self._buf, self._pos).end()
+            if self._pos < len(self._buf):
+                return self._buf[self._pos]
+            if not self._fill():
+                raise json.JSONDecodeError("unexpected end of the file", self._buf, self._pos)
+
+    def _expect(self, chars: str) -> str:
+        c = self._peek()
+        if c not in chars:
+            raise json.JSONDecodeError(f"expected {' or '.join(chars)}", self._buf, self._pos)
+        self._pos += 1
+        return c
+
+    def _value(self):
+        self._peek()
+        while True:
+            try:
+                value, end = self._decode(self._buf, self._pos)
+                if end < len(self._buf):  # a value at the slice's very end may be cut (a number)
+                    self._pos = end
+                    return value
+            except json.JSONDecodeError:
+                pass
+            if not self._fill():  # the last slice: what it holds is all there is
+                value, self._pos = self._decode(self._buf, self._pos)
+                return value
 
 
 @contextmanager
@@ -412,17 +480,19 @@ def load_kineto(
     (default: all); the others stay as events but enter no stack.
     """
     if isinstance(source, dict):
-        doc, origin = source, None
+        origin, stream = None, None
+        with _gc_paused():
+            names, columns, skipped = _collect(source.get("traceEvents") or [])
+        doc = source
     else:
         path = Path(source)
-        doc, origin = _read_json(path), str(path)
-    raw_events = doc.get("traceEvents") or []
+        origin, stream = str(path), _Stream(path)
+        with _gc_paused():  # millions of short-lived dicts would trigger many useless collections
+            names, columns, skipped = _collect(stream.events())
+        doc = stream.metadata
     base = doc.get("baseTimeNanoseconds")
     base_ns = int(Decimal(str(base))) if base is not None else 0
     metadata = _plain({k: v for k, v in doc.items() if k != "traceEvents"})
-
-    with _gc_paused():
-        names, columns, skipped = _collect(raw_events)
     events, exact = _build_table(columns, base_ns)
     launch, stats = _join(events)
     trie = _assign_stacks(events, names, scope_filter, launch)
@@ -446,15 +516,26 @@ def load_kineto(
     )
 
 
-def _collect(raw_events: list) -> tuple[list[str], dict[str, list], dict[str, int]]:
-    """The one pass over the JSON events: columns as Python lists."""
+_BATCH = 1 << 18  # events turned into numpy columns at a time
+
+
+def _collect(raw_events) -> tuple[list[str], dict[str, np.ndarray], dict[str, int]]:
+    """The one pass over the JSON events (a list, or a stream of them): numpy columns, built a
+    batch at a time so that no Python object per event outlives its batch."""
     index: dict[str, int] = {"": 0}
     intern = index.setdefault
     kind_of = _KIND_OF_CAT.get
-    ts, dur, name, kind, pid, tid = [], [], [], [], [], []
-    corr, ext, dev, stream = [], [], [], []
     skipped: dict[str, int] = {}
     empty: dict = {}
+    parts: list[dict[str, np.ndarray]] = []
+    ts, dur, name, kind, pid, tid = [], [], [], [], [], []
+    corr, ext, dev, stream = [], [], [], []
+
+    def flush():
+        parts.append(_columns(ts, dur, name, kind, pid, tid, corr, ext, dev, stream))
+        for column in (ts, dur, name, kind, pid, tid, corr, ext, dev, stream):
+            column.clear()
+
     for e in raw_events:
         if e.get("ph") != "X":
             continue
@@ -476,24 +557,32 @@ def _collect(raw_events: list) -> tuple[list[str], dict[str, list], dict[str, in
         ext.append(args.get("External id", -1))
         dev.append(args.get("device", -1))
         stream.append(args.get("stream", -1))
-    columns = dict(
-        ts=ts, dur=dur, name=name, kind=kind, pid=pid, tid=tid, corr=corr, ext=ext, dev=dev, stream=stream
-    )
+        if len(ts) >= _BATCH:
+            flush()
+    flush()
+    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "exact"}
+    columns["exact"] = all(p["exact"] for p in parts)
     return list(index), columns, skipped
 
 
-def _build_table(c: dict[str, list], base_ns: int) -> tuple[np.ndarray, bool]:
-    n = len(c["ts"])
-    start, exact_ts = _us_to_ns(c["ts"])
-    start += np.int64(base_ns)
-    dur, exact_dur = _us_to_ns(c["dur"])
-    dur = np.maximum(dur, 0)
-    kind = np.asarray(c["kind"], dtype=np.uint8) if n else np.zeros(0, np.uint8)
+def _columns(ts, dur, name, kind, pid, tid, corr, ext, dev, stream) -> dict[str, np.ndarray]:
+    """One batch of events' columns as numpy arrays (times in ns, without the trace's base)."""
+    start, exact_ts = _us_to_ns(ts)
+    length, exact_dur = _us_to_ns(dur)
+    return dict(start=start, dur=np.maximum(length, 0), exact=exact_ts and exact_dur,
+                name=np.asarray(name, dtype=np.uint32) if name else np.zeros(0, np.uint32),
+                kind=np.asarray(kind, dtype=np.uint8) if kind else np.zeros(0, np.uint8),
+                pid=_int_column(pid), tid=_int_column(tid), corr=_int_column(corr), ext=_int_column(ext),
+                dev=_int_column(dev), stream=_int_column(stream))
+
+
+def _build_table(c: dict[str, np.ndarray], base_ns: int) -> tuple[np.ndarray, bool]:
+    n = len(c["start"])
+    start = c["start"] + np.int64(base_ns)
+    dur = c["dur"]
+    kind = c["kind"]
     on_device = np.isin(kind, np.asarray(ON_DEVICE, dtype=np.uint8))
-    pid = _int_column(c["pid"])
-    tid = _int_column(c["tid"])
-    dev_arg = _int_column(c["dev"])
-    stream_arg = _int_column(c["stream"])
+    pid, tid, dev_arg, stream_arg = c["pid"], c["tid"], c["dev"], c["stream"]
     device = np.where(on_device, np.where(dev_arg >= 0, dev_arg, pid), -1)
     stream = np.where(on_device & (stream_arg >= 0), stream_arg, tid)
 
@@ -501,14 +590,14 @@ def _build_table(c: dict[str, list], base_ns: int) -> tuple[np.ndarray, bool]:
     ev = np.zeros(n, KINETO_EVENT_DTYPE)
     ev["start_ns"] = start[order]
     ev["end_ns"] = (start + dur)[order]
-    ev["name"] = np.asarray(c["name"], dtype=np.uint32)[order] if n else 0
+    ev["name"] = c["name"][order] if n else 0
     ev["kind"] = kind[order]
     ev["device"] = device[order]
     ev["stream"] = stream[order]  # thread ids beyond int32 wrap (never on Linux)
-    ev["correlation"] = _int_column(c["corr"])[order]
-    ev["external_id"] = _int_column(c["ext"])[order]
+    ev["correlation"] = c["corr"][order]
+    ev["external_id"] = c["ext"][order]
     ev["op"] = -1
-    return ev, exact_ts and exact_dur
+    return ev, c["exact"]
 
 
 # -------------------------------------------------------------------- joins
