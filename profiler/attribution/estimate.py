@@ -7,8 +7,13 @@ ran when), so each update is one equation
 
     y_k = sum_j (time of label j in window k / W) * p_j + (idle share of window k) * p_idle
 
-and the labels' power levels p_j follow by non-negative least squares over
-all updates. A label's energy is its power times its own time.
+and the labels' power levels p_j follow by bounded least squares over all
+updates. On a GPU the unknowns are the kernels' powers, shared across labels,
+with each label's deviation from its kernels' mix
+(:mod:`phprof.attribution.kernelmodel`, which also chooses the penalties by
+cross-validation); a label's energy is its kernels' power times their time plus
+idle power times its own time, and the rest of this module sees it as an
+effective power over the label's own time.
 
 Intervals come from a bootstrap that resamples whole blocks of consecutive
 updates (one block: about a second of run), so that slow drifts and a model
@@ -32,7 +37,7 @@ import numpy as np
 from ..energy import Energy, Method
 from ..sources.sensors import SensorModel
 from ..store.results import Group, Role
-from .kernelmodel import KernelModel, Work, _nnls_gram, fit_kernel_model, overlap_seconds  # noqa: F401
+from .kernelmodel import FEW_WINDOWS, KernelModel, Work, _nnls_gram, fit_kernel_model, overlap_seconds  # noqa: F401
 
 IDLE = Role.BETWEEN_INFERENCES.label  # the time no label covers: between the inferences
 
@@ -389,6 +394,23 @@ def estimate_label_power(
                                     group_rows[k].label if wls else names[j])
     # a label's power: its energy over the time it was active (overlapping kernels each drew theirs)
     rows = [replace(r, power_w=r.energy.joules / max(busy_s[j], r.seconds, 1e-12)) for j, r in enumerate(rows)]
+    if wls:
+        # a label inside too few windows: the bootstrap cannot show what the data do not pin (its draws
+        # barely move, however wrong the fit), so its range is what physics allows: from idle power over
+        # its own time to the limit over its activity
+        windows_in = (label_s > 0).sum(axis=0)
+        floor, ceiling = power_bounds_w if power_bounds_w is not None else (0.0, np.inf)
+        few = [j for j in range(n) if windows_in[j] < FEW_WINDOWS and max(busy_s[j], rows[j].seconds) > 0
+               and rows[j].energy.method is Method.WLS]
+        for j in few:
+            e = rows[j].energy
+            lo = min(e.low_j, floor * rows[j].seconds)
+            hi = max(e.high_j, ceiling * max(busy_s[j], rows[j].seconds))
+            rows[j] = replace(rows[j], energy=replace(e, low_j=lo, high_j=hi if np.isfinite(hi) else None, bound=True))
+        if few:
+            notes.append(f"{', '.join(names[j] for j in few)}: inside fewer than {FEW_WINDOWS} of the sensor's "
+                         "windows, so the data do not pin them: bounds from the idle power to the power limit "
+                         "instead of an interval")
     idle = LabelEstimate(IDLE, float(idle_s), float(p[-1]),
                          Energy(float(energies[-1] * scale), float(low[-1]), float(high[-1]), method), IDLE)
     merged = sum(1 for r in group_rows if "merged)" in r.label)

@@ -39,6 +39,7 @@ from scipy.optimize import lsq_linear, nnls
 LAMBDA_LABEL = (0.0, 0.1, 1.0, 10.0, 1e3)  # label deviation toward its kernels' mix (x the label's weight in the data)
 LAMBDA_KERNEL = (0.1, 1.0, 10.0, 1e3)  # kernel power toward its class's
 FOLDS = 5
+FEW_WINDOWS = 20  # a label inside fewer of the sensor's windows has no deviation of its own from its kernels
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,7 @@ class KernelModel:
             self.mix = np.zeros((n, 0))
             self.with_kernels = np.zeros(n, bool)
         self.m = 1 + n + self.k + self.c
+        self.pinned = np.zeros((self.m, self.m))  # the penalties always on (see penalties())
 
     def design(self, a_ns: np.ndarray, b_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The equations of windows [a, b] (one row each), and each window's seconds per label."""
@@ -204,16 +206,28 @@ class KernelModel:
         share = overlap_seconds(*self.segments, n, a_ns, b_ns) / width[:, None]
         w = self.work
         kernel = overlap_seconds(w.starts_ns, w.ends_ns, w.kernels, self.k, a_ns, b_ns) / width[:, None]
-        weight_l, weight_k = np.linalg.norm(share, axis=0), np.linalg.norm(kernel, axis=0)
-        rows = []
+        # a label or kernel the windows (almost) never saw weighs as if they had seen it evenly: its pull
+        # toward the prior must not vanish with the data. A label inside fewer than FEW_WINDOWS windows
+        # keeps no deviation of its own at all (its pull is always on, at the strongest strength).
+        span_s = max(self.raw_s.sum() + self.idle_s, 1e-12)
+        even = np.sqrt(len(width))
+        weight_l = np.maximum(np.linalg.norm(share, axis=0), even * self.raw_s / span_s)
+        kernel_s = np.bincount(w.kernels, (w.ends_ns - w.starts_ns) / 1e9, self.k)
+        weight_k = np.maximum(np.linalg.norm(kernel, axis=0), even * kernel_s / span_s)
+        unseen = (share > 0).sum(axis=0) < FEW_WINDOWS
+        rows, pinned = [], []
         for j in np.flatnonzero(self.with_kernels):
             r = np.zeros(m)
             r[1 + j] = 1.0
             r[1 + n:1 + n + self.k] = -self.mix[j]
-            rows.append(r * weight_l[j])
+            (pinned if unseen[j] else rows).append(r * weight_l[j])
         if rows:
             r = np.array(rows)
             g_label = r.T @ r
+        self.pinned = np.zeros((m, m))
+        if pinned:
+            r = np.array(pinned)
+            self.pinned = max(LAMBDA_LABEL) * (r.T @ r)
         rows = []
         for q in range(self.k):
             r = np.zeros(m)
@@ -284,7 +298,7 @@ def fit_kernel_model(model: KernelModel, designs: list[np.ndarray], y: np.ndarra
     g_all, r_all = gram_b[0].sum(axis=0), rhs_b[0].sum(axis=0)
 
     def solve(gram, rhs, strength, bounds):
-        return _nnls_gram(gram + strength[0] * g_label + strength[1] * g_kernel, rhs, bounds)
+        return _nnls_gram(gram + strength[0] * g_label + strength[1] * g_kernel + model.pinned, rhs, bounds)
 
     def physical(strength):
         """The bounds on the sensor's scale, with the idle power capped near the point estimate's."""

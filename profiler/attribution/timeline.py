@@ -8,9 +8,13 @@ On a GPU the work is the kernels (and memory copies and sets), and a kernel
 belongs to the innermost module scope of the CPU op that launched it
 (:func:`kernel_timeline`); kernels launched outside every scope (autograd's
 threads, ``torch.compile`` regions, CUDA graphs) are the label ``(unscoped)``,
-never the time with no kernel running. Kernels that overlap (several streams) are cut so
-that every instant belongs to one kernel: the one that started first keeps the
-overlap. Time inside an inference with no kernel running is its own label.
+never the time with no kernel running. The timeline's segments are cut so that
+every instant belongs to one kernel (the one that started first keeps an overlap:
+what a time line shows); the kernels themselves, uncut, are the timeline's
+``work``, what the power model fits (overlapping kernels each draw their own power
+above idle: ``phprof.attribution.kernelmodel``), each with its class
+(:data:`KERNEL_CLASSES`). Time inside an inference with no kernel running is its
+own label.
 """
 from __future__ import annotations
 

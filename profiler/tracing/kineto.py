@@ -560,8 +560,9 @@ def _collect(raw_events) -> tuple[list[str], dict[str, np.ndarray], dict[str, in
         if len(ts) >= _BATCH:
             flush()
     flush()
-    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "exact"}
-    columns["exact"] = all(p["exact"] for p in parts)
+    columns: dict = {"exact": all(p.pop("exact") for p in parts)}
+    for k in list(parts[0]):  # a column at a time, each batch's freed as it is joined
+        columns[k] = np.concatenate([p.pop(k) for p in parts])
     return list(index), columns, skipped
 
 
@@ -569,33 +570,47 @@ def _columns(ts, dur, name, kind, pid, tid, corr, ext, dev, stream) -> dict[str,
     """One batch of events' columns as numpy arrays (times in ns, without the trace's base)."""
     start, exact_ts = _us_to_ns(ts)
     length, exact_dur = _us_to_ns(dur)
+    # the table's own widths where they hold every value (devices and streams are small; process and
+    # thread ids fit int32 on Linux), so the columns cost no more than the table
     return dict(start=start, dur=np.maximum(length, 0), exact=exact_ts and exact_dur,
                 name=np.asarray(name, dtype=np.uint32) if name else np.zeros(0, np.uint32),
                 kind=np.asarray(kind, dtype=np.uint8) if kind else np.zeros(0, np.uint8),
-                pid=_int_column(pid), tid=_int_column(tid), corr=_int_column(corr), ext=_int_column(ext),
-                dev=_int_column(dev), stream=_int_column(stream))
+                pid=_narrow(_int_column(pid)), tid=_narrow(_int_column(tid)), corr=_int_column(corr),
+                ext=_int_column(ext), dev=_narrow(_int_column(dev)), stream=_narrow(_int_column(stream)))
+
+
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """int64 -> int32 where every value fits (else unchanged)."""
+    info = np.iinfo(np.int32)
+    return a.astype(np.int32) if not len(a) or (a.min() >= info.min and a.max() <= info.max) else a
 
 
 def _build_table(c: dict[str, np.ndarray], base_ns: int) -> tuple[np.ndarray, bool]:
+    """The events table, in time order; ``c``'s columns are consumed (freed as they are used)."""
     n = len(c["start"])
-    start = c["start"] + np.int64(base_ns)
-    dur = c["dur"]
-    kind = c["kind"]
-    on_device = np.isin(kind, np.asarray(ON_DEVICE, dtype=np.uint8))
-    pid, tid, dev_arg, stream_arg = c["pid"], c["tid"], c["dev"], c["stream"]
-    device = np.where(on_device, np.where(dev_arg >= 0, dev_arg, pid), -1)
-    stream = np.where(on_device & (stream_arg >= 0), stream_arg, tid)
-
+    start = c.pop("start")
+    start += np.int64(base_ns)
+    dur = c.pop("dur")
     order = np.lexsort((-dur, start))
     ev = np.zeros(n, KINETO_EVENT_DTYPE)
     ev["start_ns"] = start[order]
-    ev["end_ns"] = (start + dur)[order]
-    ev["name"] = c["name"][order] if n else 0
+    start += dur
+    del dur
+    ev["end_ns"] = start[order]
+    del start
+    kind = c.pop("kind")
+    on_device = np.isin(kind, np.asarray(ON_DEVICE, dtype=np.uint8))
     ev["kind"] = kind[order]
-    ev["device"] = device[order]
-    ev["stream"] = stream[order]  # thread ids beyond int32 wrap (never on Linux)
-    ev["correlation"] = c["corr"][order]
-    ev["external_id"] = c["ext"][order]
+    del kind
+    ev["name"] = c.pop("name")[order] if n else 0
+    pid, dev_arg = c.pop("pid"), c.pop("dev")
+    ev["device"] = np.where(on_device, np.where(dev_arg >= 0, dev_arg, pid), -1)[order]
+    del pid, dev_arg
+    tid, stream_arg = c.pop("tid"), c.pop("stream")
+    ev["stream"] = np.where(on_device & (stream_arg >= 0), stream_arg, tid)[order]  # ids beyond int32 wrap
+    del tid, stream_arg
+    ev["correlation"] = c.pop("corr")[order]
+    ev["external_id"] = c.pop("ext")[order]
     ev["op"] = -1
     return ev, c["exact"]
 
