@@ -176,14 +176,11 @@ class Estimate:
         return sum(x.energy.joules for x in self.labels) + self.idle.energy.joules
 
 
-def _design(label_s: np.ndarray, windows: SensorWindows, covered_s: np.ndarray | None = None) -> np.ndarray:
+def _design(label_s: np.ndarray, windows: SensorWindows) -> np.ndarray:
     """Each window's share of time per label (columns of ``label_s``, seconds per
-    window), and of idle in the last column: the share no label covers (``covered_s``:
-    seconds some label covers per window, where labels overlap; default their sum)."""
-    width = ((windows.b_ns - windows.a_ns) / 1e9)
-    share = label_s / width[:, None]
-    busy = share.sum(axis=1) if covered_s is None else covered_s / width
-    return np.column_stack([share, np.clip(1 - busy, 0, 1)])
+    window), and of idle in the last column."""
+    share = label_s / ((windows.b_ns - windows.a_ns) / 1e9)[:, None]
+    return np.column_stack([share, np.clip(1 - share.sum(axis=1), 0, 1)])
 
 
 def estimate_label_power(
