@@ -170,9 +170,9 @@ def test_a_label_the_windows_never_see_is_not_given_a_confident_zero():
 
 def test_label_powers_stay_between_idle_and_the_device_limit():
     """Under a constant 250 W, a label with 0.2% of the time (a dropout between two layers) is
-    barely seen by the windows: fitted freely, noise gives it an impossible power (0 W here,
-    1.7 kW in a run of the issue's); bounded by the idle power and the device's limit (as
-    attribution passes them), no figure is."""
+    barely seen by the windows: fitted freely as one power per label, noise gave it an impossible
+    power (0 W, 1.7 kW in a run of issue 16's); fitted above idle and bounded by the idle power and
+    the device's limit (as attribution passes them), no figure is."""
     rng = np.random.default_rng(3)
     t, starts, ends, labels = 10**18, [], [], []
     for _ in range(600):
@@ -190,8 +190,8 @@ def test_label_powers_stay_between_idle_and_the_device_limit():
     windows = instant_windows(updates, watts, SensorModel(0.101, 0.025, 0.0), span)
     measured = 250.0 * (span[1] - span[0]) / 1e9
     free = estimate_label_power(timeline, windows, span, measured_j=measured)
-    powers = [x.power_w for x in free.labels]
-    assert min(powers) < 60 or max(powers) > 400  # the case the bounds are for (here: 0 W, below idle)
+    # fitted above the idle power (the intercept), no label draws less than idle even unbounded
+    assert min(x.power_w for x in free.labels) >= free.idle.power_w * (1 - 1e-9)
     est = estimate_label_power(timeline, windows, span, measured_j=measured, power_bounds_w=(60.0, 400.0),
                                edge_s=50e-6)  # as attribution calls it: the draws moved at the edges too
     for x in est.labels + [est.idle]:
@@ -202,5 +202,5 @@ def test_label_powers_stay_between_idle_and_the_device_limit():
     # the bounded fit itself moves
     capped = estimate_label_power(timeline, windows, span, measured_j=measured, power_bounds_w=(60.0, 251.0))
     assert max(x.power_w for x in capped.labels + [capped.idle]) <= 251.0 * (1 + 1e-9)
-    assert max(x.power_w for x in capped.labels) == pytest.approx(251.0, rel=1e-6)
+    assert max(x.power_w for x in capped.labels) == pytest.approx(251.0, rel=0.01)
     assert capped.total_j == pytest.approx(measured, rel=1e-9)

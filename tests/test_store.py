@@ -163,6 +163,7 @@ def synthetic_results() -> Results:
               module_type="Linear", parameters=0, inclusive_low_j=1.5, inclusive_high_j=2.5),
         Layer(Role.OUTSIDE_MODULES.label, Role.OUTSIDE_MODULES, 0.0625, e[4], 112.0, Role.OUTSIDE_MODULES.label),
         Layer(Role.NO_KERNEL.label, Role.NO_KERNEL, 0.03125, e[2], 10.5, Role.NO_KERNEL.label),
+        Layer(Role.UNSCOPED.label, Role.UNSCOPED, 0.0078125, e[2].scaled(0.25), 21.0, Role.UNSCOPED.label),
         Layer("lm_head.never_powered", Role.MODULE, 0.015625, None, None, "lm_head.never_powered",
               parent="lm_head", calls=1, module_type="Identity"),  # an energy of None
         Layer(Role.BETWEEN_INFERENCES.label, Role.BETWEEN_INFERENCES, 2.0, e[0], 6.25, Role.BETWEEN_INFERENCES.label),

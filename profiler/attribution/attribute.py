@@ -20,7 +20,8 @@ import numpy as np
 from ..clock import clock_steps, utc_text
 from ..energy import Energy, Method
 from ..errors import PhprofError
-from ..sources.sensors import NOMINAL_AVERAGE, NOMINAL_INSTANT, SensorModel, nominal_sensor, phase_coverage
+from ..sources.sensors import (NOMINAL_AVERAGE, NOMINAL_INSTANT, SensorModel, nominal_sensor, phase_coverage,
+                               published_power_limit_w)
 from ..store import DEVICE_KINDS, Kind, phase_kind
 from ..store.results import ComponentEnergy, KernelEnergy, Layer, Leaf, PhaseEnergy, Results, Role
 from .components import Component, Taxonomy
@@ -108,8 +109,11 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
         keep = (b - round(prior.window_s * 1e9) >= span[0]) & (b <= span[1])
         alternatives = [windows_of(instants[keep], watts[keep], m) for m in fitted.alternatives]
     limit = (meta_sensor.get("power_limits_w") or {}).get(device)
+    limit_from = "the device's power limit, from NVML"
+    if not limit and published_power_limit_w(gpu_name):
+        limit, limit_from = published_power_limit_w(gpu_name), f"the published board power of {gpu_name}"
     idle_w = _idle_power(trace, device)
-    bounds = (idle_w or 0.0, limit) if limit else ((idle_w, np.inf) if idle_w else None)
+    bounds = (idle_w or 0.0, limit) if limit else (idle_w or 0.0, np.inf)
     options.setdefault("edge_s", EDGE_S)
     measured_j = measured.joules if measured.joules else None
     est = estimate_label_power(timeline, windows, span, measured_j=measured_j, alternatives=alternatives,
@@ -117,7 +121,7 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     if bounds is not None and measured_j is not None and est.method is Method.WLS:  # where the fit applied them
         notes.append("every label's power bounded to " + (f"{bounds[0]:.0f} W (the idle power measured before the run)"
                                                           if bounds[0] else "0 W") +
-                     (f" .. {limit:.0f} W (the device's power limit, from NVML)" if limit else " and above"))
+                     (f" .. {limit:.0f} W ({limit_from})" if limit else " and above (no power limit known)"))
     if updates is not None:
         coverage = phase_coverage((windows.a_ns + windows.b_ns) // 2, inf["start_ns"], inf["end_ns"])
         notes.append(coverage.describe())
@@ -215,7 +219,7 @@ def _results(trace, timeline, what: str, span: tuple[int, int], est: Estimate | 
             timeline.names[timeline.parents[j]] if timeline.parents[j] >= 0 else "",
             int(module["calls"]) if module is not None else -1, c.component, c.part, c.stack, c.unclassified,
             types.get(name, ""), int(module["parameters"]) if module is not None else 0, *inclusive[j]))
-    idle_s = (span[1] - span[0]) / 1e9 - float(seconds.sum())
+    idle_s = (span[1] - span[0]) / 1e9 - float(timeline.covered_in(np.array([span[0]]), np.array([span[1]]))[0])
     idle = est.idle if est is not None else None
     layers.append(Layer(Role.BETWEEN_INFERENCES.label, Role.BETWEEN_INFERENCES, idle.seconds if idle else idle_s,
                         idle.energy if idle else None, idle.power_w if idle else None, Role.BETWEEN_INFERENCES.label,
@@ -257,7 +261,7 @@ def _idle_power(trace, device: str) -> float | None:
 def _group_seconds(est: Estimate, timeline, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Seconds of each resolved group, and of idle (last column), in each interval [a_k, b_k]."""
     sec = timeline.grouped(timeline.seconds_in(a, b), est.group_of, len(est.groups))
-    idle = np.maximum((np.asarray(b) - np.asarray(a)) / 1e9 - sec.sum(axis=1), 0.0)
+    idle = np.maximum((np.asarray(b) - np.asarray(a)) / 1e9 - timeline.covered_in(a, b), 0.0)
     return np.column_stack([sec, idle])
 
 

@@ -7,8 +7,13 @@ ran when), so each update is one equation
 
     y_k = sum_j (time of label j in window k / W) * p_j + (idle share of window k) * p_idle
 
-and the labels' power levels p_j follow by non-negative least squares over
-all updates. A label's energy is its power times its own time.
+and the labels' power levels p_j follow by bounded least squares over all
+updates. On a GPU the unknowns are the kernels' powers, shared across labels,
+with each label's deviation from its kernels' mix
+(:mod:`phprof.attribution.kernelmodel`, which also chooses the penalties by
+cross-validation); a label's energy is its kernels' power times their time plus
+idle power times its own time, and the rest of this module sees it as an
+effective power over the label's own time.
 
 Intervals come from a bootstrap that resamples whole blocks of consecutive
 updates (one block: about a second of run), so that slow drifts and a model
@@ -24,16 +29,15 @@ fails (too few updates), the whole estimate is time-proportional and says so.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
-from scipy.linalg import solve_triangular
-from scipy.optimize import lsq_linear, nnls
 
 from ..energy import Energy, Method
 from ..sources.sensors import SensorModel
 from ..store.results import Group, Role
+from .kernelmodel import FEW_WINDOWS, KernelModel, Work, _nnls_gram, fit_kernel_model, overlap_seconds  # noqa: F401
 
 IDLE = Role.BETWEEN_INFERENCES.label  # the time no label covers: between the inferences
 
@@ -61,6 +65,7 @@ class Timeline:
     names: list[str]
     parents: np.ndarray
     events: np.ndarray | None = None  # per segment: the trace event it came from (-1: none)
+    work: Work | None = None  # the kernels (or ops) inside the labels, uncut: the power model's unknowns
 
     @cached_property
     def _by_label(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -89,6 +94,29 @@ class Timeline:
             upto = np.where(i > 0, cum[i] - np.clip(e[last] - x, 0, None), 0)
             out[:, j] = (upto[len(a):] - upto[:len(a)]) / 1e9
         return out
+
+    @cached_property
+    def _union(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The time any label covers, as sorted disjoint segments, and their running total (ns):
+        labels may overlap (annotations of two threads, kernels of two streams)."""
+        order = np.argsort(self.starts_ns, kind="stable")
+        s, e = self.starts_ns[order], self.ends_ns[order]
+        if not len(s):
+            return s, e, np.zeros(1, np.int64)
+        reach = np.maximum.accumulate(e)
+        new = np.r_[True, s[1:] > reach[:-1]]
+        first = np.flatnonzero(new)
+        us, ue = s[first], np.maximum.reduceat(e, first)
+        return us, ue, np.concatenate([[0], np.cumsum(ue - us)])
+
+    def covered_in(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Seconds inside each [a_k, b_k] that some label covers (overlaps counted once)."""
+        s, e, cum = self._union
+        x = np.concatenate([np.asarray(a, np.int64), np.asarray(b, np.int64)])
+        i = np.searchsorted(s, x, side="right")
+        last = np.maximum(i - 1, 0)
+        upto = np.where(i > 0, cum[i] - np.clip(e[last] - x, 0, None), 0) if len(s) else np.zeros(len(x))
+        return (upto[len(x) // 2:] - upto[:len(x) // 2]) / 1e9
 
     def edge_kinds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each kind of edge of the timeline: (label before, label after, how many), where
@@ -148,55 +176,6 @@ class Estimate:
         return sum(x.energy.joules for x in self.labels) + self.idle.energy.joules
 
 
-def _nnls_gram(gram: np.ndarray, rhs: np.ndarray, bounds: tuple[float, float] | None = None) -> np.ndarray:
-    """argmin ||X p - y||^2 over p >= 0 (or ``bounds[0] <= p <= bounds[1]``), given X'X
-    and X'y (cheap for many rows): with X'X = L L', the same problem is ||L' p - L^-1 X'y||^2."""
-    m = len(rhs)
-    lower = np.linalg.cholesky(gram + np.eye(m) * (1e-10 * np.trace(gram) / m + 1e-300))
-    c = solve_triangular(lower, rhs, lower=True, check_finite=False)
-    if bounds is None:
-        return nnls(lower.T, c, maxiter=50 * m)[0]
-    return lsq_linear(lower.T, c, bounds=bounds, method="bvls").x
-
-
-def _scaled_bounds(bounds_w: tuple[float, float], scale: float) -> tuple[float, float]:
-    """Power bounds on the measured scale as bounds on the sensor's (``scale``: measured / modelled)."""
-    lo, hi = bounds_w[0] / scale, bounds_w[1] / scale
-    return min(lo, hi * 0.999), hi
-
-
-def _fit(designs: list[np.ndarray], y: np.ndarray, blocks: np.ndarray, bootstrap: int, seed: int,
-         bounds: tuple[float, float] | None = None):
-    """NNLS powers from ``designs[0]`` (within ``bounds``), their bootstrap draws, and the RMS residual.
-
-    A draw resamples whole blocks of updates and takes one of ``designs`` at
-    random (the windows placed with the sensor's lag and window each moved
-    within their uncertainty), so the intervals hold both the sensor's noise and
-    what is not known of its timing."""
-    design = designs[0]
-    p = _nnls_gram(design.T @ design, design.T @ y, bounds)
-    n_blocks = int(blocks.max()) + 1
-    m = design.shape[1]
-    # per design and block, X'X and X'y: a draw is a weighted sum of blocks
-    gram_b = np.zeros((len(designs), n_blocks, m, m))
-    rhs_b = np.zeros((len(designs), n_blocks, m))
-    order = np.argsort(blocks, kind="stable")
-    edges = np.searchsorted(blocks[order], np.arange(n_blocks + 1))
-    for v, x in enumerate(designs):
-        for b in range(n_blocks):
-            rows = order[edges[b]:edges[b + 1]]
-            gram_b[v, b] = x[rows].T @ x[rows]
-            rhs_b[v, b] = x[rows].T @ y[rows]
-    rng = np.random.default_rng(seed)
-    draws = np.empty((bootstrap, m))
-    for i in range(bootstrap):
-        w = np.bincount(rng.integers(0, n_blocks, n_blocks), minlength=n_blocks).astype(float)
-        v = rng.integers(len(designs))
-        draws[i] = _nnls_gram(np.tensordot(w, gram_b[v], 1), w @ rhs_b[v], bounds)
-    residual = float(np.sqrt(np.mean((design @ p - y) ** 2)))
-    return p, draws, residual
-
-
 def _design(label_s: np.ndarray, windows: SensorWindows) -> np.ndarray:
     """Each window's share of time per label (columns of ``label_s``, seconds per
     window), and of idle in the last column."""
@@ -241,12 +220,13 @@ def estimate_label_power(
     t0, t1 = span_ns
     y = windows.watts
     seconds = timeline.seconds_in(np.array([t0]), np.array([t1]))[0]
-    idle_s = (t1 - t0) / 1e9 - seconds.sum()
+    idle_s = (t1 - t0) / 1e9 - float(timeline.covered_in(np.array([t0]), np.array([t1]))[0])
     blocks = ((windows.a_ns - t0) // round(block_s * 1e9)).astype(np.int64)
     blocks = np.unique(blocks, return_inverse=True)[1].reshape(-1)
     notes: list[str] = []
     group_of = np.arange(n)  # each timeline label's resolved label (an index into the timeline's names)
     label_s = timeline.seconds_in(windows.a_ns, windows.b_ns)  # (windows, labels)
+    busy_s = seconds
     q = (1 - interval) / 2
     unseen = np.zeros(0, bool)
     method = Method.TIME_PROPORTIONAL
@@ -254,28 +234,24 @@ def estimate_label_power(
         # one fit of every label's power; labels too uncertain on their own are
         # then reported together with their parent, from the same draws (the sum of
         # labels that the windows confound is known far better than each of them)
-        designs = [_design(label_s, windows)]
+        model = KernelModel(timeline, span_ns, idle_s)
+        seconds, busy_s = model.own_s, model.raw_s  # own time (overlaps shared equally), and activity
         if alternatives is None:
             step = round(timing_s * 1e9)
             alternatives = [SensorWindows(windows.a_ns + da, windows.b_ns + db, y, windows.sensor)
                             for da, db in (((-step, -step), (step, step), (-step, 0), (step, 0)) if step else ())]
-        for moved in alternatives:
-            designs.append(_design(timeline.seconds_in(moved.a_ns, moved.b_ns), moved))
-        bounds = None
-        all_s = np.append(seconds, idle_s)
-        if power_bounds_w is not None and measured_j:
-            # the bounds hold on the measured scale: the sensor's is that over the scale to the counter;
-            # the bounded fit moves the scale itself, so the point estimate is fitted again on the new
-            # one until it holds (the bootstrap below runs once, on the final bounds)
-            gram, rhs = designs[0].T @ designs[0], designs[0].T @ y
-            s0 = measured_j / max(float(_nnls_gram(gram, rhs) @ all_s), 1e-12)
-            bounds = _scaled_bounds(power_bounds_w, s0)
-            for _ in range(4):
-                s1 = measured_j / max(float(_nnls_gram(gram, rhs, bounds) @ all_s), 1e-12)
-                if abs(s1 / s0 - 1) < 1e-9:
-                    break
-                s0, bounds = s1, _scaled_bounds(power_bounds_w, s1)
-        p_label, d_label, residual = _fit(designs, y, blocks, bootstrap, seed, bounds)
+        designs = []
+        for k, moved in enumerate([windows] + list(alternatives)):
+            d, s_k = model.design(moved.a_ns, moved.b_ns)
+            designs.append(d)
+            if k == 0:
+                label_s = s_k
+        penalties = model.penalties(windows.a_ns, windows.b_ns)
+        fit = fit_kernel_model(model, designs, y, blocks, penalties, power_bounds_w, measured_j, bootstrap, seed)
+        bounds = fit.bounds
+        notes.extend(fit.notes)
+        safe = np.maximum(np.append(seconds, idle_s), 1e-12)
+        p_label, d_label, residual = fit.energy / safe, fit.draws / safe, fit.residual_w
         if edge_s > 0 and len(timeline.labels):
             # each kind of edge (label a, then label b) has its own delay of the power behind the
             # timeline, up to edge_s either way: over it, b's time drew a's power
@@ -284,9 +260,14 @@ def estimate_label_power(
             moved = delay * count * (p_label[before] - p_label[after])  # J, per draw and kind of edge
             extra = np.zeros((len(d_label), n + 1))
             np.add.at(extra.T, after, moved.T)
-            d_label = d_label + extra / np.maximum(np.append(seconds, idle_s), 1e-12)
-            if bounds is not None:  # moved, a draw is still physical
-                d_label = np.clip(d_label, *bounds)
+            # moved, a draw is still physical: between the floor (idle power, or 0 W) and the limit
+            # over the label's activity (an energy of at most limit x active time)
+            d_label = d_label + extra / safe
+            if bounds is not None:
+                active = np.append(np.maximum(busy_s, seconds), idle_s) / safe
+                limit = bounds[1][0] + bounds[1][1]  # idle's cap and the most above it: the limit
+                d_label = np.clip(d_label, bounds[0][0], limit * np.maximum(active, 1.0))
+            d_label = np.maximum(d_label, 0.0)
         e_draws = d_label[:, :n] * seconds
         total = float(p_label @ np.append(seconds, idle_s))
         # a label the windows (almost) never saw has no estimate, however narrow its
@@ -328,7 +309,10 @@ def estimate_label_power(
         idle_rows = design[:, -1] > 0.99
         if len(y):
             p_idle = float(np.median(y[idle_rows])) if idle_rows.any() else float(y.min())
-            active_j = float(np.mean(y)) * (t1 - t0) / 1e9 - p_idle * idle_s
+            # the labels drew no less than the time between inferences: idle power above the run's mean
+            # (an idle reading taken while the device still cooled down) would leave them negative energy
+            p_idle = min(p_idle, float(np.mean(y)))
+            active_j = max(float(np.mean(y)) * (t1 - t0) / 1e9 - p_idle * idle_s, 0.0)
             p = np.array([active_j / max(seconds.sum(), 1e-12), p_idle])
             notes.append(f"{len(y)} sensor updates for {n} labels and idle: too few, or labels that the windows "
                          "never saw or cannot tell apart; the split is by time, with bounds instead of intervals")
@@ -351,6 +335,8 @@ def estimate_label_power(
     p = p * scale
     boot_j = draws * g_seconds
     low, high = np.quantile(boot_j, q, axis=0), np.quantile(boot_j, 1 - q, axis=0)
+    if method == Method.WLS:  # an interval holds its own estimate (a bounded fit's draws may not)
+        low, high = np.minimum(low, p * g_seconds), np.maximum(high, p * g_seconds)
     names = timeline.names
     wls = method == Method.WLS
     group_rows = []
@@ -378,6 +364,8 @@ def estimate_label_power(
         shared = [j for j in members if own_se[j] > tolerance]
         for j in alone:
             lo_j, hi_j = np.quantile(e_draws[:, j] * scale, [q, 1 - q])
+            e_j = float(p_label[j] * scale * seconds[j])
+            lo_j, hi_j = min(lo_j, e_j), max(hi_j, e_j)
             rows[j] = LabelEstimate(names[j], float(seconds[j]), float(p_label[j] * scale),
                                     Energy(float(p_label[j] * scale * seconds[j]), float(lo_j), float(hi_j),
                                            Method.WLS), group_rows[k].label)
@@ -391,13 +379,35 @@ def estimate_label_power(
             rest_high = rest_j
         shared_s = max(float(seconds[shared].sum()), 1e-12)
         how, detail = (Method.WITHIN_GROUP, names[g]) if wls else (Method.TIME_PROPORTIONAL, "")
+        # each member drew at least the floor (idle power), but no member's floor can exceed what the
+        # share holds on average (an idle power measured above the run's own mean would exclude the estimate)
+        floor_k = min(floor_w, max(rest_j, 0.0) / shared_s)
         for j in shared:
             e = rest_j * seconds[j] / shared_s
-            lo = floor_w * seconds[j]
-            hi = max(rest_high - floor_w * (shared_s - seconds[j]), lo)
+            lo = floor_k * seconds[j]
+            hi = max(rest_high - floor_k * (shared_s - seconds[j]), e)
             rows[j] = LabelEstimate(names[j], float(seconds[j]), e / max(seconds[j], 1e-12),
                                     Energy(float(e), lo, hi, how, detail, bound=True),
                                     group_rows[k].label if wls else names[j])
+    # a label's power: its energy over the time it was active (overlapping kernels each drew theirs)
+    rows = [replace(r, power_w=r.energy.joules / max(busy_s[j], r.seconds, 1e-12)) for j, r in enumerate(rows)]
+    if wls:
+        # a label inside too few windows: the bootstrap cannot show what the data do not pin (its draws
+        # barely move, however wrong the fit), so its range is what physics allows: from idle power over
+        # its own time to the limit over its activity
+        windows_in = (label_s > 0).sum(axis=0)
+        floor, ceiling = power_bounds_w if power_bounds_w is not None else (0.0, np.inf)
+        few = [j for j in range(n) if windows_in[j] < FEW_WINDOWS and max(busy_s[j], rows[j].seconds) > 0
+               and rows[j].energy.method is Method.WLS]
+        for j in few:
+            e = rows[j].energy
+            lo = min(e.low_j, floor * rows[j].seconds)
+            hi = max(e.high_j, ceiling * max(busy_s[j], rows[j].seconds))
+            rows[j] = replace(rows[j], energy=replace(e, low_j=lo, high_j=hi if np.isfinite(hi) else None, bound=True))
+        if few:
+            notes.append(f"{', '.join(names[j] for j in few)}: inside fewer than {FEW_WINDOWS} of the sensor's "
+                         "windows, so the data do not pin them: bounds from the idle power to the power limit "
+                         "instead of an interval")
     idle = LabelEstimate(IDLE, float(idle_s), float(p[-1]),
                          Energy(float(energies[-1] * scale), float(low[-1]), float(high[-1]), method), IDLE)
     merged = sum(1 for r in group_rows if "merged)" in r.label)

@@ -6,21 +6,51 @@ from the annotation spans of the trace (:func:`scope_timeline`).
 
 On a GPU the work is the kernels (and memory copies and sets), and a kernel
 belongs to the innermost module scope of the CPU op that launched it
-(:func:`kernel_timeline`). Kernels that overlap (several streams) are cut so
-that every instant belongs to one kernel: the one that started first keeps the
-overlap. Time inside an inference with no kernel running is its own label.
+(:func:`kernel_timeline`); kernels launched outside every scope (autograd's
+threads, ``torch.compile`` regions, CUDA graphs) are the label ``(unscoped)``,
+never the time with no kernel running. The timeline's segments are cut so that
+every instant belongs to one kernel (the one that started first keeps an overlap:
+what a time line shows); the kernels themselves, uncut, are the timeline's
+``work``, what the power model fits (overlapping kernels each draw their own power
+above idle: ``phprof.attribution.kernelmodel``), each with its class
+(:data:`KERNEL_CLASSES`). Time inside an inference with no kernel running is its
+own label.
 """
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
 from ..store import DEVICE_KINDS, Kind
 from ..store.results import Role
-from .estimate import Timeline
+from .estimate import Timeline, Work
 
 OUTSIDE = Role.OUTSIDE_MODULES.label
 NO_KERNEL = Role.NO_KERNEL.label
+UNSCOPED = Role.UNSCOPED.label
 _OUTSIDE_ID = np.iinfo(np.uint32).max  # a name id no string table reaches
+# Kernel classes by name, first match wins: the prior of a kernel's power (its own is fitted where the
+# sensor's windows see enough of it). Memory copies and sets go by their kind.
+KERNEL_CLASSES = (
+    ("communication", re.compile(r"nccl|all_?reduce|all_?gather|reduce_?scatter|broadcast|alltoall", re.I)),
+    ("attention", re.compile(r"flash|fmha|attention|sdpa|\bmha", re.I)),
+    ("gemm", re.compile(r"gemm|xmma|cutlass|wgrad|dgrad|fprop|winograd|conv|implicit|scudnn|hmma|wmma|cublas|"
+                        r"s884|s1688|h884|h1688|matmul", re.I)),
+    ("reduction/norm", re.compile(r"reduce|norm|softmax|bn_|pool|mean|sum|argmax|topk|sort|scan", re.I)),
+    ("elementwise", re.compile(r"elementwise|vectorized|copy|fill|cat|transpose|index|gather|scatter|dropout|"
+                               r"relu|gelu|silu|add|mul|nchw|nhwc|embedding", re.I)),
+)
+MEMORY = "memory copy"
+OTHER = "other"
+CLASS_NAMES = [c for c, _ in KERNEL_CLASSES] + [MEMORY, OTHER]
+
+
+def kernel_class(name: str, kind: int) -> int:
+    """The class of a device event (an index into CLASS_NAMES)."""
+    if kind in (int(Kind.MEMCPY), int(Kind.MEMSET)) or name.startswith(("Memcpy", "Memset")):
+        return CLASS_NAMES.index(MEMORY)
+    return next((i for i, (_, pattern) in enumerate(KERNEL_CLASSES) if pattern.search(name)), len(CLASS_NAMES) - 1)
 
 
 def scope_timeline(trace) -> Timeline:
@@ -80,19 +110,25 @@ def kernel_timeline(trace, device: int | None = None) -> Timeline | None:
     work = work[ev["device"][work] == device]
     work = work[np.lexsort((ev["end_ns"][work], ev["start_ns"][work]))]
     start, end = ev["start_ns"][work], ev["end_ns"][work]
-    # cut overlaps: each kernel keeps only what no earlier kernel covered
+    raw, raw_start, raw_end = work, start, end
+    # cut overlaps (the timeline's own time): each kernel keeps only what no earlier kernel covered
     reach = np.maximum.accumulate(end)
     start = np.maximum(start, np.concatenate([[np.iinfo(np.int64).min], reach[:-1]]))
     keep = end > start
     work, start, end = work[keep], start[keep], end[keep]
     names: list[str] = [NO_KERNEL]
     parents: list[int] = [-1]
-    of_stack: dict[int, int] = {0: 0}  # stack row -> label (the root stack: no module)
+    of_stack: dict[int, int] = {}  # stack row -> label
     of_scope: dict[int, int] = {}
 
     def label_of(stack: int) -> int:
         if stack in of_stack:
             return of_stack[stack]
+        if stack == 0:  # the root stack: launched outside every module scope
+            of_stack[0] = len(names)
+            names.append(UNSCOPED)
+            parents.append(-1)
+            return of_stack[0]
         parent_stack, scope = (int(x) for x in trace.stacks[stack])
         if scope not in of_scope:
             parent = label_of(parent_stack) if parent_stack else -1
@@ -102,9 +138,16 @@ def kernel_timeline(trace, device: int | None = None) -> Timeline | None:
         of_stack[stack] = of_scope[scope]
         return of_stack[stack]
 
-    stacks = ev["stack"][work]
-    uniq, inv = np.unique(stacks, return_inverse=True)
-    labels = np.array([label_of(int(s)) for s in uniq], np.int64)[inv.reshape(-1)]
+    uniq, inv = np.unique(ev["stack"][raw], return_inverse=True)
+    raw_labels = np.array([label_of(int(s)) for s in uniq], np.int64)[inv.reshape(-1)]
+    labels = raw_labels[keep]
+    names_u, kernel_of = np.unique(ev["name"][raw], return_inverse=True)
+    kind_of = np.zeros(len(names_u), np.int64)
+    kind_of[kernel_of.reshape(-1)] = ev["kind"][raw]
+    kernel_names = [trace.strings[int(n)] for n in names_u]
+    classes = np.array([kernel_class(n, int(k)) for n, k in zip(kernel_names, kind_of)], np.int64)
+    work_table = Work(raw_start, raw_end, raw_labels, kernel_of.reshape(-1).astype(np.int64), kernel_names, classes,
+                      list(CLASS_NAMES))
     # inside each inference, the gaps between kernels
     inf = np.sort(trace.inferences, order="start_ns")
     gaps_s, gaps_e = _gaps(start, end, inf["start_ns"], inf["end_ns"])
@@ -114,7 +157,7 @@ def kernel_timeline(trace, device: int | None = None) -> Timeline | None:
     events = np.concatenate([work, np.full(len(gaps_s), -1)])
     order = np.argsort(starts, kind="stable")
     return Timeline(starts[order], ends[order], all_labels[order], names, np.array(parents, np.int64),
-                    events[order])
+                    events[order], work_table)
 
 
 def _gaps(start, end, inf_start, inf_end) -> tuple[np.ndarray, np.ndarray]:

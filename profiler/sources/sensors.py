@@ -115,6 +115,24 @@ def nominal_behaviour(gpu_name: str, field_name: str) -> str:
     return DEFAULT_BEHAVIOUR[field_name]
 
 
+# Published board power (TDP, W) by product-name words, most specific first: a device's power limit
+# where NVML's enforced one was not recorded (an imported trace). Vendor data sheets.
+PUBLISHED_POWER_LIMITS_W = (
+    (("A100", "PCIE", "80GB"), 300.0), (("A100", "PCIE"), 250.0), (("A100",), 400.0),
+    (("H100", "PCIE"), 350.0), (("H100", "NVL"), 400.0), (("H100",), 700.0),
+    (("H200", "NVL"), 600.0), (("H200",), 700.0), (("GH200",), 1000.0),
+    (("V100", "PCIE"), 250.0), (("V100", "SXM3"), 350.0), (("V100",), 300.0),
+    (("A10G",), 300.0), (("A10",), 150.0), (("L4",), 72.0), (("L40S",), 350.0), (("L40",), 300.0),
+    (("T4",), 70.0), (("4090",), 450.0), (("3090",), 350.0), (("A6000",), 300.0), (("A5000",), 230.0),
+)
+
+
+def published_power_limit_w(gpu_name: str) -> float | None:
+    """The published board power of a GPU by its product name (None: not in the table)."""
+    words = set(re.findall(r"[A-Z0-9]+", (gpu_name or "").upper()))
+    return next((w for keys, w in PUBLISHED_POWER_LIMITS_W if set(keys) <= words), None)
+
+
 @dataclass(frozen=True)
 class PhaseCoverage:
     """Where in their inference the sensor's windows fell."""

@@ -44,6 +44,7 @@ class Role(Enum):
     MODULE = ""  # a module scope's own time; its label is the module's path
     OUTSIDE_MODULES = "(inference, outside modules)"  # in an inference, in no module (CPU timeline)
     NO_KERNEL = "(inference, no kernel running)"  # in an inference, no kernel on the device (GPU timeline)
+    UNSCOPED = "(unscoped)"  # kernels launched outside every module scope (autograd and other threads)
     BETWEEN_INFERENCES = "(idle)"  # the run's time between inferences (loop, pauses, profiler saves)
 
     @property
@@ -204,8 +205,12 @@ class Results:
     @property
     def static_j(self) -> float | None:
         """What the device would have drawn idle during the inferences: the idle
-        power measured before the run times the inferences' own time."""
-        return None if self.idle_w is None else self.idle_w * self.inference_s
+        power measured before the run times the inferences' own time, and never more
+        than the inferences drew (an idle measured while the device still cooled down)."""
+        if self.idle_w is None:
+            return None
+        static = self.idle_w * self.inference_s
+        return static if self.inferences_energy is None else min(static, max(self.inferences_energy.joules, 0.0))
 
     @property
     def active_j(self) -> float | None:

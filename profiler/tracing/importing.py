@@ -194,12 +194,11 @@ def _tables(kt: KinetoTrace):
 
     keep = ~drop
     out = event_rows(ev, keep, inference)
-    k = ev[keep]
 
     outside = int((out["inference"] < 0).sum())
     if outside:
         notes.append(f"{outside} of {len(out)} events lie outside every ProfilerStep (inference -1)")
-    unjoined = int((np.isin(k["kind"], DEVICE_KINDS) & (k["op"] < 0)).sum())
+    unjoined = int((keep & np.isin(ev["kind"], DEVICE_KINDS) & (ev["op"] < 0)).sum())  # no copy of the table
     if unjoined:
         notes.append(f"{unjoined} device events could not be joined to the CPU op that launched them")
     join = kt.join_stats

@@ -115,12 +115,80 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _read_json(path: Path) -> dict:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        text = f.read()
-    with _gc_paused():  # millions of new dicts would trigger many useless collections
-        return json.loads(text, parse_float=_NumberText)
+class _Stream:
+    """A Chrome trace read as a stream: :meth:`events` yields the ``traceEvents`` one at a time
+    while the file is read in slices, so that memory holds one slice and one event, never the whole
+    file nor a dict per event (a 60 s trace of 10 M events is ~3 GB of JSON). Every other top-level
+    key lands in :attr:`metadata` as it passes (before or after the events). The parser is the
+    standard library's (``JSONDecoder.raw_decode`` on each value: the C scanner), with the decimal
+    text of every number kept (:class:`_NumberText`)."""
+
+    SLICE = 1 << 24  # characters read at a time
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.metadata: dict = {}
+        self._decode = json.JSONDecoder(parse_float=_NumberText).raw_decode
+        self._space = re.compile(r"\s*")
+
+    def events(self):
+        opener = gzip.open if self.path.name.endswith(".gz") else open
+        with opener(self.path, "rt", encoding="utf-8") as f:
+            self._f, self._buf, self._pos = f, "", 0
+            self._expect("{")
+            if self._peek() == "}":
+                return
+            while True:
+                key = self._value()
+                self._expect(":")
+                if key == "traceEvents" and self._peek() == "[":
+                    self._expect("[")
+                    if self._peek() != "]":
+                        while True:
+                            yield self._value()
+                            if self._expect(",]") == "]":
+                                break
+                    else:
+                        self._expect("]")
+                else:
+                    self.metadata[key] = self._value()
+                if self._expect(",}") == "}":
+                    return
+
+    def _fill(self) -> bool:
+        more = self._f.read(self.SLICE)
+        self._buf = self._buf[self._pos:] + more
+        self._pos = 0
+        return bool(more)
+
+    def _peek(self) -> str:
+        while True:
+            self._pos = self._space.match(self._buf, self._pos).end()
+            if self._pos < len(self._buf):
+                return self._buf[self._pos]
+            if not self._fill():
+                raise json.JSONDecodeError("unexpected end of the file", self._buf, self._pos)
+
+    def _expect(self, chars: str) -> str:
+        c = self._peek()
+        if c not in chars:
+            raise json.JSONDecodeError(f"expected {' or '.join(chars)}", self._buf, self._pos)
+        self._pos += 1
+        return c
+
+    def _value(self):
+        self._peek()
+        while True:
+            try:
+                value, end = self._decode(self._buf, self._pos)
+                if end < len(self._buf):  # a value at the slice's very end may be cut (a number)
+                    self._pos = end
+                    return value
+            except json.JSONDecodeError:
+                pass
+            if not self._fill():  # the last slice: what it holds is all there is
+                value, self._pos = self._decode(self._buf, self._pos)
+                return value
 
 
 @contextmanager
@@ -455,17 +523,19 @@ def load_kineto(
     (default: all); the others stay as events but enter no stack.
     """
     if isinstance(source, dict):
-        doc, origin = source, None
+        origin, stream = None, None
+        with _gc_paused():
+            names, columns, skipped = _collect(source.get("traceEvents") or [])
+        doc = source
     else:
         path = Path(source)
-        doc, origin = _read_json(path), str(path)
-    raw_events = doc.get("traceEvents") or []
+        origin, stream = str(path), _Stream(path)
+        with _gc_paused():  # millions of short-lived dicts would trigger many useless collections
+            names, columns, skipped = _collect(stream.events())
+        doc = stream.metadata
     base = doc.get("baseTimeNanoseconds")
     base_ns = int(Decimal(str(base))) if base is not None else 0
     metadata = _plain({k: v for k, v in doc.items() if k != "traceEvents"})
-
-    with _gc_paused():
-        names, columns, skipped = _collect(raw_events)
     events, exact = _build_table(columns, base_ns)
     schema = metadata.get("schemaVersion")
     return _assemble(events, names, scope_filter, base_time_ns=base_ns,
@@ -534,10 +604,13 @@ def read_profiler_result(result, scope_filter: Callable[[str], bool] | None = No
                 dev.append(-1)
                 stream.append(-1)
                 tid.append(e.start_thread_id())
-    start = np.frombuffer(ts, np.int64) if len(ts) else np.zeros(0, np.int64)
-    columns = dict(ts=start, dur=(np.frombuffer(end, np.int64) if len(end) else start) - start, name=name, kind=kind,
-                   pid=array("q", [-1]) * len(ts), tid=tid, corr=corr, ext=ext, dev=dev, stream=stream)
-    events, exact = _build_table(columns, 0, unit_ns=1)
+    start = np.array(ts, np.int64)  # integer ns already: exact
+    columns = dict(start=start, dur=np.maximum(np.asarray(end, np.int64) - start, 0), exact=True,
+                   name=np.asarray(name, np.uint32), kind=np.asarray(kind, np.uint8),
+                   pid=np.full(len(start), -1, np.int32), tid=np.asarray(tid, np.int64),
+                   corr=np.asarray(corr, np.int64), ext=np.asarray(ext, np.int64),
+                   dev=np.asarray(dev, np.int64), stream=np.asarray(stream, np.int64))
+    events, exact = _build_table(columns, 0)
     _runtime_threads_from_ops(events)
     return _assemble(events, list(index), scope_filter, base_time_ns=0, skipped=skipped, source="kineto_results",
                      exact_ns=exact)
@@ -556,15 +629,26 @@ def _runtime_threads_from_ops(events: np.ndarray) -> None:
     events["stream"][calls[found]] = events["stream"][order[at[found]]]
 
 
-def _collect(raw_events: list) -> tuple[list[str], dict[str, list], dict[str, int]]:
-    """The one pass over the JSON events: columns as Python lists."""
+_BATCH = 1 << 18  # events turned into numpy columns at a time
+
+
+def _collect(raw_events) -> tuple[list[str], dict[str, np.ndarray], dict[str, int]]:
+    """The one pass over the JSON events (a list, or a stream of them): numpy columns, built a
+    batch at a time so that no Python object per event outlives its batch."""
     index: dict[str, int] = {"": 0}
     intern = index.setdefault
     kind_of = _KIND_OF_CAT.get
-    ts, dur, name, kind, pid, tid = [], [], [], [], [], []
-    corr, ext, dev, stream = [], [], [], []
     skipped: dict[str, int] = {}
     empty: dict = {}
+    parts: list[dict[str, np.ndarray]] = []
+    ts, dur, name, kind, pid, tid = [], [], [], [], [], []
+    corr, ext, dev, stream = [], [], [], []
+
+    def flush():
+        parts.append(_columns(ts, dur, name, kind, pid, tid, corr, ext, dev, stream))
+        for column in (ts, dur, name, kind, pid, tid, corr, ext, dev, stream):
+            column.clear()
+
     for e in raw_events:
         if e.get("ph") != "X":
             continue
@@ -586,44 +670,62 @@ def _collect(raw_events: list) -> tuple[list[str], dict[str, list], dict[str, in
         ext.append(args.get("External id", -1))
         dev.append(args.get("device", -1))
         stream.append(args.get("stream", -1))
-    columns = dict(
-        ts=ts, dur=dur, name=name, kind=kind, pid=pid, tid=tid, corr=corr, ext=ext, dev=dev, stream=stream
-    )
+        if len(ts) >= _BATCH:
+            flush()
+    flush()
+    columns: dict = {"exact": all(p.pop("exact") for p in parts)}
+    for k in list(parts[0]):  # a column at a time, each batch's freed as it is joined
+        columns[k] = np.concatenate([p.pop(k) for p in parts])
     return list(index), columns, skipped
 
 
-def _build_table(c: dict[str, list], base_ns: int, unit_ns: int = 1000) -> tuple[np.ndarray, bool]:
-    """``unit_ns``: 1000 for the export's microseconds; 1 for integer nanoseconds."""
-    n = len(c["ts"])
-    if unit_ns == 1000:
-        start, exact_ts = _us_to_ns(c["ts"])
-        dur, exact_dur = _us_to_ns(c["dur"])
-    else:
-        start, exact_ts = np.asarray(c["ts"], np.int64) * unit_ns, True
-        dur, exact_dur = np.asarray(c["dur"], np.int64) * unit_ns, True
-    start += np.int64(base_ns)
-    dur = np.maximum(dur, 0)
-    kind = np.asarray(c["kind"], dtype=np.uint8) if n else np.zeros(0, np.uint8)
-    on_device = np.isin(kind, np.asarray(ON_DEVICE, dtype=np.uint8))
-    pid = _int_column(c["pid"])
-    tid = _int_column(c["tid"])
-    dev_arg = _int_column(c["dev"])
-    stream_arg = _int_column(c["stream"])
-    device = np.where(on_device, np.where(dev_arg >= 0, dev_arg, pid), -1)
-    stream = np.where(on_device & (stream_arg >= 0), stream_arg, tid)
+def _columns(ts, dur, name, kind, pid, tid, corr, ext, dev, stream) -> dict[str, np.ndarray]:
+    """One batch of events' columns as numpy arrays (times in ns, without the trace's base)."""
+    start, exact_ts = _us_to_ns(ts)
+    length, exact_dur = _us_to_ns(dur)
+    # the table's own widths where they hold every value (devices and streams are small; process and
+    # thread ids fit int32 on Linux), so the columns cost no more than the table
+    return dict(start=start, dur=np.maximum(length, 0), exact=exact_ts and exact_dur,
+                name=np.asarray(name, dtype=np.uint32) if name else np.zeros(0, np.uint32),
+                kind=np.asarray(kind, dtype=np.uint8) if kind else np.zeros(0, np.uint8),
+                pid=_narrow(_int_column(pid)), tid=_narrow(_int_column(tid)), corr=_int_column(corr),
+                ext=_int_column(ext), dev=_narrow(_int_column(dev)), stream=_narrow(_int_column(stream)))
 
+
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """int64 -> int32 where every value fits (else unchanged)."""
+    info = np.iinfo(np.int32)
+    return a.astype(np.int32) if not len(a) or (a.min() >= info.min and a.max() <= info.max) else a
+
+
+def _build_table(c: dict[str, np.ndarray], base_ns: int) -> tuple[np.ndarray, bool]:
+    """The events table, in time order; ``c``'s columns are consumed (freed as they are used)."""
+    n = len(c["start"])
+    start = c.pop("start")
+    start += np.int64(base_ns)
+    dur = c.pop("dur")
     order = np.lexsort((-dur, start))
     ev = np.zeros(n, KINETO_EVENT_DTYPE)
     ev["start_ns"] = start[order]
-    ev["end_ns"] = (start + dur)[order]
-    ev["name"] = np.asarray(c["name"], dtype=np.uint32)[order] if n else 0
+    start += dur
+    del dur
+    ev["end_ns"] = start[order]
+    del start
+    kind = c.pop("kind")
+    on_device = np.isin(kind, np.asarray(ON_DEVICE, dtype=np.uint8))
     ev["kind"] = kind[order]
-    ev["device"] = device[order]
-    ev["stream"] = stream[order]  # thread ids beyond int32 wrap (never on Linux)
-    ev["correlation"] = _int_column(c["corr"])[order]
-    ev["external_id"] = _int_column(c["ext"])[order]
+    del kind
+    ev["name"] = c.pop("name")[order] if n else 0
+    pid, dev_arg = c.pop("pid"), c.pop("dev")
+    ev["device"] = np.where(on_device, np.where(dev_arg >= 0, dev_arg, pid), -1)[order]
+    del pid, dev_arg
+    tid, stream_arg = c.pop("tid"), c.pop("stream")
+    ev["stream"] = np.where(on_device & (stream_arg >= 0), stream_arg, tid)[order]  # ids beyond int32 wrap
+    del tid, stream_arg
+    ev["correlation"] = c.pop("corr")[order]
+    ev["external_id"] = c.pop("ext")[order]
     ev["op"] = -1
-    return ev, exact_ts and exact_dur
+    return ev, c["exact"]
 
 
 # -------------------------------------------------------------------- joins
