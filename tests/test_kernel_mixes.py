@@ -26,7 +26,7 @@ def tiny_trace(events, strings, stacks=((0, 0),), inferences=((0, 100 * MS),)) -
     ev = ev[np.argsort(ev["start_ns"], kind="stable")]
     infs = np.zeros(len(inferences), INFERENCE_DTYPE)
     for i, (s, e) in enumerate(inferences):
-        infs[i] = (i, s, e, 0)
+        infs[i] = (i, s, e, 0, s, e, -1)  # its CPU span the same; kernels not counted
     return Trace(Path("in-memory"), "complete", 1, {}, list(strings), np.array([tuple(s) for s in stacks], STACK_DTYPE), ev, infs,
                  np.zeros(0, PHASE_DTYPE), np.zeros(0, WINDOW_DTYPE), np.zeros(0, MODULE_DTYPE), None, None)
 

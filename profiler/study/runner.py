@@ -287,7 +287,7 @@ def run_cells(directory: Path, cells: list[Cell], options: CellOptions, make_row
             with contextlib.suppress(ProcessLookupError):
                 r.proc.send_signal(signal.SIGTERM if stop["signals"] == 1 else signal.SIGKILL)
         if stop["signals"] == 1:
-            say(f"stopping: the running cells end after their current inference, then the study stops "
+            say("stopping: the running cells end after their current inference, then the study stops "
                 "(again to kill them at once); the same command continues it")
 
     handlers = {}
