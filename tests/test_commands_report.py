@@ -136,6 +136,8 @@ def test_report_and_flamegraph_of_a_jobs_rank_files(tmp_path):
     r = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert r.output.startswith("PARTIAL Merged run") and "GPU-a" in r.output and "GPU-b" in r.output
+    r = CliRunner().invoke(main, ["report", str(tmp_path), "--region", "fr", "--top", "5"])
+    assert r.exit_code == 2 and "--top, --region: these take one trace file" in r.output, r.output
     r = CliRunner().invoke(main, ["flamegraph", str(tmp_path / "j.rank0.h5"), str(tmp_path / "j.rank1.h5"),
                                   "-o", str(tmp_path / "job.perfetto.json")])
     assert r.exit_code == 0 and (tmp_path / "job.perfetto.json").exists(), r.output

@@ -290,7 +290,7 @@ def test_a_window_whose_tail_lost_its_kernels_is_flagged(tmp_path, monkeypatch):
     rec.cuda = False  # (written anyway, as an older phprof would have)
     rec.on_trace_ready(phprof_window(0, 3, kernels_until=0))
     writer.close("complete")
-    with pytest.raises(AttributionError, match="CUDA run .*holds no kernel event"):
+    with pytest.raises(AttributionError, match="CUDA run .*holds no device event"):
         attribute(load(tmp_path / "none.h5"))
 
 

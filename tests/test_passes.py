@@ -138,7 +138,8 @@ def test_phprof_trace_runs_both_passes_and_reports_the_overhead(tmp_path, monkey
     with fake_nvml.FakeNvml(fake_lib, tmp_path / "state", n_devices=1, preset="a100", seed=2):
         monkeypatch.setenv("PHPROF_NVML_LIB", str(fake_lib))
         s = api.trace("bert-base-uncased", inferences=6, measure_inferences=5, warmup=1, output=tmp_path / "t.h5",
-                      size="tiny", idle_s=0.2, source="nvml", device="cpu", events_per_window=2000)
+                      size="tiny", idle_s=0.2, source="nvml", device="cpu", events_per_window=2000,
+                      window_warmup=2)
     assert s.status == "complete" and s.inferences == 6 and s.measured.inferences == 5
     assert s.measured.energy.measured and s.measured.joules_per_inference > 0
     text = render(s, "text")
@@ -155,3 +156,16 @@ def test_phprof_trace_runs_both_passes_and_reports_the_overhead(tmp_path, monkey
     assert view.rollups.per_inference.joules == pytest.approx(r.inferences_energy.joules * r.split_scale / 6)
     page = render(view, "text")
     assert "measurement pass" in page and "profiler overhead" in page and "(scaled)" in page
+    assert any("2 unrecorded warm-up inferences ran before each profiler window" in n for n in r.notes)
+    comparison = api.compare([s.path, s.path])  # compare gives the report's scaled figures
+    assert comparison.runs[0].energy.joules == pytest.approx(view.rollups.per_inference.joules)
+    assert "scaled to the run's measurement pass" in render(comparison, "text")
+
+
+def test_setup_hooks_with_a_measurement_pass_are_refused():
+    """setup() changes the workload once the scopes are installed, after the measurement pass: the
+    two passes would measure different things, so the pair is refused (tools pass measure_pass=False)."""
+    from phprof.tracing.run import TraceError, trace
+
+    with pytest.raises(TraceError, match="give measure_pass=False with setup"):
+        trace("gpt2", setup=lambda model: None)

@@ -160,7 +160,7 @@ def run_gpt2(work: Path, seed: int, inferences: int, sensor: str = "a100", calib
         fake = fake_gpu(work, "a100", seed, sensor)
         levels, tags = {}, {}
         phprof.trace("gpt2", inferences=inferences, warmup=0, output=out, size="tiny", idle_s=0.5, source="nvml",
-                     setup=power_per_module(fake, levels, tags, dwell_s=DWELL_S), overwrite=True)
+                     setup=power_per_module(fake, levels, tags, dwell_s=DWELL_S), measure_pass=False, overwrite=True)
         fake.set_power(0, fake_nvml.OUTSIDE_W, tag=OUTSIDE_TAG)
         tags_file.write_text(json.dumps(tags))
     results = [compare(out, fake, tags, c) for c in calibrations]
@@ -200,7 +200,7 @@ def run_adversarial(work: Path, anti_alias: bool, inferences: int) -> dict:
     # one profiler window for the whole run: saving a window pauses the loop, which would shift the phase
     phprof.trace("distilbert-base-uncased-finetuned-sst-2-english", inferences=inferences, warmup=0, output=out,
                  size="tiny", idle_s=0.5, source="nvml", anti_alias=anti_alias, events_per_window=10**8,
-                 setup=padded(fake, levels, tags, PADDED_PERIOD_S), overwrite=True)
+                 setup=padded(fake, levels, tags, PADDED_PERIOD_S), measure_pass=False, overwrite=True)
     fake.set_power(0, fake_nvml.OUTSIDE_W, tag=OUTSIDE_TAG)
     result = compare(out, fake, tags)
     fake.close()

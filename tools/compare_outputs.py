@@ -242,7 +242,7 @@ INPUT_NAMES = {t[0] for t in TRACES} | set(OTHER_INPUTS)
 
 # Runs in a subprocess with the before revision's phprof and tools/ on the path: one trace.
 _TRACE_CODE = r"""
-import json, os, sys
+import inspect, json, os, sys
 spec = json.loads(sys.argv[1])
 sys.path.insert(0, spec["tools"])
 import fake_nvml
@@ -254,8 +254,14 @@ if spec["source"] == "nvml":
     fake = fake_nvml.FakeNvml(spec["lib"], spec["state"], n_devices=1, preset="a100", seed=3,
                               ring_capacity=1 << 21)
     setup = fake_nvml.power_per_module(fake, {}, {}, dwell_s=0.0005)
+try:  # a phprof with a measurement pass runs it before setup()'s hooks: not with them (older ones have none)
+    from phprof.tracing.run import trace as _trace
+    _own = {"measure_pass": False} if setup is not None and "measure_pass" in inspect.signature(_trace).parameters \
+        else {}
+except ImportError:
+    _own = {}
 s = phprof.trace(spec["model"], spec["task"], output=spec["output"], warmup=0, size="tiny",
-                 idle_s=0.3 if fake else 0.0, source=spec["source"], setup=setup, **spec["options"])
+                 idle_s=0.3 if fake else 0.0, source=spec["source"], setup=setup, **_own, **spec["options"])
 if fake:
     fake.close()
 print(f"{s.status}: {s.inferences} inferences, {s.inference_s:.1f} s")

@@ -91,7 +91,7 @@ def validate(out: Path, calibration: Path | None, quick: bool) -> None:
 
     path = out / "validation.h5"
     phprof.trace(MODEL, inferences=60 if quick else 400, warmup=5, output=path, size="tiny", device="cuda",
-                 idle_s=1.0, setup=setup, overwrite=True)
+                 idle_s=1.0, setup=setup, measure_pass=False, overwrite=True)
     results = phprof.results(path, calibration=calibration)
     layers = {x.label: x for x in results.layers}
     per_inference_active = results.inferences_energy.joules

@@ -57,6 +57,11 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     if not trace.complete:
         notes.append(f"the trace is {trace.status}: only its {len(trace.inferences)} whole inferences are used")
     _check_kernels(trace, notes)
+    warmed = (trace.meta.get("options") or {}).get("window_warmup") or 0
+    if warmed:
+        notes.append(f"{warmed} unrecorded warm-up inferences ran before each profiler window (--window-warmup): "
+                     "their energy lies between the recorded inferences, read as idle, so the power under the kernels "
+                     "is estimated high and every layer's energy low")
     inf = np.sort(trace.inferences, order="start_ns")
     span = (int(inf["start_ns"][0]), int(inf["end_ns"].max()))  # on a GPU, spans may overlap (several streams)
     timeline, what = trace_timeline(trace)
@@ -158,8 +163,9 @@ def _check_kernels(trace, notes: list[str]) -> None:
     if not str(trace.meta.get("device", "")).startswith("cuda"):
         return
     if not np.isin(trace.events["kind"], DEVICE_KINDS).any():
-        raise AttributionError(f"{trace.path} is of a CUDA run ({trace.meta.get('device')}) but holds no kernel event: "
-                               "torch.profiler recorded no GPU activity, so its energy cannot be split by kernels")
+        raise AttributionError(f"{trace.path} is of a CUDA run ({trace.meta.get('device')}) but holds no device event "
+                               "(kernel, memcpy, memset): torch.profiler recorded no GPU activity, so its energy cannot "
+                               "be split by kernels")
     kernelless = int((trace.inferences["kernels"] == 0).sum())
     if kernelless:
         stopped = trace.windows["index"][trace.windows["capture_stopped"] > 0].tolist()

@@ -192,7 +192,7 @@ def compare(runs: Sequence[Run]) -> Comparison:
     pct = f"{level.pop():.0%}" if len(level) == 1 else "the attribution's"
     notes = (
         "Energies are the inferences' own (idle power included, the pauses between inferences not), per inference. "
-        + _sources(facts),
+        + _sources(facts) + _scaled(facts),
         f"Intervals: a row made of one layer, or of exactly the layers of a component the attribution resolved as "
         f"a whole, carries the attribution's {pct} bootstrap interval. Any other sum of layers carries the sum of "
         "its layers' lower and upper ends, narrowed by the run's total (the other layers cannot take less than "
@@ -205,6 +205,16 @@ def compare(runs: Sequence[Run]) -> Comparison:
     )
     return Comparison(tuple(f.info for f in facts), components, by_component, total, phases,
                       tuple(_warnings(runs, facts)), notes, tuple(r.results for r in runs))
+
+
+def _scaled(facts: list[_Facts]) -> str:
+    """Which runs' energies are their profiled split scaled to a measurement pass, for the notes."""
+    scaled = [f"{f.info.name!r} (x {f.scale:.3f})" for f in facts if f.scale is not None]
+    if not scaled:
+        return ""
+    who = "every run" if len(scaled) == len(facts) else ", ".join(scaled)
+    return (f" In {who}, the energies are the profiled split scaled to the run's measurement pass (the profiler off)"
+            + (f": {', '.join(scaled)}" if len(scaled) == len(facts) else "") + ", as `phprof report` gives them.")
 
 
 def _sources(facts: list[_Facts]) -> str:
@@ -231,9 +241,12 @@ class _Facts:
     def __init__(self, run: Run):
         r = run.results
         self.n = n = int(r.inferences)
+        # energies per inference, scaled to the measurement pass where there is one (as the report's)
+        self.scale = r.split_scale
+        e = (r.split_scale or 1.0) / n
         layers = [x for x in r.layers if x.role is not Role.BETWEEN_INFERENCES]
         self.labels = [x.label for x in layers]
-        self.layers = [x.energy.scaled(1 / n) for x in layers]
+        self.layers = [x.energy.scaled(e) for x in layers]
         self.energy = np.array([e.joules for e in self.layers])
         self.seconds = np.array([x.seconds for x in layers]) / n
         self.low = np.array([np.nan if e.low_j is None else e.low_j for e in self.layers])
@@ -253,15 +266,15 @@ class _Facts:
         self.resolved = {}
         for c in r.components:
             if c.energy.has_range:
-                self.resolved[c.component] = c.energy.scaled(1 / n)
+                self.resolved[c.component] = c.energy.scaled(e)
         for c in r.stack_components:
             if c.energy.has_range:
-                self.resolved[(c.stack, c.component)] = c.energy.scaled(1 / n)
-        self.total = r.inferences_energy.scaled(1 / n)
+                self.resolved[(c.stack, c.component)] = c.energy.scaled(e)
+        self.total = r.inferences_energy.scaled(e)
         # what bounds any sum of layers: the inferences' own interval, else (above only) the whole
         # run's measured energy, which holds the inferences' and the pauses between them
         self.cap_low = self.total.low_j
-        self.cap_high = self.total.high_j if self.total.high_j is not None else r.total.scaled(1 / n).high_j
+        self.cap_high = self.total.high_j if self.total.high_j is not None else r.total.scaled(e).high_j
         tokens = r.generated_tokens
         self.tokens = tokens / n if tokens else None
         opts = run.meta.get("options") or {}
@@ -273,12 +286,12 @@ class _Facts:
             tokens_per_inference=self.tokens, parameters=run.parameters, energy=self.total,
             per_token=None if self.tokens is None else self.total.scaled(1 / self.tokens),
             per_parameter=self.total.joules / run.parameters if run.parameters else None,
-            static_j=_mul(r.static_j, 1 / n), seconds=r.inference_s / n,
+            static_j=_mul(r.static_j, e), seconds=r.inference_s / n,
             options={k: opts.get(k) for k in SHAPE_OPTIONS if k in opts}, total_measured=r.total_measured)
         self.phases = {}
         in_phases = 0.0
         for p in r.phases:
-            fig = p.energy.scaled(1 / n)
+            fig = p.energy.scaled(e)
             in_phases += fig.joules
             self.phases[p.name] = Cell(fig, fig.joules / self.total.joules if self.total.joules else None, None,
                                        self._per_token(fig.joules), None, None, steps=p.count / n,

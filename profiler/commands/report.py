@@ -41,8 +41,12 @@ def report(trace_files, form, top, region, carbon_intensity, pue, training_kwh, 
         from ..api import merge
         from ..render import render
 
-        if html or calibration:
-            raise click.UsageError("--html and --sensor take one trace file, not a job's rank files")
+        ctx = click.get_current_context()
+        given = [f"--{name.replace('_', '-')}" for name in ("top", "region", "carbon_intensity", "pue", "training_kwh")
+                 if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if html or calibration or given:
+            raise click.UsageError(f"{', '.join(given + ['--html'] * bool(html) + ['--sensor'] * bool(calibration))}: "
+                                   "these take one trace file; the merge of a job's rank files has none of them")
         click.echo(render(merge(trace_files, recompute=recompute), form or "text"), nl=False)
         return
     print_report(trace_files[0], form, top, region, carbon_intensity, pue, training_kwh, calibration, recompute,

@@ -101,10 +101,16 @@ def pass_lines(r: Results) -> list[tuple[str, str]]:
             f", {joules(x.joules_per_inference)} per inference ({e.kind}: {e.method_text})"
         return f"{x.inferences} inferences, {1e3 * x.seconds_per_inference:.3f} ms each{j}, over {x.span_s:.1f} s"
 
+    if not m.inferences or not p.inferences:
+        return [("measurement pass", f"{m.inferences} inferences (the profiler off); the profiled pass "
+                                     f"{p.inferences}: no overhead figure")]
     out = [("measurement pass", one(m) + " (the profiler off; pauses between inferences included)"),
            ("profiled pass", one(p) + " (the windows' spans; their saves left out)")]
     dt = p.seconds_per_inference - m.seconds_per_inference
-    over = f"{1e3 * dt:+.3f} ms per inference ({dt / m.seconds_per_inference:+.0%}), measured (the clock)"
+    how = "approximate (the clock; on a GPU each measured inference ends at a synchronize, a profiled one at its " \
+        "last kernel)" if r.timeline == "device kernels" \
+        else "measured (the clock)"
+    over = f"{1e3 * dt:+.3f} ms per inference ({dt / m.seconds_per_inference:+.0%}), {how}"
     if m.joules_per_inference is not None and p.joules_per_inference is not None:
         dj = p.joules_per_inference - m.joules_per_inference
         kind = "measured" if m.energy.measured and p.energy.measured else "estimated"

@@ -58,6 +58,8 @@ def measured_lines(s) -> list[str]:
     m = s.measured
     if m is None:
         return []
+    if not m.inferences:
+        return ["measurement pass (profiler off): stopped before its first inference"]
     out = [f"measurement pass (profiler off, power source only): {m.inferences} inferences, "
            f"{1e3 * m.seconds_per_inference:.3f} ms per inference of their own time"]
     j = m.joules_per_inference
@@ -69,7 +71,9 @@ def measured_lines(s) -> list[str]:
     if s.inferences and m.inferences:
         dt = s.seconds_per_inference - m.seconds_per_inference
         line = (f"profiler overhead: {1e3 * dt:+.3f} ms per inference ({dt / m.seconds_per_inference:+.0%}), "
-                "measured (the clock)")
+                + ("measured (the clock)" if not s.device.startswith("cuda") else
+                   "approximate (the clock; on a GPU each measured inference ends at a synchronize, a profiled one "
+                   "at its last kernel)"))
         pj = s.joules_per_inference
         if j is not None and pj is not None:
             kind = "measured" if s.energy.measured and m.energy.measured else "estimated"

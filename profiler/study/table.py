@@ -58,7 +58,9 @@ def cell_row(cell: Cell, trace_path: Path, report_path: Path, directory: Path) -
         "size": head.meta.get("options", {}).get("size", ""), "status": "done",
         "device": summary.get("device", ""), "device_name": r.device_name or head.meta.get("device_name") or "",
         "sensor": summary.get("power_source", ""), "inferences": r.inferences,
-        "seconds_per_inference": r.inference_s / r.inferences if r.inferences else None,
+        # the measurement pass's (the profiler off) where the cell ran one, as its energies are
+        "seconds_per_inference": (m.seconds_per_inference if (m := r.measurement_pass) is not None and m.inferences
+                                  else r.inference_s / r.inferences if r.inferences else None),
         "energy": "not measured", "energy_method": "", "interval": "", "run_energy": "not measured",
         "j_per_inference": None, "j_per_inference_low": None, "j_per_inference_high": None,
         "j_per_token": None, "j_per_image": None, "error": "",
@@ -72,7 +74,9 @@ def cell_row(cell: Cell, trace_path: Path, report_path: Path, directory: Path) -
                    j_per_inference=e.joules, j_per_inference_low=e.low_j, j_per_inference_high=e.high_j,
                    j_per_token=None if roll.per_token is None else roll.per_token.joules,
                    j_per_image=None if roll.per_image is None else roll.per_image.joules)
-        whole = r.total.scaled(1000 / r.inferences)
+        m = r.measurement_pass  # the whole run: the measurement pass's span (no profiler, no window saves)
+        whole = m.energy.scaled(1000 / m.inferences) if m is not None and m.energy is not None and m.inferences \
+            else r.total.scaled(1000 / r.inferences)
         row.update(run_energy=whole.kind, run_method=whole.method_text,
                    **{f"run_kwh_per_1000{s}": _kwh(getattr(whole, j)) for s, j in
                       (("", "joules"), ("_low", "low_j"), ("_high", "high_j"))})

@@ -110,7 +110,6 @@ class Recorder:
         self.windows = 0
         self.dropped_windows = 0  # not saved: a second Ctrl-C came first
         self._density: tuple[float, float | None] = (1.0, None)  # events and seconds per inference, last window
-        self.read_write_s: list[float] = []  # per saved window: reading torch's events and writing them
         self.inferences_written = 0
         self.outside = 0  # events outside any inference (dropped, counted)
         self.spans: list[tuple[int, int]] = []  # (first start, last end) of each window's inferences
@@ -184,7 +183,6 @@ class Recorder:
         if self.signals.aborted:  # a second Ctrl-C: this window is dropped
             self.dropped_windows += 1
             return
-        began = time.perf_counter()
         try:
             with self.signals.abortable():  # the events torch holds, read as they are: no JSON export
                 trace = read_profiler_result(prof.profiler.kineto_results, scope_filter=self.is_scope)
@@ -200,7 +198,6 @@ class Recorder:
             self.schedule.advance(*self._density)
         self.add_power(self.source.drain())
         self.writer.flush()
-        self.read_write_s.append(time.perf_counter() - began)
         log = self._joined
         if span is not None and log.channels:
             self._wait_for(span, self.energies, log)

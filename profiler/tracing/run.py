@@ -49,7 +49,7 @@ def trace(
     events_per_window: int = EVENTS_PER_WINDOW,
     measure_pass: bool = True,
     measure_inferences: int | None = None,
-    window_warmup: int = 2,
+    window_warmup: int = 0,
     window_s: float | None = 30.0,
     setup=None,
     progress=None,
@@ -79,7 +79,10 @@ def trace(
     ``window_warmup``: inferences run as the profiler's warm-up steps before
     each window, not recorded (more are run, so that ``inferences`` are
     recorded): the device is back at its working power after the pause in
-    which the last window was saved. ``window_s``: a window holds at most about
+    which the last window was saved. Their energy lies between recorded
+    inferences, where the attribution reads idle time: its estimate of the
+    power under the kernels is biased up and every layer's energy down (the
+    report says so), so the default is 0. ``window_s``: a window holds at most about
     this many seconds of inferences (and about ``events_per_window`` events).
     """
     import torch
@@ -94,6 +97,9 @@ def trace(
         raise TraceError("--measure-inferences must be at least 1")
     if window_warmup < 0:
         raise TraceError("--window-warmup cannot be negative")
+    if setup is not None and measure_pass:
+        raise TraceError("setup() hooks run once the module scopes are installed, after the measurement pass: the two "
+                         "passes would run different workloads; give measure_pass=False with setup")
     chosen, device = device is None, device or default_device()
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise TraceError(
@@ -123,6 +129,7 @@ def trace(
     options = {
         "inferences": inferences, "warmup": warmup, "batch_size": batch_size, "seq_len": seq_len,
         "new_tokens": new_tokens, "steps": steps, "dtype": dtype, "weights": weights, "size": size,
+        "window_warmup": window_warmup,
         "measure_inferences": (measure_inferences or inferences) if measure_pass else 0,
     }
     options["input_shapes"] = {k: list(v.shape) for k, v in inputs.items() if hasattr(v, "shape")}
