@@ -109,9 +109,11 @@ def main() -> None:
                    else "no power sampler: --source none")
         print(f"ratio (phprof run / python): {q_loop / p_loop:.2f}   (target <= 1.10; {sampler}; peak RSS is the "
               "largest of the runs, the rest medians)")
-        print()
-        print(f"{'phprof run, inferences':24} {'peak RSS':>10} {'loop':>10} {'file':>10}")
-        for n in (int(x) for x in a.memory.split(",")):
+        counts = [int(x) for x in a.memory.split(",") if x]  # '' : no memory runs
+        if counts:
+            print()
+            print(f"{'phprof run, inferences':24} {'peak RSS':>10} {'loop':>10} {'file':>10}")
+        for n in counts:
             loop, rss, _ = _run(under_phprof(n, f"mem{n}.h5"), work, env)
             size = (work / f"mem{n}.h5").stat().st_size / 1e6
             print(f"{n:>24,} {rss:>7.0f} MB {loop:>8.1f} s {size:>7.1f} MB")
