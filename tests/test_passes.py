@@ -55,7 +55,8 @@ def _two_passes(fake):
             windows[name][k] = value
     truth_m = fake.true_energy(0, t0, m_end)
     truth_p = sum(fake.true_energy(0, a, b) for a, b in spans)
-    return SimpleNamespace(measured_inferences=measured, inferences=inferences, windows=windows, power=log), \
+    return SimpleNamespace(measured_inferences=measured, inferences=inferences, windows=windows, power=log,
+                           all_power=lambda: log), \
         truth_m, truth_p
 
 

@@ -26,7 +26,7 @@ def passes(trace, device: str) -> tuple[PassEnergy | None, PassEnergy | None]:
     win = win[win["last_inference"] >= 0]
     spans = [(int(a), int(b)) for a, b in zip(win["start_ns"], win["end_ns"])]
     measured_span = (int(m["start_ns"].min()), int(m["end_ns"].max()))
-    log = trace.power
+    log = trace.all_power()  # with the idle period's readings: a counter update before the measurement pass
     readable = bool(device) and log is not None and device in log.devices
     measured_e = log.energy_between(device, *measured_span).energy if readable else None
     profiled_e = _sum(log.energies_between(device, spans)) if readable and spans else None

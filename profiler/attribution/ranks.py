@@ -36,7 +36,7 @@ import numpy as np
 
 from ..energy import Method
 from ..errors import PhprofError
-from ..sources import Measurement, PowerLog
+from ..sources import Measurement
 from ..store import Trace
 from ..store.results import Role
 
@@ -249,7 +249,7 @@ def merge(runs: list[tuple[Trace, object]]) -> MergedRun:
         t, r = by_rank[k]
         traces[k] = aligned(t, clocks[k])
         rows.append(_rank_row(k, t, r, clocks[k]))
-        logs[k] = _full_log(traces[k])
+        logs[k] = traces[k].all_power()
     spans = [row.span_ns for row in rows if row.inferences]
     span = (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else (0, 0)
     devices = _device_rows(by_rank, rows, logs, span, notes)
@@ -321,7 +321,7 @@ def _rank_row(rank: int, t: Trace, r, clock: Clock) -> RankRow:
     span = tuple(int(x) for x in clock.to_reference(np.array(own))) if len(inf) else (0, 0)
     comm = communication_events(t)
     comm_s, comm_j = communication_seconds(t, comm), communication_joules(t, r, comm)
-    log = _full_log(t)
+    log = t.all_power()
     energy = None
     if log is not None and log.channels and len(inf):
         energy = add_measurements([log.energy_between(dev, *own) for dev in log.devices], "+".join(log.devices),
@@ -374,17 +374,6 @@ def communication_joules(t: Trace, r, events: np.ndarray) -> float | None:
             return None
         total += w * (int(e["end_ns"]) - int(e["start_ns"])) / 1e9
     return total
-
-
-def _full_log(t: Trace) -> PowerLog | None:
-    """The idle period's readings and the recording's, one log."""
-    logs = [g for g in (t.idle, t.power) if g is not None and g.channels]
-    if not logs:
-        return None
-    try:
-        return PowerLog.concat(logs)
-    except ValueError:
-        return logs[-1]
 
 
 def aligned(t: Trace, clock: Clock) -> Trace:

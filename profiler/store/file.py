@@ -272,6 +272,17 @@ class Trace:
     def complete(self) -> bool:
         return self.status == "complete"
 
+    def all_power(self) -> PowerLog | None:
+        """The idle period's readings and the recording's, one log (the recording's alone
+        where their channels differ)."""
+        logs = [g for g in (self.idle, self.power) if g is not None and g.channels]
+        if not logs:
+            return None
+        try:
+            return PowerLog.concat(logs)
+        except ValueError:
+            return logs[-1]
+
     def stack_path(self, stack_id: int) -> list[str]:
         """The scopes of a stack, outermost first."""
         return stack_path(self.stacks, self.strings, stack_id)
