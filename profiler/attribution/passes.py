@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..energy import Energy, Method
+from ..energy import Energy
+from ..sources import add_measurements
 from ..store.results import PassEnergy
 
 
@@ -29,26 +30,15 @@ def passes(trace, device: str) -> tuple[PassEnergy | None, PassEnergy | None]:
     log = trace.all_power()  # with the idle period's readings: a counter update before the measurement pass
     readable = bool(device) and log is not None and device in log.devices
     measured_e = log.energy_between(device, *measured_span).energy if readable else None
-    profiled_e = _sum(log.energies_between(device, spans)) if readable and spans else None
+    profiled_e = _energy(add_measurements(log.energies_between(device, spans), device)) if readable and spans \
+        else None
     return (PassEnergy(len(m), _own_s(m), (measured_span[1] - measured_span[0]) / 1e9, measured_e),
             PassEnergy(len(inf), _own_s(inf), sum(b - a for a, b in spans) / 1e9, profiled_e))
 
 
+def _energy(m) -> Energy | None:
+    return None if m.joules is None else m.energy
+
+
 def _own_s(rows: np.ndarray) -> float:
     return float((rows["end_ns"] - rows["start_ns"]).sum()) / 1e9
-
-
-def _sum(parts) -> Energy | None:
-    """The windows' measurements added up (their bounds too); one method, or mixed."""
-    energies = [p.energy for p in parts]
-    if any(e.joules is None for e in energies):
-        return None
-    methods = {(e.method, e.detail) for e in energies}
-    method, detail = methods.pop() if len(methods) == 1 else \
-        (Method.MIXED, " + ".join(sorted({e.method_text for e in energies})))
-
-    def total(values):
-        return None if any(v is None for v in values) else sum(values)
-
-    return Energy(sum(e.joules for e in energies), total([e.low_j for e in energies]),
-                  total([e.high_j for e in energies]), method, detail, bound=all(e.bound for e in energies))

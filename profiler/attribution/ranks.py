@@ -34,9 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..energy import Method
 from ..errors import PhprofError
-from ..sources import Measurement
+from ..sources import Measurement, add_measurements
 from ..store import Trace
 from ..store.results import Role
 
@@ -151,23 +150,6 @@ class MergedRun:
         """The widest of the ranks' offset bounds; None where a rank's is unknown."""
         u = [r.clock.uncertainty_ns for r in self.ranks]
         return None if any(x is None for x in u) else max(u, default=0)
-
-
-def add_measurements(parts: list[Measurement], device: str, seconds: float | None = None) -> Measurement:
-    """Energies of disjoint spans or distinct devices, added: the bounds add too
-    (an end unknown in one part is unknown in the sum). ``seconds``: the span (default:
-    the parts' spans added, as for pieces of one span)."""
-    def total(values):
-        return None if any(v is None for v in values) else float(sum(values))
-
-    methods = {(p.method, p.detail) for p in parts}
-    method, detail = methods.pop() if len(methods) == 1 else \
-        (Method.MIXED, " + ".join(sorted({p.energy.method_text for p in parts})))
-    return Measurement(device, total([p.joules for p in parts]), method,
-                       sum(p.seconds for p in parts) if seconds is None else seconds,
-                       notes=tuple(dict.fromkeys(n for p in parts for n in p.notes)),
-                       counter_resets=sum(p.counter_resets for p in parts),
-                       low_j=total([p.low_j for p in parts]), high_j=total([p.high_j for p in parts]), detail=detail)
 
 
 # ------------------------------------------------------------------------------- the merge

@@ -147,6 +147,24 @@ class Measurement:
         return self.energy.kind
 
 
+def add_measurements(parts: list[Measurement], device: str, seconds: float | None = None) -> Measurement:
+    """Energies of disjoint spans or distinct devices, added: the bounds add too (an end
+    unknown in one part is unknown in the sum, and so is the sum of a part without joules);
+    one method, else mixed. ``seconds``: the span (default: the parts' spans added, as for
+    pieces of one span)."""
+    def total(values):
+        return None if any(v is None for v in values) else float(sum(values))
+
+    methods = {(p.method, p.detail) for p in parts}
+    method, detail = methods.pop() if len(methods) == 1 else \
+        (Method.MIXED, " + ".join(sorted({p.energy.method_text for p in parts})))
+    return Measurement(device, total([p.joules for p in parts]), method,
+                       sum(p.seconds for p in parts) if seconds is None else seconds,
+                       notes=tuple(dict.fromkeys(n for p in parts for n in p.notes)),
+                       counter_resets=sum(p.counter_resets for p in parts),
+                       low_j=total([p.low_j for p in parts]), high_j=total([p.high_j for p in parts]), detail=detail)
+
+
 def value_changes(readings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Where a channel's value changed, bracketed by the two readings around it.
 

@@ -50,15 +50,15 @@ import sys
 import threading
 import time
 import warnings
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
-from ..energy import Method
 from ..errors import PhprofError
-from ..sources import SETTLE_S, Measurement, PowerSource, open_source
+from ..sources import SETTLE_S, Measurement, PowerSource, add_measurements, open_source
 from ..sources.sensors import phase_coverage
 from ..store import INFERENCE_DTYPE, INFERENCE_PREFIX, TraceWriter, run_meta, run_summary
 from ..store.results import PerInference
@@ -139,8 +139,8 @@ class TraceSummary(PerInference):
                            inference_s=self.inference_s, span_s=self.span_s, energy=self.energy, notes=self.notes,
                            device=self.device, device_name=self.device_name, source=self.source,
                            inference_rule=self.inference_rule, recording_s=self.recording_s,
-                           recording_j=_total([m.joules for m in self.recording_energy]) if self.recording_energy
-                           else None, **_measured_dict(self.measured))
+                           recording_j=add_measurements(self.recording_energy, "all").joules
+                           if self.recording_energy else None, **_measured_dict(self.measured))
 
 
 def _measured_dict(m: MeasuredPass | None) -> dict:
@@ -888,26 +888,14 @@ def _device_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
-def _total(values: list[float | None]) -> float | None:
-    return None if any(v is None for v in values) else sum(values)
-
-
 def _sum_energy(parts: list[Measurement], over: str | None = None) -> Measurement | None:
     """The run's energy over its stored inferences: the windows' energies added up
     (``over``: what else the parts cover, a span of their own)."""
     if not parts:
         return None
-    notes = tuple(dict.fromkeys(n for p in parts for n in p.notes))
     devices = sorted({p.device for p in parts})
-    methods = {(p.method, p.detail) for p in parts}
-    method, detail = methods.pop() if len(methods) == 1 else \
-        (Method.MIXED, " + ".join(sorted({p.energy.method_text for p in parts})))
-    return Measurement(
-        "+".join(devices), _total([p.joules for p in parts]), method, sum(p.seconds for p in parts) / len(devices),
-        notes=notes + (f"over {over}" if over else "summed over the profiler windows' inferences; the pauses "
-                       "between windows, while phprof saves a window, are left out",
-                       "the device's whole draw, idle (static) power included: `phprof report` splits it, "
-                       "and per layer"),
-        counter_resets=sum(p.counter_resets for p in parts), low_j=_total([p.low_j for p in parts]),
-        high_j=_total([p.high_j for p in parts]), detail=detail,
-    )
+    m = add_measurements(parts, "+".join(devices), seconds=sum(p.seconds for p in parts) / len(devices))
+    return dataclasses.replace(m, notes=m.notes + (
+        f"over {over}" if over else "summed over the profiler windows' inferences; the pauses between windows, "
+        "while phprof saves a window, are left out",
+        "the device's whole draw, idle (static) power included: `phprof report` splits it, and per layer"))
