@@ -40,6 +40,9 @@ CONFIGS = {  # what a user's config.json may hold that transformers or phprof ca
                  "'validate_architecture': ValueError: The hidden size (250) is not a multiple"),
     "unknown type": ({"model_type": "mystery-lm", "architectures": ["MysteryForCausalLM"], "hidden_size": 32},
                      "model_type 'mystery-lm' is not one transformers"),
+    "unknown activation": ({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_embd": 32, "n_head": 2,
+                            "n_layer": 1, "vocab_size": 1000, "bos_token_id": 0, "eos_token_id": 0, "activation_function": "nosuchact"},
+                           "transformers cannot build this config: it names 'nosuchact', which transformers does not know"),
     "no architectures": ({"model_type": "gpt2", "n_embd": 32, "n_head": 2, "n_layer": 2, "vocab_size": 1000},
                          "names no architecture (its config has no 'architectures'), so its task is not known: "
                          "give it with --task"),

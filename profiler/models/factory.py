@@ -199,7 +199,11 @@ def _construct_checked(spec: ModelSpec, task: TaskSpec, device, dtype) -> nn.Mod
     cls = getattr(transformers, head_for(spec, task))
     config = _hf_config(spec.config)
     with torch.device(device), _default_dtype(dtype):
-        model = cls.from_config(config, dtype=dtype)
+        try:
+            model = cls.from_config(config, dtype=dtype)
+        except KeyError as e:  # a name transformers looks up in one of its tables (ACT2FN, ...) and lacks
+            raise ConfigRejected(f"{spec.id}: transformers cannot build this config: it names {e.args[0]!r}, "
+                                 "which transformers does not know (an activation or layer type?)") from None
         _untie(model, spec.config)
     if spec.num_beams > 1 and task.call == "generate":
         model.generation_config.num_beams = spec.num_beams
