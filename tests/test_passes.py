@@ -108,6 +108,20 @@ def test_the_rollups_are_the_profiled_split_scaled_to_the_measurement_pass():
     assert unscaled.per_inference.joules == pytest.approx(10.0)
 
 
+def test_the_scaled_split_carries_the_measurement_passs_own_bound():
+    """The split's range is its shares' uncertainty; scaled to the measurement pass, that pass's
+    counter bound (here +-5%) widens it: a point scale would claim the pass exactly known."""
+    m = PassEnergy(20, 0.8, 1.0, Energy(160.0, 152.0, 168.0, Method.COUNTER, bound=True))
+    p = PassEnergy(10, 0.5, 0.6, Energy(100.0, 99.0, 101.0, Method.COUNTER, bound=True))
+    r = _results(m, p)
+    roll = rollups(r, custom(400.0))
+    assert roll.per_inference.joules == pytest.approx(8.0)
+    assert roll.per_inference.low_j == pytest.approx(95.0 / 10 * 7.6 / 10)  # share's low x pass's low
+    assert roll.per_inference.high_j == pytest.approx(105.0 / 10 * 8.4 / 10)
+    assert roll.per_inference.low_j < 95.0 * 0.8 / 10 and roll.per_inference.high_j > 105.0 * 0.8 / 10
+    assert r.scaled_split(Energy(None)).joules is None
+
+
 def test_the_store_keeps_the_measurement_pass_and_the_results_both_passes(tmp_path):
     from phprof.store import write_results
 

@@ -243,10 +243,10 @@ class _Facts:
         self.n = n = int(r.inferences)
         # energies per inference, scaled to the measurement pass where there is one (as the report's)
         self.scale = r.split_scale
-        e = (r.split_scale or 1.0) / n
+        e = 1 / n
         layers = [x for x in r.layers if x.role is not Role.BETWEEN_INFERENCES]
         self.labels = [x.label for x in layers]
-        self.layers = [x.energy.scaled(e) for x in layers]
+        self.layers = [r.scaled_split(x.energy, e) for x in layers]
         self.energy = np.array([e.joules for e in self.layers])
         self.seconds = np.array([x.seconds for x in layers]) / n
         self.low = np.array([np.nan if e.low_j is None else e.low_j for e in self.layers])
@@ -266,15 +266,15 @@ class _Facts:
         self.resolved = {}
         for c in r.components:
             if c.energy.has_range:
-                self.resolved[c.component] = c.energy.scaled(e)
+                self.resolved[c.component] = r.scaled_split(c.energy, e)
         for c in r.stack_components:
             if c.energy.has_range:
-                self.resolved[(c.stack, c.component)] = c.energy.scaled(e)
-        self.total = r.inferences_energy.scaled(e)
+                self.resolved[(c.stack, c.component)] = r.scaled_split(c.energy, e)
+        self.total = r.scaled_split(r.inferences_energy, e)
         # what bounds any sum of layers: the inferences' own interval, else (above only) the whole
         # run's measured energy, which holds the inferences' and the pauses between them
         self.cap_low = self.total.low_j
-        self.cap_high = self.total.high_j if self.total.high_j is not None else r.total.scaled(e).high_j
+        self.cap_high = self.total.high_j if self.total.high_j is not None else r.scaled_split(r.total, e).high_j
         tokens = r.generated_tokens
         self.tokens = tokens / n if tokens else None
         opts = run.meta.get("options") or {}
@@ -286,12 +286,12 @@ class _Facts:
             tokens_per_inference=self.tokens, parameters=run.parameters, energy=self.total,
             per_token=None if self.tokens is None else self.total.scaled(1 / self.tokens),
             per_parameter=self.total.joules / run.parameters if run.parameters else None,
-            static_j=_mul(r.static_j, e), seconds=r.inference_s / n,
+            static_j=_mul(r.static_j, (r.split_scale or 1.0) * e), seconds=r.inference_s / n,
             options={k: opts.get(k) for k in SHAPE_OPTIONS if k in opts}, total_measured=r.total_measured)
         self.phases = {}
         in_phases = 0.0
         for p in r.phases:
-            fig = p.energy.scaled(e)
+            fig = r.scaled_split(p.energy, e)
             in_phases += fig.joules
             self.phases[p.name] = Cell(fig, fig.joules / self.total.joules if self.total.joules else None, None,
                                        self._per_token(fig.joules), None, None, steps=p.count / n,

@@ -26,10 +26,10 @@ def rollups(results: Results, intensity: carbon.CarbonIntensity, pue: float = 1.
     included, the pauses between inferences not); ``pue`` scales the carbon and the
     training parity to the facility's, the energies stay the device's. With a
     measurement pass (the profiler off), every energy is the profiled split scaled
-    to it (:attr:`Results.split_scale`): the run without the profiler's own cost."""
+    to it (:meth:`Results.scaled_split`): the run without the profiler's own cost, its range
+    widened by the measurement pass's own bound."""
     n = results.inferences
-    k = results.split_scale or 1.0
-    total = results.inferences_energy.scaled(k)
+    total = results.scaled_split(results.inferences_energy)
     per_inf = total.scaled(1 / n)
     per_k = total.scaled(1000 / n)
 
@@ -47,7 +47,7 @@ def rollups(results: Results, intensity: carbon.CarbonIntensity, pue: float = 1.
 
     def per_step(name: str) -> Energy | None:
         p = phases.get(name)
-        return None if p is None else p.energy.scaled(k / p.count)
+        return None if p is None else results.scaled_split(p.energy, 1 / p.count)
 
     if "prefill" in phases or "decode" in phases:
         # each prefill yields the first token of its sequence, each decode step one more

@@ -128,21 +128,15 @@ def top_groups(r: Results, top: int) -> list:
 
 def _layer_rows(r: Results, top: int) -> tuple[list[str], list[list[str]]]:
     total = r.inferences_energy.joules
-    k = r.split_scale or 1.0
-    n = r.inferences / k  # energies per inference, scaled to the measurement pass where there is one
     head = ["layer", "energy / inference" + ("" if r.split_scale is None else " (scaled)"),
             f"{r.interval:.0%} interval", "energy share", "time share", "power"]
     layer_time = float(np.sum([g.seconds for g in r.groups]))
     rows = []
     for g in top_groups(r, top):
-        e = g.energy
-        rows.append([g.label, joules(e.joules / n), interval(_div(e.low_j, n), _div(e.high_j, n)),
-                     f"{e.joules / total:.1%}", f"{g.seconds / layer_time:.1%}", f"{g.power_w:.0f} W"])
+        e = r.scaled_split(g.energy, 1 / r.inferences)  # per inference, scaled to the measurement pass
+        rows.append([g.label, joules(e.joules), interval(e.low_j, e.high_j),
+                     f"{g.energy.joules / total:.1%}", f"{g.seconds / layer_time:.1%}", f"{g.power_w:.0f} W"])
     return head, rows
-
-
-def _div(x, n):
-    return None if x is None else x / n
 
 
 def _time_rows(r: Results) -> list[tuple[str, float]]:
@@ -170,20 +164,20 @@ class TextReport(Renderer):
         out.append("")
         out.append(f"top {len(rows)} layers by energy (estimated; shares of the inferences' own energy and time):")
         out += aligned(head, rows)
-        n, total = r.inferences / (r.split_scale or 1.0), r.inferences_energy.joules
+        total = r.inferences_energy.joules
         scaled = "" if r.split_scale is None else ", scaled to the measurement pass"
         if r.components:
             out.append("")
             out.append(f"by component (estimated{scaled}):")
             for c in r.components:
-                e = c.energy
-                out.append(f"  {c.component:<15} {joules(e.joules / n):>10} / inference  "
-                           f"{interval(_div(e.low_j, n), _div(e.high_j, n)):>24}  {e.joules / total:6.1%}")
+                e = r.scaled_split(c.energy, 1 / r.inferences)
+                out.append(f"  {c.component:<15} {joules(e.joules):>10} / inference  "
+                           f"{interval(e.low_j, e.high_j):>24}  {c.energy.joules / total:6.1%}")
         if r.kernels:
             out.append("")
             out.append(f"top kernels (each at its layer's estimated power{scaled}):")
             for k in r.kernels[:top]:
-                out.append(f"  {joules(k.energy.joules / n):>10} / inference  {k.calls:>8} calls  {k.name[:90]}")
+                out.append(f"  {joules(r.scaled_split(k.energy, 1 / r.inferences).joules):>10} / inference  {k.calls:>8} calls  {k.name[:90]}")
         out.append("")
         out += [f"note: {x}" for x in r.notes]
         return "\n".join(out) + "\n"

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 
 import numpy as np
@@ -226,6 +226,26 @@ class Results:
         if m is None or p is None or m.joules_per_inference is None or not p.joules_per_inference:
             return None
         return m.joules_per_inference / p.joules_per_inference
+
+    def scaled_split(self, e: Energy, factor: float = 1.0) -> Energy:
+        """A part ``e`` of the profiled split (a layer, a phase, the inferences) as the
+        run without the profiler drew it, times ``factor`` (1/n for per inference):
+        ``e x split_scale``. The split is shares of the profiled pass's energy, whose
+        uncertainty is already in ``e``'s range; the measurement pass's own bound is
+        not, so the range is widened by it: ``[low x m_low / p, high x m_high / p]``.
+        Without a measurement pass, ``e x factor``."""
+        k = self.split_scale
+        if k is None:
+            return e.scaled(factor)
+        m, p = self.measurement_pass, self.profiled_pass
+        per_p = p.joules_per_inference
+
+        def times(x, m_j):  # x scaled by the measurement pass's figure m_j (an end of its bound)
+            m_j = m.energy.joules if m_j is None else m_j
+            return None if x is None else x * factor * (m_j / m.inferences) / per_p
+
+        return replace(e, joules=None if e.joules is None else e.joules * k * factor,
+                       low_j=times(e.low_j, m.energy.low_j), high_j=times(e.high_j, m.energy.high_j))
 
     def phase(self, name: str) -> PhaseEnergy | None:
         return next((p for p in self.phases if p.name == name), None)
