@@ -184,3 +184,14 @@ def test_setup_hooks_with_a_measurement_pass_are_refused():
 
     with pytest.raises(TraceError, match="give measure_pass=False with setup"):
         trace("gpt2", setup=lambda model: None)
+
+
+def test_the_overhead_in_energy_carries_the_two_passes_bounds():
+    from phprof.render.units import profiler_overhead
+
+    m = PassEnergy(20, 0.8, 1.0, Energy(160.0, 152.0, 168.0, Method.COUNTER, bound=True))  # 8 J [7.6, 8.4]
+    p = PassEnergy(10, 0.5, 0.6, Energy(100.0, 99.0, 101.0, Method.COUNTER, bound=True))  # 10 J [9.9, 10.1]
+    text = profiler_overhead(m, p, m.energy, p.energy, on_gpu=False)
+    assert text.startswith("+10.000 ms per inference (+25%), measured (the clock)")
+    assert "+2 J per inference (+25%) [1.5 J, 2.5 J], measured" in text
+    assert "[" not in profiler_overhead(m, p, m.energy, Energy(100.0, method=Method.COUNTER), on_gpu=True)

@@ -26,7 +26,7 @@ from .flamegraph import flamegraph_html
 from .frames import frame_tree
 from .palette import KINDS, colour, kind_of
 from .plots import power_plot, share_bars
-from .units import aligned, amount, estimate, interval, joules
+from .units import aligned, amount, estimate, interval, joules, profiler_overhead
 
 
 def summary_lines(r: Results, roll: Rollups) -> list[tuple[str, str]]:
@@ -106,16 +106,7 @@ def pass_lines(r: Results) -> list[tuple[str, str]]:
                                      f"{p.inferences}: no overhead figure")]
     out = [("measurement pass", one(m) + " (the profiler off; pauses between inferences included)"),
            ("profiled pass", one(p) + " (the windows' spans; their saves left out)")]
-    dt = p.seconds_per_inference - m.seconds_per_inference
-    how = "approximate (the clock; on a GPU each measured inference ends at a synchronize, a profiled one at its " \
-        "last kernel)" if r.timeline == "device kernels" \
-        else "measured (the clock)"
-    over = f"{1e3 * dt:+.3f} ms per inference ({dt / m.seconds_per_inference:+.0%}), {how}"
-    if m.joules_per_inference is not None and p.joules_per_inference is not None:
-        dj = p.joules_per_inference - m.joules_per_inference
-        kind = "measured" if m.energy.measured and p.energy.measured else "estimated"
-        over += (f"; {joules(dj, signed=True)} per inference ({dj / m.joules_per_inference:+.0%}), {kind}: the "
-                 "difference of the two passes")
+    over = profiler_overhead(m, p, m.energy, p.energy, on_gpu=r.timeline == "device kernels")
     out.append(("profiler overhead", over))
     return out
 

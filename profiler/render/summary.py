@@ -9,7 +9,7 @@ notes and where the file is. Per-layer energy is ``phprof report``'s.
 from __future__ import annotations
 
 from .base import Renderer, register
-from .units import joules
+from .units import joules, profiler_overhead
 
 
 def summary_lines(s) -> list[str]:
@@ -69,15 +69,9 @@ def measured_lines(s) -> list[str]:
                    f"{e.energy.method_text}), over its {m.span_s:.2f} s, {m.paused_s:.2f} s of anti-aliasing "
                    "pauses included")
     if s.inferences and m.inferences:
-        dt = s.seconds_per_inference - m.seconds_per_inference
-        line = (f"profiler overhead: {1e3 * dt:+.3f} ms per inference ({dt / m.seconds_per_inference:+.0%}), "
-                + ("measured (the clock)" if not s.device.startswith("cuda") else
-                   "approximate (the clock; on a GPU each measured inference ends at a synchronize, a profiled one "
-                   "at its last kernel)"))
-        pj = s.joules_per_inference
-        if j is not None and pj is not None:
-            kind = "measured" if s.energy.measured and m.energy.measured else "estimated"
-            line += f"; {pj - j:+.4g} J per inference ({(pj - j) / j:+.0%}), {kind} (the two passes' difference)"
+        line = "profiler overhead: " + profiler_overhead(
+            m, s, None if m.energy is None else m.energy.energy, None if s.energy is None else s.energy.energy,
+            on_gpu=s.device.startswith("cuda"))
         out.append(line)
     return out
 

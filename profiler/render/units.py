@@ -45,6 +45,27 @@ def per(e, n: float):
     return None if e is None else e.scaled(1 / n)
 
 
+def profiler_overhead(measured, profiled, measured_energy, profiled_energy, on_gpu: bool) -> str:
+    """The profiler's cost per inference: the profiled pass against the measurement pass (each a
+    :class:`~phprof.store.results.PerInference`), in time and, where both passes have an
+    :class:`~phprof.energy.Energy`, in energy with the bound the two passes' own ranges give."""
+    m_s, p_s = measured.seconds_per_inference, profiled.seconds_per_inference
+    dt = p_s - m_s
+    how = ("approximate (the clock; on a GPU each measured inference ends at a synchronize, a profiled one at "
+           "its last kernel)") if on_gpu else "measured (the clock)"
+    text = f"{1e3 * dt:+.3f} ms per inference ({dt / m_s:+.0%}), {how}"
+    m, p = measured_energy, profiled_energy
+    if m is None or p is None or m.joules is None or p.joules is None:
+        return text
+    n_m, n_p = measured.inferences, profiled.inferences
+    dj = p.joules / n_p - m.joules / n_m
+    kind = "measured" if m.measured and p.measured else "estimated"
+    bound = interval(p.low_j / n_p - m.high_j / n_m, p.high_j / n_p - m.low_j / n_m) \
+        if m.has_range and p.has_range else "-"
+    return (text + f"; {joules(dj, signed=True)} per inference ({dj * n_m / m.joules:+.0%})"
+            + ("" if bound == "-" else f" {bound}") + f", {kind}: the difference of the two passes")
+
+
 def markdown_table(head: list[str], rows: list[list[str]]) -> list[str]:
     """A markdown table: the first column left-aligned, the others right-aligned; ``|`` in a cell escaped."""
     def line(cells):
