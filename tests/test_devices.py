@@ -1,0 +1,176 @@
+"""One process on two GPUs: each GPU's kernels attributed against that GPU's own sensor, per layer
+and in total, and the time each GPU waits for the other (phprof.attribution.attribute,
+Results.devices).
+
+The run is a model split in two stages (``stage0`` on cuda:0, ``stage1`` on cuda:1, as with
+``device_map`` or ``.to("cuda:1")``): each inference runs stage 0's two layers on GPU 0, then
+stage 1's on GPU 1, durations drawn at random. The truth is the fake NVML with two A100-like
+boards (its sensor model: a 25 ms window every 101 ms, 1% noise; the 20 ms energy counter), each
+drawing a known power during its own layers' kernels and its idle level otherwise, the energy of
+each layer tagged in the fake. Its sensors are read at 1 kHz at the instants the sampler would
+have read them (the fake's readings are a function of time), so the test runs in no real time."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import phprof
+from phprof import load
+from phprof.attribution import attribute
+from phprof.energy import Method
+from phprof.sources import Channel, PowerLog
+from phprof.sources.base import READING_DTYPE
+from phprof.store import Kind, TraceWriter
+from phprof.store.schema import EVENT_DTYPE, INFERENCE_DTYPE, run_meta
+from phprof.store.results import Role
+
+MS = 1_000_000
+IDLE_W = 60.0  # the a100 preset's idle level
+# (layer, GPU, power while its kernels run): the model's stages, stage 0 on GPU 0, stage 1 on GPU 1
+LAYERS = [("stage0.attn", 0, 330.0), ("stage0.mlp", 0, 210.0), ("stage1.attn", 1, 280.0), ("stage1.mlp", 1, 140.0)]
+NAME = "NVIDIA A100-SXM4-80GB"
+UUIDS = {0: "GPU-0a0a0a0a-1111-4222-8333-444444444444", 1: "GPU-1b1b1b1b-5555-4666-8777-888888888888"}
+
+
+def two_gpu_run(fake, path, n=260, seed=7):
+    """The trace file of ``n`` pipelined inferences on the fake's GPUs 0 and 1, and the truth:
+    the fake's energy per layer (its tag), per GPU over the inferences' span, and each GPU's
+    busy time."""
+    rng = np.random.default_rng(seed)
+    t0 = time.time_ns() + 2_000 * MS  # the fake's signal is scheduled ahead of its clock: every event in the future
+    strings = ["", *[name for name, _, _ in LAYERS], "ampere_sgemm_128x64_tn", "flash_fwd_kernel"]
+    ids = {s: i for i, s in enumerate(strings)}
+    events, inferences = [], []
+    busy = {0: 0, 1: 0}
+    t = t0
+    for i in range(n):
+        start = t
+        for k, (name, gpu, watts) in enumerate(LAYERS):
+            dur = int(rng.uniform(2, 14) * MS)
+            fake.set_power_at(gpu, watts, t, tag=k + 1)
+            fake.set_power_at(gpu, IDLE_W, t + dur, tag=0)
+            kernel = "flash_fwd_kernel" if name.endswith("attn") else "ampere_sgemm_128x64_tn"
+            events.append((t, t + dur, ids[kernel], k + 1, i, -1, 7, gpu, Kind.KERNEL))
+            busy[gpu] += dur
+            t += dur
+        inferences.append((i, start, t, 0, start - 100_000, t, 4))
+        t += int(rng.uniform(2, 12) * MS)  # the host's loop between inferences: both GPUs idle
+    end = t
+    span = (t0, inferences[-1][2])
+
+    meta = run_meta(model="two-stage", task="", device="cuda:0", device_name=NAME, versions={},
+                    sensor={"source": "nvml", "devices": {"gpu0": NAME, "gpu1": NAME},
+                            "power_limits_w": {"gpu0": 400.0, "gpu1": 400.0}},
+                    device_ids={"gpu0": UUIDS[0], "gpu1": UUIDS[1]},
+                    cuda_devices={"cuda:0": "gpu0", "cuda:1": "gpu1"})
+    w = TraceWriter(path, meta)
+    w.append_strings(strings[1:])
+    stacks = np.zeros(len(LAYERS), np.dtype([("parent", "<u4"), ("scope", "<u4")]))
+    stacks["scope"] = [ids[name] for name, _, _ in LAYERS]
+    w.append_stacks(stacks)  # stack k + 1: layer k's scope, at the root
+    # the sampler's reads, 1 kHz, from 300 ms before the run to 300 ms after, each channel of each GPU
+    reads = np.arange(t0 - 300 * MS, end + 300 * MS, MS)
+    channels, rows = [], []
+    for gpu in (0, 1):
+        for field, quantity, unit in (("energy", "energy", "mJ"), ("power_instant", "power", "mW")):
+            c = len(channels)
+            channels.append(Channel(f"gpu{gpu}.{field}", f"gpu{gpu}", quantity, unit, "fake NVML"))
+            r = np.zeros(len(reads), READING_DTYPE)
+            r["t_before_ns"], r["t_after_ns"] = reads - 10_000, reads + 10_000
+            at = fake.counter_at if field == "energy" else (lambda d, x: fake.power_at(d, "power_instant", x))
+            r["value"] = [at(gpu, int(x)) for x in reads]
+            r["seq"], r["channel"] = np.arange(len(reads)), c
+            rows.append(r)
+    readings = np.concatenate(rows)
+    readings = readings[np.argsort(readings["t_after_ns"], kind="stable")]
+    w.append_power(PowerLog("nvml", tuple(channels), readings))
+    ev = np.array(events, EVENT_DTYPE)
+    inf = np.array(inferences, INFERENCE_DTYPE)
+    w.append_window(ev, inf, np.zeros(0, np.dtype([("inference", "<i4"), ("name", "<u4"), ("start_ns", "<i8"),
+                                                   ("end_ns", "<i8")])), (0, 0, n - 1, span[0], span[1], len(ev)))
+    w.close("complete", {})
+    fake.set_power_at(0, IDLE_W, end + 400 * MS)  # close the last intervals, so that every tag is counted
+    fake.set_power_at(1, IDLE_W, end + 400 * MS)
+    truth = {"layers": {name: fake.tag_energy(gpu, k + 1) for k, (name, gpu, _) in enumerate(LAYERS)},
+             "span_j": {g: fake.true_energy(g, *span) for g in (0, 1)}, "busy_s": {g: busy[g] / 1e9 for g in (0, 1)}}
+    return path, truth
+
+
+@pytest.fixture
+def two_gpus(fake_lib, tmp_path):
+    from fake_nvml import FakeNvml
+
+    with FakeNvml(fake_lib, tmp_path / "state", n_devices=2, preset="a100", seed=11) as fake:
+        for gpu, uuid in UUIDS.items():
+            fake.set_uuid(gpu, uuid)
+        yield two_gpu_run(fake, tmp_path / "split.h5")
+
+
+def test_each_gpus_kernels_are_attributed_against_its_own_sensor(two_gpus):
+    """Per GPU: its total is its own counter's, within the counter's bound of the fake's truth,
+    and its layers are its own kernels' (stage 0's on GPU 0, stage 1's on GPU 1), each within 5%
+    of that GPU's inferences' energy of the fake's per-layer truth; the run's total is the two
+    GPUs' added, measured."""
+    path, truth = two_gpus
+    r = attribute(load(path))
+    assert [(d.device, d.cuda, d.id) for d in r.devices] == [("gpu0", "cuda:0", UUIDS[0]), ("gpu1", "cuda:1", UUIDS[1])]
+    assert r.several_devices and r.device == "gpu0+gpu1"
+    for gpu, d in enumerate(r.devices):
+        assert d.total.method is Method.COUNTER and d.total.bound
+        assert abs(d.total.joules - truth["span_j"][gpu]) <= d.total_uncertainty_j, (d.total, truth["span_j"][gpu])
+        assert d.method is Method.WLS and d.sensor is not None and d.sensor_updates >= 100
+        mine = [x for x in r.layers if x.device == d.device]
+        # its rows add up to its counter's energy: nothing of the other GPU's
+        assert sum(x.energy.joules for x in mine) == pytest.approx(d.total.joules, rel=1e-9)
+        modules = {x.label: x for x in mine if x.role is Role.MODULE}
+        assert set(modules) == {name for name, g, _ in LAYERS if g == gpu}
+        own = d.inferences_energy.joules
+        for name, x in modules.items():
+            assert abs(x.energy.joules - truth["layers"][name]) / own < 0.05, (name, x.energy, truth["layers"][name])
+        assert d.busy_s == pytest.approx(truth["busy_s"][gpu], rel=1e-9)
+        # it waits while the other GPU runs its stage: the other's busy time, exactly (they never overlap)
+        assert d.waiting_s == pytest.approx(truth["busy_s"][1 - gpu], rel=1e-9)
+    assert r.total.joules == pytest.approx(sum(d.total.joules for d in r.devices), rel=1e-12)
+    assert r.total.method is Method.COUNTER and r.total_measured
+    assert abs(r.total.joules - sum(truth["span_j"].values())) <= r.total_uncertainty_j
+    assert r.inferences_energy.joules == pytest.approx(sum(d.inferences_energy.joules for d in r.devices), rel=1e-9)
+    assert sum(e.joules for e in r.per_inference) == pytest.approx(r.inferences_energy.joules, rel=1e-9)
+    # every figure keeps an interval that holds it (the devices' bootstrap draws added draw by draw)
+    assert r.inferences_energy.low_j <= r.inferences_energy.joules <= r.inferences_energy.high_j
+    # the kernels are named per GPU: one flash kernel row on each
+    assert sorted((k.device, k.name) for k in r.kernels if k.name == "flash_fwd_kernel") == \
+        [("gpu0", "flash_fwd_kernel"), ("gpu1", "flash_fwd_kernel")]
+
+
+def test_a_gpu_read_off_the_other_ones_sensor_would_be_wrong(two_gpus):
+    """Not vacuous: GPU 1's layers against GPU 0's sensor (what a one-device attribution did)
+    miss their truth by far; against GPU 1's own they are within 5%."""
+    path, truth = two_gpus
+    t = load(path)
+    wrong = attribute(t, device="gpu0")  # one device: the kernels of the GPU with most, GPU 0's readings
+    right = attribute(t)
+    assert [d.device for d in wrong.devices] == ["gpu0"]
+    assert "attributed against gpu0 only: the kernels of cuda:1 (gpu1) and their energy are left out" in wrong.notes
+    assert {x.label for x in wrong.layers if x.role is Role.MODULE} == {"stage0.attn", "stage0.mlp"}
+    got = {x.label: x.energy.joules for x in right.layers if x.role is Role.MODULE}
+    assert abs(got["stage1.attn"] - truth["layers"]["stage1.attn"]) / truth["layers"]["stage1.attn"] < 0.1
+    # the single-device attribution has no stage-1 layer at all: GPU 1's energy is missing from its total
+    assert wrong.total.joules < 0.7 * right.total.joules
+
+
+def test_the_split_is_stored_and_reported(two_gpus, tmp_path):
+    """The results keep the device dimension through the file, and the text report shows each
+    GPU's energy and method, and its layers by GPU."""
+    path, _ = two_gpus
+    r = phprof.results(path)
+    back = load(path).results
+    assert back is not None and [d.device for d in back.devices] == ["gpu0", "gpu1"]
+    assert back.devices[1].sensor == r.devices[1].sensor and back.devices[1].total == r.devices[1].total
+    assert {x.device for x in back.layers} == {"gpu0", "gpu1"}
+    text = phprof.render(phprof.report(path), "text")
+    assert "by device" in text
+    for d in r.devices:
+        line = next(x for x in text.splitlines() if x.strip().startswith(d.device))
+        assert d.cuda in line and "measured" in line and "waits" in line
