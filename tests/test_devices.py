@@ -11,6 +11,7 @@ each layer tagged in the fake. Its sensors are read at 1 kHz at the instants the
 have read them (the fake's readings are a function of time), so the test runs in no real time."""
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -98,14 +99,16 @@ def two_gpu_run(fake, path, n=260, seed=7):
     return path, truth
 
 
-@pytest.fixture
-def two_gpus(fake_lib, tmp_path):
+@pytest.fixture(scope="module")
+def two_gpus(fake_lib, tmp_path_factory):
+    """The two-GPU run's file (shared: the tests read it, and store its results) and its truth."""
     from fake_nvml import FakeNvml
 
-    with FakeNvml(fake_lib, tmp_path / "state", n_devices=2, preset="a100", seed=11) as fake:
+    work = tmp_path_factory.mktemp("two_gpus")
+    with FakeNvml(fake_lib, work / "state", n_devices=2, preset="a100", seed=11) as fake:
         for gpu, uuid in UUIDS.items():
             fake.set_uuid(gpu, uuid)
-        yield two_gpu_run(fake, tmp_path / "split.h5")
+        yield two_gpu_run(fake, work / "split.h5")
 
 
 def test_each_gpus_kernels_are_attributed_against_its_own_sensor(two_gpus):
@@ -170,7 +173,60 @@ def test_the_split_is_stored_and_reported(two_gpus, tmp_path):
     assert back.devices[1].sensor == r.devices[1].sensor and back.devices[1].total == r.devices[1].total
     assert {x.device for x in back.layers} == {"gpu0", "gpu1"}
     text = phprof.render(phprof.report(path), "text")
-    assert "by device" in text
-    for d in r.devices:
-        line = next(x for x in text.splitlines() if x.strip().startswith(d.device))
-        assert d.cuda in line and "measured" in line and "waits" in line
+    lines = text.splitlines()
+    head = next(i for i, x in enumerate(lines) if x.startswith("by device"))
+    assert lines[head + 1].split() == ["device", "where", "name", "energy", "over", "the", "run", "how",
+                                       "inferences'", "own", "method", "busy", "waits"]
+    for d, line in zip(r.devices, lines[head + 2:head + 4]):
+        assert line.split()[:2] == [d.device, d.cuda] and "measured (energy counter)" in line
+        assert line.rstrip().endswith(f"{d.busy_s:.3f} s  {d.waiting_s:.3f} s")
+    # the layers' table names each one's device
+    assert re.search(r"^stage1\.attn\s+gpu1\s", text, re.M) and re.search(r"^stage0\.mlp\s+gpu0\s", text, re.M)
+
+
+def test_the_flamegraph_has_a_device_level_under_each_layer(two_gpus):
+    """Each layer's frame holds one frame per GPU it ran on (its own energy against that GPU's
+    sensor), its kernels under it; the no-kernel time is on both GPUs; the root is the
+    inferences' own energy, the two GPUs' added."""
+    from phprof.render.frames import frame_tree
+
+    path, _ = two_gpus
+    r = phprof.results(path)
+    tree = frame_tree(r)
+    root = tree["root"]
+    assert root["energy_j"] == pytest.approx(r.inferences_energy.joules, rel=1e-9)
+    frames = {f["path"]: f for f in root["children"]}
+    for name, gpu, _ in LAYERS:
+        (dev,) = frames[name]["children"]
+        row = next(x for x in r.layers if x.label == name)
+        assert (dev["kind"], dev["name"], dev["path"]) == ("device", f"gpu{gpu} (cuda:{gpu})", f"{name};gpu{gpu}")
+        assert dev["energy_j"] == pytest.approx(row.energy.joules, rel=1e-9)
+        assert [k["path"].split(";")[1] for k in dev["children"]] == [f"gpu{gpu}"]  # its kernels, on its GPU
+    waiting = frames[Role.NO_KERNEL.label]
+    assert sorted(c["name"] for c in waiting["children"]) == ["gpu0 (cuda:0)", "gpu1 (cuda:1)"]
+    assert waiting["low_j"] is None  # one GPU's inclusive interval is not the layer's
+    page = phprof.render(phprof.report(path), "html")
+    assert "<h2>By device</h2>" in page
+    assert page.count("<td>cuda:0</td>") == 1 and page.count("<td>cuda:1</td>") == 1
+
+
+def test_compare_shows_each_gpus_part(two_gpus, tmp_path):
+    import json
+    import shutil
+
+    from phprof.attribution.compare import Comparison
+
+    path, _ = two_gpus
+    other = tmp_path / "again.h5"
+    shutil.copy(path, other)
+    c = phprof.compare([path, other])
+    info = c.runs[0]
+    r = phprof.results(path)
+    assert list(info.devices) == ["gpu0 (cuda:0)", "gpu1 (cuda:1)"]
+    parts = [e.joules for e in info.devices.values()]
+    assert sum(parts) == pytest.approx(info.energy.joules, rel=1e-9)
+    assert parts[1] == pytest.approx(r.devices[1].inferences_energy.joules / r.inferences, rel=1e-9)
+    text = phprof.render(c, "text")
+    assert re.search(r"by device \(each its own sensor\)\s+gpu0 \(cuda:0\) [\d.]+ J \[", text)
+    back = Comparison.from_dict(json.loads(phprof.render(c, "json")))
+    assert back.runs[0].devices == info.devices
