@@ -61,7 +61,8 @@ def profile(output: str | Path | None = None, *, gpus="auto", source: str = "aut
     inferences are the ``prof.inference()`` spans, or each outermost call
     (``inferences="auto"``; ``"marks"``, ``"calls"`` to choose). ``gpus``:
     ``"auto"`` (the first CUDA device torch sees, else the CPU), a CUDA
-    index, or None for the CPU; ``source``: the power source (``auto``,
+    index, several (``"0,1"``, ``[0, 1]``: a model split over GPUs, each
+    measured on its own board), ``"all"``, or None for the CPU; ``source``: the power source (``auto``,
     ``nvml``, ``rapl``, ``none``); ``sensor_gpu``: the NVML GPU to read when it
     is not the one the work runs on (an index, or ``"local-rank"``). Inside a
     session already recording (a script under ``phprof run``), the block joins
@@ -93,22 +94,15 @@ class _Joined:
         return False
 
 
-def _device_of(gpus) -> str | None:
-    """The device a session records, from ``gpus`` as the library, ``phprof run --gpus``
-    and ``%%phprof --gpus`` give it: ``"auto"`` (None: the session's default), ``None``,
-    ``"none"`` or ``"cpu"`` (the CPU), a CUDA index (an int, or its digits as text)."""
-    if gpus == "auto":
-        return None
-    if gpus is None or gpus in ("none", "cpu") or gpus == []:
-        return "cpu"
-    if isinstance(gpus, str) and gpus.isdigit():
-        gpus = int(gpus)
-    if isinstance(gpus, (list, tuple)) and len(gpus) == 1 and isinstance(gpus[0], int):
-        gpus = gpus[0]
-    if isinstance(gpus, int) and not isinstance(gpus, bool) and gpus >= 0:
-        return f"cuda:{gpus}"
-    raise OptionError(f"gpus={gpus!r}: give auto, one CUDA index, or none for the CPU "
-                      "(several GPUs in one profile are not supported yet)")
+def _device_of(gpus) -> str | list[str] | None:
+    """The device(s) a session records, from ``gpus`` as the library, ``phprof run --gpus``
+    and ``%%phprof --gpus`` give it (``phprof.tracing.cudadevice.parse_gpus``): None for
+    ``"auto"`` (the session's default), one device, or the CUDA devices of a model split
+    over several GPUs."""
+    from .tracing.cudadevice import parse_gpus
+
+    found = parse_gpus(gpus)
+    return found if found is None or len(found) > 1 else found[0]
 
 
 def inference(name: str | None = None, **tags):

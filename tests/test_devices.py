@@ -26,6 +26,7 @@ from phprof.sources.base import READING_DTYPE
 from phprof.store import Kind, TraceWriter
 from phprof.store.schema import EVENT_DTYPE, INFERENCE_DTYPE, run_meta
 from phprof.store.results import Role
+from test_gpu_path import four_gpus  # noqa: F401  (the fake NVML with 4 boards)
 
 MS = 1_000_000
 IDLE_W = 60.0  # the a100 preset's idle level
@@ -230,3 +231,75 @@ def test_compare_shows_each_gpus_part(two_gpus, tmp_path):
     assert re.search(r"by device \(each its own sensor\)\s+gpu0 \(cuda:0\) [\d.]+ J \[", text)
     back = Comparison.from_dict(json.loads(phprof.render(c, "json")))
     assert back.runs[0].devices == info.devices
+
+
+# ------------------------------------------------------------------ recording two GPUs (one process)
+
+
+def test_a_session_on_two_gpus_samples_each_on_its_own_board(four_gpus, monkeypatch, tmp_path):
+    """``gpus="0,1"`` under CUDA_VISIBLE_DEVICES=3,1: each CUDA device is matched to its NVML board
+    by UUID, both boards are sampled (board b draws 100 + 50 b W in the fake), and the file maps
+    each CUDA device to the readings that measure it, for the attribution."""
+    import torch
+
+    from test_gpu_path import torch_sees
+
+    torch_sees(monkeypatch, [3, 1])
+    cpu_only = torch.profiler.profile
+    monkeypatch.setattr(torch.profiler, "profile", lambda activities, **kw: cpu_only(
+        activities=[a for a in activities if a != torch.profiler.ProfilerActivity.CUDA], **kw))
+    synced = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA A100-SXM4-80GB")
+    with phprof.profile(tmp_path / "t.h5", gpus="0,1", source="nvml", idle_s=0.2, anti_alias=False) as prof:
+        assert prof.devices == ["cuda:0", "cuda:1"]
+    assert {"cuda:0", "cuda:1"} <= set(synced)  # every recorded device is waited for, not the current one only
+    t = load(tmp_path / "t.h5")
+    assert t.meta["cuda_devices"] == {"cuda:0": "gpu3", "cuda:1": "gpu1"} and t.meta["devices"] == ["cuda:0", "cuda:1"]
+    from test_gpu_path import UUIDS
+
+    assert t.meta["device_ids"] == {"gpu1": UUIDS[1], "gpu3": UUIDS[3]}
+    log = t.all_power()
+    assert sorted(log.devices) == ["gpu1", "gpu3"]
+    for board in (1, 3):
+        r = log.of(f"gpu{board}.power_instant")
+        assert np.mean(r["value"][r["status"] == 0]) / 1e3 == pytest.approx(100.0 + 50 * board, rel=0.05)
+    from phprof.attribution.attribute import cuda_power_map
+
+    assert cuda_power_map(t.meta) == {0: "gpu3", 1: "gpu1"}
+
+
+@pytest.mark.parametrize("gpus, devices", [("0,1", ["cuda:0", "cuda:1"]), ([2, 0], ["cuda:2", "cuda:0"]),
+                                           (1, ["cuda:1"]), ("none", ["cpu"]), (None, ["cpu"]), ("auto", None)])
+def test_one_gpus_parser_for_every_front_end(gpus, devices):
+    from phprof.tracing.cudadevice import parse_gpus
+
+    assert parse_gpus(gpus) == devices
+
+
+@pytest.mark.parametrize("gpus, message", [("0,0", "each GPU once"), ("two", "give auto, all, none"),
+                                           ([0, True], "give auto, all, none"), (-1, "give auto, all, none")])
+def test_a_bad_gpus_value_is_one_clear_error(gpus, message):
+    with pytest.raises(phprof.errors.OptionError, match=message):
+        phprof.profile("unused.h5", gpus=gpus)
+
+
+def test_kernels_on_a_gpu_no_readings_measure_are_said(two_gpus, tmp_path):
+    """A file whose readings measure GPU 0 only (a run recorded with the default --gpus auto):
+    the kernels of cuda:1 are not given GPU 0's power; the note says their energy is missing and
+    how to record it."""
+    import h5py
+    import shutil
+
+    path, _ = two_gpus
+    one = tmp_path / "one.h5"
+    shutil.copy(path, one)
+    with h5py.File(one, "r+") as f:
+        f["meta"].attrs["cuda_devices"] = '{"cuda:0": "gpu0"}'
+        if "results" in f:
+            del f["results"]
+    r = attribute(load(one))
+    assert [d.device for d in r.devices] == ["gpu0"]
+    assert {x.label for x in r.layers if x.role is Role.MODULE} == {"stage0.attn", "stage0.mlp"}
+    assert any(n.startswith("520 kernels ran on cuda:1, which no power readings in the file measure: its energy is "
+                            "not in the run's (record it too: --gpus 0,1)") for n in r.notes), r.notes
