@@ -23,8 +23,8 @@ from phprof.attribution import attribute
 from phprof.energy import Method
 from phprof.sources import Channel, PowerLog
 from phprof.sources.base import READING_DTYPE
-from phprof.store import Kind, TraceWriter
-from phprof.store.schema import EVENT_DTYPE, INFERENCE_DTYPE, run_meta
+from phprof.store import TraceWriter
+from phprof.store.schema import is_module_scope, run_meta
 from phprof.store.results import Role
 from test_gpu_path import four_gpus  # noqa: F401  (the fake NVML with 4 boards)
 
@@ -36,42 +36,80 @@ NAME = "NVIDIA A100-SXM4-80GB"
 UUIDS = {0: "GPU-0a0a0a0a-1111-4222-8333-444444444444", 1: "GPU-1b1b1b1b-5555-4666-8777-888888888888"}
 
 
-def two_gpu_run(fake, path, n=260, seed=7):
-    """The trace file of ``n`` pipelined inferences on the fake's GPUs 0 and 1, and the truth:
-    the fake's energy per layer (its tag), per GPU over the inferences' span, and each GPU's
-    busy time."""
+def _x(cat, name, ts_ns, dur_ns, base_ns, pid=100, tid=10, **args):
+    """A Kineto trace event (its time in µs from the trace's base, as torch.profiler writes it)."""
+    args = {("External id" if k == "ext" else k): v for k, v in args.items()}
+    return {"ph": "X", "cat": cat, "name": name, "pid": pid, "tid": tid, "ts": f"{(ts_ns - base_ns) / 1e3:.3f}",
+            "dur": f"{dur_ns / 1e3:.3f}", "args": args}
+
+
+def two_gpu_run(fake, path, n=260, seed=7, windows=2):
+    """The trace file of ``n`` pipelined inferences on the fake's GPUs 0 and 1, recorded by
+    phprof's recorder from ``windows`` synthetic Kineto windows (each inference's CPU side
+    launches its four layers' kernels in their module scopes; GPU 0 runs stage 0's, then GPU 1
+    stage 1's), and the truth: the fake's energy per layer (its tag), per GPU over the
+    inferences' span, and each GPU's busy time."""
+    import json
+    import tempfile
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from phprof.sources import TimeOnlySource
+    from phprof.tracing.kineto import load_kineto
+    from phprof.tracing.recorder import Recorder
+
     rng = np.random.default_rng(seed)
     t0 = time.time_ns() + 2_000 * MS  # the fake's signal is scheduled ahead of its clock: every event in the future
-    strings = ["", *[name for name, _, _ in LAYERS], "ampere_sgemm_128x64_tn", "flash_fwd_kernel"]
-    ids = {s: i for i, s in enumerate(strings)}
-    events, inferences = [], []
-    busy = {0: 0, 1: 0}
-    t = t0
+    base = t0 - 10 * MS
+    kineto, busy, corr, t = [[] for _ in range(windows)], {0: 0, 1: 0}, 0, t0
+    firsts = []
     for i in range(n):
-        start = t
+        events = kineto[i * windows // n]
+        s = t
+        events.append(_x("user_annotation", f"phprof.inference.{i}", s, MS, base, ext=100_000 + i))
+        gpu_t = s + 1_200_000  # the device starts after the host has launched the four layers
         for k, (name, gpu, watts) in enumerate(LAYERS):
+            corr += 1
+            c = s + k * 250_000
+            events += [_x("user_annotation", name, c + 10_000, 200_000, base, ext=200_000 + corr),
+                       _x("cpu_op", "aten::mm", c + 20_000, 100_000, base, ext=corr),
+                       _x("cuda_runtime", "cudaLaunchKernel", c + 50_000, 20_000, base, ext=corr, correlation=corr)]
             dur = int(rng.uniform(2, 14) * MS)
-            fake.set_power_at(gpu, watts, t, tag=k + 1)
-            fake.set_power_at(gpu, IDLE_W, t + dur, tag=0)
+            fake.set_power_at(gpu, watts, gpu_t, tag=k + 1)
+            fake.set_power_at(gpu, IDLE_W, gpu_t + dur, tag=0)
             kernel = "flash_fwd_kernel" if name.endswith("attn") else "ampere_sgemm_128x64_tn"
-            events.append((t, t + dur, ids[kernel], k + 1, i, -1, 7, gpu, Kind.KERNEL))
+            events.append(_x("kernel", kernel, gpu_t, dur, base, pid=gpu, tid=7, ext=corr, correlation=corr,
+                             device=gpu, stream=7))
             busy[gpu] += dur
-            t += dur
-        inferences.append((i, start, t, 0, start - 100_000, t, 4))
-        t += int(rng.uniform(2, 12) * MS)  # the host's loop between inferences: both GPUs idle
+            gpu_t += dur
+        if i == 0:
+            firsts.append(s + 50_000)  # the first launch
+        t = gpu_t + int(rng.uniform(2, 12) * MS)  # the host's loop between inferences: both GPUs idle
+    last_end = gpu_t
     end = t
-    span = (t0, inferences[-1][2])
+    span = (firsts[0], last_end)
 
     meta = run_meta(model="two-stage", task="", device="cuda:0", device_name=NAME, versions={},
                     sensor={"source": "nvml", "devices": {"gpu0": NAME, "gpu1": NAME},
                             "power_limits_w": {"gpu0": 400.0, "gpu1": 400.0}},
                     device_ids={"gpu0": UUIDS[0], "gpu1": UUIDS[1]},
-                    cuda_devices={"cuda:0": "gpu0", "cuda:1": "gpu1"})
-    w = TraceWriter(path, meta)
-    w.append_strings(strings[1:])
-    stacks = np.zeros(len(LAYERS), np.dtype([("parent", "<u4"), ("scope", "<u4")]))
-    stacks["scope"] = [ids[name] for name, _, _ in LAYERS]
-    w.append_stacks(stacks)  # stack k + 1: layer k's scope, at the root
+                    cuda_devices={"cuda:0": "gpu0", "cuda:1": "gpu1"}, devices=["cuda:0", "cuda:1"])
+    writer = TraceWriter(path, meta)
+
+    class Signals:
+        aborted = False
+
+        def abortable(self):
+            import contextlib
+
+            return contextlib.nullcontext()
+
+    def read(window, scope_filter):  # the window's events as torch.profiler would hold them
+        with tempfile.TemporaryDirectory() as folder:
+            file = Path(folder) / "window.json"
+            file.write_text(json.dumps({"schemaVersion": 1, "baseTimeNanoseconds": base, "traceEvents": window}))
+            return load_kineto(file, scope_filter=scope_filter)
+
     # the sampler's reads, 1 kHz, from 300 ms before the run to 300 ms after, each channel of each GPU
     reads = np.arange(t0 - 300 * MS, end + 300 * MS, MS)
     channels, rows = [], []
@@ -87,16 +125,19 @@ def two_gpu_run(fake, path, n=260, seed=7):
             rows.append(r)
     readings = np.concatenate(rows)
     readings = readings[np.argsort(readings["t_after_ns"], kind="stable")]
-    w.append_power(PowerLog("nvml", tuple(channels), readings))
-    ev = np.array(events, EVENT_DTYPE)
-    inf = np.array(inferences, INFERENCE_DTYPE)
-    w.append_window(ev, inf, np.zeros(0, np.dtype([("inference", "<i4"), ("name", "<u4"), ("start_ns", "<i8"),
-                                                   ("end_ns", "<i8")])), (0, 0, n - 1, span[0], span[1], len(ev)))
-    w.close("complete", {})
+    writer.append_power(PowerLog("nvml", tuple(channels), readings))  # (the recorder's own source reads nothing)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("phprof.tracing.recorder.read_profiler_result", read)
+        rec = Recorder(writer, TimeOnlySource(), lambda idx: np.ones(len(idx), bool), is_module_scope, {}, Signals())
+        rec.cuda = True
+        for events in kineto:
+            rec.on_trace_ready(SimpleNamespace(profiler=SimpleNamespace(kineto_results=events)))
+    writer.close("complete", {})
     fake.set_power_at(0, IDLE_W, end + 400 * MS)  # close the last intervals, so that every tag is counted
     fake.set_power_at(1, IDLE_W, end + 400 * MS)
     truth = {"layers": {name: fake.tag_energy(gpu, k + 1) for k, (name, gpu, _) in enumerate(LAYERS)},
-             "span_j": {g: fake.true_energy(g, *span) for g in (0, 1)}, "busy_s": {g: busy[g] / 1e9 for g in (0, 1)}}
+             "span": span, "span_j": {g: fake.true_energy(g, *span) for g in (0, 1)},
+             "busy_s": {g: busy[g] / 1e9 for g in (0, 1)}}
     return path, truth
 
 
@@ -118,7 +159,11 @@ def test_each_gpus_kernels_are_attributed_against_its_own_sensor(two_gpus):
     of that GPU's inferences' energy of the fake's per-layer truth; the run's total is the two
     GPUs' added, measured."""
     path, truth = two_gpus
-    r = attribute(load(path))
+    t = load(path)
+    kernels = t.events[t.events["kind"] == 2]
+    assert np.bincount(kernels["device"]).tolist() == [520, 520]  # Kineto's device ids, kept
+    assert (int(t.inferences["start_ns"].min()), int(t.inferences["end_ns"].max())) == truth["span"]
+    r = attribute(t)
     assert [(d.device, d.cuda, d.id) for d in r.devices] == [("gpu0", "cuda:0", UUIDS[0]), ("gpu1", "cuda:1", UUIDS[1])]
     assert r.several_devices and r.device == "gpu0+gpu1"
     for gpu, d in enumerate(r.devices):
