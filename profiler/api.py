@@ -94,13 +94,49 @@ class _Joined:
         return False
 
 
+def parse_gpus(gpus, what: str = "gpus=") -> list[str] | None:
+    """The devices a session records (or a study runs its cells on, one at a time), from
+    ``gpus`` as every front end gives it (the library, ``phprof run --gpus``, ``%%phprof
+    --gpus``, ``phprof study --gpus``): ``"auto"`` None (the caller's default); ``"all"``
+    every CUDA device torch sees, else the CPU; ``None``, ``"none"``, ``"cpu"`` or ``[]``
+    the CPU; a CUDA index or several (``1``, ``"0,2"``, ``[0, 2]``). ``what`` names the
+    option in the error of a bad value."""
+    if isinstance(gpus, str):
+        gpus = gpus.strip()
+    if gpus == "auto":
+        return None
+    if gpus is None or gpus in ("none", "cpu") or (isinstance(gpus, (list, tuple)) and not gpus):
+        return ["cpu"]
+    if gpus == "all":
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return [f"cuda:{i}" for i in range(n)] or ["cpu"]
+    bad = OptionError(f"{what}{gpus!r}: give auto, all, none (the CPU), or CUDA indices (0, or 0,1 for a model "
+                      "over two GPUs)")
+    if isinstance(gpus, str):
+        try:
+            indices = [int(x) for x in gpus.split(",")]
+        except ValueError:
+            raise bad from None
+    elif isinstance(gpus, int) and not isinstance(gpus, bool):
+        indices = [gpus]
+    elif isinstance(gpus, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool) for x in gpus):
+        indices = list(gpus)
+    else:
+        raise bad
+    if min(indices) < 0:
+        raise bad
+    if len(set(indices)) != len(indices):
+        raise OptionError(f"{what}{gpus!r}: each GPU once, indices from 0")
+    return [f"cuda:{i}" for i in indices]
+
+
 def _device_of(gpus) -> str | list[str] | None:
     """The device(s) a session records, from ``gpus`` as the library, ``phprof run --gpus``
-    and ``%%phprof --gpus`` give it (``phprof.tracing.cudadevice.parse_gpus``): None for
+    and ``%%phprof --gpus`` give it (:func:`parse_gpus`): None for
     ``"auto"`` (the session's default), one device, or the CUDA devices of a model split
     over several GPUs."""
-    from .tracing.cudadevice import parse_gpus
-
     found = parse_gpus(gpus)
     return found if found is None or len(found) > 1 else found[0]
 

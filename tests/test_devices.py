@@ -317,7 +317,7 @@ def test_a_session_on_two_gpus_samples_each_on_its_own_board(four_gpus, monkeypa
 @pytest.mark.parametrize("gpus, devices", [("0,1", ["cuda:0", "cuda:1"]), ([2, 0], ["cuda:2", "cuda:0"]),
                                            (1, ["cuda:1"]), ("none", ["cpu"]), (None, ["cpu"]), ("auto", None)])
 def test_one_gpus_parser_for_every_front_end(gpus, devices):
-    from phprof.tracing.cudadevice import parse_gpus
+    from phprof.api import parse_gpus
 
     assert parse_gpus(gpus) == devices
 

@@ -86,7 +86,7 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
         if left:
             notes.append(f"attributed against {device} only: the kernels of {', '.join(left)} and their energy are "
                          "left out")
-    _, what = trace_timeline(trace)
+    what = "device kernels" if pairs[0][0] is not None else "module scopes (CPU)"  # as trace_timeline says
     t = log.readings["t_after_ns"]
     if t.min() > span[0] or t.max() < span[1]:
         notes.append("the power readings do not cover the whole run: its ends are clipped")
@@ -101,7 +101,7 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
         fitted = _fit_device(trace, timeline, span, dev, ordinal, sensor, fit, dict(options), own)
         notes.extend(f"{dev}: {n}" if several else n for n in own)
         fits.append(fitted)
-    _waiting(fits, span)
+    _waiting(fits)
     return _with_passes(_results(trace, what, span, fits, notes=notes), trace, [f.device for f in fits])
 
 
@@ -241,7 +241,7 @@ def _fit_device(trace, timeline, span, device: str, ordinal, sensor, fit, option
                       prior if updates is not None else None, idle_w)
 
 
-def _waiting(fits: list[_DeviceFit], span: tuple[int, int]) -> None:
+def _waiting(fits: list[_DeviceFit]) -> None:
     """Each device's busy time (a kernel or copy on it) inside the inferences, and its
     waiting: the time with none on it while another device runs one (a model split over
     GPUs: the stage that waits for the other's output)."""

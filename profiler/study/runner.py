@@ -140,8 +140,8 @@ def locked(directory: Path):
 # ---- devices ------------------------------------------------------------------------------------
 def devices(gpus: str | None = "all") -> list[str]:
     """Where cells run, one at a time each: ``"all"`` every CUDA device torch sees (else the CPU),
-    ``"none"`` the CPU, or indices ``"0,2"`` (``phprof.tracing.cudadevice.parse_gpus``)."""
-    from ..tracing.cudadevice import parse_gpus
+    ``"none"`` the CPU, or indices ``"0,2"`` (``phprof.api.parse_gpus``)."""
+    from ..api import parse_gpus
 
     found = parse_gpus("all" if gpus in (None, "") else gpus, what="--gpus ")
     if found is None:
