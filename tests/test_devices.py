@@ -137,7 +137,7 @@ def two_gpu_run(fake, path, n=260, seed=7, windows=2):
     fake.set_power_at(1, IDLE_W, end + 400 * MS)
     truth = {"layers": {name: fake.tag_energy(gpu, k + 1) for k, (name, gpu, _) in enumerate(LAYERS)},
              "span": span, "span_j": {g: fake.true_energy(g, *span) for g in (0, 1)},
-             "busy_s": {g: busy[g] / 1e9 for g in (0, 1)}}
+             "busy_s": {g: busy[g] / 1e9 for g in (0, 1)}, "kernel_devices": dict(rec.kernel_devices)}
     return path, truth
 
 
@@ -348,3 +348,20 @@ def test_kernels_on_a_gpu_no_readings_measure_are_said(two_gpus, tmp_path):
     assert {x.label for x in r.layers if x.role is Role.MODULE} == {"stage0.attn", "stage0.mlp"}
     assert any(n.startswith("520 kernels ran on cuda:1, which no power readings in the file measure: its energy is "
                             "not in the run's (record it too: --gpus 0,1)") for n in r.notes), r.notes
+
+
+def test_a_run_that_measured_one_of_the_gpus_its_kernels_ran_on_says_so(two_gpus, tmp_path):
+    """The recorder counts where the device events ran; a session that measured cuda:0 only
+    (the default --gpus auto) says in its summary that cuda:1's energy is not in the run's."""
+    from phprof.tracing.session import Profile
+
+    _, truth = two_gpus
+    assert truth["kernel_devices"] == {0: 520, 1: 520}
+    one = Profile(tmp_path / "x.h5", device="cuda:0", source="none")
+    one._cuda = True
+    assert one._unmeasured_devices(truth["kernel_devices"]) == [
+        "device events ran on cuda:1 (520), which this run did not measure: their energy is not in the run's "
+        "(record every device the model uses: --gpus 0,1)"]
+    both = Profile(tmp_path / "y.h5", device=["cuda:0", "cuda:1"], source="none")
+    both._cuda = True
+    assert both._unmeasured_devices(truth["kernel_devices"]) == []

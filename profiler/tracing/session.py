@@ -798,6 +798,20 @@ class Profile:
             out["model"] = " + ".join(m["name_or_path"] or m["class"] for m in out["models"]) or "(no model ran)"
         return out
 
+    def _unmeasured_devices(self, kernel_devices: dict[int, int]) -> list[str]:
+        """Where the kernels ran that this run did not measure (a model over several GPUs
+        recorded with one): their energy is not in the run's."""
+        if not self._cuda or not kernel_devices:
+            return []
+        measured = {int(d.split(":")[1]) if ":" in d else 0 for d in self.devices if d.startswith("cuda")}
+        missed = {d: n for d, n in sorted(kernel_devices.items()) if d not in measured}
+        if not missed:
+            return []
+        every = ",".join(str(d) for d in sorted(set(kernel_devices) | measured))
+        return [f"device events ran on {', '.join(f'cuda:{d} ({n})' for d, n in missed.items())}, which this run "
+                f"did not measure: their energy is not in the run's (record every device the model uses: --gpus "
+                f"{every})"]
+
     def _rule_text(self) -> str:
         counts = {k: v for k, v in self._counts.items() if v}
         if not counts:
@@ -847,6 +861,7 @@ class Profile:
         if rec.outside:
             notes.append(f"{rec.outside} profiler events fell outside every inference and were not stored")
         notes += rec.kernel_notes()
+        notes += self._unmeasured_devices(rec.kernel_devices)
         if self.scopes.dynamic:
             notes.append(f"{self.scopes.dynamic} calls of modules made during a forward (nn.ReLU()(x), say) are "
                          "part of their caller's scope")
