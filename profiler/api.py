@@ -254,8 +254,8 @@ def _calibration_since(stored: Results, sensor) -> bool:
     stored results were not attributed with (they were computed before it was written)."""
     if sensor is None:
         return False
-    used = stored.sensor.source if stored.sensor is not None else ""
-    return not used.startswith(sensor.source)
+    models = [stored.sensor] if stored.sensor is not None else [d.sensor for d in stored.devices]  # several GPUs: each
+    return not any(m is not None and m.source.startswith(sensor.source) for m in models)
 
 
 def _store(path, r: Results, rollups=None) -> None:

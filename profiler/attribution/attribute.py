@@ -55,7 +55,8 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     ``device``: attribute against that power device only (default: every one
     that measured the run's kernels); ``sensor``: the instant power field's
     model (default: the nominal one of each GPU's family, or of A100/H100 with
-    a note; a given one is used for every device); ``fit``: refit its lag and
+    a note; a given one is used for every device of the first one's product);
+    ``fit``: refit its lag and
     window to this run's updates; ``options`` go to ``estimate_label_power``.
     """
     if len(trace.inferences) == 0:
@@ -94,11 +95,17 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
         notes.append(f"the system clock stepped by {step / 1e6:+.1f} ms between {utc_text(a)} and {utc_text(b)}: "
                      "readings and kernels near it may be misaligned by that much")
     several = len(pairs) > 1
+    product = (trace.meta.get("sensor") or {}).get("devices") or {}
     fits = []
     for ordinal, dev in pairs:
         timeline = trace_timeline(trace, ordinal)[0] if ordinal is not None else trace_timeline(trace)[0]
         own: list[str] = []
-        fitted = _fit_device(trace, timeline, span, dev, ordinal, sensor, fit, dict(options), own)
+        model = sensor
+        if sensor is not None and product.get(dev) != product.get(pairs[0][1]):  # a calibration is of one product
+            model = None
+            own.append(f"the given sensor model is of {product.get(pairs[0][1]) or pairs[0][1]}'s kind, not of this "
+                       f"{product.get(dev) or 'device'}: its published one is refitted instead")
+        fitted = _fit_device(trace, timeline, span, dev, ordinal, model, fit, dict(options), own)
         notes.extend(f"{dev}: {n}" if several else n for n in own)
         fits.append(fitted)
     _waiting(fits)
