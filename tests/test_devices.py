@@ -365,3 +365,22 @@ def test_a_run_that_measured_one_of_the_gpus_its_kernels_ran_on_says_so(two_gpus
     both = Profile(tmp_path / "y.h5", device=["cuda:0", "cuda:1"], source="none")
     both._cuda = True
     assert both._unmeasured_devices(truth["kernel_devices"]) == []
+
+
+def test_a_recorded_gpu_the_run_did_not_use_is_not_in_its_energy(tmp_path):
+    """--gpus all on a node where the model ran on one of the GPUs: the session's energy is that
+    GPU's; the other is said, not added."""
+    from types import SimpleNamespace
+
+    from phprof.sources import Measurement
+    from phprof.tracing.session import Profile
+
+    s = Profile(tmp_path / "x.h5", device=["cuda:0", "cuda:1"], source="none")
+    s._cuda, s._cuda_devices = True, {"cuda:0": "gpu3", "cuda:1": "gpu1"}
+    s._recorder = SimpleNamespace(kernel_devices={0: 12})
+    parts = [Measurement("gpu3", 10.0, Method.COUNTER, 1.0), Measurement("gpu1", 4.0, Method.COUNTER, 1.0)]
+    notes = []
+    assert [p.device for p in s._used(parts, notes)] == ["gpu3"]
+    assert notes == ["gpu1 (cuda:1) ran none of the run's device events: not in its energy"]
+    s._recorder = SimpleNamespace(kernel_devices={0: 12, 1: 3})
+    assert s._used(parts) == parts

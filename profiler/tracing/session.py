@@ -798,6 +798,19 @@ class Profile:
             out["model"] = " + ".join(m["name_or_path"] or m["class"] for m in out["models"]) or "(no model ran)"
         return out
 
+    def _used(self, parts: list[Measurement], notes: list[str] | None = None) -> list[Measurement]:
+        """Of several GPUs recorded, the energies of those the run's device events ran on
+        (a GPU it did not use is not in its energy; ``notes`` says which)."""
+        ran = self._recorder.kernel_devices if self._recorder is not None else {}
+        if not self._cuda or len(self._cuda_devices) < 2 or not ran:
+            return parts
+        used = {dev for cuda, dev in self._cuda_devices.items()
+                if (int(cuda.split(":")[1]) if ":" in cuda else 0) in ran}
+        idle = [f"{dev} ({cuda})" for cuda, dev in self._cuda_devices.items() if dev not in used]
+        if idle and notes is not None:
+            notes.append(f"{', '.join(idle)} ran none of the run's device events: not in its energy")
+        return [p for p in parts if p.device in used]
+
     def _unmeasured_devices(self, kernel_devices: dict[int, int]) -> list[str]:
         """Where the kernels ran that this run did not measure (a model over several GPUs
         recorded with one): their energy is not in the run's."""
@@ -885,7 +898,7 @@ class Profile:
             rows, paused = self._measured
             measured = MeasuredPass(len(rows), float((rows["end_ns"] - rows["start_ns"]).sum()) / 1e9,
                                     float(rows["end_ns"].max() - rows["start_ns"].min()) / 1e9 if len(rows) else 0.0,
-                                    _sum_energy(rec.measured_energies, over="the measurement pass's span"),
+                                    _sum_energy(self._used(rec.measured_energies), over="the measurement pass's span"),
                                     paused)
         elif self.recorded_by == "phprof trace" and rec.inferences_written:
             notes.append("no measurement pass (--no-measure-pass): the energy per inference includes the profiler's "
@@ -895,7 +908,7 @@ class Profile:
         model = meta.get("model") or self._meta_at_end().get("model", "")
         return TraceSummary(
             self.path, status, model, meta.get("task", ""), rec.inferences_written, own, span,
-            _sum_energy(rec.energies), notes, device=",".join(self.devices),
+            _sum_energy(self._used(rec.energies, notes)), notes, device=",".join(self.devices),
             device_name=" + ".join(dict.fromkeys(_device_name(d) for d in self.devices)),
             device_chosen=self.device_chosen,
             source=source, inference_rule=self._rule_text(), recording_s=recording_s,
