@@ -21,6 +21,7 @@ import phprof
 from phprof import load
 from phprof.attribution import attribute
 from phprof.energy import Method
+from phprof.render.units import joules
 from phprof.sources import Channel, PowerLog
 from phprof.sources.base import READING_DTYPE
 from phprof.store import TraceWriter
@@ -181,6 +182,9 @@ def test_each_gpus_kernels_are_attributed_against_its_own_sensor(two_gpus):
         assert d.busy_s == pytest.approx(truth["busy_s"][gpu], rel=1e-9)
         # it waits while the other GPU runs its stage: the other's busy time, exactly (they never overlap)
         assert d.waiting_s == pytest.approx(truth["busy_s"][1 - gpu], rel=1e-9)
+        # its draw meanwhile: at its idle level in the fake (it runs nothing), estimated
+        assert d.waiting.method is Method.AT_LAYER_POWER
+        assert d.waiting.joules == pytest.approx(IDLE_W * d.waiting_s, rel=0.03)
     assert r.total.joules == pytest.approx(sum(d.total.joules for d in r.devices), rel=1e-12)
     assert r.total.method is Method.COUNTER and r.total_measured
     assert abs(r.total.joules - sum(truth["span_j"].values())) <= r.total_uncertainty_j
@@ -225,7 +229,7 @@ def test_the_split_is_stored_and_reported(two_gpus, tmp_path):
                                        "inferences'", "own", "method", "busy", "waits"]
     for d, line in zip(r.devices, lines[head + 2:head + 4]):
         assert line.split()[:2] == [d.device, d.cuda] and "measured (energy counter)" in line
-        assert line.rstrip().endswith(f"{d.busy_s:.3f} s  {d.waiting_s:.3f} s")
+        assert line.rstrip().endswith(f"{d.busy_s:.3f} s  {d.waiting_s:.3f} s ({joules(d.waiting.joules)})")
     # the layers' table names each one's device
     assert re.search(r"^stage1\.attn\s+gpu1\s", text, re.M) and re.search(r"^stage0\.mlp\s+gpu0\s", text, re.M)
 

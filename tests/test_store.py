@@ -211,9 +211,10 @@ def synthetic_results() -> Results:
         profiled_pass=PassEnergy(10, 0.3, 0.35, Energy(25.0, 24.5, None, Method.COUNTER, bound=True)),
         devices=[DeviceEnergy("gpu0", "GPU-6f0b3d9a", "NVIDIA A100-SXM4-80GB — fake", "cuda:0",
                               Energy(20.5, 20.0, 21.0, Method.COUNTER, bound=True), 0.5, e[1], Method.WLS,
-                              SensorModel(0.1, 0.025, 0.002, "fitted to the run"), 20, 1.5, 1.03125, 50.0, 0.75, 0.125),
-                 DeviceEnergy("gpu1", "", "NVIDIA A100-SXM4-80GB — fake", "cuda:1", Energy(5.0, method=Method.ESTIMATE_SUM),
-                              None, None, Method.TIME_PROPORTIONAL, None, 11, None, 1.0, None, 0.25, 0.5)],
+                              SensorModel(0.1, 0.025, 0.002, "fitted to the run"), 20, 1.5, 1.03125, 50.0, 0.75, 0.125,
+                              Energy(6.25, method=Method.AT_LAYER_POWER)),
+                 DeviceEnergy("gpu1", "", "NVIDIA A100-SXM4-80GB — fake", "cuda:1",
+                              Energy(5.0, method=Method.ESTIMATE_SUM), None, None, Method.TIME_PROPORTIONAL, None, 11, None, 1.0, None, 0.25, 0.5)],
     )
 
 

@@ -394,7 +394,8 @@ def _results(trace, what: str, span: tuple[int, int], fits: list[_DeviceFit], wh
             f.device, ids.get(f.device, ""), product.get(f.device) or meta.get("device_name") or "",
             f"cuda:{f.ordinal}" if f.ordinal is not None else "", f.total, f.total_uncertainty_j,
             _summed([(est, g.sum(axis=0))])[0], est.method, f.sensor, est.updates,
-            est.residual_w if np.isfinite(est.residual_w) else None, est.scale, f.idle_w, f.busy_s, f.waiting_s))
+            est.residual_w if np.isfinite(est.residual_w) else None, est.scale, f.idle_w, f.busy_s, f.waiting_s,
+            _waiting_energy(f) if several else None))
     if several:
         out.total = _added([f.total for f in fits])
         u = [f.total_uncertainty_j for f in fits]
@@ -422,6 +423,16 @@ def _results(trace, what: str, span: tuple[int, int], fits: list[_DeviceFit], wh
     out.stack_components = _components(fits, classes, by_stack=True)
     out.kernels = _kernels(leaves)
     return out
+
+
+def _waiting_energy(f: _DeviceFit) -> Energy | None:
+    """A device's draw while it waits for another: its waiting time at the power its estimate
+    gives its time with no kernel running (where it waits)."""
+    names = f.timeline.names
+    if Role.NO_KERNEL.label not in names:
+        return None
+    row = f.est.labels[names.index(Role.NO_KERNEL.label)]
+    return Energy(row.power_w * f.waiting_s, method=Method.AT_LAYER_POWER)
 
 
 def _added(energies: list[Energy]) -> Energy:

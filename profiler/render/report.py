@@ -99,7 +99,7 @@ def device_rows(r: Results) -> tuple[list[str], list[list[str]]]:
     """Each device of a run attributed over several: its energy over the run (measured by its
     counter, or estimated), its inferences' own, its estimate's method, its kernels' time and its
     wait for the others (inside the inferences, none of its kernels running while another device
-    runs one)."""
+    runs one; in brackets its draw meanwhile, estimated at its no-kernel power)."""
     head = ["device", "where", "name", "energy over the run", "how", "inferences' own", "method", "busy", "waits"]
     rows = []
     for d in r.devices:
@@ -107,7 +107,8 @@ def device_rows(r: Results) -> tuple[list[str], list[list[str]]]:
         total = f"{joules(d.total.joules)}{unc}" if d.total is not None else "-"
         how = "-" if d.total is None else f"{d.total.kind} ({d.total.method_text})"
         rows.append([d.device, d.cuda or "-", d.name or "-", total, how, amount(d.inferences_energy),
-                     d.method.text() if d.method else "-", f"{d.busy_s:.3f} s", f"{d.waiting_s:.3f} s"])
+                     d.method.text() if d.method else "-", f"{d.busy_s:.3f} s",
+                     f"{d.waiting_s:.3f} s" + ("" if d.waiting is None else f" ({joules(d.waiting.joules)})")])
     return head, rows
 
 
@@ -115,7 +116,8 @@ def _device_text(r: Results) -> list[str]:
     if not r.several_devices:
         return []
     return ["", "by device (each against its own sensor; the run's figures are these added up; waits: inside the "
-                "inferences, none of its kernels running while another device runs one):"] + \
+                "inferences, none of its kernels running while another device runs one, and its draw meanwhile, "
+                "estimated):"] + \
         ["  " + x for x in aligned(*device_rows(r))]
 
 
@@ -305,7 +307,8 @@ def _summary_json(r: Results) -> dict:
                      "method": d.method.text() if d.method else None,
                      "sensor": None if d.sensor is None else dataclasses.asdict(d.sensor),
                      "sensor_updates": d.sensor_updates, "residual_w": d.residual_w, "scale": d.scale,
-                     "idle_w": d.idle_w, "busy_s": d.busy_s, "waiting_s": d.waiting_s} for d in r.devices],
+                     "idle_w": d.idle_w, "busy_s": d.busy_s, "waiting_s": d.waiting_s,
+                     "waiting": _energy_json(d.waiting)} for d in r.devices],
         "notes": r.notes,
     }
 
@@ -456,7 +459,8 @@ def _layer_shares(r: Results, top: int) -> list[tuple[str, str, float, float]]:
     for x in r.layers:
         if x.role is not Role.BETWEEN_INFERENCES:
             time[x.device] = time.get(x.device, 0.0) + x.seconds
-    rows = [(x.label + (f" ({x.device})" if r.several_devices else "") + ("" if x.energy.method is Method.WLS else " *"),
+    on = (lambda x: f" ({x.device})") if r.several_devices else (lambda x: "")
+    rows = [(x.label + on(x) + ("" if x.energy.method is Method.WLS else " *"),
              kind_of(x.component), x.energy.joules / total, x.seconds / (time[x.device] or 1.0))
             for x in r.layers if x.role is Role.MODULE]
     return sorted(rows, key=lambda row: -row[2])[:top]

@@ -154,6 +154,7 @@ class DeviceEnergy:
     idle_w: float | None = None  # its power before the run, measured
     busy_s: float = 0.0  # inside the inferences, time with a kernel (or copy) of the run on it
     waiting_s: float = 0.0  # inside the inferences, time with none on it while another device runs one
+    waiting: Energy | None = None  # its draw while it waits: that time at its no-kernel power (estimated)
 
 
 class PerInference:
