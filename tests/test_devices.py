@@ -388,3 +388,23 @@ def test_a_recorded_gpu_the_run_did_not_use_is_not_in_its_energy(tmp_path):
     assert notes == ["gpu1 (cuda:1) ran none of the run's device events: not in its energy"]
     s._recorder = SimpleNamespace(kernel_devices={0: 12, 1: 3})
     assert s._used(parts) == parts
+
+
+def test_kernels_on_a_gpu_whose_board_is_not_in_the_file_get_no_other_boards_power(two_gpus, tmp_path):
+    """The file's readings measure cuda:0 only, and every kernel ran on cuda:1 (a model moved to
+    another GPU than the one recorded): no energy, and why; never cuda:0's board's power."""
+    import h5py
+    import shutil
+
+    path, _ = two_gpus
+    moved = tmp_path / "moved.h5"
+    shutil.copy(path, moved)
+    with h5py.File(moved, "r+") as f:
+        f["meta"].attrs["cuda_devices"] = '{"cuda:2": "gpu0"}'
+        if "results" in f:
+            del f["results"]
+    r = attribute(load(moved))
+    assert not r.has_energy and r.devices == []
+    assert r.why_no_energy.startswith("none of the file's power readings measure a device the run's kernels ran on: "
+                                      "520 kernels ran on cuda:0")
+    assert {x.label for x in r.layers if x.role is Role.MODULE} >= {"stage0.attn", "stage0.mlp"}  # times kept

@@ -80,14 +80,25 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
                             trace, [])
     if device is not None and device not in log.devices:
         raise AttributionError(f"no device {device!r} in {trace.path} (devices: {', '.join(log.devices)})")
-    pairs = device_pairs(trace, notes)
+    said: list[str] = []
+    pairs = device_pairs(trace, said)
+    notes.extend(said)
+    if not pairs and device is None:
+        timeline, what = trace_timeline(trace)
+        why = "none of the file's power readings measure a device the run's kernels ran on: " + "; ".join(said)
+        return _with_passes(_results(trace, what, span, [_DeviceFit("", None, timeline)], why_no_energy=why,
+                                     notes=notes), trace, [])
+    if device is not None and not pairs:  # asked for: the busiest device's kernels against it (said above)
+        pairs = [(None, device)]
     if device is not None:
         left = [f"cuda:{k} ({d})" for k, d in pairs if d != device and k is not None]
         pairs = [p for p in pairs if p[1] == device] or [(pairs[0][0], device)]
         if left:
             notes.append(f"attributed against {device} only: the kernels of {', '.join(left)} and their energy are "
                          "left out")
-    what = "device kernels" if pairs[0][0] is not None else "module scopes (CPU)"  # as trace_timeline says
+    ev = trace.events
+    on_gpu = (np.isin(ev["kind"], DEVICE_KINDS) & (ev["device"] >= 0) & (ev["inference"] >= 0)).any()
+    what = "device kernels" if on_gpu else "module scopes (CPU)"  # as trace_timeline names them
     t = log.readings["t_after_ns"]
     if t.min() > span[0] or t.max() < span[1]:
         notes.append("the power readings do not cover the whole run: its ends are clipped")
@@ -135,7 +146,8 @@ def device_pairs(trace, notes: list[str] | None = None) -> list[tuple[int | None
     else (an import, a file of one device) the first power device measures the device that
     ran the most kernels. A CPU timeline is ``[(None, first power device)]``. Devices with
     kernels that no readings measure, and measured devices that ran none, are said in
-    ``notes``: neither is in the run's energy."""
+    ``notes``: neither is in the run's energy; [] where the map measures none of the devices
+    the kernels ran on (another board's power is never given to them)."""
     notes = notes if notes is not None else []
     power = list(trace.power.devices) if trace.power is not None else []
     ev = trace.events
@@ -146,7 +158,7 @@ def device_pairs(trace, notes: list[str] | None = None) -> list[tuple[int | None
         return [(None, power[0] if power else "")]
     mapping = {k: d for k, d in cuda_power_map(trace.meta).items() if d in power}
     pairs = [(k, mapping[k]) for k in ordinals if k in mapping]
-    if not pairs:
+    if not pairs and not mapping:  # a file without the map: its one power device measures the busiest CUDA device
         pairs = [(int(np.argmax(counts)), power[0])]
     measured = {k for k, _ in pairs}
     for k in ordinals:
