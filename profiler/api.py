@@ -61,7 +61,8 @@ def profile(output: str | Path | None = None, *, gpus="auto", source: str = "aut
     inferences are the ``prof.inference()`` spans, or each outermost call
     (``inferences="auto"``; ``"marks"``, ``"calls"`` to choose). ``gpus``:
     ``"auto"`` (the first CUDA device torch sees, else the CPU), a CUDA
-    index, or None for the CPU; ``source``: the power source (``auto``,
+    index, several (``"0,1"``, ``[0, 1]``: a model split over GPUs, each
+    measured on its own board), ``"all"``, or None for the CPU; ``source``: the power source (``auto``,
     ``nvml``, ``rapl``, ``none``); ``sensor_gpu``: the NVML GPU to read when it
     is not the one the work runs on (an index, or ``"local-rank"``). Inside a
     session already recording (a script under ``phprof run``), the block joins
@@ -93,22 +94,51 @@ class _Joined:
         return False
 
 
-def _device_of(gpus) -> str | None:
-    """The device a session records, from ``gpus`` as the library, ``phprof run --gpus``
-    and ``%%phprof --gpus`` give it: ``"auto"`` (None: the session's default), ``None``,
-    ``"none"`` or ``"cpu"`` (the CPU), a CUDA index (an int, or its digits as text)."""
+def parse_gpus(gpus, what: str = "gpus=") -> list[str] | None:
+    """The devices a session records (or a study runs its cells on, one at a time), from
+    ``gpus`` as every front end gives it (the library, ``phprof run --gpus``, ``%%phprof
+    --gpus``, ``phprof study --gpus``): ``"auto"`` None (the caller's default); ``"all"``
+    every CUDA device torch sees, else the CPU; ``None``, ``"none"``, ``"cpu"`` or ``[]``
+    the CPU; a CUDA index or several (``1``, ``"0,2"``, ``[0, 2]``). ``what`` names the
+    option in the error of a bad value."""
+    if isinstance(gpus, str):
+        gpus = gpus.strip()
     if gpus == "auto":
         return None
-    if gpus is None or gpus in ("none", "cpu") or gpus == []:
-        return "cpu"
-    if isinstance(gpus, str) and gpus.isdigit():
-        gpus = int(gpus)
-    if isinstance(gpus, (list, tuple)) and len(gpus) == 1 and isinstance(gpus[0], int):
-        gpus = gpus[0]
-    if isinstance(gpus, int) and not isinstance(gpus, bool) and gpus >= 0:
-        return f"cuda:{gpus}"
-    raise OptionError(f"gpus={gpus!r}: give auto, one CUDA index, or none for the CPU "
-                      "(several GPUs in one profile are not supported yet)")
+    if gpus is None or gpus in ("none", "cpu") or (isinstance(gpus, (list, tuple)) and not gpus):
+        return ["cpu"]
+    if gpus == "all":
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return [f"cuda:{i}" for i in range(n)] or ["cpu"]
+    bad = OptionError(f"{what}{gpus!r}: give auto, all, none (the CPU), or CUDA indices (0, or 0,1 for a model "
+                      "over two GPUs)")
+    if isinstance(gpus, str):
+        try:
+            indices = [int(x) for x in gpus.split(",")]
+        except ValueError:
+            raise bad from None
+    elif isinstance(gpus, int) and not isinstance(gpus, bool):
+        indices = [gpus]
+    elif isinstance(gpus, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool) for x in gpus):
+        indices = list(gpus)
+    else:
+        raise bad
+    if min(indices) < 0:
+        raise bad
+    if len(set(indices)) != len(indices):
+        raise OptionError(f"{what}{gpus!r}: each GPU once, indices from 0")
+    return [f"cuda:{i}" for i in indices]
+
+
+def _device_of(gpus) -> str | list[str] | None:
+    """The device(s) a session records, from ``gpus`` as the library, ``phprof run --gpus``
+    and ``%%phprof --gpus`` give it (:func:`parse_gpus`): None for
+    ``"auto"`` (the session's default), one device, or the CUDA devices of a model split
+    over several GPUs."""
+    found = parse_gpus(gpus)
+    return found if found is None or len(found) > 1 else found[0]
 
 
 def inference(name: str | None = None, **tags):
@@ -224,8 +254,8 @@ def _calibration_since(stored: Results, sensor) -> bool:
     stored results were not attributed with (they were computed before it was written)."""
     if sensor is None:
         return False
-    used = stored.sensor.source if stored.sensor is not None else ""
-    return not used.startswith(sensor.source)
+    models = [stored.sensor] if stored.sensor is not None else [d.sensor for d in stored.devices]  # several GPUs: each
+    return not any(m is not None and m.source.startswith(sensor.source) for m in models)
 
 
 def _store(path, r: Results, rollups=None) -> None:

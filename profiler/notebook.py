@@ -89,7 +89,7 @@ class PhprofMagics(Magics):
 
     @cell_magic
     def phprof(self, line: str, cell: str):
-        """Profile this cell: %%phprof [-o FILE] [--source auto|nvml|rapl|none] [--gpus auto|N|none]
+        """Profile this cell: %%phprof [-o FILE] [--source auto|nvml|rapl|none] [--gpus auto|N|N,M|all|none]
         [--idle SECONDS] [--inferences auto|marks|calls] [--no-anti-alias] [--overwrite] [--no-flamegraph]"""
         try:
             options, flame = _options(line)

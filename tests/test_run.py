@@ -102,9 +102,9 @@ def test_a_program_that_runs_no_module_gives_a_time_only_file_and_says_so(tmp_pa
     assert t.status == "complete" and len(t.inferences) == 0
 
 
-@pytest.mark.parametrize("gpus", ["two", "-1", -1, [0, 1], True, 1.5])
+@pytest.mark.parametrize("gpus", ["two", "-1", -1, [0, True], True, 1.5])
 def test_a_bad_gpus_value_is_an_option_error_naming_it(gpus):
-    with pytest.raises(phprof.errors.OptionError, match=r"gpus=.*give auto, one CUDA index, or none"):
+    with pytest.raises(phprof.errors.OptionError, match=r"gpus=.*give auto, all, none \(the CPU\), or CUDA indices"):
         phprof.profile("unused.h5", gpus=gpus)
 
 

@@ -16,8 +16,8 @@ from phprof.energy import Energy, Method
 from phprof.sources import READING_DTYPE, Channel, PowerLog, SensorModel
 from phprof.store import (EVENT_DTYPE, INFERENCE_DTYPE, PHASE_DTYPE, STACK_DTYPE, TraceFileError, TraceWriter, load,
                           write_results)
-from phprof.store.results import (RESULTS_VERSION, Carbon, ComponentEnergy, Group, KernelEnergy, Layer, Leaf,
-                                  PassEnergy, PhaseEnergy, Results, Role, Rollups, from_tables, to_tables)
+from phprof.store.results import (RESULTS_VERSION, Carbon, ComponentEnergy, DeviceEnergy, Group, KernelEnergy, Layer,
+                                  Leaf, PassEnergy, PhaseEnergy, Results, Role, Rollups, from_tables, to_tables)
 
 CHANNELS = (Channel("gpu0.energy", "gpu0", "energy", "mJ", "NVML total energy counter"),)
 
@@ -163,7 +163,8 @@ def synthetic_results() -> Results:
               module_type="Linear", parameters=0, inclusive_low_j=1.5, inclusive_high_j=2.5),
         Layer(Role.OUTSIDE_MODULES.label, Role.OUTSIDE_MODULES, 0.0625, e[4], 112.0, Role.OUTSIDE_MODULES.label),
         Layer(Role.NO_KERNEL.label, Role.NO_KERNEL, 0.03125, e[2], 10.5, Role.NO_KERNEL.label),
-        Layer(Role.UNSCOPED.label, Role.UNSCOPED, 0.0078125, e[2].scaled(0.25), 21.0, Role.UNSCOPED.label),
+        Layer(Role.UNSCOPED.label, Role.UNSCOPED, 0.0078125, e[2].scaled(0.25), 21.0, Role.UNSCOPED.label,
+              device="gpu1"),
         Layer("lm_head.never_powered", Role.MODULE, 0.015625, None, None, "lm_head.never_powered",
               parent="lm_head", calls=1, module_type="Identity"),  # an energy of None
         Layer(Role.BETWEEN_INFERENCES.label, Role.BETWEEN_INFERENCES, 2.0, e[0], 6.25, Role.BETWEEN_INFERENCES.label),
@@ -208,6 +209,12 @@ def synthetic_results() -> Results:
         notes=["the span covers few updates of gpu0.energy", "[not json]", "null"],
         measurement_pass=PassEnergy(20, 0.5, 0.625, Energy(40.0, 39.0, 41.5, Method.COUNTER, bound=True)),
         profiled_pass=PassEnergy(10, 0.3, 0.35, Energy(25.0, 24.5, None, Method.COUNTER, bound=True)),
+        devices=[DeviceEnergy("gpu0", "GPU-6f0b3d9a", "NVIDIA A100-SXM4-80GB — fake", "cuda:0",
+                              Energy(20.5, 20.0, 21.0, Method.COUNTER, bound=True), 0.5, e[1], Method.WLS,
+                              SensorModel(0.1, 0.025, 0.002, "fitted to the run"), 20, 1.5, 1.03125, 50.0, 0.75, 0.125,
+                              Energy(6.25, method=Method.AT_LAYER_POWER)),
+                 DeviceEnergy("gpu1", "", "NVIDIA A100-SXM4-80GB — fake", "cuda:1",
+                              Energy(5.0, method=Method.ESTIMATE_SUM), None, None, Method.TIME_PROPORTIONAL, None, 11, None, 1.0, None, 0.25, 0.5)],
     )
 
 

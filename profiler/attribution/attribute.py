@@ -15,6 +15,8 @@ why there is no energy (``Results.why_no_energy``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
 from ..clock import clock_steps, utc_text
@@ -23,7 +25,7 @@ from ..errors import PhprofError
 from ..sources.sensors import (NOMINAL_AVERAGE, NOMINAL_INSTANT, SensorModel, nominal_sensor, phase_coverage,
                                published_power_limit_w)
 from ..store import DEVICE_KINDS, Kind, phase_kind
-from ..store.results import ComponentEnergy, KernelEnergy, Layer, Leaf, PhaseEnergy, Results, Role
+from ..store.results import ComponentEnergy, DeviceEnergy, KernelEnergy, Layer, Leaf, PhaseEnergy, Results, Role
 from .components import Component, Taxonomy
 from .estimate import Estimate, estimate_label_power, instant_windows
 from .passes import passes
@@ -47,8 +49,14 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
               **options) -> Results:
     """Attributes a trace's measured energy to its layers (see the module's docstring).
 
-    ``sensor``: the instant power field's model (default: the nominal one of
-    the GPU family, or of A100/H100 with a note); ``fit``: refit its lag and
+    Each GPU the run's kernels ran on is attributed against its own sensor
+    (:func:`device_pairs`): its kernels' layers, its readings and counter, its
+    sensor model; the run's figures are the devices' added up (``Results.devices``).
+    ``device``: attribute against that power device only (default: every one
+    that measured the run's kernels); ``sensor``: the instant power field's
+    model (default: the nominal one of each GPU's family, or of A100/H100 with
+    a note; a given one is used for every device of the first one's product);
+    ``fit``: refit its lag and
     window to this run's updates; ``options`` go to ``estimate_label_power``.
     """
     if len(trace.inferences) == 0:
@@ -64,20 +72,125 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
                      "is estimated high and every layer's energy low")
     inf = np.sort(trace.inferences, order="start_ns")
     span = (int(inf["start_ns"][0]), int(inf["end_ns"].max()))  # on a GPU, spans may overlap (several streams)
-    timeline, what = trace_timeline(trace)
     log = trace.power
     why = _unusable_power(trace, span)
     if why is not None:
-        return _with_passes(_results(trace, timeline, what, span, why_no_energy=why), trace, "")
-    device = device or log.devices[0]
-    if device not in log.devices:
+        timeline, what = trace_timeline(trace)
+        return _with_passes(_results(trace, what, span, [_DeviceFit("", None, timeline)], why_no_energy=why),
+                            trace, [])
+    if device is not None and device not in log.devices:
         raise AttributionError(f"no device {device!r} in {trace.path} (devices: {', '.join(log.devices)})")
+    said: list[str] = []
+    pairs = device_pairs(trace, said)
+    notes.extend(said)
+    if not pairs and device is None:
+        timeline, what = trace_timeline(trace)
+        why = "none of the file's power readings measure a device the run's kernels ran on: " + "; ".join(said)
+        return _with_passes(_results(trace, what, span, [_DeviceFit("", None, timeline)], why_no_energy=why,
+                                     notes=notes), trace, [])
+    if device is not None and not pairs:  # asked for: the busiest device's kernels against it (said above)
+        pairs = [(None, device)]
+    if device is not None:
+        left = [f"cuda:{k} ({d})" for k, d in pairs if d != device and k is not None]
+        pairs = [p for p in pairs if p[1] == device] or [(pairs[0][0], device)]
+        if left:
+            notes.append(f"attributed against {device} only: the kernels of {', '.join(left)} and their energy are "
+                         "left out")
+    ev = trace.events
+    on_gpu = (np.isin(ev["kind"], DEVICE_KINDS) & (ev["device"] >= 0) & (ev["inference"] >= 0)).any()
+    what = "device kernels" if on_gpu else "module scopes (CPU)"  # as trace_timeline names them
     t = log.readings["t_after_ns"]
     if t.min() > span[0] or t.max() < span[1]:
         notes.append("the power readings do not cover the whole run: its ends are clipped")
     for a, b, step in clock_steps(log.clock_pairs):
         notes.append(f"the system clock stepped by {step / 1e6:+.1f} ms between {utc_text(a)} and {utc_text(b)}: "
                      "readings and kernels near it may be misaligned by that much")
+    several = len(pairs) > 1
+    product = (trace.meta.get("sensor") or {}).get("devices") or {}
+    fits = []
+    for ordinal, dev in pairs:
+        timeline = trace_timeline(trace, ordinal)[0] if ordinal is not None else trace_timeline(trace)[0]
+        own: list[str] = []
+        model = sensor
+        if sensor is not None and product.get(dev) != product.get(pairs[0][1]):  # a calibration is of one product
+            model = None
+            own.append(f"the given sensor model is of {product.get(pairs[0][1]) or pairs[0][1]}'s kind, not of this "
+                       f"{product.get(dev) or 'device'}: its published one is refitted instead")
+        fitted = _fit_device(trace, timeline, span, dev, ordinal, model, fit, dict(options), own)
+        notes.extend(f"{dev}: {n}" if several else n for n in own)
+        fits.append(fitted)
+    _waiting(fits)
+    return _with_passes(_results(trace, what, span, fits, notes=notes), trace, [f.device for f in fits])
+
+
+@dataclass
+class _DeviceFit:
+    """One device's attribution: its timeline (its kernels), the estimate against its sensor."""
+
+    device: str  # the power device ("" : none)
+    ordinal: int | None  # the CUDA device its kernels ran on (None: a CPU timeline)
+    timeline: object
+    est: Estimate | None = None
+    total: Energy | None = None
+    total_uncertainty_j: float | None = None
+    sensor: SensorModel | None = None
+    idle_w: float | None = None
+    busy_s: float = 0.0
+    waiting_s: float = 0.0
+
+
+def device_pairs(trace, notes: list[str] | None = None) -> list[tuple[int | None, str]]:
+    """Each CUDA device the run's kernels ran on (its ordinal), with the power device that
+    measures it, in the order of the ordinals: from the file's map of CUDA devices to the
+    readings' devices (``meta["cuda_devices"]``, or the one device of ``device_identity``),
+    else (an import, a file of one device) the first power device measures the device that
+    ran the most kernels. A CPU timeline is ``[(None, first power device)]``. Devices with
+    kernels that no readings measure, and measured devices that ran none, are said in
+    ``notes``: neither is in the run's energy; [] where the map measures none of the devices
+    the kernels ran on (another board's power is never given to them)."""
+    notes = notes if notes is not None else []
+    power = list(trace.power.devices) if trace.power is not None else []
+    ev = trace.events
+    work = np.isin(ev["kind"], DEVICE_KINDS) & (ev["device"] >= 0) & (ev["inference"] >= 0)
+    counts = np.bincount(ev["device"][work].astype(np.int64)) if work.any() else np.zeros(0, np.int64)
+    ordinals = [int(k) for k in np.flatnonzero(counts)]
+    if not ordinals or not power:
+        return [(None, power[0] if power else "")]
+    mapping = {k: d for k, d in cuda_power_map(trace.meta).items() if d in power}
+    pairs = [(k, mapping[k]) for k in ordinals if k in mapping]
+    if not pairs and not mapping:  # a file without the map: its one power device measures the busiest CUDA device
+        pairs = [(int(np.argmax(counts)), power[0])]
+    measured = {k for k, _ in pairs}
+    for k in ordinals:
+        if k not in measured:
+            notes.append(f"{int(counts[k])} kernels ran on cuda:{k}, which no power readings in the file measure: its "
+                         f"energy is not in the run's (record it too: --gpus {','.join(map(str, ordinals))})")
+    used = {d for _, d in pairs}
+    idle = [d for d in dict.fromkeys(mapping.values()) if d not in used]
+    if idle:
+        notes.append(f"{', '.join(idle)} measured but ran none of the run's kernels: not in its energy")
+    return pairs
+
+
+def cuda_power_map(meta: dict) -> dict[int, str]:
+    """The file's CUDA device ordinal -> the power device that measures it (its readings'
+    name): ``meta["cuda_devices"]`` (``{"cuda:1": "gpu3"}``), else the one device matched
+    at the start of a single-GPU session (``device_identity``); {} for neither."""
+    found = meta.get("cuda_devices") or {}
+    if not found and meta.get("device_identity"):
+        d = meta["device_identity"]
+        found = {d.get("cuda_device") or "cuda": f"gpu{d['nvml_index']}"}
+    out = {}
+    for cuda, dev in found.items():
+        ordinal = cuda.split(":")[1] if ":" in cuda else "0"
+        if ordinal.isdigit():
+            out[int(ordinal)] = dev
+    return out
+
+
+def _fit_device(trace, timeline, span, device: str, ordinal, sensor, fit, options, notes) -> _DeviceFit:
+    """One device's estimate: its timeline against its own readings, counter and sensor model."""
+    log = trace.power
     measured = log.energy_between(device, *span)
     notes.extend(measured.notes)
     meta_sensor = trace.meta.get("sensor") or {}
@@ -128,6 +241,7 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
                                                           if bounds[0] else "0 W") +
                      (f" .. {limit:.0f} W ({limit_from})" if limit else " and above (no power limit known)"))
     if updates is not None:
+        inf = trace.inferences
         coverage = phase_coverage((windows.a_ns + windows.b_ns) // 2, inf["start_ns"], inf["end_ns"])
         notes.append(coverage.describe())
         if coverage.aliased and est.method != Method.TIME_PROPORTIONAL:
@@ -141,15 +255,50 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
         total = Energy(est.total_j, method=Method.ESTIMATE_SUM)
     else:  # the estimate is scaled to the measured total: the measurement's bound is the total's
         total = Energy(est.total_j, measured.low_j, measured.high_j, measured.method, measured.detail, bound=True)
-    sensor = prior if updates is not None else None
-    return _with_passes(_results(trace, timeline, what, span, est=est, device=device, total=total,
-                                 total_uncertainty_j=measured.uncertainty_j, sensor=sensor, idle_w=idle_w,
-                                 notes=notes + est.notes), trace, device)
+    notes.extend(est.notes)
+    return _DeviceFit(device, ordinal, timeline, est, total, measured.uncertainty_j,
+                      prior if updates is not None else None, idle_w)
 
 
-def _with_passes(out: Results, trace, device: str) -> Results:
+def _waiting(fits: list[_DeviceFit]) -> None:
+    """Each device's busy time (a kernel or copy on it) inside the inferences, and its
+    waiting: the time with none on it while another device runs one (a model split over
+    GPUs: the stage that waits for the other's output)."""
+    busy = {}
+    for f in fits:
+        tl = f.timeline
+        seg = tl.events >= 0 if tl.events is not None else np.zeros(len(tl.starts_ns), bool)
+        busy[f.device] = _union(tl.starts_ns[seg], tl.ends_ns[seg])
+        f.busy_s = _length(busy[f.device]) / 1e9
+    for f in fits:
+        others = [busy[g.device] for g in fits if g is not f]
+        if not others:
+            continue
+        o = _union(np.concatenate([x[0] for x in others]), np.concatenate([x[1] for x in others]))
+        both = _union(np.concatenate([o[0], busy[f.device][0]]), np.concatenate([o[1], busy[f.device][1]]))
+        f.waiting_s = (_length(both) - _length(busy[f.device])) / 1e9
+
+
+def _union(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Intervals [start, end) merged into disjoint, sorted ones."""
+    order = np.argsort(starts, kind="stable")
+    s, e = np.asarray(starts, np.int64)[order], np.asarray(ends, np.int64)[order]
+    if not len(s):
+        return s, e
+    reach = np.maximum.accumulate(e)
+    new = np.r_[True, s[1:] > reach[:-1]]
+    first = np.flatnonzero(new)
+    last = np.r_[first[1:] - 1, len(s) - 1]
+    return s[first], reach[last]
+
+
+def _length(intervals: tuple[np.ndarray, np.ndarray]) -> int:
+    return int((intervals[1] - intervals[0]).sum())
+
+
+def _with_passes(out: Results, trace, devices: list[str]) -> Results:
     """The measurement pass and the profiled one beside it (``phprof.attribution.passes``)."""
-    out.measurement_pass, out.profiled_pass = passes(trace, device)
+    out.measurement_pass, out.profiled_pass = passes(trace, devices)
     if out.measurement_pass is None and (trace.meta.get("options") or {}).get("measure_inferences") == 0:
         out.notes.append("no measurement pass (the run was traced with --no-measure-pass): the energies include "
                          "the profiler's own cost")
@@ -201,59 +350,114 @@ def _unusable_power(trace, span: tuple[int, int]) -> str | None:
     return None
 
 
-def _results(trace, timeline, what: str, span: tuple[int, int], est: Estimate | None = None,
-             why_no_energy: str | None = None, device: str = "", total: Energy | None = None,
-             total_uncertainty_j: float | None = None, sensor: SensorModel | None = None,
-             idle_w: float | None = None, notes=()) -> Results:
-    """The results of a trace: its layers (with ``est``'s energies, else times only) and everything summed from them."""
+def _results(trace, what: str, span: tuple[int, int], fits: list[_DeviceFit], why_no_energy: str | None = None,
+             notes=()) -> Results:
+    """The results of a trace: each device's layers (with its estimate's energies, else
+    times only) and everything summed from them over the devices."""
     meta = trace.meta
     inf = np.sort(trace.inferences, order="start_ns")
     types = module_types(trace)
     modules = {trace.strings[int(m["path"])]: m for m in trace.modules}
     taxonomy = Taxonomy.load()
-    classes = [taxonomy.classify(name, types) for name in timeline.names]
-    seconds = timeline.seconds_in(np.array([span[0]]), np.array([span[1]]))[0]
-    inclusive = _inclusive_intervals(est, timeline.parents) if est is not None else [(None, None)] * len(seconds)
-    layers = []
-    for j, name in enumerate(timeline.names):
-        row = est.labels[j] if est is not None else None
-        module = modules.get(name)
-        c = classes[j]
-        layers.append(Layer(
-            name, _ROLE_OF_LABEL.get(name, Role.MODULE), row.seconds if row else float(seconds[j]),
-            row.energy if row else None, row.power_w if row else None, row.group if row else name,
-            timeline.names[timeline.parents[j]] if timeline.parents[j] >= 0 else "",
-            int(module["calls"]) if module is not None else -1, c.component, c.part, c.stack, c.unclassified,
-            types.get(name, ""), int(module["parameters"]) if module is not None else 0, *inclusive[j]))
-    idle_s = (span[1] - span[0]) / 1e9 - float(timeline.covered_in(np.array([span[0]]), np.array([span[1]]))[0])
-    idle = est.idle if est is not None else None
-    layers.append(Layer(Role.BETWEEN_INFERENCES.label, Role.BETWEEN_INFERENCES, idle.seconds if idle else idle_s,
-                        idle.energy if idle else None, idle.power_w if idle else None, Role.BETWEEN_INFERENCES.label,
-                        inclusive_low_j=idle.energy.low_j if idle else None,
-                        inclusive_high_j=idle.energy.high_j if idle else None))
-    power = np.array([x.power_w for x in est.labels]) if est is not None else None
-    leaves = _leaves(trace, timeline, seconds, power, what)
+    product = (meta.get("sensor") or {}).get("devices") or {}
+    layers, leaves, classes = [], [], []
+    for f in fits:
+        timeline, est = f.timeline, f.est
+        mine = [taxonomy.classify(name, types) for name in timeline.names]
+        classes.append(mine)
+        seconds = timeline.seconds_in(np.array([span[0]]), np.array([span[1]]))[0]
+        inclusive = _inclusive_intervals(est, timeline.parents) if est is not None else [(None, None)] * len(seconds)
+        for j, name in enumerate(timeline.names):
+            row = est.labels[j] if est is not None else None
+            module = modules.get(name)
+            c = mine[j]
+            layers.append(Layer(
+                name, _ROLE_OF_LABEL.get(name, Role.MODULE), row.seconds if row else float(seconds[j]),
+                row.energy if row else None, row.power_w if row else None, row.group if row else name,
+                timeline.names[timeline.parents[j]] if timeline.parents[j] >= 0 else "",
+                int(module["calls"]) if module is not None else -1, c.component, c.part, c.stack, c.unclassified,
+                types.get(name, ""), int(module["parameters"]) if module is not None else 0, *inclusive[j],
+                device=f.device))
+        idle_s = (span[1] - span[0]) / 1e9 - float(timeline.covered_in(np.array([span[0]]), np.array([span[1]]))[0])
+        idle = est.idle if est is not None else None
+        layers.append(Layer(Role.BETWEEN_INFERENCES.label, Role.BETWEEN_INFERENCES, idle.seconds if idle else idle_s,
+                            idle.energy if idle else None, idle.power_w if idle else None,
+                            Role.BETWEEN_INFERENCES.label, inclusive_low_j=idle.energy.low_j if idle else None,
+                            inclusive_high_j=idle.energy.high_j if idle else None, device=f.device))
+        power = np.array([x.power_w for x in est.labels]) if est is not None else None
+        leaves += _leaves(trace, timeline, seconds, power, what, f.device)
+    first = fits[0]
+    several = len(fits) > 1
+    names = list(dict.fromkeys(product.get(f.device) or "" for f in fits))
     out = Results(
-        model=meta.get("model"), task=meta.get("task"), device=device,
-        device_name=((meta.get("sensor") or {}).get("devices") or {}).get(device) or meta.get("device_name"),
+        model=meta.get("model"), task=meta.get("task"), device="+".join(f.device for f in fits),
+        device_name=" + ".join(n for n in names if n) or meta.get("device_name"),
         trace_status=trace.status, inferences=len(inf), span_s=(span[1] - span[0]) / 1e9,
         inference_s=float((inf["end_ns"] - inf["start_ns"]).sum()) / 1e9,
         batch_size=(meta.get("options") or {}).get("batch_size"), timeline=what, layers=layers, leaves=leaves,
         why_no_energy=why_no_energy, notes=list(dict.fromkeys(notes)))
-    if est is None:
+    if first.est is None:
         return out
-    g_sec = _group_seconds(est, timeline, inf["start_ns"], inf["end_ns"])
-    out.total, out.total_uncertainty_j, out.idle_w, out.sensor = total, total_uncertainty_j, idle_w, sensor
-    out.method, out.interval, out.scale = est.method, est.interval, est.scale
-    out.sensor_updates, out.residual_w = est.updates, est.residual_w if np.isfinite(est.residual_w) else None
-    out.groups = est.groups
-    out.per_inference = _amounts(est, g_sec)
-    out.inferences_energy = _amounts(est, g_sec.sum(axis=0))[0]
-    out.phases = _phases(est, trace, timeline)
-    out.components = _components(est, classes)
-    out.stack_components = _components(est, classes, by_stack=True)
+    g_sec = [_group_seconds(f.est, f.timeline, inf["start_ns"], inf["end_ns"]) for f in fits]
+    ids = meta.get("device_ids") or {}
+    for f, g in zip(fits, g_sec):
+        est = f.est
+        out.devices.append(DeviceEnergy(
+            f.device, ids.get(f.device, ""), product.get(f.device) or meta.get("device_name") or "",
+            f"cuda:{f.ordinal}" if f.ordinal is not None else "", f.total, f.total_uncertainty_j,
+            _summed([(est, g.sum(axis=0))])[0], est.method, f.sensor, est.updates,
+            est.residual_w if np.isfinite(est.residual_w) else None, est.scale, f.idle_w, f.busy_s, f.waiting_s,
+            _waiting_energy(f) if several else None))
+    if several:
+        out.total = _added([f.total for f in fits])
+        u = [f.total_uncertainty_j for f in fits]
+        out.total_uncertainty_j = None if any(x is None for x in u) else float(sum(u))
+        idle = [f.idle_w for f in fits]
+        out.idle_w = None if any(x is None for x in idle) else float(sum(idle))
+        out.method = Method.WLS if all(f.est.method is Method.WLS for f in fits) else Method.TIME_PROPORTIONAL
+        out.sensor, out.residual_w = None, None  # each device's: Results.devices
+        out.sensor_updates = sum(f.est.updates for f in fits)
+        modelled = sum(f.est.total_j / f.est.scale for f in fits if f.est.scale)
+        out.scale = out.total.joules / modelled if modelled else 1.0
+    else:
+        est = first.est
+        out.total, out.total_uncertainty_j, out.idle_w, out.sensor = (first.total, first.total_uncertainty_j,
+                                                                       first.idle_w, first.sensor)
+        out.method, out.scale = est.method, est.scale
+        out.sensor_updates, out.residual_w = est.updates, est.residual_w if np.isfinite(est.residual_w) else None
+    out.interval = first.est.interval
+    out.groups = [replace(g, device=f.device) for f in fits for g in f.est.groups]
+    parts = list(zip([f.est for f in fits], g_sec))
+    out.per_inference = _summed(parts)
+    out.inferences_energy = _summed([(e, g.sum(axis=0)) for e, g in parts])[0]
+    out.phases = _phases(fits, trace)
+    out.components = _components(fits, classes)
+    out.stack_components = _components(fits, classes, by_stack=True)
     out.kernels = _kernels(leaves)
     return out
+
+
+def _waiting_energy(f: _DeviceFit) -> Energy | None:
+    """A device's draw while it waits for another: its waiting time at the power its estimate
+    gives its time with no kernel running (where it waits)."""
+    names = f.timeline.names
+    if Role.NO_KERNEL.label not in names:
+        return None
+    row = f.est.labels[names.index(Role.NO_KERNEL.label)]
+    return Energy(row.power_w * f.waiting_s, method=Method.AT_LAYER_POWER)
+
+
+def _added(energies: list[Energy]) -> Energy:
+    """Devices' energies added: the bounds add (an end unknown in one is unknown in the sum);
+    one method, else each listed."""
+    def total(values):
+        return None if any(v is None for v in values) else float(sum(values))
+
+    methods = {(e.method, e.detail) for e in energies}
+    method, detail = methods.pop() if len(methods) == 1 else \
+        (Method.MIXED, " + ".join(sorted({e.method_text for e in energies})))
+    return Energy(total([e.joules for e in energies]), total([e.low_j for e in energies]),
+                  total([e.high_j for e in energies]), method, detail, bound=all(e.bound for e in energies))
 
 
 def _idle_power(trace, device: str) -> float | None:
@@ -271,32 +475,39 @@ def _group_seconds(est: Estimate, timeline, a: np.ndarray, b: np.ndarray) -> np.
     return np.column_stack([sec, idle])
 
 
-def _interval(est: Estimate, g_sec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The bootstrap interval of the energy of ``g_sec`` (seconds per group and idle;
-    one row per amount, or a single vector); NaN where the estimate has no draws."""
-    g_sec = np.atleast_2d(g_sec)
-    if not np.isfinite(est.boot_w).all():
-        return np.full(len(g_sec), np.nan), np.full(len(g_sec), np.nan)
-    q = (1 - est.interval) / 2
-    low, high = np.quantile(g_sec @ est.boot_w.T, [q, 1 - q], axis=1)
-    return low, high
-
-
 def _group_power(est: Estimate) -> np.ndarray:
     return np.array([g.power_w for g in est.groups] + [est.idle.power_w])
 
 
-def _amounts(est: Estimate, g_sec: np.ndarray) -> list[Energy]:
-    """Energy of each row of ``g_sec`` (seconds per group and idle, see
-    :func:`_group_seconds`; a single vector is one row): each group's (scaled) power
-    times its time there; intervals from the bootstrap draws."""
-    g_sec = np.atleast_2d(g_sec)
-    low, high = _interval(est, g_sec)
-    return [Energy(float(e), float(lo), float(hi), est.method) for e, lo, hi in zip(g_sec @ _group_power(est), low, high)]
+def _summed(parts: list[tuple[Estimate, np.ndarray]]) -> list[Energy]:
+    """Energy of each row of the devices' ``g_sec`` (``parts``: each device's estimate and
+    its seconds per group and idle, see :func:`_group_seconds`, a single vector one row),
+    added over the devices: each group's (scaled) power times its time there; intervals
+    from the bootstrap draws, added draw by draw over the devices (the k-th draw of each
+    resamples the same blocks of time); NaN ends where a device has no draws."""
+    rows = [np.atleast_2d(g) for _, g in parts]
+    energy = sum(g @ _group_power(est) for (est, _), g in zip(parts, rows))
+    draws = None
+    for (est, _), g in zip(parts, rows):
+        if est.boot_w is None or not len(est.boot_w) or not np.isfinite(est.boot_w).all():
+            draws = None
+            break
+        d = g @ est.boot_w.T
+        n = d.shape[1] if draws is None else min(d.shape[1], draws.shape[1])
+        draws = d[:, :n] if draws is None else draws[:, :n] + d[:, :n]
+    if draws is None:
+        low = high = np.full(len(energy), np.nan)
+    else:
+        q = (1 - parts[0][0].interval) / 2
+        low, high = np.quantile(draws, [q, 1 - q], axis=1)
+    methods = {est.method for est, _ in parts}
+    method = methods.pop() if len(methods) == 1 else Method.TIME_PROPORTIONAL
+    return [Energy(float(e), float(lo), float(hi), method) for e, lo, hi in zip(energy, low, high)]
 
 
-def _phases(est: Estimate, trace, timeline) -> list[PhaseEnergy]:
-    """Energy of each kind of phase (decode.1, decode.2... count as decode), in order of appearance."""
+def _phases(fits: list[_DeviceFit], trace) -> list[PhaseEnergy]:
+    """Energy of each kind of phase (decode.1, decode.2... count as decode), in order of
+    appearance, over the devices."""
     ph = trace.phases
     if len(ph) == 0:
         return []
@@ -304,22 +515,24 @@ def _phases(est: Estimate, trace, timeline) -> list[PhaseEnergy]:
     out = []
     for kind in dict.fromkeys(kinds.tolist()):
         rows = ph[kinds == kind]
-        g_sec = _group_seconds(est, timeline, rows["start_ns"], rows["end_ns"]).sum(axis=0)
-        out.append(PhaseEnergy(kind, len(rows), _amounts(est, g_sec)[0]))
+        parts = [(f.est, _group_seconds(f.est, f.timeline, rows["start_ns"], rows["end_ns"]).sum(axis=0))
+                 for f in fits]
+        out.append(PhaseEnergy(kind, len(rows), _summed(parts)[0]))
     return out
 
 
 def _kernels(leaves: list[Leaf]) -> list[KernelEnergy]:
-    """Energy per kernel name: the kernel leaves of every layer, summed by name."""
-    by_name: dict[str, list] = {}
+    """Energy per kernel name on each device: the kernel leaves of every layer, summed by name."""
+    by_name: dict[tuple[str, str], list] = {}
     for leaf in leaves:
         if leaf.kind == "kernel":
-            row = by_name.setdefault(leaf.name, [0, 0.0, 0.0])
+            row = by_name.setdefault((leaf.device, leaf.name), [0, 0.0, 0.0])
             row[0] += leaf.calls
             row[1] += leaf.seconds
             row[2] += leaf.energy.joules
     rows = sorted(by_name.items(), key=lambda kv: -kv[1][2])
-    return [KernelEnergy(name, c, s, Energy(j, method=Method.AT_LAYER_POWER)) for name, (c, s, j) in rows]
+    return [KernelEnergy(name, c, s, Energy(j, method=Method.AT_LAYER_POWER), device)
+            for (device, name), (c, s, j) in rows]
 
 
 def module_types(trace) -> dict[str, str]:
@@ -330,28 +543,39 @@ def module_types(trace) -> dict[str, str]:
     return types
 
 
-def _components(est: Estimate, classes: list[Component], by_stack: bool = False) -> list[ComponentEnergy]:
-    """Energy per component (``classes[j]`` of layer j), or per (stack, component):
-    the sum of its layers; an interval where it is made of whole resolved groups.
-    Largest first."""
-    keys = [(c.stack if by_stack else "", c.component) for c in classes]
-    kinds = np.array([f"{s}/{c}" for s, c in keys])
+def _components(fits: list[_DeviceFit], classes: list[list[Component]], by_stack: bool = False) \
+        -> list[ComponentEnergy]:
+    """Energy per component (``classes[d][j]`` of device d's layer j), or per (stack,
+    component): the sum of its layers over the devices; an interval where it is made of
+    whole resolved groups on every device. Largest first."""
+    keys = [[(c.stack if by_stack else "", c.component) for c in mine] for mine in classes]
     out = []
-    for key in dict.fromkeys(keys):
-        mine = kinds == f"{key[0]}/{key[1]}"
-        groups = np.unique(est.group_of[mine])
-        whole = all((kinds[est.group_of == g] == kinds[mine][0]).all() for g in groups)
-        energy = float(sum(x.energy.joules for x, m in zip(est.labels, mine) if m))
-        seconds = float(sum(x.seconds for x, m in zip(est.labels, mine) if m))
-        g_sec = np.zeros(len(est.groups) + 1)
-        g_sec[groups] = [est.groups[g].seconds for g in groups]
-        low, high = (x[0] for x in _interval(est, g_sec)) if whole else (None, None)
-        how = est.method if whole else Method.LAYERS_SUM
+    for key in dict.fromkeys(k for mine in keys for k in mine):
+        energy = seconds = 0.0
+        parts, whole = [], True
+        for f, mine_keys in zip(fits, keys):
+            est = f.est
+            kinds = np.array([f"{s}/{c}" for s, c in mine_keys])
+            mine = kinds == f"{key[0]}/{key[1]}"
+            if not mine.any():
+                continue
+            groups = np.unique(est.group_of[mine])
+            whole = whole and all((kinds[est.group_of == g] == kinds[mine][0]).all() for g in groups)
+            energy += float(sum(x.energy.joules for x, m in zip(est.labels, mine) if m))
+            seconds += float(sum(x.seconds for x, m in zip(est.labels, mine) if m))
+            g_sec = np.zeros(len(est.groups) + 1)
+            g_sec[groups] = [est.groups[g].seconds for g in groups]
+            parts.append((est, g_sec))
+        if whole:
+            summed = _summed(parts)[0]
+            low, high, how = summed.low_j, summed.high_j, summed.method
+        else:
+            low, high, how = None, None, Method.LAYERS_SUM
         out.append(ComponentEnergy(key[1], key[0], seconds, Energy(energy, low, high, how)))
     return sorted(out, key=lambda c: -c.energy.joules)
 
 
-def _leaves(trace, timeline, own_s: np.ndarray, power: np.ndarray | None, what: str) -> list[Leaf]:
+def _leaves(trace, timeline, own_s: np.ndarray, power: np.ndarray | None, what: str, device: str = "") -> list[Leaf]:
     """What ran inside each layer's own time (``own_s``), at the layer's estimated
     power (None: times only): its kernels' segments on a GPU timeline; on a CPU,
     its outermost ops (those not inside another op of the same thread), scaled
@@ -390,7 +614,7 @@ def _leaves(trace, timeline, own_s: np.ndarray, power: np.ndarray | None, what: 
     for k, u in enumerate(uniq):
         j, name = int(u >> 32), int(u & 0xFFFFFFFF)
         energy = None if power is None else Energy(float(power[j] * s[k]), method=Method.AT_LAYER_POWER)
-        out.append(Leaf(timeline.names[j], trace.strings[name], kind, int(calls[k]), float(s[k]), energy))
+        out.append(Leaf(timeline.names[j], trace.strings[name], kind, int(calls[k]), float(s[k]), energy, device))
     return out
 
 
@@ -409,12 +633,8 @@ def _inclusive_intervals(est: Estimate, parents: np.ndarray) -> list[tuple[float
         groups = np.unique(est.group_of[inside[j]])
         whole[j] = all(inside[j, est.group_of == g].all() for g in groups)
         g_sec[j, groups] = [est.groups[g].seconds for g in groups]
-    low, high = _interval(est, g_sec)
-    return [(_finite(lo), _finite(hi)) if w else (None, None) for lo, hi, w in zip(low, high, whole)]
-
-
-def _finite(x) -> float | None:
-    return float(x) if np.isfinite(x) else None
+    amounts = _summed([(est, g_sec)])
+    return [(e.low_j, e.high_j) if w else (None, None) for e, w in zip(amounts, whole)]
 
 
 def _runs(keys: np.ndarray):

@@ -115,6 +115,9 @@ class RunInfo:
     seconds: float | None  # per inference
     options: dict = field(default_factory=dict)
     total_measured: bool = False  # the run's whole energy measured (a counter), else estimated
+    # a run over several GPUs: each one's part of the inferences' own energy, per inference
+    # ("gpu1 (cuda:1)" -> its estimate against its own sensor); {} for a run of one device
+    devices: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,8 @@ class Comparison:
                        tuple(None if y is None else Delta(**y) for y in x["deltas"]))
 
         runs = tuple(RunInfo(**{**r, "energy": fig(r["energy"]), "per_token": fig(r["per_token"]),
-                                "method": None if r["method"] is None else Method.parse(r["method"])[0]})
+                                "method": None if r["method"] is None else Method.parse(r["method"])[0],
+                                "devices": {k: fig(v) for k, v in (r.get("devices") or {}).items()}})
                      for r in d["runs"])
         return cls(runs, tuple(row(r) for r in d["components"]), tuple(row(r) for r in d["by_component"]),
                    row(d["total"]), tuple(row(r) for r in d["phases"]), tuple(d["warnings"]), tuple(d["notes"]))
@@ -287,7 +291,9 @@ class _Facts:
             per_token=None if self.tokens is None else self.total.scaled(1 / self.tokens),
             per_parameter=self.total.joules / run.parameters if run.parameters else None,
             static_j=_mul(r.static_j, (r.split_scale or 1.0) * e), seconds=r.inference_s / n,
-            options={k: opts.get(k) for k in SHAPE_OPTIONS if k in opts}, total_measured=r.total_measured)
+            options={k: opts.get(k) for k in SHAPE_OPTIONS if k in opts}, total_measured=r.total_measured,
+            devices={(f"{d.device} ({d.cuda})" if d.cuda else d.device): r.scaled_split(d.inferences_energy, e)
+                     for d in r.devices if d.inferences_energy is not None} if r.several_devices else {})
         self.phases = {}
         in_phases = 0.0
         for p in r.phases:

@@ -32,9 +32,13 @@ def power_excerpt(trace, results: Results, seconds: float = 1.5) -> PowerExcerpt
     inf = np.sort(trace.inferences, order="start_ns")
     t0 = int(inf["start_ns"][len(inf) // 2])
     t1 = t0 + int(seconds * 1e9)
-    sensor = results.sensor
+    # a run over several GPUs: the first one's, its sensor and its layers
+    first = results.devices[0] if results.several_devices else None
+    device = first.device if first else results.device
+    sensor = first.sensor if first else results.sensor
+    rows = [x for x in results.layers if first is None or x.device == device]
     updates, windows = [], []
-    measured = None if trace.power is None or sensor is None else trace.power.windowed_power(results.device)
+    measured = None if trace.power is None or sensor is None else trace.power.windowed_power(device)
     if measured is not None:
         _, u, watts = measured
         keep = (u >= t0) & (u <= t1)
@@ -44,10 +48,11 @@ def power_excerpt(trace, results: Results, seconds: float = 1.5) -> PowerExcerpt
     inside = (inf["end_ns"] > t0) & (inf["start_ns"] < t1)
     inferences = [((max(s, t0) - t0) / 1e9, (min(e, t1) - t0) / 1e9)
                   for s, e in zip(inf["start_ns"][inside], inf["end_ns"][inside])]
-    timeline, _ = trace_timeline(trace)
-    power = {x.label: x.power_w for x in results.layers}
-    component = {x.label: x.component for x in results.layers}
-    idle_w = next((float(x.power_w) for x in results.layers if x.role is Role.BETWEEN_INFERENCES), 0.0)
+    ordinal = int(first.cuda.split(":")[1]) if first is not None and first.cuda.startswith("cuda:") else None
+    timeline, _ = trace_timeline(trace, ordinal)
+    power = {x.label: x.power_w for x in rows}
+    component = {x.label: x.component for x in rows}
+    idle_w = next((float(x.power_w) for x in rows if x.role is Role.BETWEEN_INFERENCES), 0.0)
     seg = (timeline.ends_ns > t0) & (timeline.starts_ns < t1)
     starts, ends = np.maximum(timeline.starts_ns[seg], t0), np.minimum(timeline.ends_ns[seg], t1)
     labels = timeline.labels[seg]
@@ -61,5 +66,5 @@ def power_excerpt(trace, results: Results, seconds: float = 1.5) -> PowerExcerpt
     label_w = np.array([float(power.get(name, idle_w)) for name in timeline.names])
     width = np.diff(bins) / 1e9
     modelled = (sec @ label_w + (width - sec.sum(axis=1)).clip(0) * idle_w) / width
-    return PowerExcerpt(seconds, results.device, updates, windows, inferences, activity,
+    return PowerExcerpt(seconds, device, updates, windows, inferences, activity,
                         [((b - t0) / 1e9, float(w)) for b, w in zip(bins[:-1], modelled)])

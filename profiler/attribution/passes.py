@@ -17,9 +17,11 @@ from ..sources import add_measurements
 from ..store.results import PassEnergy
 
 
-def passes(trace, device: str) -> tuple[PassEnergy | None, PassEnergy | None]:
+def passes(trace, devices) -> tuple[PassEnergy | None, PassEnergy | None]:
     """(measurement pass, profiled pass) of a trace; (None, None) without a measurement pass.
-    ``device``: the power device read ("" without power readings: times only)."""
+    ``devices``: the power devices read, their energies added (a name, or a list; none
+    without power readings: times only)."""
+    devices = [devices] if isinstance(devices, str) else list(devices)
     m = trace.measured_inferences
     if not len(m) or not len(trace.inferences):
         return None, None
@@ -28,10 +30,12 @@ def passes(trace, device: str) -> tuple[PassEnergy | None, PassEnergy | None]:
     spans = [(int(a), int(b)) for a, b in zip(win["start_ns"], win["end_ns"])]
     measured_span = (int(m["start_ns"].min()), int(m["end_ns"].max()))
     log = trace.all_power()  # with the idle period's readings: a counter update before the measurement pass
-    readable = bool(device) and log is not None and device in log.devices
-    measured_e = log.energy_between(device, *measured_span).energy if readable else None
-    profiled_e = _energy(add_measurements(log.energies_between(device, spans), device)) if readable and spans \
-        else None
+    readable = bool(devices) and log is not None and all(d in log.devices for d in devices)
+    name = "+".join(devices)
+    measured_e = add_measurements([log.energy_between(d, *measured_span) for d in devices], name,
+                                  (measured_span[1] - measured_span[0]) / 1e9).energy if readable else None
+    profiled_e = _energy(add_measurements([e for d in devices for e in log.energies_between(d, spans)], name)) \
+        if readable and spans else None
     return (PassEnergy(len(m), _own_s(m), (measured_span[1] - measured_span[0]) / 1e9, measured_e),
             PassEnergy(len(inf), _own_s(inf), sum(b - a for a, b in spans) / 1e9, profiled_e))
 

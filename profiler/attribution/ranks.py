@@ -341,15 +341,26 @@ def communication_seconds(t: Trace, events: np.ndarray | None = None) -> float:
 def communication_joules(t: Trace, r, events: np.ndarray) -> float | None:
     """An estimate of the communication's energy: each event's time at the power the
     rank's attribution gives the layer it ran in (its innermost module scope, else
-    the time outside modules); None without results with energy."""
+    the time outside modules; a kernel's on the GPU it ran on, where the rank's results
+    are per device); None without results with energy."""
     if r is None or not getattr(r, "has_energy", False):
         return None
-    power = {layer.label: layer.power_w for layer in r.layers}
+    from .attribute import cuda_power_map
+
+    power: dict = {}  # by label, and by (device, label) where the rank's results are per device
+    for layer in r.layers:
+        power.setdefault(layer.label, layer.power_w)
+        power.setdefault((layer.device, layer.label), layer.power_w)
+    on = cuda_power_map(t.meta)  # a kernel's CUDA device -> the power device that measures it
     outside = Role.OUTSIDE_MODULES.label
     total = 0.0
     for e in events:
         path = t.stack_path(int(e["stack"])) if e["stack"] else []
-        w = power.get(path[-1] if path else outside)
+        label = path[-1] if path else outside
+        dev = on.get(int(e["device"])) if e["device"] >= 0 else None
+        w = power.get((dev, label)) if dev is not None else None
+        if w is None:
+            w = power.get(label)
         if w is None:
             w = power.get(outside)
         if w is None:

@@ -178,10 +178,11 @@ def _gaps(start, end, inf_start, inf_end) -> tuple[np.ndarray, np.ndarray]:
     return s[keep], e[keep]
 
 
-def trace_timeline(trace) -> tuple[Timeline, str]:
+def trace_timeline(trace, device: int | None = None) -> tuple[Timeline, str]:
     """The timeline attribution uses, and what it is made of: the device's
-    kernels when the trace has any, else the module scopes on the CPU."""
-    kernels = kernel_timeline(trace)
+    kernels when the trace has any (``device``: the CUDA ordinal, default the one
+    with the most), else the module scopes on the CPU."""
+    kernels = kernel_timeline(trace, device)
     if kernels is not None:
         return kernels, "device kernels"
     return scope_timeline(trace), "module scopes (CPU)"

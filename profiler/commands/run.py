@@ -16,7 +16,8 @@ from . import command, echo_summary, recording_options
               "(default: traces/PROGRAM.TIME.h5).")
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
 @click.option("--gpus", default="auto", show_default=True,
-              help="auto (the first CUDA device torch sees, else the CPU), a CUDA index, or none (the CPU).")
+              help="auto (the first CUDA device torch sees, else the CPU), a CUDA index, several (0,1: a model "
+              "split over GPUs, each measured on its own board), all, or none (the CPU).")
 @click.option("--sensor-gpu", default=None, metavar="INDEX|local-rank",
               help="Read this NVML GPU's sensor although the work runs elsewhere (a CPU run measured on a GPU: "
               "the tests' fake GPUs); local-rank: each rank of a job its LOCAL_RANK.")

@@ -127,6 +127,9 @@ def _tables(c) -> list[tuple[str, list[str], list[list]]]:
         ["device"] + [r.device or "-" for r in c.runs] + blank,
         ["inferences"] + [f"{r.inferences:,}" for r in c.runs] + blank,
         ["energy / inference"] + [_fig(r.energy) for r in c.runs] + [_dcell(c.total.deltas[i]) for i in others],
+        *([["  by device (each its own sensor)"] + [", ".join(f"{k} {_fig(e)}" for k, e in r.devices.items()) or "-"
+                                                    for r in c.runs] + blank]
+          if any(r.devices for r in c.runs) else []),
         ["static (idle) / inference"] + [_j(r.static_j) for r in c.runs] + blank,
         ["time / inference"] + [_secs(r.seconds) for r in c.runs] + blank,
         ["tokens / inference"] + [_num(r.tokens_per_inference) for r in c.runs] + blank,

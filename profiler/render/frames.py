@@ -22,11 +22,18 @@ TIME_ONLY = "time, energy not measured"  # what a tree of a trace without energy
 
 
 def frame_tree(results: Results, title: str | None = None) -> dict:
-    """The frame tree of a trace's results (see the module's docstring)."""
+    """The frame tree of a trace's results (see the module's docstring). A run attributed
+    over several devices has a device level under each layer: the layer's own energy and time
+    on each GPU (against that GPU's sensor), its kernels under it."""
     energy = results.has_energy
+    several = results.several_devices
     frames: dict[str, dict] = {}
+    on_device: dict[tuple[str, str], dict] = {}  # (label, device) -> its device frame
     for x in results.layers:
         if x.role is Role.BETWEEN_INFERENCES:
+            continue
+        if several:
+            _add_device_frame(frames, on_device, x, energy, results)
             continue
         frames[x.label] = {
             "name": _display_name(x),
@@ -48,20 +55,25 @@ def frame_tree(results: Results, title: str | None = None) -> dict:
     root = {"name": ROOT, "path": ROOT, "kind": "other", "energy_j": 0.0 if energy else None,
             "self_j": 0.0 if energy else None, "seconds": 0.0, "self_s": 0.0, "low_j": None, "high_j": None,
             "calls": results.inferences, "method": results.method.text() if energy else TIME_ONLY, "children": []}
+    if several and energy:
+        root["method"] += " (each GPU against its own sensor: " + ", ".join(d.device for d in results.devices) + ")"
+    attached = set()
     for x in results.layers:
-        if x.label not in frames:
+        if x.label not in frames or x.label in attached:
             continue
+        attached.add(x.label)
         parent = frames.get(x.parent, root)
         if x.parent and x.label.startswith(x.parent + "."):
             frames[x.label]["name"] = x.label[len(x.parent) + 1:]  # "h.0" under "transformer"
         parent["children"].append(frames[x.label])
     for leaf in results.leaves:
-        owner = frames.get(leaf.layer)
+        owner = on_device.get((leaf.layer, leaf.device)) if several else frames.get(leaf.layer)
         if owner is None:
             continue
         joules = leaf.energy.joules if energy else None
         owner["children"].append({
-            "name": leaf.name, "path": f"{leaf.layer};{leaf.name}", "kind": leaf.kind, "energy_j": joules,
+            "name": leaf.name, "path": f"{leaf.layer};{leaf.device + ';' if several else ''}{leaf.name}",
+            "kind": leaf.kind, "energy_j": joules,
             "self_j": joules, "seconds": leaf.seconds, "self_s": leaf.seconds, "low_j": None, "high_j": None,
             "calls": leaf.calls, "method": leaf.energy.method_text if energy else TIME_ONLY, "children": []})
         # the leaves' share comes out of the layer's own energy and time
@@ -77,6 +89,31 @@ def frame_tree(results: Results, title: str | None = None) -> dict:
             "interval": results.interval if energy else None, "total_j": root["energy_j"],
             "method": root["method"] if energy else None, "device": results.device_name or results.device or None,
             "root": root}
+
+
+def _add_device_frame(frames: dict, on_device: dict, x, energy: bool, results: Results) -> None:
+    """A layer's row on one device: its device frame under the layer's frame (made at its first row)."""
+    if x.label not in frames:
+        frames[x.label] = {
+            "name": _display_name(x), "path": x.label, "kind": kind_of(x.component), "component": x.component,
+            "energy_j": 0.0 if energy else None, "self_j": 0.0 if energy else None, "seconds": 0.0, "self_s": 0.0,
+            "low_j": x.inclusive_low_j, "high_j": x.inclusive_high_j, "self_low_j": None, "self_high_j": None,
+            "calls": x.calls if x.calls >= 0 else None,
+            "method": "its devices' parts added" if energy else TIME_ONLY, "children": [], "devices": []}
+    layer = frames[x.label]
+    if layer["devices"]:  # on several devices: one device's inclusive interval is not the layer's
+        layer["low_j"] = layer["high_j"] = None
+    layer["devices"].append(x.device)
+    d = results.device_row(x.device)
+    where = f"{x.device} ({d.cuda})" if d is not None and d.cuda else x.device
+    frame = {"name": where, "path": f"{x.label};{x.device}", "kind": "device", "device": x.device,
+             "energy_j": x.energy.joules if energy else None, "self_j": x.energy.joules if energy else None,
+             "seconds": x.seconds, "self_s": x.seconds, "low_j": x.energy.low_j if energy else None,
+             "high_j": x.energy.high_j if energy else None, "calls": None,
+             "method": f"{x.energy.method_text}, against {x.device}'s sensor" if energy else TIME_ONLY,
+             "children": []}
+    layer["children"].append(frame)
+    on_device[(x.label, x.device)] = frame
 
 
 def _display_name(layer) -> str:

@@ -24,6 +24,7 @@ KINDS = {
     "other": ("other", (220, 10, 76)),
     "kernel": ("kernel / op", (50, 90, 62)),
     "op": ("kernel / op", (50, 90, 62)),
+    "device": ("its part on one GPU", (190, 35, 82)),
     "collapsed": ("merged small frames", (0, 0, 88)),
 }
 UNKNOWN = "#9aa0a6"  # a kind the palette lacks

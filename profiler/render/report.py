@@ -26,7 +26,7 @@ from .flamegraph import flamegraph_html
 from .frames import frame_tree
 from .palette import KINDS, colour, kind_of
 from .plots import power_plot, share_bars
-from .units import aligned, amount, estimate, interval, joules, profiler_overhead
+from .units import aligned, amount, estimate, interval, joules, markdown_table, profiler_overhead
 
 
 def summary_lines(r: Results, roll: Rollups) -> list[tuple[str, str]]:
@@ -86,7 +86,39 @@ def summary_lines(r: Results, roll: Rollups) -> list[tuple[str, str]]:
     ]
     if sensor is not None:
         lines.append(("sensor model", f"{sensor.describe()}: {sensor.source}"))
+    if r.several_devices:
+        for d in r.devices:
+            fit = "" if d.residual_w is None else f", RMS residual {d.residual_w:.2f} W"
+            model = "no sensor model (its counter split by time)" if d.sensor is None else \
+                f"{d.sensor.describe()}: {d.sensor.source}"
+            lines.append((f"sensor model {d.device}", f"{model} ({d.sensor_updates} updates{fit})"))
     return lines
+
+
+def device_rows(r: Results) -> tuple[list[str], list[list[str]]]:
+    """Each device of a run attributed over several: its energy over the run (measured by its
+    counter, or estimated), its inferences' own, its estimate's method, its kernels' time and its
+    wait for the others (inside the inferences, none of its kernels running while another device
+    runs one; in brackets its draw meanwhile, estimated at its no-kernel power)."""
+    head = ["device", "where", "name", "energy over the run", "how", "inferences' own", "method", "busy", "waits"]
+    rows = []
+    for d in r.devices:
+        unc = "" if d.total_uncertainty_j is None else f" +- {joules(d.total_uncertainty_j)}"
+        total = f"{joules(d.total.joules)}{unc}" if d.total is not None else "-"
+        how = "-" if d.total is None else f"{d.total.kind} ({d.total.method_text})"
+        rows.append([d.device, d.cuda or "-", d.name or "-", total, how, amount(d.inferences_energy),
+                     d.method.text() if d.method else "-", f"{d.busy_s:.3f} s",
+                     f"{d.waiting_s:.3f} s" + ("" if d.waiting is None else f" ({joules(d.waiting.joules)})")])
+    return head, rows
+
+
+def _device_text(r: Results) -> list[str]:
+    if not r.several_devices:
+        return []
+    return ["", "by device (each against its own sensor; the run's figures are these added up; waits: inside the "
+                "inferences, none of its kernels running while another device runs one, and its draw meanwhile, "
+                "estimated):"] + \
+        ["  " + x for x in aligned(*device_rows(r))]
 
 
 def pass_lines(r: Results) -> list[tuple[str, str]]:
@@ -121,12 +153,20 @@ def _layer_rows(r: Results, top: int) -> tuple[list[str], list[list[str]]]:
     total = r.inferences_energy.joules
     head = ["layer", "energy / inference" + ("" if r.split_scale is None else " (scaled)"),
             f"{r.interval:.0%} interval", "energy share", "time share", "power"]
-    layer_time = float(np.sum([g.seconds for g in r.groups]))
+    several = r.several_devices
+    if several:  # a time share of each device's time: the devices' times overlap
+        head.insert(1, "device")
+    layer_time = {}
+    for g in r.groups:
+        layer_time[g.device] = layer_time.get(g.device, 0.0) + g.seconds
     rows = []
     for g in top_groups(r, top):
         e = r.scaled_split(g.energy, 1 / r.inferences)  # per inference, scaled to the measurement pass
         rows.append([g.label, joules(e.joules), interval(e.low_j, e.high_j),
-                     f"{g.energy.joules / total:.1%}", f"{g.seconds / layer_time:.1%}", f"{g.power_w:.0f} W"])
+                     f"{g.energy.joules / total:.1%}", f"{g.seconds / (layer_time[g.device] or 1.0):.1%}",
+                     f"{g.power_w:.0f} W"])
+        if several:
+            rows[-1].insert(1, g.device)
     return head, rows
 
 
@@ -151,9 +191,11 @@ class TextReport(Renderer):
         lines = summary_lines(r, roll)
         width = max(len(k) for k, _ in lines)
         out = [f"{k:<{width}}  {v}" for k, v in lines]
+        out += _device_text(r)
         head, rows = _layer_rows(r, top)
         out.append("")
-        out.append(f"top {len(rows)} layers by energy (estimated; shares of the inferences' own energy and time):")
+        out.append(f"top {len(rows)} layers by energy (estimated; shares of the inferences' own energy and "
+                   f"{'its device' + chr(39) + 's' if r.several_devices else 'their'} time):")
         out += aligned(head, rows)
         total = r.inferences_energy.joules
         scaled = "" if r.split_scale is None else ", scaled to the measurement pass"
@@ -168,7 +210,9 @@ class TextReport(Renderer):
             out.append("")
             out.append(f"top kernels (each at its layer's estimated power{scaled}):")
             for k in r.kernels[:top]:
-                out.append(f"  {joules(r.scaled_split(k.energy, 1 / r.inferences).joules):>10} / inference  {k.calls:>8} calls  {k.name[:90]}")
+                on = f"{k.device:<6} " if r.several_devices else ""
+                per_inference = r.scaled_split(k.energy, 1 / r.inferences).joules
+                out.append(f"  {joules(per_inference):>10} / inference  {k.calls:>8} calls  {on}{k.name[:90]}")
         out.append("")
         out += [f"note: {x}" for x in r.notes]
         return "\n".join(out) + "\n"
@@ -198,6 +242,9 @@ class MarkdownReport(Renderer):
             return _time_only_text(r, self.top)
         out = ["| | |", "|---|---|"]
         out += [f"| {k.strip()} | {v.replace('|', '/')} |" for k, v in summary_lines(r, view.rollups)]
+        if r.several_devices:
+            out += ["", "By device (each against its own sensor; the run's figures are these added up):", ""]
+            out += markdown_table(*device_rows(r))
         head, rows = _layer_rows(r, self.top)
         out += ["", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
         out += ["| `" + row[0] + "` | " + " | ".join(row[1:]) + " |" for row in rows]
@@ -239,6 +286,15 @@ def _summary_json(r: Results) -> dict:
         "phases": {p.name: {**_energy_json(p.energy), "count": p.count} for p in r.phases},
         "measurement_pass": _pass_json(r.measurement_pass), "profiled_pass": _pass_json(r.profiled_pass),
         "split_scale": r.split_scale,
+        "devices": [{"device": d.device, "id": d.id, "name": d.name, "cuda": d.cuda, "total": _energy_json(d.total),
+                     "total_measured": d.total is not None and d.total.measured,
+                     "total_uncertainty_j": d.total_uncertainty_j,
+                     "inferences_energy": _energy_json(d.inferences_energy),
+                     "method": d.method.text() if d.method else None,
+                     "sensor": None if d.sensor is None else dataclasses.asdict(d.sensor),
+                     "sensor_updates": d.sensor_updates, "residual_w": d.residual_w, "scale": d.scale,
+                     "idle_w": d.idle_w, "busy_s": d.busy_s, "waiting_s": d.waiting_s,
+                     "waiting": _energy_json(d.waiting)} for d in r.devices],
         "notes": r.notes,
     }
 
@@ -264,10 +320,10 @@ def _tables_json(r: Results) -> dict:
             calls=lambda x: x.calls, component=lambda x: x.component, part=lambda x: x.part,
             stack=lambda x: x.stack, unclassified=lambda x: x.unclassified, module_type=lambda x: x.module_type,
             parameters=lambda x: x.parameters, inclusive_low_j=lambda x: x.inclusive_low_j,
-            inclusive_high_j=lambda x: x.inclusive_high_j, seconds=lambda x: x.seconds,
+            inclusive_high_j=lambda x: x.inclusive_high_j, device=lambda x: x.device, seconds=lambda x: x.seconds,
             power_w=lambda x: x.power_w, energy_j=energy("energy_j"), low_j=energy("low_j"), high_j=energy("high_j"),
             method=energy("method")),
-        "groups": _columns(r.groups, label=lambda x: x.label, seconds=lambda x: x.seconds,
+        "groups": _columns(r.groups, label=lambda x: x.label, device=lambda x: x.device, seconds=lambda x: x.seconds,
                            power_w=lambda x: x.power_w, energy_j=energy("energy_j"), low_j=energy("low_j"),
                            high_j=energy("high_j")),
         "inferences": _columns(r.per_inference, energy_j=lambda e: e.joules, low_j=lambda e: e.low_j,
@@ -278,9 +334,11 @@ def _tables_json(r: Results) -> dict:
         "stack_components": _columns(r.stack_components, stack=lambda x: x.stack, component=lambda x: x.component,
                                      seconds=lambda x: x.seconds, energy_j=energy("energy_j"),
                                      low_j=energy("low_j"), high_j=energy("high_j"), method=energy("method")),
-        "leaves": _columns(r.leaves, layer=lambda x: x.layer, name=lambda x: x.name, kind=lambda x: x.kind,
+        "leaves": _columns(r.leaves, layer=lambda x: x.layer, device=lambda x: x.device, name=lambda x: x.name,
+                           kind=lambda x: x.kind,
                            calls=lambda x: x.calls, seconds=lambda x: x.seconds, energy_j=energy("energy_j")),
-        "kernels": _columns(r.kernels, name=lambda x: x.name, calls=lambda x: x.calls, seconds=lambda x: x.seconds,
+        "kernels": _columns(r.kernels, name=lambda x: x.name, device=lambda x: x.device, calls=lambda x: x.calls,
+                            seconds=lambda x: x.seconds,
                             energy_j=energy("energy_j")),
     }
 
@@ -344,10 +402,10 @@ class ReportPage(Renderer):
         before = f"""
 <section class="panel">
   <h2>Summary</h2>
-  <table class="summary">{rows}</table>
+  <table class="summary">{rows}</table>{_device_html(r)}
 </section>"""
         power = "" if excerpt is None else f"""
-  <h2>Power over {excerpt.seconds * 1e3:.0f} ms of the run</h2>
+  <h2>Power over {excerpt.seconds * 1e3:.0f} ms of the run{f" on {excerpt.device}" if r.several_devices else ""}</h2>
   <p class="explain">Red: what the sensor reported ({r.sensor_updates} updates over the run), each value
   held until the next; yellow: the window each value averaged, as placed by the sensor model; blue: the power the
   estimate implies (every layer at its fitted power); shaded: inferences; strip: what ran.</p>
@@ -357,7 +415,8 @@ class ReportPage(Renderer):
 <section class="panel">{power}
   <h2>Energy share against time share (top {len(bars)} layers)</h2>
   <p class="explain">Solid bar: the layer's share of the inferences' energy (estimated; * marks a layer the sensor
-  could not resolve alone, split by time within its group); outline: its share of their time (measured). A layer
+  could not resolve alone, split by time within its group); outline: its share of their time (measured{
+  ", of its own GPU's time" if r.several_devices else ""}). A layer
   whose bars differ draws more or less than the average power.</p>
   {share_bars(bars)}
   <h2>Notes</h2>
@@ -366,12 +425,29 @@ class ReportPage(Renderer):
         return flamegraph_html(frame_tree(r), before=before, after=after)
 
 
+def _device_html(r: Results) -> str:
+    """The devices' table of a run attributed over several ("" for one)."""
+    if not r.several_devices:
+        return ""
+    head, rows = device_rows(r)
+    cells = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"""
+  <h2>By device</h2>
+  <p class="explain">Each GPU's kernels attributed against its own sensor; the run's figures are these added up.
+  Waits: inside the inferences, none of its kernels running while another GPU runs one.</p>
+  <table class="devices"><tr>{"".join(f"<th>{escape(h)}</th>" for h in head)}</tr>{cells}</table>"""
+
+
 def _layer_shares(r: Results, top: int) -> list[tuple[str, str, float, float]]:
     """The layers with the most energy (module scopes only), with their energy and time shares."""
     total = r.inferences_energy.joules or 1.0
-    time = sum(x.seconds for x in r.layers if x.role is not Role.BETWEEN_INFERENCES) or 1.0
-    rows = [(x.label + ("" if x.energy.method is Method.WLS else " *"), kind_of(x.component),
-             x.energy.joules / total, x.seconds / time)
+    time: dict[str, float] = {}  # per device (the devices' times overlap)
+    for x in r.layers:
+        if x.role is not Role.BETWEEN_INFERENCES:
+            time[x.device] = time.get(x.device, 0.0) + x.seconds
+    on = (lambda x: f" ({x.device})") if r.several_devices else (lambda x: "")
+    rows = [(x.label + on(x) + ("" if x.energy.method is Method.WLS else " *"),
+             kind_of(x.component), x.energy.joules / total, x.seconds / (time[x.device] or 1.0))
             for x in r.layers if x.role is Role.MODULE]
     return sorted(rows, key=lambda row: -row[2])[:top]
 

@@ -52,15 +52,19 @@ def probe_all() -> list[Availability]:
     return [cls.probe() for cls in SOURCES.values()]
 
 
-def open_source(name: str, device: str = "cpu", interval_s: float | None = 1e-3, gpu: int | None = None) \
+def open_source(name: str, device: str = "cpu", interval_s: float | None = 1e-3, gpu: int | list[int] | None = None) \
         -> PowerSource:
     """The power source ``name`` for a run on ``device`` (``cpu``, ``cuda``,
     ``cuda:N``). ``auto``: NVML for a CUDA device (an error when NVML is missing
     or fails: a GPU run measured by nothing is asked for with ``none``), RAPL for
     the CPU when its counters are readable, else time only. ``gpu``: the NVML
     index that measures the device (for a CUDA device ``phprof.tracing.cudadevice``
-    finds it; default: the CUDA ordinal), or the GPU whose sensor reads a CPU run
+    finds it; default: the CUDA ordinal; a list: the boards of a model split over
+    GPUs, each sampled), or the GPU whose sensor reads a CPU run
     (then ``auto`` is NVML, and must work, too)."""
+    several = list(gpu) if isinstance(gpu, (list, tuple)) else None  # a model split over GPUs: each board
+    if several:
+        gpu = several[0]
     read_off_a_gpu = gpu is not None and not device.startswith("cuda")
     if gpu is None:
         gpu = int(device.split(":")[1]) if device.startswith("cuda:") else 0
@@ -76,7 +80,7 @@ def open_source(name: str, device: str = "cpu", interval_s: float | None = 1e-3,
         else:
             name = "none"
     if name == "nvml":
-        return NvmlSource(gpus=[gpu], interval_s=interval_s)
+        return NvmlSource(gpus=several or [gpu], interval_s=interval_s)
     if name == "rapl":
         return RaplSource(interval_s=interval_s)
     if name == "none":

@@ -34,7 +34,7 @@ from ..carbon import joules_to_kwh, joules_to_wh
 from ..energy import Energy, Method
 from ..sources.sensors import SensorModel
 
-RESULTS_VERSION = 7  # 7: the measurement pass and the profiled pass; 6: sensor models with intervals, fitted periods, bounded powers; 5: typed rows (roles, methods by name); 4: stack_components; 3: taxonomy
+RESULTS_VERSION = 8  # 8: a device dimension (several GPUs, each against its own sensor); 7: the measurement pass and the profiled pass; 6: sensor models with intervals, fitted periods, bounded powers; 5: typed rows (roles, methods by name); 4: stack_components; 3: taxonomy
 
 
 class Role(Enum):
@@ -74,6 +74,7 @@ class Layer:
     # subtree holds only part of a merged group
     inclusive_low_j: float | None = None
     inclusive_high_j: float | None = None
+    device: str = ""  # the power device whose sensor its energy is read from ("gpu1"; Results.devices)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Group:
     seconds: float
     power_w: float
     energy: Energy
+    device: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,16 +98,18 @@ class Leaf:
     calls: int
     seconds: float
     energy: Energy | None
+    device: str = ""
 
 
 @dataclass(frozen=True)
 class KernelEnergy:
-    """One kernel name's energy over the run: its leaves in every layer, summed."""
+    """One kernel name's energy over the run on one device: its leaves in every layer, summed."""
 
     name: str
     calls: int
     seconds: float
     energy: Energy
+    device: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,32 @@ class PhaseEnergy:
     name: str
     count: int  # occurrences over the run
     energy: Energy
+
+
+@dataclass(frozen=True)
+class DeviceEnergy:
+    """One power device of a run (a GPU), attributed against its own sensor: its kernels'
+    layers (the :class:`Layer` rows with its ``device``) and its energy, measured or
+    estimated as it is. The run's figures are these devices' added up. ``device`` is the
+    name of its readings in the file, ``id`` its physical identity (a GPU's UUID), as in
+    the rank merge's per-device rows (``phprof.attribution.ranks.DeviceRow``)."""
+
+    device: str  # its readings' name in the file ("gpu2")
+    id: str  # the GPU's UUID as NVML reports it ("" : not recorded)
+    name: str  # the product ("NVIDIA A100-SXM4-80GB")
+    cuda: str  # where its kernels ran ("cuda:1"); "" for a CPU timeline read off its sensor
+    total: Energy | None  # over the run's span: its counter's (measured), else estimated
+    total_uncertainty_j: float | None = None
+    inferences_energy: Energy | None = None  # the inferences' own
+    method: Method | None = None  # its estimate's: WLS, or TIME_PROPORTIONAL
+    sensor: SensorModel | None = None  # its instant power field's model (fitted to this run)
+    sensor_updates: int = 0
+    residual_w: float | None = None
+    scale: float = 1.0  # its measured / modelled energy
+    idle_w: float | None = None  # its power before the run, measured
+    busy_s: float = 0.0  # inside the inferences, time with a kernel (or copy) of the run on it
+    waiting_s: float = 0.0  # inside the inferences, time with none on it while another device runs one
+    waiting: Energy | None = None  # its draw while it waits: that time at its no-kernel power (estimated)
 
 
 class PerInference:
@@ -189,6 +219,15 @@ class Results:
     notes: list[str] = field(default_factory=list)
     measurement_pass: PassEnergy | None = None  # the inferences run with the profiler off, if any
     profiled_pass: PassEnergy | None = None  # the same figures of the profiled inferences, beside it
+    devices: list[DeviceEnergy] = field(default_factory=list)  # each power device attributed, its own sensor
+
+    @property
+    def several_devices(self) -> bool:
+        """Attributed over several devices: every row says which (``device``), the run's figures add them up."""
+        return len(self.devices) > 1
+
+    def device_row(self, device: str) -> DeviceEnergy | None:
+        return next((d for d in self.devices if d.device == device), None)
 
     @property
     def has_energy(self) -> bool:
@@ -358,6 +397,9 @@ def _typed(v, hint):
     if v is None:
         return None
     hint = _unoptional(hint)
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return [_typed(x, item) for x in v]
     if isinstance(hint, type) and issubclass(hint, Enum):
         return hint[v]
     if hasattr(hint, "__dataclass_fields__"):

@@ -140,21 +140,13 @@ def locked(directory: Path):
 # ---- devices ------------------------------------------------------------------------------------
 def devices(gpus: str | None = "all") -> list[str]:
     """Where cells run, one at a time each: ``"all"`` every CUDA device torch sees (else the CPU),
-    ``"none"`` the CPU, or indices ``"0,2"``."""
-    if gpus in (None, "", "all"):
-        import torch
+    ``"none"`` the CPU, or indices ``"0,2"`` (``phprof.api.parse_gpus``)."""
+    from ..api import parse_gpus
 
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        return [f"cuda:{i}" for i in range(n)] or ["cpu"]
-    if gpus == "none":
-        return ["cpu"]
-    try:
-        indices = [int(x) for x in str(gpus).split(",")]
-    except ValueError:
-        raise OptionError(f"--gpus {gpus!r}: give all, none, or GPU indices (0,1)") from None
-    if len(set(indices)) != len(indices) or min(indices) < 0:
-        raise OptionError(f"--gpus {gpus!r}: each GPU once, indices from 0")
-    return [f"cuda:{i}" for i in indices]
+    found = parse_gpus("all" if gpus in (None, "") else gpus, what="--gpus ")
+    if found is None:
+        raise OptionError(f"--gpus {gpus!r}: give all, none, or GPU indices (0,1)")
+    return found
 
 
 def _die_with_parent() -> None:

@@ -134,6 +134,7 @@ class Recorder:
         self.kineto_messages: dict[str, int] = {}  # Kineto's warnings and errors, with how often each came
         self.dropped_records = 0  # activity records Kineto said it dropped
         self.kernels = 0  # kernel events stored
+        self.kernel_devices: dict[int, int] = {}  # device events stored per CUDA device (where the kernels ran)
         self.kernelless: list[tuple[int, int, int, bool]] = []  # (window, inferences without kernels, of, stopped)
         self.failure: str | None = None  # why the run must stop: a CUDA window without any kernel
         # test-only (phprof.tracing.ranks.SKEW_ENV): this process's clock off by that much, in
@@ -345,6 +346,8 @@ class Recorder:
         self.writer.append_stacks(new_stacks)
 
         device = np.isin(ev["kind"], np.asarray(DEVICE_KINDS, np.uint8))
+        for d, count in zip(*np.unique(ev["device"][device & keep & (ev["device"] >= 0)], return_counts=True)):
+            self.kernel_devices[int(d)] = self.kernel_devices.get(int(d), 0) + int(count)
         join = trace.join_stats
         kernels, kernelless = int((ev["kind"] == Kind.KERNEL).sum()), int((infs["kernels"] == 0).sum())
         window = (

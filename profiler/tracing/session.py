@@ -367,8 +367,13 @@ class Profile:
             raise ProfileError("a window's time limit must be positive")
         self.path = Path(output) if output else default_output("profile")
         self._make_folder = output is None
-        self.device = device or default_device()
+        devices = [device] if isinstance(device, str) else list(device or [])
+        self.devices = devices or [default_device()]  # a model split over GPUs: each of its CUDA devices
+        self.device = self.devices[0]
         self.device_chosen = device is None
+        if len(self.devices) > 1 and not all(d.startswith("cuda") for d in self.devices):
+            raise ProfileError(f"devices {', '.join(self.devices)}: several devices are CUDA devices only (a model "
+                               "split over GPUs)")
         self.source_name, self.rule, self.idle_s, self.anti_alias = source, inferences, idle_s, anti_alias
         self.rank = detect()
         self._rank_notes: list[str] = []
@@ -414,7 +419,8 @@ class Profile:
         self._writer = None
         self._recorder: Recorder | None = None
         self._power: PowerSource | None = None
-        self._identity: dict = {}  # which NVML GPU measures the CUDA device, and how it was matched
+        self._identity: dict = {}  # which NVML GPU measures the (first) CUDA device, and how it was matched
+        self._cuda_devices: dict[str, str] = {}  # each CUDA device -> the power device that measures it
 
     # -- the program's face ------------------------------------------------------------------
     def inference(self, name: str | None = None, **tags) -> _Mark:
@@ -499,7 +505,7 @@ class Profile:
             if self._cuda and saves:
                 import torch
 
-                torch.cuda.synchronize()  # the window's kernels are done before it is saved
+                _synchronize(torch, self.devices)  # the window's kernels are done before it is saved
             if self._breaker is not None and ok:
                 now = time.perf_counter()
                 self._signals.sleep(self._breaker.pause_after(now - cur.began, now))
@@ -575,9 +581,18 @@ class Profile:
             raise ProfileError(f"sensor_gpu={self.sensor_gpu!r} is for a run off the GPU: {self.device} is measured "
                                "on its own NVML board, found by its UUID")
         try:
-            gpu, self._identity = measuring_gpu(self.device, self.source_name)
+            found = [measuring_gpu(d, self.source_name) for d in self.devices]
         except DeviceError as e:
             raise ProfileError(str(e)) from None
+        gpus = [g for g, _ in found]
+        self._identity = found[0][1]
+        # which power device (its NVML board's readings) measures each CUDA device: the attribution's map
+        self._cuda_devices = {d: f"gpu{g}" for d, (g, _) in zip(self.devices, found) if g is not None}
+        if len(set(self._cuda_devices.values())) < len(self._cuda_devices):
+            raise ProfileError(f"devices {', '.join(self.devices)} are measured on the same board "
+                               f"({', '.join(f'{d}: NVML GPU {g}' for d, g in zip(self.devices, gpus))}): give each "
+                               "GPU once")
+        gpu = gpus[0] if len(gpus) == 1 else (gpus if all(g is not None for g in gpus) else None)
         self._power = power = open_source(self.source_name, self.device, gpu=self.sensor_gpu if gpu is None else gpu)
         self._cuda = cuda
         sensor = self._sensor = power.windowed_sensor()
@@ -602,7 +617,7 @@ class Profile:
             if self.measure is not None and not self.stopping:
                 self._measurement_pass(*self.measure)
             if self._cuda:
-                torch.cuda.synchronize()
+                _synchronize(torch, self.devices)
             self._start_profiler(torch)
         except BaseException as e:
             self._finish(_status_of(type(e), e))
@@ -626,7 +641,7 @@ class Profile:
             began, t0 = time.perf_counter(), self._recorder.now_ns()
             run_one()
             if self._cuda:
-                torch.cuda.synchronize()  # the span ends with its last kernel
+                _synchronize(torch, self.devices)  # the span ends with its last kernel
             t1 = self._recorder.now_ns()
             rows[i] = (i, t0, t1, -1, t0, t1, -1)  # no profiler: its kernels are not counted (-1)
             done += 1
@@ -729,7 +744,7 @@ class Profile:
             if self._cuda:
                 import torch
 
-                torch.cuda.synchronize()
+                _synchronize(torch, self.devices)
             self._prof.__exit__(None, None, None)  # saves the window in progress
             self._recorder.write_modules(self.scopes.module_rows())
 
@@ -759,6 +774,8 @@ class Profile:
                     "devices": sensor_devices, "power_limits_w": power.power_limits()},
             versions=versions, options=options, driver=driver, host=platform.node(), recorded_by=self.recorded_by,
             **({"device_identity": self._identity} if self._identity else {}),
+            **({"cuda_devices": self._cuda_devices} if self._cuda_devices else {}),
+            **({"devices": list(self.devices)} if len(self.devices) > 1 else {}),
             device_ids=power.device_ids(), **({"distributed": self.rank.as_meta()} if self.rank else {}), **meta)
 
     def _models(self) -> list[dict]:
@@ -780,6 +797,33 @@ class Profile:
         if not self.meta.get("model"):
             out["model"] = " + ".join(m["name_or_path"] or m["class"] for m in out["models"]) or "(no model ran)"
         return out
+
+    def _used(self, parts: list[Measurement], notes: list[str] | None = None) -> list[Measurement]:
+        """Of several GPUs recorded, the energies of those the run's device events ran on
+        (a GPU it did not use is not in its energy; ``notes`` says which)."""
+        ran = self._recorder.kernel_devices if self._recorder is not None else {}
+        if not self._cuda or len(self._cuda_devices) < 2 or not ran:
+            return parts
+        used = {dev for cuda, dev in self._cuda_devices.items()
+                if (int(cuda.split(":")[1]) if ":" in cuda else 0) in ran}
+        idle = [f"{dev} ({cuda})" for cuda, dev in self._cuda_devices.items() if dev not in used]
+        if idle and notes is not None:
+            notes.append(f"{', '.join(idle)} ran none of the run's device events: not in its energy")
+        return [p for p in parts if p.device in used]
+
+    def _unmeasured_devices(self, kernel_devices: dict[int, int]) -> list[str]:
+        """Where the kernels ran that this run did not measure (a model over several GPUs
+        recorded with one): their energy is not in the run's."""
+        if not self._cuda or not kernel_devices:
+            return []
+        measured = {int(d.split(":")[1]) if ":" in d else 0 for d in self.devices if d.startswith("cuda")}
+        missed = {d: n for d, n in sorted(kernel_devices.items()) if d not in measured}
+        if not missed:
+            return []
+        every = ",".join(str(d) for d in sorted(set(kernel_devices) | measured))
+        return [f"device events ran on {', '.join(f'cuda:{d} ({n})' for d, n in missed.items())}, which this run "
+                f"did not measure: their energy is not in the run's (record every device the model uses: --gpus "
+                f"{every})"]
 
     def _rule_text(self) -> str:
         counts = {k: v for k, v in self._counts.items() if v}
@@ -830,6 +874,7 @@ class Profile:
         if rec.outside:
             notes.append(f"{rec.outside} profiler events fell outside every inference and were not stored")
         notes += rec.kernel_notes()
+        notes += self._unmeasured_devices(rec.kernel_devices)
         if self.scopes.dynamic:
             notes.append(f"{self.scopes.dynamic} calls of modules made during a forward (nn.ReLU()(x), say) are "
                          "part of their caller's scope")
@@ -853,7 +898,7 @@ class Profile:
             rows, paused = self._measured
             measured = MeasuredPass(len(rows), float((rows["end_ns"] - rows["start_ns"]).sum()) / 1e9,
                                     float(rows["end_ns"].max() - rows["start_ns"].min()) / 1e9 if len(rows) else 0.0,
-                                    _sum_energy(rec.measured_energies, over="the measurement pass's span"),
+                                    _sum_energy(self._used(rec.measured_energies), over="the measurement pass's span"),
                                     paused)
         elif self.recorded_by == "phprof trace" and rec.inferences_written:
             notes.append("no measurement pass (--no-measure-pass): the energy per inference includes the profiler's "
@@ -863,7 +908,8 @@ class Profile:
         model = meta.get("model") or self._meta_at_end().get("model", "")
         return TraceSummary(
             self.path, status, model, meta.get("task", ""), rec.inferences_written, own, span,
-            _sum_energy(rec.energies), notes, device=self.device, device_name=_device_name(self.device),
+            _sum_energy(self._used(rec.energies, notes)), notes, device=",".join(self.devices),
+            device_name=" + ".join(dict.fromkeys(_device_name(d) for d in self.devices)),
             device_chosen=self.device_chosen,
             source=source, inference_rule=self._rule_text(), recording_s=recording_s,
             recording_energy=rec.run_energy(self.started_ns, self.ended_ns) if recording_s is not None else [],
@@ -878,6 +924,13 @@ def _status_of(exc_type, exc) -> str:
     if issubclass(exc_type, SystemExit) and exc is not None and exc.code in (None, 0):
         return "complete"
     return "failed"
+
+
+def _synchronize(torch, devices: list[str]) -> None:
+    """Waits for every recorded CUDA device's kernels (a model split over GPUs runs on each)."""
+    for d in devices:
+        if d.startswith("cuda"):
+            torch.cuda.synchronize(d)
 
 
 def _device_name(device: str) -> str:
