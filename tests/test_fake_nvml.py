@@ -821,3 +821,33 @@ def test_layout_mismatch_fails_init_with_a_clear_message(fake, fake_lib, tmp_pat
         proc = run_python(code, {**os.environ, "PHPROF_FAKE_NVML_STATE": str(path)})
         assert proc.stdout.strip() == "999"
         assert message in proc.stderr and str(path) in proc.stderr
+
+
+def test_power_per_module_everywhere_finds_a_scripts_model_and_names_it_as_phprof_does(fake):
+    """The ground truth of a user's script: the first module called outside any other is a root,
+    its modules named by path (the root by its class), each drawing its own level while it is the
+    innermost one running, OUTSIDE_W between calls; a module made on the fly inside a forward is
+    part of its caller; outside the block nothing is hooked."""
+    import torch
+
+    inner = torch.nn.Sequential(torch.nn.Linear(2, 2))
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(2, 2), inner
+
+        def forward(self, x):
+            return torch.nn.ReLU()(self.b(self.a(x)))  # ReLU made on the fly
+
+    net, levels, tags = Net(), {}, {}
+    with fake_nvml.power_per_module_everywhere(fake, levels, tags):
+        net(torch.zeros(1, 2))
+        assert sorted(tags) == ["Net", "a", "b", "b.0"] and set(levels) == set(tags)
+        assert all(80 <= w <= 400 for w in levels.values())
+        net(torch.zeros(1, 2))
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+    drawn = {name: fake.tag_energy(0, tag) for name, tag in tags.items()}
+    assert all(j > 0 for j in drawn.values()), drawn  # each drew its own power while it ran
+    net(torch.zeros(1, 2))  # after the block: no power switched
+    assert {name: fake.tag_energy(0, tag) for name, tag in tags.items()} == drawn

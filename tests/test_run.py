@@ -207,3 +207,66 @@ def test_the_recordings_whole_energy_is_the_counters_however_long_the_profiler_t
     (m,) = session.summary.recording_energy
     truth = fake.true_energy(0, session.started_ns, session.ended_ns)
     assert m.low_j <= truth <= m.high_j and m.joules == pytest.approx(truth, rel=0.1), (m, truth)
+
+
+# Issue 18's ground truth on a user's script, at a length CI affords: 20 calls of 4 tokens, each
+# module's forward busy-waiting 1.5 ms after switching the fake's power (260 waits a call), so a run
+# lasts >= 8 s (~80 updates of the 101 ms sensor) on however fast a machine. The script cleans and
+# tokenises a context document of 40,000 words in Python around each call (~0.1 s on a 2-core VM,
+# ~20% of the run). tools/bench_attribution.py --script runs the same for >= 60 s, over seeds,
+# against the issue's targets (worst layer <= 3% of the inferences' energy, truth in the 90% interval
+# for >= 85% of layers). At this length (6 runs, seeds 2-4, marked and not, on a busy 2-core VM):
+# worst layer 0.46-1.69%, truth inside its interval for 71% of 182 layers (65-81% a run), the time
+# between inferences within 0.2% of its truth: the test holds the issue's 3% and a coverage of 45%.
+GROUND_TRUTH = {"calls": 20, "new_tokens": 4, "context_words": 40_000, "dwell_s": 0.0015, "coverage": 0.45}
+
+
+@pytest.mark.parametrize("marks", [True, False])
+def test_a_pipeline_scripts_layers_and_its_python_between_calls_get_their_true_energy(tmp_path, monkeypatch, marks,
+                                                                                     saved_lm, fake_lib):
+    """tests/programs/generate_text.py under `phprof run` against the fake GPU, every module the
+    script's pipeline calls drawing its own known power (OUTSIDE_W while none runs): each resolved
+    layer's energy within 3% of the inferences' energy of its truth (the fake's power over the
+    layer's own time), most truths inside their 90% intervals, and the time between inferences
+    (the script's own tokenising and counting, phprof's pauses and saves) a row of its own, the
+    report's "between them", with its own true energy. Marked (prof.inference()) or not (each
+    generate() call)."""
+    import dataclasses
+
+    import fake_nvml
+    from fake_nvml.truth import compare, errors, run_program
+
+    from phprof.energy import Method
+    from phprof.render.units import joules
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PHPROF_NVML_LIB", str(fake_lib))  # restored after the test (run_program sets it)
+    g = GROUND_TRUTH
+    fake = fake_nvml.FakeNvml(fake_lib, tmp_path / "state", n_devices=1, preset="a100", seed=5,
+                              ring_capacity=1 << 21)
+    fake.configure(0, "power_instant", dataclasses.replace(fake.get_model(0, "power_instant"), lag_s=0.005))
+    out = tmp_path / "t.h5"
+    args = [saved_lm, "-n", g["calls"], "--new-tokens", g["new_tokens"], "--context-words", g["context_words"]]
+    try:
+        ended, tags = run_program(fake, PROGRAMS / "generate_text.py", args + ([] if marks else ["--no-marks"]), out,
+                                  g["dwell_s"], idle_s=0.5)
+        assert ended.code == 0
+        s = ended.summary
+        assert s.inferences == g["calls"] and s.source.startswith("nvml")
+        rule = f"{g['calls']} prof.inference() spans" if marks else f"marked none ({g['calls']} generate() calls)"
+        assert rule in s.inference_rule, s.inference_rule
+        r = compare(out, fake, tags)
+    finally:
+        fake.close()
+    err, inside = errors(r)
+    res = r["results"]
+    # not vacuous: resolved by the sensor's windows into many layers, not split by time
+    assert res.method is Method.WLS and len(r["rows"]) >= 15, (res.method, len(r["rows"]), res.notes)
+    assert max(err) <= 0.03, sorted(zip(err, r["rows"]))[-3:]
+    assert np.mean(inside) >= g["coverage"], [row for row, ok in zip(r["rows"], inside) if not ok]
+    # the Python between calls: its own row, with its own energy, none of it given to the modules
+    label, truth, e, lo, hi = r["between"]
+    assert r["between_s"] >= g["calls"] * 0.005  # the script's tokenising and counting, at the least
+    assert abs(e - truth) <= 0.01 * r["inferences_j"], r["between"]
+    text = phprof.render(phprof.report(out), "text")
+    assert f"between them: {joules(e)} in {res.span_s - res.inference_s:.1f} s" in text, text[:2000]

@@ -18,12 +18,21 @@ The adversarial case: a text classifier whose forward passes start exactly
 50 ms apart (half an h100 sensor's 100 ms update, so every 25 ms window falls
 at the same phase), traced with and without the anti-aliasing pauses.
 
+`--script`: the same, on a user's program under `phprof run` instead of phprof's own loop
+(issue 18's check): tests/programs/generate_text.py loads a tiny GPT-2 saved with save_pretrained
+(in the work folder) through a Hugging Face pipeline, cleans and tokenises a context document in
+Python before each call and counts its words after it, with `prof.inference()` marks and without
+them (each generate() call is then an inference); every module the script's model calls draws its
+own known power (fake_nvml.power_per_module_everywhere). A second table scores the time between
+inferences (the script's own Python work, phprof's pauses and saves: the report's "(idle)" row)
+against the fake's true energy there. tests/test_run.py runs the same at a short length.
+
 Each run is traced once and attributed twice: from the run alone (the period fitted from its
 updates, lag and window searched over every family's range), and with the calibration file
 `phprof calibrate` wrote on a fake GPU of the same sensor.
 
     python tools/bench_attribution.py [--inferences 200] [--seeds 0,1,2,3,4] [--sensors a100,p50,p200,avg1s]
-                                      [--no-calibration] [--no-adversarial] [--work DIR [--reattribute]]
+                                      [--no-calibration] [--no-adversarial] [--work DIR [--reattribute]] [--script]
 
 Every run keeps its trace, the fake's state (the truth) and its modules' tags in the work folder
 (--work, else a new temporary one, printed), and each sensor's calibration file, which later runs
@@ -48,17 +57,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fake_nvml  # noqa: E402
 from fake_nvml import OUTSIDE_TAG, power_per_module  # noqa: E402
+from fake_nvml.truth import compare, errors, run_program  # noqa: E402
 
 import phprof  # noqa: E402
-from phprof.attribution.timeline import trace_timeline  # noqa: E402
-from phprof.energy import Method  # noqa: E402
-from phprof.store.results import Role  # noqa: E402
 
 warnings.filterwarnings("ignore")
 LAG_S = 0.005  # the fake sensor's lag: phprof is not told, it fits it
 PADDED_PERIOD_S = 0.050  # the adversarial case's inference period: half the h100 sensor's
 DWELL_S = 0.0003  # each module's forward lasts at least this (see fake_nvml.power_per_module)
 FULL_LENGTH_S = 60.0  # the issue's check: runs of at least this long
+# --script: tests/programs/generate_text.py and how tests/test_run.py runs it (a longer run here)
+PROGRAMS = Path(__file__).resolve().parent.parent / "tests" / "programs"
+SCRIPT_NEW_TOKENS, SCRIPT_CONTEXT_WORDS = 4, 40_000  # ~0.1 s of the script's own Python around each call
+SCRIPT_DWELL_S = 0.0015  # 260 waits per call of 4 tokens: >= 0.39 s a call, on however fast a machine
 
 
 # Sensors unlike the nominal one, each on the fake a100 (400 W limit): (field, changes to its model),
@@ -105,48 +116,6 @@ def calibration_file(work: Path, sensor: str) -> Path:
     return path
 
 
-def compare(path: Path, fake, tags: dict, calibration: Path | None = None) -> dict:
-    """phprof's layers against the truth, and the naive figures."""
-    t = phprof.load(path)
-    results = phprof.results(path, store=False, calibration=calibration)
-    timeline = trace_timeline(t)[0]
-    true_j = np.array([fake.true_energy(0, int(a), int(b)) for a, b in zip(timeline.starts_ns, timeline.ends_ns)])
-    label_truth = np.bincount(timeline.labels, true_j, len(timeline.names))
-    inferences_j = results.inferences_energy.joules
-    layers = [x for x in results.layers if x.role is not Role.BETWEEN_INFERENCES]  # in the timeline's order
-    # each resolved group and its labels; without resolved groups (a split by time) each label with its bounds
-    by_time = results.method is Method.TIME_PROPORTIONAL
-    members: dict[str, list[int]] = {}
-    for j, x in enumerate(layers):
-        members.setdefault(x.label if by_time else x.group, []).append(j)
-    groups = {g.label: g for g in results.groups}
-    seconds = sum(x.seconds for x in layers)
-    idle = next(x for x in results.layers if x.role is Role.BETWEEN_INFERENCES)
-    active = results.total.joules - idle.energy.joules
-    rows = []
-    tag_gap = []
-    for group, labels in members.items():
-        names = [timeline.names[j] for j in labels]
-        if any(layers[j].role is Role.OUTSIDE_MODULES for j in labels):
-            continue
-        truth = float(label_truth[labels].sum())
-        tag_gap.append(abs(sum(fake.tag_energy(0, tags[n]) for n in names) - truth) / inferences_j)
-        row = layers[labels[0]] if by_time else groups[group]
-        e = row.energy
-        naive = active * row.seconds / seconds
-        rows.append((group, truth, e.joules, e.low_j, e.high_j, naive))
-    span = (int(t.inferences["start_ns"].min()), int(t.inferences["end_ns"].max()))
-    true_total = fake.true_energy(0, *span)
-    _, updates, w = t.power.windowed_power("gpu0")
-    inside = (updates >= span[0]) & (updates <= span[1])
-    integrated = float(np.mean(w[inside])) * (span[1] - span[0]) / 1e9
-    limit = (t.meta["sensor"].get("power_limits_w") or {}).get("gpu0")
-    return {"results": results, "rows": rows, "tag_gap": max(tag_gap), "inferences_j": inferences_j,
-            "true_total": true_total, "counter_total": results.total.joules, "integrated_total": integrated,
-            "n": len(t.inferences), "span_s": (span[1] - span[0]) / 1e9, "limit_w": limit,
-            "max_power_w": max(x.power_w for x in results.layers if x.power_w is not None)}
-
-
 def run_gpt2(work: Path, seed: int, inferences: int, sensor: str = "a100", calibrations=(None,),
              reuse: bool = False) -> list[dict]:
     """One traced run; its results without calibration, and with each of ``calibrations``.
@@ -162,6 +131,36 @@ def run_gpt2(work: Path, seed: int, inferences: int, sensor: str = "a100", calib
         phprof.trace("gpt2", inferences=inferences, warmup=0, output=out, size="tiny", idle_s=0.5, source="nvml",
                      setup=power_per_module(fake, levels, tags, dwell_s=DWELL_S), measure_pass=False, overwrite=True)
         fake.set_power(0, fake_nvml.OUTSIDE_W, tag=OUTSIDE_TAG)
+        tags_file.write_text(json.dumps(tags))
+    results = [compare(out, fake, tags, c) for c in calibrations]
+    fake.close()
+    return results
+
+
+def run_script(work: Path, seed: int, inferences: int, marks: bool, sensor: str = "a100", calibrations=(None,),
+               reuse: bool = False) -> list[dict]:
+    """tests/programs/generate_text.py under `phprof run`, with or without its marks: its results
+    without calibration, and with each of ``calibrations``."""
+    out = work / f"script-{'marks' if marks else 'calls'}-{sensor}-{seed}.h5"
+    tags_file = out.with_suffix(".tags.json")
+    if reuse and out.exists() and tags_file.exists():
+        fake = fake_gpu(work, "a100", seed, sensor, attach=True)
+        tags = json.loads(tags_file.read_text())
+    else:
+        sys.path.insert(0, str(PROGRAMS))
+        import tiny_lm
+
+        sys.path.remove(str(PROGRAMS))
+        model = work / "tiny-lm"
+        if not (model / "config.json").exists():
+            tiny_lm.save(model)
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        fake = fake_gpu(work, "a100", seed, sensor)
+        args = [model, "-n", inferences, "--new-tokens", SCRIPT_NEW_TOKENS, "--context-words", SCRIPT_CONTEXT_WORDS]
+        ended, tags = run_program(fake, PROGRAMS / "generate_text.py", args + ([] if marks else ["--no-marks"]), out,
+                                  SCRIPT_DWELL_S, idle_s=0.5, overwrite=True)
+        if ended.code != 0:
+            raise SystemExit(f"generate_text.py ended with status {ended.code}")
         tags_file.write_text(json.dumps(tags))
     results = [compare(out, fake, tags, c) for c in calibrations]
     fake.close()
@@ -209,9 +208,8 @@ def run_adversarial(work: Path, anti_alias: bool, inferences: int) -> dict:
 
 def summarise(label: str, r: dict) -> tuple[float, float, float, list[bool]]:
     total = r["inferences_j"]
-    err = [abs(e - t) / total for _, t, e, *_ in r["rows"]]
+    err, inside = errors(r)
     naive = [abs(n - t) / total for _, t, _, _, _, n in r["rows"]]
-    inside = [lo <= t <= hi for _, t, _, lo, hi, _ in r["rows"]]
     res = r["results"]
     print(f"| {label} | {r['n']} | {r['span_s']:.0f} | {len(r['rows'])}/{len(res.layers) - 2} | "
           f"{max(err):.2%} | {max(naive):.2%} | {np.mean(inside):.0%} | "
@@ -224,8 +222,9 @@ def summarise(label: str, r: dict) -> tuple[float, float, float, list[bool]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--inferences", type=int, default=200,
-                    help="per run (200 tiny gpt2 inferences of 10 tokens: ~75 s of run on a quiet 2-core VM)")
+    ap.add_argument("--inferences", type=int,
+                    help="per run (default 200 tiny gpt2 inferences of 10 tokens: ~75 s of run on a quiet 2-core VM; "
+                    "with --script 160 pipeline calls of 4 tokens: >= 62 s on any machine)")
     ap.add_argument("--seeds", default="0,1,2,3,4", help="the fake sensor's seeds (phase, noise), one run each")
     ap.add_argument("--sensors", default=",".join(SENSORS),
                     help=f"fake sensors to run ({', '.join(f'{k}: {v}' for k, v in SENSOR_TEXT.items())})".replace("%", "%%"))
@@ -237,6 +236,8 @@ def main() -> None:
                     "temporary one)")
     ap.add_argument("--reattribute", action="store_true",
                     help="attribute the runs already in --work again instead of running them (missing ones run)")
+    ap.add_argument("--script", action="store_true", help="a user's pipeline script under `phprof run`, with and "
+                    "without its prof.inference() marks, instead of gpt2 under `phprof trace` (no adversarial rows)")
     ap.add_argument("--edge-us", type=float, help="the intervals' allowance for the timeline's edges against the "
                     "power (phprof.attribution.attribute.EDGE_S; default phprof's)")
     args = ap.parse_args()
@@ -255,21 +256,29 @@ def main() -> None:
             "| highest layer power / limit | method | truth ambiguity (fake's tags vs timeline) |")
     print(head)
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|")
-    tally: dict[tuple[str, str], list] = {}
+    tally: dict[tuple[str, str, str], list] = {}
+    between: list[tuple[str, dict]] = []
     first = None
+    inferences = args.inferences or (160 if args.script else 200)
+    variants = (("prof.inference() marks", True), ("no marks", False)) if args.script else (("", None),)
     for sensor in [x for x in args.sensors.split(",") if x]:
         cal = None if args.no_calibration else calibration_file(work, sensor)
+        calibrations = (None, cal) if cal else (None,)
         for seed in [int(s) for s in args.seeds.split(",") if s]:
-            for how, r in zip(("none", "calibrated"), run_gpt2(work, seed, args.inferences, sensor, (None, cal)
-                                                              if cal else (None,), reuse=args.reattribute)):
-                first = first or r
-                e, _, _, inside = summarise(f"{sensor}, seed {seed}, calibration {how}", r)
-                row = tally.setdefault((sensor, how), [[], [], [], []])
-                row[0].append(e)
-                row[1] += inside
-                row[2].append(r["max_power_w"] <= r["limit_w"] * (1 + 1e-9))  # at the limit, to float rounding
-                row[3].append(r["span_s"])
-    if not args.no_adversarial:
+            for variant, marks in variants:
+                runs = run_script(work, seed, inferences, marks, sensor, calibrations, reuse=args.reattribute) \
+                    if args.script else run_gpt2(work, seed, inferences, sensor, calibrations, reuse=args.reattribute)
+                for how, r in zip(("none", "calibrated"), runs):
+                    first = first or r
+                    label = f"{sensor}, seed {seed}, calibration {how}" + (f", script, {variant}" if variant else "")
+                    e, _, _, inside = summarise(label, r)
+                    row = tally.setdefault((sensor, how, variant), [[], [], [], []])
+                    row[0].append(e)
+                    row[1] += inside
+                    row[2].append(r["max_power_w"] <= r["limit_w"] * (1 + 1e-9))  # at the limit, to float rounding
+                    row[3].append(r["span_s"])
+                    between.append((label, r))
+    if not args.no_adversarial and not args.script:
         for anti_alias in (False, True):
             r = run_adversarial(work, anti_alias, 1300)
             summarise(f"{PADDED_PERIOD_S * 1e3:.0f} ms inferences, h100 100 ms sensor, anti-alias "
@@ -283,13 +292,29 @@ def main() -> None:
           "calibrated: attributed with the file `phprof calibrate` (quick schedule) wrote on a fake GPU of the "
           "same sensor")
     print()
-    print("| sensor | calibration | seeds | shortest run (target >= 60 s) | worst layer error (target <= 3%) "
-          "| truth in 90% interval (target >= 85%) | no layer above the limit |")
-    print("|---|---|---:|---:|---:|---:|---|")
-    for (sensor, how), (errors, inside, below, spans) in tally.items():
+    print("| sensor | calibration |" + (" script |" if args.script else "") + " seeds | shortest run (target >= "
+          "60 s) | worst layer error (target <= 3%) | truth in 90% interval (target >= 85%) | no layer above the "
+          "limit |")
+    print("|---|---|" + ("---|" if args.script else "") + "---:|---:|---:|---:|---|")
+    for (sensor, how, variant), (worst, inside, below, spans) in tally.items():
         length = f"{min(spans):.0f} s" + ("" if min(spans) >= FULL_LENGTH_S else " (SHORT)")
-        print(f"| {SENSOR_TEXT[sensor]} | {how} | {len(errors)} | {length} | {max(errors):.2%} | "
-              f"{np.mean(inside):.1%} of {len(inside)} | {'yes' if all(below) else 'NO'} |")
+        print(f"| {SENSOR_TEXT[sensor]} | {how} |" + (f" {variant} |" if args.script else "") + f" {len(worst)} | "
+              f"{length} | {max(worst):.2%} | {np.mean(inside):.1%} of {len(inside)} | "
+              f"{'yes' if all(below) else 'NO'} |")
+    if args.script:
+        print("\nbetween inferences (the script's own Python work, phprof's pauses and window saves: the report's "
+              "(idle) row), and in an inference outside every module (the pipeline's and generate()'s own Python; "
+              "- : merged with modules), against the fake's true energy there; errors as shares of the inferences' "
+              "energy\n")
+        print("| run | between: time (s) | true (J) | phprof (J) [90% interval] | error | truth inside "
+              "| outside modules: true (J) | phprof (J) [90% interval] |")
+        print("|---|---:|---:|---:|---:|---|---:|---:|")
+        for label, r in between:
+            _, truth, e, lo, hi = r["between"]
+            out = r["outside"]
+            outside = f"{out[1]:.1f} | {out[2]:.1f} [{out[3]:.1f}, {out[4]:.1f}]" if out else "- | -"
+            print(f"| {label} | {r['between_s']:.1f} | {truth:.1f} | {e:.1f} [{lo:.1f}, {hi:.1f}] | "
+                  f"{abs(e - truth) / r['inferences_j']:.2%} | {'yes' if lo <= truth <= hi else 'NO'} | {outside} |")
     print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.detail and first:
         print("\n| layer | true (J) | phprof (J) [90% interval] | naive (J) |\n|---|---:|---:|---:|")

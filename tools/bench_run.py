@@ -12,9 +12,15 @@ target: <= 1.10 on a CPU), then phprof run's peak memory at each of `--memory`'s
 script's own, so interpreter start-up, imports, the idle period and the final save are left out;
 the wall time of each whole process is shown beside it.
 
-`--sampler`: phprof run with the power sampler on, reading the fake NVML (tools/fake_nvml, one
-A100) with its anti-aliasing pauses: the overhead a GPU user meets (the pauses are counted in the
-loop time, as they are in the program's own run; the table says how long they were).
+`--sampler`: the power sampler on too, reading the fake NVML (tools/fake_nvml, one A100). Then
+phprof run's cost is shown piece by piece, each row adding one to the row above it, all in one run:
+`--source none` (torch.profiler, the module and inference scopes, the window saves), `--source nvml
+--no-anti-alias` (the native sampler polling the sensor: a thread of its own on a busy machine's
+cores), and `--source nvml` as a GPU user runs it, with the anti-aliasing pauses (a random idle of
+up to one inference once per sensor period, that phprof adds on purpose so that the sensor's windows
+fall on every part of the inferences: `phprof.tracing.aliasing`). Each row gives the time of the
+window saves and pauses inside its loop, as the trace file's summary records them, and the ratio
+without the pauses beside the ratio with them.
 """
 from __future__ import annotations
 
@@ -41,19 +47,22 @@ layer = torch.nn.TransformerEncoderLayer(d_model=width, nhead=4, dim_feedforward
 x = torch.randn(8, 64, width)
 with torch.no_grad():
     layer(x)  # warm-up, outside the timed loop
-    began = time.perf_counter()
+    began, cpu, main = time.perf_counter(), time.process_time(), time.thread_time()
     total = 0.0
     for i in range(n):
         with phprof.inference():
             y = layer(x)
         total += float(y[0, 0, 0])  # the program's own work between inferences
     loop_s = time.perf_counter() - began
-print(f"loop_s={loop_s:.6f} peak_rss_mb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}")
+    cpu_s, main_s = time.process_time() - cpu, time.thread_time() - main
+print(f"loop_s={loop_s:.6f} cpu_s={cpu_s:.6f} main_s={main_s:.6f} "
+      f"peak_rss_mb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}")
 '''
 
 
-def _run(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float, float]:
-    """(loop seconds, peak RSS MB, wall seconds) of one process."""
+def _run(cmd: list[str], cwd: Path, env: dict | None = None, trace: Path | None = None) -> dict:
+    """The loop seconds, peak RSS MB and wall seconds of one process; with ``trace`` (the file
+    phprof run wrote), the anti-aliasing pauses and window saves its summary records."""
     began = time.perf_counter()
     out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
                          env={**os.environ, **(env or {}), "OMP_NUM_THREADS": "1"})
@@ -62,61 +71,85 @@ def _run(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, flo
         raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
     line = next(x for x in out.stdout.splitlines() if x.startswith("loop_s="))
     values = dict(kv.split("=") for kv in line.split())
-    return float(values["loop_s"]), float(values["peak_rss_mb"]), wall
+    run = {"loop": float(values["loop_s"]), "cpu": float(values["cpu_s"]), "main": float(values["main_s"]),
+           "rss": float(values["peak_rss_mb"]), "wall": wall, "paused": 0.0, "saves": 0.0}
+    if trace is not None:
+        from phprof.store import load_header
+
+        summary = load_header(trace).summary
+        run["paused"], run["saves"] = summary["paused_s"], summary["window_saves_s"]
+    return run
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--inferences", type=int, default=1000, help="inferences per run for the overhead ratio")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each side, alternated")
-    ap.add_argument("--memory", default="1000,10000", help="inference counts for phprof run's peak memory")
+    ap.add_argument("--memory", default="1000,10000", help="inference counts for phprof run's peak memory "
+                    "('': none)")
     ap.add_argument("--width", type=int, default=256, help="the encoder layer's width")
-    ap.add_argument("--sampler", action="store_true", help="phprof run with the power sampler on, against the fake "
-                    "NVML (default: --source none)")
+    ap.add_argument("--sampler", action="store_true", help="the power sampler on too, against the fake NVML: "
+                    "phprof run's cost piece by piece (default: --source none only)")
     a = ap.parse_args()
     phprof = str(Path(sys.executable).parent / "phprof")
     with tempfile.TemporaryDirectory(prefix="phprof-bench-run-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         script = work / "workload.py"
         script.write_text(SCRIPT)
-        env, source = {}, ["--source", "none"]
+        env = {}
+        sides = {"phprof run --source none": ["--source", "none"]}
         if a.sampler:
             sys.path.insert(0, str(HERE))
             import fake_nvml
 
             fake = stack.enter_context(fake_nvml.FakeNvml(fake_nvml.build(work / "fake"), work / "fake" / "state",
                                                           n_devices=1, preset="a100", seed=1))
-            env, source = fake.env, ["--source", "nvml", "--gpus", "none"]
-        side = "phprof run --source nvml" if a.sampler else "phprof run --source none"
+            env = fake.env
+            nvml = ["--source", "nvml", "--gpus", "none", "--sensor-gpu", "0"]
+            sides["  + sampler (--no-anti-alias)"] = [*nvml, "--no-anti-alias"]
+            sides["  + pauses (--source nvml)"] = nvml
+        memory_side = list(sides.values())[-1]
 
-        def under_phprof(n: int, name: str) -> list[str]:
-            return [phprof, "run", "--idle", "0", *source, "--overwrite", "-o", str(work / name),
+        def under_phprof(options: list[str], n: int, name: str) -> list[str]:
+            return [phprof, "run", "--idle", "0", *options, "--overwrite", "-o", str(work / name),
                     str(script), str(n), str(a.width)]
 
-        plain, profiled = [], []
+        runs: dict[str, list[dict]] = {"python script.py": [], **{side: [] for side in sides}}
         for _ in range(a.repeats):
-            plain.append(_run([sys.executable, str(script), str(a.inferences), str(a.width)], work))
-            profiled.append(_run(under_phprof(a.inferences, "ratio.h5"), work, env))
-        p_loop = statistics.median(r[0] for r in plain)
-        q_loop = statistics.median(r[0] for r in profiled)
+            runs["python script.py"].append(_run([sys.executable, str(script), str(a.inferences), str(a.width)], work))
+            for side, options in sides.items():
+                runs[side].append(_run(under_phprof(options, a.inferences, "ratio.h5"), work, env, work / "ratio.h5"))
+        def median(rs, key) -> float:
+            return statistics.median(r[key] for r in rs)
+
+        base = runs["python script.py"]
+        plain, plain_cpu, plain_main = median(base, "loop"), median(base, "cpu"), median(base, "main")
         print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
-              f"{a.inferences} inferences of a {a.width}-wide encoder layer (batch 8 x 64), {a.repeats} runs each")
-        print(f"{'':24} {'loop (median)':>14} {'per inference':>14} {'whole process':>14} {'peak RSS':>10}")
-        for name, runs, loop in (("python script.py", plain, p_loop), (side, profiled, q_loop)):
-            print(f"{name:24} {loop:>12.2f} s {1e3 * loop / a.inferences:>11.3f} ms "
-                  f"{statistics.median(r[2] for r in runs):>12.2f} s {max(r[1] for r in runs):>7.0f} MB")
-        sampler = ("the power sampler on (the fake NVML), anti-aliasing pauses included" if a.sampler
-                   else "no power sampler: --source none")
-        print(f"ratio (phprof run / python): {q_loop / p_loop:.2f}   (target <= 1.10; {sampler}; peak RSS is the "
-              "largest of the runs, the rest medians)")
-        counts = [int(x) for x in a.memory.split(",") if x]  # '' : no memory runs
+              f"{a.inferences} inferences of a {a.width}-wide encoder layer (batch 8 x 64), {a.repeats} runs each, "
+              "alternated")
+        print(f"{'':31} {'loop (median)':>14} {'per inference':>14} {'ratio':>6} {'saves':>7} {'pauses':>7} "
+              f"{'ratio less pauses':>18} {'CPU ratio':>10} {'main thread':>12} {'whole process':>14} {'peak RSS':>9}")
+        for name, rs in runs.items():
+            loop = median(rs, "loop")
+            less = statistics.median(r["loop"] - r["paused"] for r in rs) / plain
+            print(f"{name:31} {loop:>12.2f} s {1e3 * loop / a.inferences:>11.3f} ms {loop / plain:>6.3f} "
+                  f"{median(rs, 'saves'):>5.2f} s {median(rs, 'paused'):>5.2f} s {less:>18.3f} "
+                  f"{median(rs, 'cpu') / plain_cpu:>10.3f} {median(rs, 'main') / plain_main:>12.3f} "
+                  f"{median(rs, 'wall'):>12.2f} s {max(r['rss'] for r in rs):>6.0f} MB")
+        print("ratio: phprof run's loop (wall clock) over plain python's (target <= 1.10 on a CPU); saves, pauses: the "
+              "window saves and anti-aliasing pauses inside phprof run's loop (its file's summary); ratio less pauses: "
+              "the loop without the pauses, over plain python's; CPU ratio: the CPU time of the loop, all the "
+              "process's threads (the sampler's included; a pause costs none), over plain python's; main thread: the "
+              "program's own thread's CPU time alone (the CPU ratios hold on a busy machine, where wall clocks wander); "
+              "medians of the runs, peak RSS the largest")
+        counts = [int(x) for x in a.memory.split(",") if x]
         if counts:
             print()
-            print(f"{'phprof run, inferences':24} {'peak RSS':>10} {'loop':>10} {'file':>10}")
+            print(f"{'phprof run ' + ' '.join(memory_side):24} {'peak RSS':>10} {'loop':>10} {'file':>10}")
         for n in counts:
-            loop, rss, _ = _run(under_phprof(n, f"mem{n}.h5"), work, env)
+            r = _run(under_phprof(memory_side, n, f"mem{n}.h5"), work, env)
             size = (work / f"mem{n}.h5").stat().st_size / 1e6
-            print(f"{n:>24,} {rss:>7.0f} MB {loop:>8.1f} s {size:>7.1f} MB")
+            print(f"{n:>24,} {r['rss']:>7.0f} MB {r['loop']:>8.1f} s {size:>7.1f} MB")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ def summary_lines(r: Results, roll: Rollups) -> list[tuple[str, str]]:
         ("device", f"{r.device} {r.device_name or ''}".strip()),
         ("energy over the run", f"{run}, over {r.span_s:.1f} s"),
         ("  inferences' own", f"{estimate(r.inferences_energy)}, in {r.inference_s:.1f} s"
-                              f" (between them: {joules(r.between_inferences_j)}, pauses and profiler saves)"),
+                              f" (between them: {joules(r.between_inferences_j)} in {r.span_s - r.inference_s:.1f} s"
+                              ": the loop's or program's own work, anti-aliasing pauses, profiler saves)"),
     ]
     if r.idle_w is not None:
         lines.append(("  static / active", f"{joules(r.static_j)} static (idle {r.idle_w:.1f} W, measured before "

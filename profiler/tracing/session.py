@@ -133,6 +133,7 @@ class TraceSummary(PerInference):
     recording_energy: list[Measurement] = field(default_factory=list)  # over that time, from a counter
     measured: MeasuredPass | None = None  # the measurement pass (profiler off), if one ran
     window_saves_s: list[float] = field(default_factory=list)  # each profiler window's save
+    paused_s: float = 0.0  # the anti-aliasing pauses between the recorded inferences, added up
 
     def as_dict(self) -> dict:
         return run_summary(status=self.status, model=self.model, task=self.task, inferences=self.inferences,
@@ -140,7 +141,8 @@ class TraceSummary(PerInference):
                            device=self.device, device_name=self.device_name, source=self.source,
                            inference_rule=self.inference_rule, recording_s=self.recording_s,
                            recording_j=add_measurements(self.recording_energy, "all").joules
-                           if self.recording_energy else None, **_measured_dict(self.measured))
+                           if self.recording_energy else None, paused_s=self.paused_s,
+                           window_saves_s=float(sum(self.window_saves_s)), **_measured_dict(self.measured))
 
 
 def _measured_dict(m: MeasuredPass | None) -> dict:
@@ -913,7 +915,8 @@ class Profile:
             device_chosen=self.device_chosen,
             source=source, inference_rule=self._rule_text(), recording_s=recording_s,
             recording_energy=rec.run_energy(self.started_ns, self.ended_ns) if recording_s is not None else [],
-            measured=measured, window_saves_s=list(self.window_saves_s))
+            measured=measured, window_saves_s=list(self.window_saves_s),
+            paused_s=self._breaker.paused_s if self._breaker is not None else 0.0)
 
 
 def _status_of(exc_type, exc) -> str:

@@ -22,6 +22,7 @@ All times are CLOCK_REALTIME nanoseconds (`time.time_ns()`), the clock of Kineto
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -577,6 +578,39 @@ def _dwell(seconds: float) -> None:
         pass
 
 
+class _ModulePower:
+    """The power switching of :func:`power_per_module` and :func:`power_per_module_everywhere`:
+    a module's call draws ``levels[name]`` under ``tags[name]`` while it is the innermost one
+    running, OUTSIDE_W (OUTSIDE_TAG) while none is."""
+
+    def __init__(self, fake, levels: dict, tags: dict, device: int, dwell_s: float) -> None:
+        self.fake, self.levels, self.tags, self.device, self.dwell_s = fake, levels, tags, device, dwell_s
+        self.stack: list[str] = []
+
+    def name_all(self, model) -> dict[int, str]:
+        """Levels and tags for every module of ``model`` (random, 80-400 W, one seed per
+        model), by the path phprof names it with (the root: its class); id(module) -> path."""
+        rng = np.random.default_rng(0)
+        names = {}
+        for i, (path, module) in enumerate(model.named_modules()):
+            name = path or type(model).__name__
+            self.tags[name], self.levels[name] = i + 1, float(rng.uniform(80, 400))
+            names[id(module)] = name
+        return names
+
+    def enter(self, name: str) -> None:
+        self.stack.append(name)
+        self.fake.set_power(self.device, self.levels[name], self.tags[name])
+        _dwell(self.dwell_s)
+
+    def leave(self) -> None:
+        self.stack.pop()
+        top = self.stack[-1] if self.stack else None
+        self.fake.set_power(self.device, self.levels[top] if top else OUTSIDE_W, self.tags[top] if top else OUTSIDE_TAG)
+        if top:
+            _dwell(self.dwell_s)
+
+
 def power_per_module(fake, levels: dict, tags: dict, device: int = 0, dwell_s: float = 0.0):
     """A ``setup`` for phprof.trace: every module's forward draws its own known
     power on the fake GPU (random, 80-400 W; the innermost running module's level
@@ -587,31 +621,61 @@ def power_per_module(fake, levels: dict, tags: dict, device: int = 0, dwell_s: f
     module's profiler scope, so a module whose forward lasts tens of
     microseconds has no well-defined true power on phprof's timeline:
     ``dwell_s`` makes each forward busy-wait that long after switching (and
-    each parent again after its child returns), which makes those edges small."""
+    each parent again after its child returns), which makes those edges small.
+    The hooks are the module's own: they run after phprof's global ones open a
+    module's scope, and after they close it, so each wait lies in the scope
+    whose power it draws."""
 
     def setup(model):
-        rng = np.random.default_rng(0)
-        stack: list[str] = []
-        for i, (path, module) in enumerate(model.named_modules()):
-            name = path or type(model).__name__
-            tags[name], levels[name] = i + 1, float(rng.uniform(80, 400))
-
-            def pre(mod, args, name=name):
-                stack.append(name)
-                fake.set_power(device, levels[name], tags[name])
-                _dwell(dwell_s)
-
-            def post(mod, args, out, name=name):
-                stack.pop()
-                top = stack[-1] if stack else None
-                fake.set_power(device, levels[top] if top else OUTSIDE_W, tags[top] if top else OUTSIDE_TAG)
-                if top:
-                    _dwell(dwell_s)
-
-            module.register_forward_pre_hook(pre)
-            module.register_forward_hook(post)
+        _hook_all(_ModulePower(fake, levels, tags, device, dwell_s), model)
 
     return setup
+
+
+def _hook_all(power: _ModulePower, model) -> list:
+    names = power.name_all(model)
+    handles = []
+    for module in model.modules():
+        name = names[id(module)]
+        handles.append(module.register_forward_pre_hook(lambda mod, args, name=name: power.enter(name)))
+        handles.append(module.register_forward_hook(lambda mod, args, out: power.leave()))
+    return handles
+
+
+@contextlib.contextmanager
+def power_per_module_everywhere(fake, levels: dict, tags: dict, device: int = 0, dwell_s: float = 0.0):
+    """:func:`power_per_module` for code that builds its models itself (a user's
+    script under ``phprof run``): while inside, every torch module called draws
+    its own known power. A global hook finds the roots: a module called outside
+    every other, not under a root found before, is one, and gets
+    :func:`power_per_module`'s hooks on every module under it, each named by its
+    path (the root by its class), as phprof names the first root it finds (a
+    second root's paths are not prefixed as phprof prefixes them: give such a
+    run one model). A module made on the fly inside a forward is part of its
+    caller. Fills ``levels`` and ``tags`` as roots are found."""
+    from torch.nn.modules import module as torch_module
+
+    power = _ModulePower(fake, levels, tags, device, dwell_s)
+    known: set[int] = set()
+    handles: list = []
+
+    def discover(module, args):
+        if id(module) in known or power.stack:
+            return
+        known.update(id(m) for m in module.modules())
+        handles.extend(_hook_all(power, module))
+        # this call's own pre-hook was not run (torch had read the hooks already): its power now, without
+        # the wait (it would lie before phprof's scope of the root); its forward hook runs as it returns
+        power.stack.append(type(module).__name__)
+        fake.set_power(device, levels[power.stack[-1]], tags[power.stack[-1]])
+
+    handles.append(torch_module.register_module_forward_pre_hook(discover))
+    try:
+        yield levels, tags
+    finally:
+        for h in handles:
+            h.remove()
+        fake.set_power(device, OUTSIDE_W, OUTSIDE_TAG)
 
 
 class FakeLoad:
