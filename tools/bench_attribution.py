@@ -86,14 +86,15 @@ SENSOR_TEXT = {"a100": "101 ms update / 25 ms window / 5 ms lag / 1% noise",
                "avg1s": "1 s average only, every 100 ms / 1% noise"}
 
 
-def fake_gpu(work: Path, preset: str, seed: int, sensor: str = "a100", attach: bool = False):
+def fake_gpu(work: Path, preset: str, seed: int, sensor: str = "a100", attach: bool = False, run: str = ""):
+    """The fake GPU of a run (``run``: which of the runs of this sensor and seed), its state kept in ``work``."""
     lib = fake_nvml.build(work)
     os.environ["PHPROF_NVML_LIB"] = str(lib)
+    state = work / (f"state-{sensor}-{seed}" + (f"-{run}" if run else ""))
     if attach:  # an earlier run's fake, its truth kept in the state file
-        return fake_nvml.FakeNvml.attach(lib, work / f"state-{sensor}-{seed}")
+        return fake_nvml.FakeNvml.attach(lib, state)
     # a large ring: true energies are read back for every segment of the run
-    fake = fake_nvml.FakeNvml(lib, work / f"state-{sensor}-{seed}", n_devices=1, preset=preset, seed=seed,
-                              ring_capacity=1 << 22)
+    fake = fake_nvml.FakeNvml(lib, state, n_devices=1, preset=preset, seed=seed, ring_capacity=1 << 22)
     changes, unsupported = SENSORS[sensor] if preset == "a100" else ({"power_instant": {"lag_s": LAG_S}}, ())
     for field, change in changes.items():
         fake.configure(0, field, dataclasses.replace(fake.get_model(0, field), **change))
@@ -141,10 +142,11 @@ def run_script(work: Path, seed: int, inferences: int, marks: bool, sensor: str 
                reuse: bool = False) -> list[dict]:
     """tests/programs/generate_text.py under `phprof run`, with or without its marks: its results
     without calibration, and with each of ``calibrations``."""
-    out = work / f"script-{'marks' if marks else 'calls'}-{sensor}-{seed}.h5"
+    variant = "script-marks" if marks else "script-calls"
+    out = work / f"{variant}-{sensor}-{seed}.h5"
     tags_file = out.with_suffix(".tags.json")
     if reuse and out.exists() and tags_file.exists():
-        fake = fake_gpu(work, "a100", seed, sensor, attach=True)
+        fake = fake_gpu(work, "a100", seed, sensor, attach=True, run=variant)
         tags = json.loads(tags_file.read_text())
     else:
         sys.path.insert(0, str(PROGRAMS))
@@ -155,7 +157,7 @@ def run_script(work: Path, seed: int, inferences: int, marks: bool, sensor: str 
         if not (model / "config.json").exists():
             tiny_lm.save(model)
         os.environ["HF_HUB_OFFLINE"] = "1"
-        fake = fake_gpu(work, "a100", seed, sensor)
+        fake = fake_gpu(work, "a100", seed, sensor, run=variant)
         args = [model, "-n", inferences, "--new-tokens", SCRIPT_NEW_TOKENS, "--context-words", SCRIPT_CONTEXT_WORDS]
         ended, tags = run_program(fake, PROGRAMS / "generate_text.py", args + ([] if marks else ["--no-marks"]), out,
                                   SCRIPT_DWELL_S, idle_s=0.5, overwrite=True)
