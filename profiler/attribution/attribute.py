@@ -22,7 +22,7 @@ from ..energy import Energy, Method
 from ..errors import PhprofError
 from ..sources.sensors import (NOMINAL_AVERAGE, NOMINAL_INSTANT, SensorModel, nominal_sensor, phase_coverage,
                                published_power_limit_w)
-from ..store import DEVICE_KINDS, Kind, phase_kind
+from ..store import DEVICE_KINDS, Kind, ProfilerWork, phase_kind
 from ..store.results import ComponentEnergy, KernelEnergy, Layer, Leaf, PhaseEnergy, Results, Role
 from .components import Component, Taxonomy
 from .estimate import Estimate, estimate_label_power, instant_windows
@@ -58,10 +58,11 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
         notes.append(f"the trace is {trace.status}: only its {len(trace.inferences)} whole inferences are used")
     _check_kernels(trace, notes)
     warmed = (trace.meta.get("options") or {}).get("window_warmup") or 0
-    if warmed:
-        notes.append(f"{warmed} unrecorded warm-up inferences ran before each profiler window (--window-warmup): "
-                     "their energy lies between the recorded inferences, read as idle, so the power under the kernels "
-                     "is estimated high and every layer's energy low")
+    if warmed and not (trace.profiler_work["kind"] == int(ProfilerWork.WINDOW_WARMUP)).any():
+        notes.append(f"{warmed} unrecorded warm-up inferences ran before each profiler window (--window-warmup), and "
+                     "this trace does not say when (recorded by an older phprof): their energy lies between the "
+                     "recorded inferences, read as idle time, so the idle row holds it and the fit's idle power mixes "
+                     "theirs with the device's")
     inf = np.sort(trace.inferences, order="start_ns")
     span = (int(inf["start_ns"][0]), int(inf["end_ns"].max()))  # on a GPU, spans may overlap (several streams)
     timeline, what = trace_timeline(trace)
@@ -246,12 +247,14 @@ def _results(trace, timeline, what: str, span: tuple[int, int], est: Estimate | 
     out.total, out.total_uncertainty_j, out.idle_w, out.sensor = total, total_uncertainty_j, idle_w, sensor
     out.method, out.interval, out.scale = est.method, est.interval, est.scale
     out.sensor_updates, out.residual_w = est.updates, est.residual_w if np.isfinite(est.residual_w) else None
-    out.groups = est.groups
+    # the inferences' labels: phprof's own work between windows has its own rows in the layers, not in these
+    inside = np.array([not _ROLE_OF_LABEL.get(name, Role.MODULE).between_inferences for name in timeline.names])
+    out.groups = [g for g in est.groups if not _ROLE_OF_LABEL.get(g.label, Role.MODULE).between_inferences]
     out.per_inference = _amounts(est, g_sec)
     out.inferences_energy = _amounts(est, g_sec.sum(axis=0))[0]
     out.phases = _phases(est, trace, timeline)
-    out.components = _components(est, classes)
-    out.stack_components = _components(est, classes, by_stack=True)
+    out.components = _components(est, classes, inside)
+    out.stack_components = _components(est, classes, inside, by_stack=True)
     out.kernels = _kernels(leaves)
     return out
 
@@ -330,14 +333,15 @@ def module_types(trace) -> dict[str, str]:
     return types
 
 
-def _components(est: Estimate, classes: list[Component], by_stack: bool = False) -> list[ComponentEnergy]:
+def _components(est: Estimate, classes: list[Component], inside: np.ndarray, by_stack: bool = False) \
+        -> list[ComponentEnergy]:
     """Energy per component (``classes[j]`` of layer j), or per (stack, component):
-    the sum of its layers; an interval where it is made of whole resolved groups.
-    Largest first."""
-    keys = [(c.stack if by_stack else "", c.component) for c in classes]
-    kinds = np.array([f"{s}/{c}" for s, c in keys])
+    the sum of its layers (those ``inside`` the inferences); an interval where it is
+    made of whole resolved groups. Largest first."""
+    keys = [(c.stack if by_stack else "", c.component) if inside[j] else None for j, c in enumerate(classes)]
+    kinds = np.array([f"{k[0]}/{k[1]}" if k is not None else "" for k in keys])
     out = []
-    for key in dict.fromkeys(keys):
+    for key in dict.fromkeys(k for k in keys if k is not None):
         mine = kinds == f"{key[0]}/{key[1]}"
         groups = np.unique(est.group_of[mine])
         whole = all((kinds[est.group_of == g] == kinds[mine][0]).all() for g in groups)

@@ -26,7 +26,7 @@ def frame_tree(results: Results, title: str | None = None) -> dict:
     energy = results.has_energy
     frames: dict[str, dict] = {}
     for x in results.layers:
-        if x.role is Role.BETWEEN_INFERENCES:
+        if x.role.between_inferences:
             continue
         frames[x.label] = {
             "name": _display_name(x),

@@ -49,7 +49,7 @@ def summary_lines(r: Results, roll: Rollups) -> list[tuple[str, str]]:
         ("device", f"{r.device} {r.device_name or ''}".strip()),
         ("energy over the run", f"{run}, over {r.span_s:.1f} s"),
         ("  inferences' own", f"{estimate(r.inferences_energy)}, in {r.inference_s:.1f} s"
-                              f" (between them: {joules(r.between_inferences_j)}, pauses and profiler saves)"),
+                              f" (between them: {joules(r.between_inferences_j)}, pauses, profiler warm-up steps and saves)"),
     ]
     if r.idle_w is not None:
         lines.append(("  static / active", f"{joules(r.static_j)} static (idle {r.idle_w:.1f} W, measured before "
@@ -147,7 +147,7 @@ def _div(x, n):
 
 def _time_rows(r: Results) -> list[tuple[str, float]]:
     """A trace without energy: each label's own time, longest first."""
-    labels = [x for x in r.layers if x.role is not Role.BETWEEN_INFERENCES]
+    labels = [x for x in r.layers if not x.role.between_inferences]
     seconds = np.array([x.seconds for x in labels])
     return [(labels[j].label, float(seconds[j])) for j in np.argsort(-seconds) if seconds[j] > 0]
 
@@ -384,7 +384,7 @@ class ReportPage(Renderer):
 def _layer_shares(r: Results, top: int) -> list[tuple[str, str, float, float]]:
     """The layers with the most energy (module scopes only), with their energy and time shares."""
     total = r.inferences_energy.joules or 1.0
-    time = sum(x.seconds for x in r.layers if x.role is not Role.BETWEEN_INFERENCES) or 1.0
+    time = sum(x.seconds for x in r.layers if not x.role.between_inferences) or 1.0
     rows = [(x.label + ("" if x.energy.method is Method.WLS else " *"), kind_of(x.component),
              x.energy.joules / total, x.seconds / time)
             for x in r.layers if x.role is Role.MODULE]
