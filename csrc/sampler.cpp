@@ -7,7 +7,9 @@
 //   - counter files (Linux powercap energy_uj), read with pread().
 // Every reading is bracketed by CLOCK_REALTIME taken just before and just
 // after the call (the clock torch.profiler/Kineto stamps events with) and
-// written to a preallocated single-producer/single-consumer ring. Python
+// written to a preallocated single-producer/single-consumer ring (address
+// space reserved up front, its pages resident only while they hold readings
+// not yet drained: a drain hands the pages it emptied back). Python
 // drains the ring in bulk as bytes (one record layout, described by
 // READING_LAYOUT so numpy can view it); the thread never touches Python
 // objects, so it runs outside the GIL.
@@ -21,6 +23,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -248,8 +251,11 @@ struct Core {
     int64_t interval_ns = 1000000;    // 0 = as fast as the driver answers
     bool changed_only = false;
 
-    // ring (single producer: the thread; single consumer: drain under drain_mu)
-    std::vector<Reading> ring;
+    // ring (single producer: the thread; single consumer: drain under drain_mu): an anonymous
+    // mapping, so that only its pages written since their last drain are resident (a 2**20-reading
+    // ring is 32 MiB of address space, a few hundred kB of memory between drains 30 s apart)
+    Reading *ring = nullptr;
+    size_t ring_bytes = 0;
     uint64_t mask = 0;
     std::atomic<uint64_t> head{0};
     std::atomic<uint64_t> tail{0};
@@ -393,11 +399,25 @@ struct Core {
         const size_t n1 = std::min(n, cap - first);
         std::memcpy(dst, &ring[first], n1 * sizeof(Reading));
         if (n > n1) std::memcpy(dst + n1 * sizeof(Reading), &ring[0], (n - n1) * sizeof(Reading));
+        // the thread writes only at [h, t + cap): the pages wholly inside what was just copied are free
+        release(first, n1);
+        if (n > n1) release(0, n - n1);
         tail.store(h, std::memory_order_release);
         return out;
     }
 
+    // Hands back to the system the pages lying wholly inside ring[from, from + n) (they read as
+    // zeros, and become resident again when the thread next writes there).
+    void release(size_t from, size_t n) {
+        static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+        uintptr_t a = reinterpret_cast<uintptr_t>(ring + from), b = reinterpret_cast<uintptr_t>(ring + from + n);
+        a = (a + page - 1) & ~(page - 1);
+        b &= ~(page - 1);
+        if (b > a) madvise(reinterpret_cast<void *>(a), b - a, MADV_DONTNEED);
+    }
+
     ~Core() {
+        if (ring) munmap(ring, ring_bytes);
         for (Channel &c : channels)
             if (c.fd >= 0) close(c.fd);
         if (lib) lib->shutdown();
@@ -655,12 +675,15 @@ int Sampler_init(SamplerObject *self, PyObject *args, PyObject *kwds) {
 
     size_t cap = 16;
     while (cap < size_t(capacity)) cap <<= 1;
-    try {
-        core->ring.resize(cap);  // preallocated: the thread never allocates
-    } catch (const std::bad_alloc &) {
+    // reserved here, so that the thread never allocates (a page it first writes is a minor fault)
+    void *ring = mmap(nullptr, cap * sizeof(Reading), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                      -1, 0);
+    if (ring == MAP_FAILED) {
         PyErr_NoMemory();
         return fail();
     }
+    core->ring = static_cast<Reading *>(ring);
+    core->ring_bytes = cap * sizeof(Reading);
     core->mask = cap - 1;
     PyObject *channel_tuple = PyList_AsTuple(channels);
     if (!channel_tuple) return fail();

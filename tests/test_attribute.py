@@ -74,7 +74,7 @@ def test_attribution_conserves_the_measured_energy_and_says_how(gpt2_trace):
     # is either resolved on its own (an interval that holds its estimate) or split by time within
     # its merged group (a conservative bound that holds its share)
     assert r.method is Method.WLS
-    rows = [x for x in r.layers if x.role is not Role.BETWEEN_INFERENCES]
+    rows = [x for x in r.layers if not x.role.between_inferences]
     resolved = [x for x in rows if x.energy.method is Method.WLS]
     by_time = [x for x in rows if x.energy.method.by_time]
     assert resolved and len(resolved) + len(by_time) == len(rows)
@@ -309,7 +309,7 @@ def test_component_kinds(model, path, kind, traced):
 def test_components_add_up_to_the_layers(gpt2_trace):
     r = attribute(load(gpt2_trace[0]))
     assert sum(c.energy.joules for c in r.components) == pytest.approx(
-        sum(x.energy.joules for x in r.layers if x.role is not Role.BETWEEN_INFERENCES), rel=1e-9)
+        sum(x.energy.joules for x in r.layers if not x.role.between_inferences), rel=1e-9)
     assert {"self-attention", "mlp", "norm", "embeddings", "head"} <= {c.component for c in r.components}
 
 

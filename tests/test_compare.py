@@ -23,7 +23,7 @@ from phprof.attribution.compare import Comparison, Run, compare
 from phprof.errors import PhprofError
 from phprof.render.flamegraph import diff_flamegraph_html, embedded_data
 from phprof.render.frames import diff_tree
-from phprof.store.results import Layer, Role
+from phprof.store.results import Layer
 
 
 # ---- the two runs: the session's gpt2 and Flan-T5 traces (tests/conftest.py: gpt2_trace, t5_trace, files)
@@ -362,4 +362,4 @@ def test_results_without_a_taxonomy_compare_in_one_stack(runs):
         cells = [r.cells[i] for r in c.components if r.cells[i] is not None]
         assert math.isclose(sum(x.energy.joules for x in cells), c.runs[i].energy.joules, rel_tol=1e-6)
         assert c.runs[i].parameters == run.parameters > 0
-        assert all(x.role is Role.BETWEEN_INFERENCES or x.component == "other" for x in run.results.layers)
+        assert all(x.role.between_inferences or x.component == "other" for x in run.results.layers)

@@ -310,7 +310,7 @@ def test_folded_and_speedscope_of_a_trace_without_energy_count_microseconds(cpu_
     folded = parse_folded(phprof.render(cpu_view, "folded"))
     assert folded == parse_folded(to_folded(tree)) and len(folded) > 10
     # every count is a frame's own time in µs; together, the inferences' time per layer
-    seconds = sum(x.seconds for x in r.layers if x.role is not Role.BETWEEN_INFERENCES)
+    seconds = sum(x.seconds for x in r.layers if not x.role.between_inferences)
     assert abs(sum(folded.values()) - round(seconds * 1e6)) <= len(folded)
     outside = next(x for x in r.layers if x.role is Role.OUTSIDE_MODULES)
     own = outside.seconds - sum(leaf.seconds for leaf in r.leaves if leaf.layer == outside.label)

@@ -10,7 +10,6 @@ from phprof import load
 from phprof.attribution import attribute
 from phprof.render import RenderError
 from phprof.render.frames import frame_tree
-from phprof.store.results import Role
 
 pytestmark = pytest.mark.integration  # every test reads the session's gpt2 trace
 
@@ -44,7 +43,7 @@ def test_every_layer_is_a_frame_under_its_parent_with_ops_at_the_leaves(tree, gp
     truth = gpt2_trace[1]
     paths = {f["path"]: (f, d) for f, d in walk(tree["root"])}
     for layer in results.layers:
-        if layer.role is not Role.BETWEEN_INFERENCES:
+        if not layer.role.between_inferences:
             assert layer.label in paths
     attn, depth = paths["transformer.h.0.attn"]
     assert attn["kind"] == "attention" and attn["name"] == "attn" and attn["calls"] == truth["inferences"] * truth["new_tokens"]

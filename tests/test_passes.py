@@ -14,7 +14,7 @@ from phprof.attribution.passes import passes
 from phprof.attribution.rollups import rollups
 from phprof.carbon import custom
 from phprof.energy import Energy, Method
-from phprof.store import INFERENCE_DTYPE, WINDOW_DTYPE, TraceWriter, load
+from phprof.store import INFERENCE_DTYPE, WINDOW_DTYPE, ProfilerWork, TraceWriter, load
 from phprof.store.results import PassEnergy, Results
 
 MEASURE_W, PROFILED_W, SAVE_W = 200.0, 260.0, 60.0
@@ -171,7 +171,10 @@ def test_phprof_trace_runs_both_passes_and_reports_the_overhead(tmp_path, monkey
     assert view.rollups.per_inference.joules == pytest.approx(r.inferences_energy.joules * r.split_scale / 6)
     page = render(view, "text")
     assert "measurement pass" in page and "profiler overhead" in page and "(scaled)" in page
-    assert any("2 unrecorded warm-up inferences ran before each profiler window" in n for n in r.notes)
+    # the warm-up steps are stored (one window: both before it), so they are not read as idle time
+    warm = t.profiler_work[t.profiler_work["kind"] == int(ProfilerWork.WINDOW_WARMUP)]
+    assert len(warm) == 2 and warm["end_ns"].max() <= t.inferences["start_ns"].min()
+    assert not any("read as idle" in n for n in r.notes)
     comparison = api.compare([s.path, s.path])  # compare gives the report's scaled figures
     assert comparison.runs[0].energy.joules == pytest.approx(view.rollups.per_inference.joules)
     assert "scaled to the run's measurement pass" in render(comparison, "text")

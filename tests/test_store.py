@@ -168,6 +168,8 @@ def synthetic_results() -> Results:
         Layer("lm_head.never_powered", Role.MODULE, 0.015625, None, None, "lm_head.never_powered",
               parent="lm_head", calls=1, module_type="Identity"),  # an energy of None
         Layer(Role.BETWEEN_INFERENCES.label, Role.BETWEEN_INFERENCES, 2.0, e[0], 6.25, Role.BETWEEN_INFERENCES.label),
+        Layer(Role.WINDOW_WARMUP.label, Role.WINDOW_WARMUP, 0.25, e[3], 150.0, Role.WINDOW_WARMUP.label),
+        Layer(Role.WINDOW_SAVE.label, Role.WINDOW_SAVE, 1.5, e[0], 62.5, Role.WINDOW_SAVE.label),
     ]
     leaves = [
         Leaf("transformer.h.0.attn", "ampere_sgemm_128x64_tn", "kernel", 120, 0.125, e[1].scaled(0.5)),

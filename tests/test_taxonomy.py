@@ -11,7 +11,6 @@ from phprof import load
 from phprof.attribution import attribute
 from phprof.attribution.components import COMPONENTS, Taxonomy
 from phprof.models.factory import build
-from phprof.store.results import Role
 
 # one model of each family the issue names: decoder-only, seq2seq, encoder, vision, diffusion
 FAMILIES = ["gpt2", "bigscience/bloomz-560m", "facebook/opt-1.3b", "EleutherAI/gpt-neo-125m", "google/flan-t5-base",
@@ -89,7 +88,7 @@ def test_gpt2_and_t5_small_every_module_in_a_component_and_the_components_add_up
     assert total == pytest.approx(r.inferences_energy.joules, rel=1e-9)
     expected = {"embeddings", "self-attention", "mlp", "norm"} | ({"cross-attention"} if which == "t5-small" else set())
     assert expected <= {c.component for c in r.components}
-    stacks = {layer.stack for layer in r.layers if layer.role is not Role.BETWEEN_INFERENCES}
+    stacks = {layer.stack for layer in r.layers if not layer.role.between_inferences}
     assert stacks >= ({"encoder", "decoder"} if which == "t5-small" else {"decoder"})
     assert np.isfinite([c.energy.joules for c in r.components]).all()
 

@@ -24,7 +24,7 @@ from ..energy import Energy, Method
 from ..errors import PhprofError
 from ..sources.sensors import (NOMINAL_AVERAGE, NOMINAL_INSTANT, SensorModel, nominal_sensor, phase_coverage,
                                published_power_limit_w)
-from ..store import DEVICE_KINDS, Kind, phase_kind
+from ..store import DEVICE_KINDS, Kind, ProfilerWork, phase_kind
 from ..store.results import ComponentEnergy, DeviceEnergy, KernelEnergy, Layer, Leaf, PhaseEnergy, Results, Role
 from .components import Component, Taxonomy
 from .estimate import Estimate, estimate_label_power, instant_windows
@@ -33,6 +33,11 @@ from .runfit import fit_run_sensor, windows_of
 from .timeline import trace_timeline
 
 _ROLE_OF_LABEL = {r.label: r for r in Role if r is not Role.MODULE}
+
+
+def _inside_inferences(label: str) -> bool:
+    """A label of the inferences' own (not phprof's work or the time between them)."""
+    return not _ROLE_OF_LABEL.get(label, Role.MODULE).between_inferences
 SCALE_WARNING = 0.15  # a counter-to-readings scale further from 1 than this is a warning
 # How well a timeline's edges line up with the power: a module's work starts some tens of
 # microseconds after its scope is stamped (Python hooks, op dispatch, a busy CPU's scheduling), and
@@ -66,10 +71,11 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
         notes.append(f"the trace is {trace.status}: only its {len(trace.inferences)} whole inferences are used")
     _check_kernels(trace, notes)
     warmed = (trace.meta.get("options") or {}).get("window_warmup") or 0
-    if warmed:
-        notes.append(f"{warmed} unrecorded warm-up inferences ran before each profiler window (--window-warmup): "
-                     "their energy lies between the recorded inferences, read as idle, so the power under the kernels "
-                     "is estimated high and every layer's energy low")
+    if warmed and not (trace.profiler_work["kind"] == int(ProfilerWork.WINDOW_WARMUP)).any():
+        notes.append(f"{warmed} unrecorded warm-up inferences ran before each profiler window (--window-warmup), and "
+                     "this trace does not say when (recorded by an older phprof): their energy lies between the "
+                     "recorded inferences, read as idle time, so the idle row holds it and the fit's idle power mixes "
+                     "theirs with the device's")
     inf = np.sort(trace.inferences, order="start_ns")
     span = (int(inf["start_ns"][0]), int(inf["end_ns"].max()))  # on a GPU, spans may overlap (several streams)
     log = trace.power
@@ -426,7 +432,8 @@ def _results(trace, what: str, span: tuple[int, int], fits: list[_DeviceFit], wh
         out.method, out.scale = est.method, est.scale
         out.sensor_updates, out.residual_w = est.updates, est.residual_w if np.isfinite(est.residual_w) else None
     out.interval = first.est.interval
-    out.groups = [replace(g, device=f.device) for f in fits for g in f.est.groups]
+    # the inferences' labels: phprof's own work between windows has its own rows in the layers, not in these
+    out.groups = [replace(g, device=f.device) for f in fits for g in f.est.groups if _inside_inferences(g.label)]
     parts = list(zip([f.est for f in fits], g_sec))
     out.per_inference = _summed(parts)
     out.inferences_energy = _summed([(e, g.sum(axis=0)) for e, g in parts])[0]
@@ -546,16 +553,17 @@ def module_types(trace) -> dict[str, str]:
 def _components(fits: list[_DeviceFit], classes: list[list[Component]], by_stack: bool = False) \
         -> list[ComponentEnergy]:
     """Energy per component (``classes[d][j]`` of device d's layer j), or per (stack,
-    component): the sum of its layers over the devices; an interval where it is made of
-    whole resolved groups on every device. Largest first."""
-    keys = [[(c.stack if by_stack else "", c.component) for c in mine] for mine in classes]
+    component): the sum of its layers (those inside the inferences) over the devices; an
+    interval where it is made of whole resolved groups on every device. Largest first."""
+    keys = [[(c.stack if by_stack else "", c.component) if _inside_inferences(name) else None
+             for c, name in zip(mine, f.timeline.names)] for mine, f in zip(classes, fits)]
     out = []
-    for key in dict.fromkeys(k for mine in keys for k in mine):
+    for key in dict.fromkeys(k for mine in keys for k in mine if k is not None):
         energy = seconds = 0.0
         parts, whole = [], True
         for f, mine_keys in zip(fits, keys):
             est = f.est
-            kinds = np.array([f"{s}/{c}" for s, c in mine_keys])
+            kinds = np.array([f"{k[0]}/{k[1]}" if k is not None else "" for k in mine_keys])
             mine = kinds == f"{key[0]}/{key[1]}"
             if not mine.any():
                 continue

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from ..energy import Energy, Method
-from ..store.results import Results, Role
+from ..store.results import Results
 from .components import COMPONENTS
 
 OUTSIDE_PHASES = "(outside phases)"
@@ -248,7 +248,7 @@ class _Facts:
         # energies per inference, scaled to the measurement pass where there is one (as the report's)
         self.scale = r.split_scale
         e = 1 / n
-        layers = [x for x in r.layers if x.role is not Role.BETWEEN_INFERENCES]
+        layers = [x for x in r.layers if not x.role.between_inferences]
         self.labels = [x.label for x in layers]
         self.layers = [r.scaled_split(x.energy, e) for x in layers]
         self.energy = np.array([e.joules for e in self.layers])

@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..sources.sensors import WINDOW_SEARCH_S, SensorModel
+from ..store.results import Role
 from .estimate import SensorWindows, Timeline, _design, _nnls_gram, instant_windows
 from .sensor import CHI2_90, _effective_n, fit_period
 
@@ -65,8 +66,11 @@ def windows_of(update_ns: np.ndarray, update_w: np.ndarray, model: SensorModel) 
 
 
 def _busy_time(timeline: Timeline):
-    """A function of instants (ns, any shape): the time (ns) any label was active before each."""
+    """A function of instants (ns, any shape): the time (ns) any label was active before each
+    (a window's save is not: the device waits while phprof writes)."""
+    saves = [j for j, name in enumerate(timeline.names) if name == Role.WINDOW_SAVE.label]
     order = np.argsort(timeline.starts_ns)
+    order = order[~np.isin(timeline.labels[order], saves)]
     s, e = timeline.starts_ns[order], timeline.ends_ns[order]
     cum = np.concatenate([[0], np.cumsum(e - s)])
 

@@ -15,6 +15,13 @@ what a time line shows); the kernels themselves, uncut, are the timeline's
 above idle: ``phprof.attribution.kernelmodel``), each with its class
 (:data:`KERNEL_CLASSES`). Time inside an inference with no kernel running is its
 own label.
+
+Between profiler windows phprof does work of its own, each span stored with its kind
+(``/profiler_work``): the profiler's warm-up steps before a window (inferences that run,
+not recorded) and the windows' saves. Each kind is a label of its own on both timelines
+(:func:`trace_timeline`), so that the fit gives it a power of its own: read as idle
+time, a warm-up step at full power would raise the idle power the fit finds and lower
+every layer's energy.
 """
 from __future__ import annotations
 
@@ -22,13 +29,15 @@ import re
 
 import numpy as np
 
-from ..store import DEVICE_KINDS, Kind
+from ..store import DEVICE_KINDS, Kind, ProfilerWork
 from ..store.results import Role
 from .estimate import Timeline, Work
 
 OUTSIDE = Role.OUTSIDE_MODULES.label
 NO_KERNEL = Role.NO_KERNEL.label
 UNSCOPED = Role.UNSCOPED.label
+PROFILER_WORK_LABELS = {ProfilerWork.WINDOW_WARMUP: Role.WINDOW_WARMUP.label,
+                        ProfilerWork.WINDOW_SAVE: Role.WINDOW_SAVE.label}
 _OUTSIDE_ID = np.iinfo(np.uint32).max  # a name id no string table reaches
 # Kernel classes by name, first match wins: the prior of a kernel's power (its own is fitted where the
 # sensor's windows see enough of it). Memory copies and sets go by their kind.
@@ -181,8 +190,58 @@ def _gaps(start, end, inf_start, inf_end) -> tuple[np.ndarray, np.ndarray]:
 def trace_timeline(trace, device: int | None = None) -> tuple[Timeline, str]:
     """The timeline attribution uses, and what it is made of: the device's
     kernels when the trace has any (``device``: the CUDA ordinal, default the one
-    with the most), else the module scopes on the CPU."""
+    with the most), else the module scopes on the CPU; with phprof's own work
+    between windows as labels of their own."""
     kernels = kernel_timeline(trace, device)
     if kernels is not None:
-        return kernels, "device kernels"
-    return scope_timeline(trace), "module scopes (CPU)"
+        return with_profiler_work(kernels, trace), "device kernels"
+    return with_profiler_work(scope_timeline(trace), trace), "module scopes (CPU)"
+
+
+def with_profiler_work(timeline: Timeline, trace) -> Timeline:
+    """``timeline`` with each kind of the trace's ``profiler_work`` spans (warm-up steps,
+    window saves) as a label of its own, outside every inference (a span is cut where an
+    inference's, on a GPU its kernels', overlaps it)."""
+    work = getattr(trace, "profiler_work", None)
+    if work is None or not len(work):
+        return timeline
+    inf = trace.inferences
+    if not len(inf):
+        return timeline
+    busy_s, busy_e = _union(inf["start_ns"], inf["end_ns"])
+    # inside the inferences' span only (the warm-up steps before the first window lie before it)
+    work = work[(work["end_ns"] > busy_s[0]) & (work["start_ns"] < busy_e[-1])]
+    names, parents = list(timeline.names), list(timeline.parents)
+    starts, ends, labels = [timeline.starts_ns], [timeline.ends_ns], [timeline.labels]
+    for kind, label in PROFILER_WORK_LABELS.items():
+        mine = work[work["kind"] == int(kind)]
+        if not len(mine):
+            continue
+        s, e = _gaps(busy_s, busy_e, mine["start_ns"].astype(np.int64), mine["end_ns"].astype(np.int64))
+        if not len(s):
+            continue
+        starts.append(s)
+        ends.append(e)
+        labels.append(np.full(len(s), len(names), np.int64))
+        names.append(label)
+        parents.append(-1)
+    if len(names) == len(timeline.names):
+        return timeline
+    s, e, lab = np.concatenate(starts), np.concatenate(ends), np.concatenate(labels)
+    events = None if timeline.events is None else \
+        np.concatenate([timeline.events, np.full(len(s) - len(timeline.events), -1, timeline.events.dtype)])
+    order = np.argsort(s, kind="stable")
+    return Timeline(s[order], e[order], lab[order], names, np.array(parents, np.int64),
+                    None if events is None else events[order], timeline.work)
+
+
+def _union(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The union of intervals [start, end) (they may overlap), as sorted disjoint intervals."""
+    if not len(start):
+        return start.astype(np.int64), end.astype(np.int64)
+    order = np.argsort(start, kind="stable")
+    s, e = start[order].astype(np.int64), end[order].astype(np.int64)
+    reach = np.maximum.accumulate(e)
+    new = np.r_[True, s[1:] > reach[:-1]]
+    last = np.r_[np.flatnonzero(new)[1:] - 1, len(s) - 1]
+    return s[new], reach[last]

@@ -22,11 +22,11 @@ from . import command, echo_summary, recording_options
               "gives the split by layer, scaled to it, and `phprof report` shows the profiler's overhead.")
 @click.option("--measure-inferences", type=click.IntRange(min=1),
               help="Inferences of the measurement pass (default: as many as --inferences).")
-@click.option("--window-warmup", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--window-warmup", type=click.IntRange(min=0), default=1, show_default=True,
               help="Inferences run before each profiler window with the profiler on, not recorded (more are run, "
-              "so that --inferences are recorded): each window starts from a device at its working power, not one "
-              "idled by the last window's save. Their energy lies between recorded inferences, which the "
-              "attribution reads as idle: the per-layer energies come out low (the report says so).")
+              "so that --inferences are recorded), so that a window does not start on a device idled by the last "
+              "window's save. Their spans and the saves' are stored: the report gives each its own row, (window "
+              "warm-up) and (window save), outside the inferences' energy.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Trace file to write "
               "(default: traces/MODEL.TASK.TIME.h5).")
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")

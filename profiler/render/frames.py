@@ -30,7 +30,7 @@ def frame_tree(results: Results, title: str | None = None) -> dict:
     frames: dict[str, dict] = {}
     on_device: dict[tuple[str, str], dict] = {}  # (label, device) -> its device frame
     for x in results.layers:
-        if x.role is Role.BETWEEN_INFERENCES:
+        if x.role.between_inferences:
             continue
         if several:
             _add_device_frame(frames, on_device, x, energy, results)

@@ -50,7 +50,8 @@ def summary_lines(r: Results, roll: Rollups) -> list[tuple[str, str]]:
         ("energy over the run", f"{run}, over {r.span_s:.1f} s"),
         ("  inferences' own", f"{estimate(r.inferences_energy)}, in {r.inference_s:.1f} s"
                               f" (between them: {joules(r.between_inferences_j)} in {r.span_s - r.inference_s:.1f} s"
-                              ": the loop's or program's own work, anti-aliasing pauses, profiler saves)"),
+                              ": the loop's or program's own work, anti-aliasing pauses, profiler warm-up steps "
+                              "and saves)"),
     ]
     if r.idle_w is not None:
         lines.append(("  static / active", f"{joules(r.static_j)} static (idle {r.idle_w:.1f} W, measured before "
@@ -173,7 +174,7 @@ def _layer_rows(r: Results, top: int) -> tuple[list[str], list[list[str]]]:
 
 def _time_rows(r: Results) -> list[tuple[str, float]]:
     """A trace without energy: each label's own time, longest first."""
-    labels = [x for x in r.layers if x.role is not Role.BETWEEN_INFERENCES]
+    labels = [x for x in r.layers if not x.role.between_inferences]
     seconds = np.array([x.seconds for x in labels])
     return [(labels[j].label, float(seconds[j])) for j in np.argsort(-seconds) if seconds[j] > 0]
 
@@ -444,7 +445,7 @@ def _layer_shares(r: Results, top: int) -> list[tuple[str, str, float, float]]:
     total = r.inferences_energy.joules or 1.0
     time: dict[str, float] = {}  # per device (the devices' times overlap)
     for x in r.layers:
-        if x.role is not Role.BETWEEN_INFERENCES:
+        if not x.role.between_inferences:
             time[x.device] = time.get(x.device, 0.0) + x.seconds
     on = (lambda x: f" ({x.device})") if r.several_devices else (lambda x: "")
     rows = [(x.label + on(x) + ("" if x.energy.method is Method.WLS else " *"),

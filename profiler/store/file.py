@@ -31,6 +31,9 @@ Schema version 1 (every table is a chunked, compressed, appendable dataset):
                         ModuleList; it has no scope)
     /inference_tags     (index i4, name u4, tags u4): the inferences a program named
                         or tagged, the tags a JSON object (absent in older files)
+    /profiler_work      (kind u1, start_ns i8, end_ns i8): phprof's own work between
+                        windows, each span a ProfilerWork (a warm-up step before a
+                        window, a window's save); absent in older files
     /measured_inferences  INFERENCE_DTYPE, window -1: the measurement pass's
                         inferences (run with the profiler off, before the
                         profiled ones; their power readings are in /power with
@@ -68,7 +71,7 @@ from ..sources import READING_DTYPE, Channel, PowerLog
 from . import results as _results
 from .results import Results, Rollups
 from .schema import (EVENT_DTYPE, FORMAT, INFERENCE_DTYPE, INFERENCE_TAG_DTYPE, MODULE_DTYPE, PHASE_DTYPE,
-                     SCHEMA_VERSION, STACK_DTYPE, WINDOW_DTYPE, stack_path)
+                     PROFILER_WORK_DTYPE, SCHEMA_VERSION, STACK_DTYPE, WINDOW_DTYPE, stack_path)
 
 _TABLES = {
     "stacks": STACK_DTYPE,
@@ -214,6 +217,13 @@ class TraceWriter:
             _appendable(f, "measured_inferences", INFERENCE_DTYPE)
         _append(f["measured_inferences"], inferences)
 
+    def append_profiler_work(self, rows: np.ndarray) -> None:
+        """Spans of phprof's own work between windows (PROFILER_WORK_DTYPE): /profiler_work."""
+        f = self._f
+        if "profiler_work" not in f:
+            _appendable(f, "profiler_work", PROFILER_WORK_DTYPE)
+        _append(f["profiler_work"], rows)
+
     def append_modules(self, rows: np.ndarray) -> None:
         _append(self._f["modules"], rows)
 
@@ -267,6 +277,8 @@ class Trace:
     inference_tags: np.ndarray = field(default_factory=lambda: np.empty(0, INFERENCE_TAG_DTYPE))
     #: the measurement pass's inferences (the profiler off); empty without one
     measured_inferences: np.ndarray = field(default_factory=lambda: np.empty(0, INFERENCE_DTYPE))
+    #: phprof's own work between windows (warm-up steps, saves); empty in older files
+    profiler_work: np.ndarray = field(default_factory=lambda: np.empty(0, PROFILER_WORK_DTYPE))
 
     @property
     def complete(self) -> bool:
@@ -386,6 +398,7 @@ def _read(path: Path, f: h5py.File) -> Trace:
         inference_tags=f["inference_tags"][:] if "inference_tags" in f else np.empty(0, INFERENCE_TAG_DTYPE),
         measured_inferences=f["measured_inferences"][:] if "measured_inferences" in f
         else np.empty(0, INFERENCE_DTYPE),
+        profiler_work=f["profiler_work"][:] if "profiler_work" in f else np.empty(0, PROFILER_WORK_DTYPE),
     )
 
 

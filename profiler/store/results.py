@@ -45,11 +45,18 @@ class Role(Enum):
     OUTSIDE_MODULES = "(inference, outside modules)"  # in an inference, in no module (CPU timeline)
     NO_KERNEL = "(inference, no kernel running)"  # in an inference, no kernel on the device (GPU timeline)
     UNSCOPED = "(unscoped)"  # kernels launched outside every module scope (autograd and other threads)
-    BETWEEN_INFERENCES = "(idle)"  # the run's time between inferences (loop, pauses, profiler saves)
+    BETWEEN_INFERENCES = "(idle)"  # the run's time between inferences in no other row (loop, pauses)
+    WINDOW_WARMUP = "(window warm-up)"  # inferences run as profiler warm-up steps before windows, not recorded
+    WINDOW_SAVE = "(window save)"  # the profiler windows' saves
 
     @property
     def label(self) -> str:
         return self.value
+
+    @property
+    def between_inferences(self) -> bool:
+        """A row of the run's time outside its inferences (idle, or phprof's own work between windows)."""
+        return self in (Role.BETWEEN_INFERENCES, Role.WINDOW_WARMUP, Role.WINDOW_SAVE)
 
 
 @dataclass(frozen=True)

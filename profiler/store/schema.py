@@ -103,6 +103,20 @@ WINDOW_DTYPE = np.dtype(
         ("capture_stopped", "u1"),  # Kineto said it stopped recording device activity in this window
     ]
 )
+#: phprof's own work between profiler windows, on the device's time line but in no inference: the
+#: profiler's warm-up steps before a window (inferences that run, not recorded) and the saves of windows
+#: (torch stopping, phprof reading and writing the events). The attribution gives each kind its own
+#: power, so that neither is read as idle time (``phprof.attribution.timeline``).
+PROFILER_WORK_DTYPE = np.dtype([("kind", "u1"), ("start_ns", "<i8"), ("end_ns", "<i8")])
+
+
+class ProfilerWork(IntEnum):
+    """What a /profiler_work span was; stored in ``PROFILER_WORK_DTYPE['kind']``."""
+
+    WINDOW_WARMUP = 0  # an inference run as a profiler warm-up step before a window, not recorded
+    WINDOW_SAVE = 1  # a window's save
+
+
 MODULE_DTYPE = np.dtype([("path", "<u4"), ("type", "<u4"), ("parameters", "<i8"), ("calls", "<i8")])
 # an inference a program named or tagged (``prof.inference("warm", batch=8)``): its name, and its tags as JSON
 INFERENCE_TAG_DTYPE = np.dtype([("index", "<i4"), ("name", "<u4"), ("tags", "<u4")])

@@ -21,14 +21,15 @@ import numpy as np
 from ..energy import Method
 from ..sources import Measurement, PowerLog, PowerSource, sensor_updates
 from ..store import (DEVICE_KINDS, INFERENCE_DTYPE, INFERENCE_PREFIX, INFERENCE_TAG_DTYPE, MODULE_DTYPE, PHASE_DTYPE,
-                     PHASE_PREFIX, STEP_PREFIX, Kind, TraceWriter, event_rows)
+                     PHASE_PREFIX, PROFILER_WORK_DTYPE, STEP_PREFIX, Kind, ProfilerWork, TraceWriter, event_rows)
 from .catalog import Catalog
 from .kineto import device_spans, read_profiler_result, span_of_events
 from .kinetolog import KinetoLog, findings
 from .ranks import skew_ns
 
 #: A window's events: torch holds ~1 kB an event when it stops, and reading them adds ~0.5 kB, so a
-#: window of 25,000 costs ~40 MiB at its peak, on top of the program's own memory (~450 MiB for a tiny BERT).
+#: window of 25,000 costs ~40 MiB at its peak, on top of the program's own memory (~420 MiB for a tiny
+#: BERT on the CPU, measured: torch ~220, transformers' imports for BertModel ~170, phprof and h5py ~20).
 EVENTS_PER_WINDOW = 25_000
 _EDGE_READINGS = 256  # per channel, kept at each end of the run: a counter's updates around its first and last instant
 
@@ -179,6 +180,12 @@ class Recorder:
                         sum(p.numel() for p in module.parameters(recurse=False)), calls)
         self.writer.append_strings(self.catalog.take_new()[0])
         self.writer.append_modules(table)
+
+    def add_profiler_work(self, kind: ProfilerWork, start_ns: int, end_ns: int) -> None:
+        """A span of phprof's own work between windows (a warm-up step, a window's save), to the file."""
+        row = np.zeros(1, PROFILER_WORK_DTYPE)
+        row[0] = (int(kind), start_ns, end_ns)
+        self.writer.append_profiler_work(row)
 
     def on_trace_ready(self, prof) -> None:
         if self.signals.aborted:  # a second Ctrl-C: this window is dropped

@@ -49,7 +49,7 @@ def trace(
     events_per_window: int = EVENTS_PER_WINDOW,
     measure_pass: bool = True,
     measure_inferences: int | None = None,
-    window_warmup: int = 0,
+    window_warmup: int = 1,
     window_s: float | None = 30.0,
     setup=None,
     progress=None,
@@ -78,11 +78,10 @@ def trace(
     report` scales it to the measurement pass and gives the profiler's overhead.
     ``window_warmup``: inferences run as the profiler's warm-up steps before
     each window, not recorded (more are run, so that ``inferences`` are
-    recorded): the device is back at its working power after the pause in
-    which the last window was saved. Their energy lies between recorded
-    inferences, where the attribution reads idle time: its estimate of the
-    power under the kernels is biased up and every layer's energy down (the
-    report says so), so the default is 0. ``window_s``: a window holds at most about
+    recorded), so that a window does not start on a device idled by the pause
+    in which the last one was saved. Their spans, and the saves', are stored,
+    and the attribution gives each kind a power of its own (rows
+    ``(window warm-up)`` and ``(window save)``), not idle time. ``window_s``: a window holds at most about
     this many seconds of inferences (and about ``events_per_window`` events).
     """
     import torch

@@ -60,7 +60,7 @@ from .. import __version__
 from ..errors import PhprofError
 from ..sources import SETTLE_S, Measurement, PowerSource, add_measurements, open_source
 from ..sources.sensors import phase_coverage
-from ..store import INFERENCE_DTYPE, INFERENCE_PREFIX, TraceWriter, run_meta, run_summary
+from ..store import INFERENCE_DTYPE, INFERENCE_PREFIX, ProfilerWork, TraceWriter, run_meta, run_summary
 from ..store.results import PerInference
 from . import kinetolog
 from .aliasing import AliasBreaker
@@ -192,6 +192,7 @@ class _Open:
     owner: str  # mark | call | generate | pipeline
     scope: object  # its record_function
     began: float  # perf_counter
+    began_ns: int  # the session's clock
 
 
 class _Mark:
@@ -486,7 +487,7 @@ class Profile:
         self._next += 1
         scope = record_function(f"{INFERENCE_PREFIX}{i}")
         scope.__enter__()
-        self._current = _Open(i, owner, scope, time.perf_counter())
+        self._current = _Open(i, owner, scope, time.perf_counter(), self._recorder.now_ns())
         if name is not None or tags:
             self._tags[i] = (name or "", json.dumps(tags or {}, default=str))
         for p in self._phases:
@@ -500,21 +501,26 @@ class Profile:
             self._counts[cur.owner] += 1
         else:
             self._cut.add(cur.index)
-        self._warmed += self._schedule.warming(cur.index)
+        warming = self._schedule.warming(cur.index)
+        self._warmed += warming
         saves = cur.index == self._schedule.last_step
         self._signals.critical = True
         try:
-            if self._cuda and saves:
+            if self._cuda and (saves or warming):
                 import torch
 
-                _synchronize(torch, self.devices)  # the window's kernels are done before it is saved
+                # the window's kernels are done before it is saved; a warm-up step's span holds its kernels
+                _synchronize(torch, self.devices)
+            if warming:  # its span is the attribution's to know: it is not idle time (phprof.attribution.timeline)
+                self._recorder.add_profiler_work(ProfilerWork.WINDOW_WARMUP, cur.began_ns, self._recorder.now_ns())
             if self._breaker is not None and ok:
                 now = time.perf_counter()
                 self._signals.sleep(self._breaker.pause_after(now - cur.began, now))
-            began = time.perf_counter()
+            began, began_ns = time.perf_counter(), self._recorder.now_ns()
             self._prof.step()
             if saves:
                 self.window_saves_s.append(time.perf_counter() - began)
+                self._recorder.add_profiler_work(ProfilerWork.WINDOW_SAVE, began_ns, self._recorder.now_ns())
         finally:
             self._signals.critical = False
         if self._recorder.failure is not None:
@@ -854,7 +860,8 @@ class Profile:
         if self._warmed:
             notes.append(f"{self._warmed} inferences ran as the profiler's warm-up steps, {self.window_warmup} before "
                          "each window (so that each starts from a working device, not one idled by the last save), "
-                         "and were not recorded")
+                         "and were not recorded; their spans are stored, as the saves' are, so that the attribution "
+                         "does not read them as idle time")
         if self.window_saves_s:
             saves = np.array(self.window_saves_s)
             notes.append(f"{len(saves)} profiler windows saved, {saves.sum():.2f} s in all (median "
