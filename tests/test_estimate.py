@@ -204,3 +204,35 @@ def test_label_powers_stay_between_idle_and_the_device_limit():
     assert max(x.power_w for x in capped.labels + [capped.idle]) <= 251.0 * (1 + 1e-9)
     assert max(x.power_w for x in capped.labels) == pytest.approx(251.0, rel=0.01)
     assert capped.total_j == pytest.approx(measured, rel=1e-9)
+
+
+def test_updates_read_late_are_placed_on_the_sensors_grid_within_their_brackets(fake):
+    """A busy host delays the sampler's polls now and then: an update seen after a stall of
+    5-40 ms is bracketed that loosely, and its bracket's middle is ms off the true instant
+    (a 25 ms window placed there misfits a load that changes every ms). The fit places a
+    regular sensor's updates on its fitted grid, each inside its own bracket."""
+    from phprof.attribution.runfit import fit_run_sensor
+    from phprof.sources import PowerLog
+
+    timeline, _, _, span, _, log = run_timeline(fake, 20.0, seed=2)
+    rng = np.random.default_rng(2)
+    r = log.readings
+    t = r["t_before_ns"]
+    keep = np.ones(len(r), bool)
+    for stall in rng.uniform(span[0], span[1], 60):  # 60 stalls of the whole poll loop
+        keep &= (t < stall) | (t > stall + rng.uniform(5e6, 40e6))
+    stalled = PowerLog(log.source, log.channels, r[keep], log.clock_pairs, log.settings)
+    instants, milliwatts = sensor_updates(stalled.of("gpu0.power_instant"))
+    truth = fake.update_times(0, "power_instant", span[0] - 10**9, span[1] + 10**9)
+    true_at = truth[np.abs(instants[:, None] - truth[None, :]).argmin(axis=1)]
+    assert np.abs(instants - true_at).max() > 2e6  # the brackets' middles: some ms off
+    prior = SensorModel(0.101, 0.025, 0.0)
+    lo, hi = stalled.update_brackets("gpu0")
+    placed = fit_run_sensor(timeline, instants, milliwatts / 1e3, prior, span,
+                            bracket_ns=stalled.update_bracket_ns("gpu0"), brackets=(lo, hi))
+    assert np.all((placed.update_ns >= lo) & (placed.update_ns <= hi))
+    # every window's end (the update less the fitted lag, which takes the brackets' common offset)
+    # within a quarter of a poll interval of the true one
+    assert np.abs(placed.update_ns - placed.model.lag_s * 1e9 - true_at).max() < 0.25e6
+    middles = fit_run_sensor(timeline, instants, milliwatts / 1e3, prior, span)
+    assert placed.residual_w < 0.8 * middles.residual_w
