@@ -43,6 +43,7 @@ MAX_DESIGNS = 8  # sensor models the bootstrap draws from (memory: designs x blo
 SNAP_BRACKET_NS = 2_000_000  # readings further apart than this do not say well enough when an update happened
 TOO_FEW = "too few updates to fit the sensor's lag and window: the model is used as given"
 REFINED_LAG_S, REFINED_RATIO = 0.0001, 1.005  # the finest steps of the search: 0.1 ms of lag, 0.5% of window
+REFINE_STEPS = 40  # moves of the refining grid at most (it stops where its centre is best at the finest steps)
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ def fit_run_sensor(timeline: Timeline, update_ns, update_w, prior: SensorModel, 
     def fits(ls: np.ndarray, ws: np.ndarray) -> np.ndarray:
         return np.array([[r_at(a, b) for b in ws] for a in ls]).reshape(len(ls), len(ws))
 
-    for _ in range(8):
+    for _ in range(REFINE_STEPS):
         ls, ws = around(lag, win, dl, ratio, 2)
         grid = fits(ls, ws)
         if not np.isfinite(grid).any():
