@@ -29,7 +29,8 @@ Every run keeps its trace, the fake's state (the truth) and its modules' tags in
 (--work, else a new temporary one, printed), and each sensor's calibration file, which later runs
 there use again; --reattribute attributes the traces found there again instead of running them
 (after a change of the estimator: nothing runs in real time), and runs only what is missing. The check of issue 17 asks for runs of >= 60 s: the summary says how long
-the shortest run of each row was.
+the shortest run of each row was, and the price of the coverage: the median half-width of the
+layers' 90% intervals, as a share of their estimate.
 """
 from __future__ import annotations
 
@@ -207,11 +208,12 @@ def run_adversarial(work: Path, anti_alias: bool, inferences: int) -> dict:
     return result
 
 
-def summarise(label: str, r: dict) -> tuple[float, float, float, list[bool]]:
+def summarise(label: str, r: dict) -> tuple[float, float, float, list[bool], list[float]]:
     total = r["inferences_j"]
     err = [abs(e - t) / total for _, t, e, *_ in r["rows"]]
     naive = [abs(n - t) / total for _, t, _, _, _, n in r["rows"]]
     inside = [lo <= t <= hi for _, t, _, lo, hi, _ in r["rows"]]
+    widths = [(hi - lo) / 2 / max(e, 1e-12) for _, _, e, lo, hi, _ in r["rows"]]
     res = r["results"]
     print(f"| {label} | {r['n']} | {r['span_s']:.0f} | {len(r['rows'])}/{len(res.layers) - 2} | "
           f"{max(err):.2%} | {max(naive):.2%} | {np.mean(inside):.0%} | "
@@ -219,7 +221,7 @@ def summarise(label: str, r: dict) -> tuple[float, float, float, list[bool]]:
           f"{100 * (r['integrated_total'] / r['true_total'] - 1):+.2f}% | "
           f"{res.sensor.period_s * 1e3:.0f} ms / {res.sensor.lag_s * 1e3:+.0f} ms / {res.sensor.window_s * 1e3:.0f} ms | "
           f"{r['max_power_w']:.0f} W / {r['limit_w']:.0f} W | {res.method.text()} | {r['tag_gap']:.2%} |")
-    return max(err), max(naive), float(np.mean(inside)), inside
+    return max(err), max(naive), float(np.mean(inside)), inside, widths
 
 
 def main() -> None:
@@ -263,12 +265,13 @@ def main() -> None:
             for how, r in zip(("none", "calibrated"), run_gpt2(work, seed, args.inferences, sensor, (None, cal)
                                                               if cal else (None,), reuse=args.reattribute)):
                 first = first or r
-                e, _, _, inside = summarise(f"{sensor}, seed {seed}, calibration {how}", r)
-                row = tally.setdefault((sensor, how), [[], [], [], []])
+                e, _, _, inside, widths = summarise(f"{sensor}, seed {seed}, calibration {how}", r)
+                row = tally.setdefault((sensor, how), [[], [], [], [], []])
                 row[0].append(e)
                 row[1] += inside
                 row[2].append(r["max_power_w"] <= r["limit_w"] * (1 + 1e-9))  # at the limit, to float rounding
                 row[3].append(r["span_s"])
+                row[4] += widths
     if not args.no_adversarial:
         for anti_alias in (False, True):
             r = run_adversarial(work, anti_alias, 1300)
@@ -284,12 +287,12 @@ def main() -> None:
           "same sensor")
     print()
     print("| sensor | calibration | seeds | shortest run (target >= 60 s) | worst layer error (target <= 3%) "
-          "| truth in 90% interval (target >= 85%) | no layer above the limit |")
-    print("|---|---|---:|---:|---:|---:|---|")
-    for (sensor, how), (errors, inside, below, spans) in tally.items():
+          "| truth in 90% interval (target >= 85%) | median half-width of the interval | no layer above the limit |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
+    for (sensor, how), (errors, inside, below, spans, widths) in tally.items():
         length = f"{min(spans):.0f} s" + ("" if min(spans) >= FULL_LENGTH_S else " (SHORT)")
         print(f"| {SENSOR_TEXT[sensor]} | {how} | {len(errors)} | {length} | {max(errors):.2%} | "
-              f"{np.mean(inside):.1%} of {len(inside)} | {'yes' if all(below) else 'NO'} |")
+              f"{np.mean(inside):.1%} of {len(inside)} | {np.median(widths):.1%} | {'yes' if all(below) else 'NO'} |")
     print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.detail and first:
         print("\n| layer | true (J) | phprof (J) [90% interval] | naive (J) |\n|---|---:|---:|---:|")
