@@ -118,7 +118,8 @@ def test_labels_the_sensor_cannot_tell_apart_are_merged_into_their_parent():
     # l1 and l2 are children of l0 that run interleaved: only their sum is known
     timeline, windows, span, truth = synthetic([150.0, 300.0, 100.0, 220.0], [3, 4, 4, 5], [-1, 0, 0, -1],
                                                interleave=(1, 2))
-    est = estimate_label_power(timeline, windows, span, tolerance=0.01)
+    # l0's own standard error is about 1% of the total: the tolerance sits above it, far below the children's
+    est = estimate_label_power(timeline, windows, span, tolerance=0.0125)
     assert est.method is Method.WLS
     merged = [g for g in est.groups if "merged" in g.label]
     assert len(merged) == 1 and merged[0].label.startswith("l0")
@@ -204,3 +205,53 @@ def test_label_powers_stay_between_idle_and_the_device_limit():
     assert max(x.power_w for x in capped.labels + [capped.idle]) <= 251.0 * (1 + 1e-9)
     assert max(x.power_w for x in capped.labels) == pytest.approx(251.0, rel=0.01)
     assert capped.total_j == pytest.approx(measured, rel=1e-9)
+
+
+def test_updates_read_late_are_placed_on_the_sensors_grid_within_their_brackets(fake):
+    """A busy host delays the sampler's polls now and then: an update seen after a stall of
+    5-40 ms is bracketed that loosely, and its bracket's middle is ms off the true instant
+    (a 25 ms window placed there misfits a load that changes every ms). The fit places a
+    regular sensor's updates on its fitted grid, each inside its own bracket."""
+    from phprof.attribution.runfit import fit_run_sensor
+    from phprof.sources import PowerLog
+
+    timeline, _, _, span, _, log = run_timeline(fake, 20.0, seed=2)
+    rng = np.random.default_rng(2)
+    r = log.readings
+    t = r["t_before_ns"]
+    keep = np.ones(len(r), bool)
+    for stall in rng.uniform(span[0], span[1], 60):  # 60 stalls of the whole poll loop
+        keep &= (t < stall) | (t > stall + rng.uniform(5e6, 40e6))
+    stalled = PowerLog(log.source, log.channels, r[keep], log.clock_pairs, log.settings)
+    instants, milliwatts = sensor_updates(stalled.of("gpu0.power_instant"))
+    truth = fake.update_times(0, "power_instant", span[0] - 10**9, span[1] + 10**9)
+    true_at = truth[np.abs(instants[:, None] - truth[None, :]).argmin(axis=1)]
+    assert np.abs(instants - true_at).max() > 2e6  # the brackets' middles: some ms off
+    prior = SensorModel(0.101, 0.025, 0.0)
+    lo, hi = stalled.update_brackets("gpu0")
+    placed = fit_run_sensor(timeline, instants, milliwatts / 1e3, prior, span,
+                            bracket_ns=stalled.update_bracket_ns("gpu0"), brackets=(lo, hi))
+    assert np.all((placed.update_ns >= lo) & (placed.update_ns <= hi))
+    # every window's end (the update less the fitted lag, which takes the brackets' common offset)
+    # within a quarter of a poll interval of the true one
+    assert np.abs(placed.update_ns - placed.model.lag_s * 1e9 - true_at).max() < 0.25e6
+    middles = fit_run_sensor(timeline, instants, milliwatts / 1e3, prior, span)
+    assert placed.residual_w < 0.8 * middles.residual_w
+
+
+def test_a_label_may_draw_less_than_the_power_between_inferences_but_not_less_than_idle():
+    """Between the inferences the device may draw more than its idle power (still clocked up, the
+    host's own work): 100 W there, 60 W measured idle before the run. A light layer at 80 W is
+    below the first and above the second; held at least at the power between inferences it came
+    out 25% high; held at the measured idle, it is found."""
+    timeline, windows, span, truth = synthetic([150.0, 80.0, 300.0], [3, 4, 5], [-1] * 3, idle_w=100.0)
+    busy_s = float(((timeline.ends_ns - timeline.starts_ns) / 1e9).sum())
+    measured = float(truth.sum()) + 100.0 * ((span[1] - span[0]) / 1e9 - busy_s)
+    est = estimate_label_power(timeline, windows, span, measured_j=measured, power_bounds_w=(60.0, 400.0),
+                               edge_s=50e-6)
+    light = est.labels[1]
+    assert abs(light.energy.joules - truth[1]) / truth[1] < 0.03, (light.energy, truth[1])
+    assert light.energy.low_j <= truth[1] <= light.energy.high_j
+    assert est.idle.power_w == pytest.approx(100.0, rel=0.03)
+    for x in est.labels:  # never below the measured idle power
+        assert x.power_w >= 60.0 - 1e-6 and x.energy.low_j >= 60.0 * x.seconds * (1 - 1e-9)

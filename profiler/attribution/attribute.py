@@ -212,7 +212,7 @@ def _fit_device(trace, timeline, span, device: str, ordinal, sensor, fit, option
         prior = sensor if sensor is not None else default_sensor(gpu_name, field, notes)
         if fit:
             fitted = fit_run_sensor(timeline, instants, watts, prior, span, calibrated=sensor is not None,
-                                    bracket_ns=log.update_bracket_ns(device))
+                                    bracket_ns=log.update_bracket_ns(device), brackets=log.update_brackets(device))
             notes.extend(fitted.notes)
             if np.isfinite(fitted.residual_w) and np.isfinite(fitted.prior_residual_w):
                 notes.append(f"RMS residual of the power updates: {fitted.residual_w:.2f} W around the sensor "

@@ -16,8 +16,10 @@ idle power times its own time, and the rest of this module sees it as an
 effective power over the label's own time.
 
 Intervals come from a bootstrap that resamples whole blocks of consecutive
-updates (one block: about a second of run), so that slow drifts and a model
-that is slightly off count as uncertainty, not as independent noise.
+updates (one block: a second of run, or three windows and periods of a slower
+sensor), so that slow drifts and a model that is slightly off count as
+uncertainty, not as independent noise; its spread is widened where the blocks
+are few for the fit's unknowns (``phprof.attribution.kernelmodel``).
 
 Labels the updates cannot tell apart (their time always moves together) get
 huge intervals. :func:`estimate_label_power` then merges the worst resolved
@@ -39,6 +41,8 @@ from ..sources.sensors import SensorModel
 from ..store.results import Group, Role
 from .kernelmodel import FEW_WINDOWS, KernelModel, Work, _nnls_gram, fit_kernel_model, overlap_seconds  # noqa: F401
 
+BLOCK_S = 1.0  # the bootstrap's blocks of updates: at least this long,
+BLOCK_WINDOWS = 3  # and this many windows and periods (a 1 s average's updates share a misfit for ~1 s)
 IDLE = Role.BETWEEN_INFERENCES.label  # the time no label covers: between the inferences
 
 
@@ -191,7 +195,7 @@ def estimate_label_power(
     bootstrap: int = 200,
     interval: float = 0.90,
     tolerance: float = 0.01,
-    block_s: float = 1.0,
+    block_s: float | None = None,
     timing_s: float = 0.001,
     seed: int = 0,
     alternatives: list[SensorWindows] | None = None,
@@ -221,6 +225,8 @@ def estimate_label_power(
     y = windows.watts
     seconds = timeline.seconds_in(np.array([t0]), np.array([t1]))[0]
     idle_s = (t1 - t0) / 1e9 - float(timeline.covered_in(np.array([t0]), np.array([t1]))[0])
+    if block_s is None:  # a misfit reaches across a window and the next update: blocks of several
+        block_s = max(BLOCK_S, BLOCK_WINDOWS * (windows.sensor.window_s + windows.sensor.period_s))
     blocks = ((windows.a_ns - t0) // round(block_s * 1e9)).astype(np.int64)
     blocks = np.unique(blocks, return_inverse=True)[1].reshape(-1)
     notes: list[str] = []
@@ -266,7 +272,8 @@ def estimate_label_power(
             if bounds is not None:
                 active = np.append(np.maximum(busy_s, seconds), idle_s) / safe
                 limit = bounds[1][0] + bounds[1][1]  # idle's cap and the most above it: the limit
-                d_label = np.clip(d_label, bounds[0][0], limit * np.maximum(active, 1.0))
+                floor = np.append(np.full(n, bounds[0][0] + bounds[0][1]), bounds[0][0])  # labels', idle's
+                d_label = np.clip(d_label, floor, limit * np.maximum(active, 1.0))
             d_label = np.maximum(d_label, 0.0)
         e_draws = d_label[:, :n] * seconds
         total = float(p_label @ np.append(seconds, idle_s))

@@ -16,7 +16,8 @@ share of j's kernel time in kernel n), each update is one linear equation
 overlaps counted in full), and a label's energy is P_j x its kernel time plus
 idle power x its own time (overlaps shared equally). Every unknown lies within
 physics, enforced in the fit (bounded least squares): p0 in [floor, limit],
-each P_j and p_n in [0, limit - floor] above idle.
+each P_j and p_n in [0, limit - floor] above idle; where the floor is a measured
+idle power, down to it (a label may draw less than the power between inferences).
 
 Kernels with little time in the windows are pulled toward their class's power
 (GEMM, attention, elementwise, reduction/norm, memory copy, communication,
@@ -238,14 +239,19 @@ class KernelModel:
         g_kernel = r.T @ r
         return g_label, g_kernel
 
-    def bounds(self, floor_w: float, limit_w: float, idle_cap_w: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def bounds(self, floor_w: float, limit_w: float, idle_cap_w: float | None = None,
+               idle_low_w: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """p0 in [floor, limit], everything above idle in [0, limit - floor]; with ``idle_cap_w``, p0 at most
         that and everything above idle at most limit - that, so that idle plus any power above it (a
-        label's, a kernel's) stays within the limit exactly (box bounds cannot hold p0 + P <= limit)."""
+        label's, a kernel's) stays within the limit exactly (box bounds cannot hold p0 + P <= limit).
+        With ``idle_low_w``, p0 at least that and everything above idle at least floor - that (below 0):
+        a label may draw less than the power between the inferences (a device still clocked up after
+        work, the host's own activity there), never less than the floor (the device's idle power)."""
         cap = limit_w if idle_cap_w is None else min(max(idle_cap_w, floor_w), limit_w)
-        low = np.zeros(self.m)
+        base = floor_w if idle_low_w is None else min(max(idle_low_w, floor_w), cap)
+        low = np.full(self.m, floor_w - base)
         high = np.full(self.m, max(limit_w - (floor_w if idle_cap_w is None else cap), 0.0))
-        low[0], high[0] = floor_w, cap
+        low[0], high[0] = base, cap
         return low, np.maximum(high, low + 1e-9 * max(limit_w, 1.0))  # the solver needs low < high
 
     def energies(self, params: np.ndarray) -> np.ndarray:
@@ -269,7 +275,7 @@ class KernelFit:
     bounds: tuple[np.ndarray, np.ndarray] | None  # the final bounds of the unknowns, on the sensor's scale
 
 
-IDLE_MARGIN = 0.05  # the draws' idle power may exceed the point estimate's by this share (see KernelModel.bounds)
+IDLE_MARGIN = 0.05  # the draws' idle power may move from the point estimate's by this share (see KernelModel.bounds)
 
 
 def fit_kernel_model(model: KernelModel, designs: list[np.ndarray], y: np.ndarray, blocks: np.ndarray,
@@ -301,19 +307,21 @@ def fit_kernel_model(model: KernelModel, designs: list[np.ndarray], y: np.ndarra
         return _nnls_gram(gram + strength[0] * g_label + strength[1] * g_kernel + model.pinned, rhs, bounds)
 
     def physical(strength):
-        """The bounds on the sensor's scale, with the idle power capped near the point estimate's."""
+        """The bounds on the sensor's scale, with the idle power held near the point estimate's (with a
+        measured idle power as the floor, the labels may draw less than the fitted idle, down to it)."""
         if power_bounds_w is None or not measured_j:
             return None
-        scale, cap = 1.0, None
+        scale, cap, base = 1.0, None, None
         for _ in range(8):
             lo, hi = power_bounds_w[0] / scale, power_bounds_w[1] / scale
-            bounds = model.bounds(min(lo, hi * 0.999), hi, cap)
+            bounds = model.bounds(min(lo, hi * 0.999), hi, cap, base)
             p = solve(g_all, r_all, strength, bounds)
             new = measured_j / max(float(model.energies(p).sum()), 1e-12)
             new_cap = float(p[0]) * (1 + IDLE_MARGIN) if cap is None else cap
-            if abs(new / scale - 1) < 1e-9 and new_cap == cap:
+            new_base = (float(p[0]) * (1 - IDLE_MARGIN) if power_bounds_w[0] > 0 else None) if cap is None else base
+            if abs(new / scale - 1) < 1e-9 and new_cap == cap and new_base == base:
                 return bounds
-            scale, cap = new, new_cap
+            scale, cap, base = new, new_cap, new_base
         return bounds
 
     bounds = physical(grid[len(grid) // 2])
@@ -356,5 +364,32 @@ def fit_kernel_model(model: KernelModel, designs: list[np.ndarray], y: np.ndarra
         v = rng.integers(len(designs))
         s = near[rng.integers(len(near))]
         draws[i] = model.energies(solve(np.tensordot(w, gram_b[v], 1), w @ rhs_b[v], s, bounds))[0]
+    point = model.energies(p)[0]
+    # a bootstrap over few blocks for many unknowns is too narrow: each draw's fit follows its own
+    # blocks' noise as the point estimate follows the run's (the residuals of a least-squares fit are
+    # smaller than its errors by the unknowns it fitted). The draws' spread around the estimate is
+    # widened by sqrt(blocks / (blocks - fitted unknowns)), the unknowns counted as the penalised
+    # fit's effective number (the trace of its hat matrix).
+    penalised = g_all + strength[0] * g_label + strength[1] * g_kernel + model.pinned
+    widen = _few_blocks_factor(g_all, penalised, n_blocks)
+    draws = point + (draws - point) * widen
+    if widen > 1.2:
+        notes.append(f"{n_blocks} blocks of updates for the fit's unknowns: the bootstrap's spread is widened "
+                     f"{widen:.2f}x (a fit over few blocks follows their noise)")
     residual = float(np.sqrt(np.mean((x @ p - y) ** 2)))
-    return KernelFit(model.energies(p)[0], draws, residual, strength, near, cv, notes, bounds)
+    return KernelFit(point, draws, residual, strength, near, cv, notes, bounds)
+
+
+MAX_WIDEN = 2.0  # the few-blocks widening at most (below: the effective unknowns near the blocks' number)
+
+
+def _few_blocks_factor(gram: np.ndarray, penalised: np.ndarray, n_blocks: int) -> float:
+    """sqrt(blocks / (blocks - effective unknowns)), at most MAX_WIDEN; the effective unknowns of a
+    penalised least-squares fit are the trace of (X'X + penalties)^-1 X'X."""
+    m = len(gram)
+    ridge = np.eye(m) * (1e-10 * np.trace(penalised) / m + 1e-300)
+    used = float(np.trace(np.linalg.solve(penalised + ridge, gram)))
+    room = n_blocks - used
+    if room <= n_blocks / MAX_WIDEN ** 2:
+        return MAX_WIDEN
+    return float(np.sqrt(n_blocks / room))

@@ -44,6 +44,7 @@ MAX_DESIGNS = 8  # sensor models the bootstrap draws from (memory: designs x blo
 SNAP_BRACKET_NS = 2_000_000  # readings further apart than this do not say well enough when an update happened
 TOO_FEW = "too few updates to fit the sensor's lag and window: the model is used as given"
 REFINED_LAG_S, REFINED_RATIO = 0.0001, 1.005  # the finest steps of the search: 0.1 ms of lag, 0.5% of window
+REFINE_STEPS = 40  # moves of the refining grid at most (it stops where its centre is best at the finest steps)
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,15 @@ def find_shift(timeline: Timeline, update_ns: np.ndarray, update_w: np.ndarray, 
 
 
 def fit_run_sensor(timeline: Timeline, update_ns, update_w, prior: SensorModel, span_ns: tuple[int, int],
-                   calibrated: bool = False, bracket_ns: int | None = None) -> RunSensorFit:
+                   calibrated: bool = False, bracket_ns: int | None = None,
+                   brackets: tuple[np.ndarray, np.ndarray] | None = None) -> RunSensorFit:
     """Fits period, window and lag to a run's updates, around ``prior`` (see the module).
     ``calibrated``: ``prior`` comes from a calibration, whose window and lag intervals
     bound the search. ``bracket_ns``: how closely the readings bracket each update
-    (``PowerLog.update_bracket_ns``); wider than SNAP_BRACKET_NS (a log's rows), the updates of
-    a regular sensor are placed on its fitted grid (``RunSensorFit.update_ns``)."""
+    (``PowerLog.update_bracket_ns``); ``brackets``: each update's own bracket (lo, hi) ns
+    (``PowerLog.update_brackets``). The updates of a regular sensor are placed on its fitted
+    grid (``RunSensorFit.update_ns``), each within its own bracket where those are given, or
+    anywhere where the readings bracket them loosely (wider than SNAP_BRACKET_NS: a log's rows)."""
     update_ns = np.asarray(update_ns, np.int64)
     update_w = np.asarray(update_w, float)
     notes: list[str] = []
@@ -127,11 +131,18 @@ def fit_run_sensor(timeline: Timeline, update_ns, update_w, prior: SensorModel, 
         if not calibrated and abs(period / prior.period_s - 1) > 0.1:
             notes.append(f"the sensor updated every {period * 1e3:.1f} ms, not the {prior.period_s * 1e3:.0f} ms of "
                          f"{prior.source or 'its nominal model'}")
-        if bracket_ns is not None and bracket_ns > SNAP_BRACKET_NS and jitter < 0.1 * period:
-            # a change seen between two rows far apart happened anywhere between them: on a regular
-            # sensor, its place on the grid the instants fit is far closer than the rows say
+        loose = bracket_ns is not None and bracket_ns > SNAP_BRACKET_NS
+        usable = brackets is not None and len(brackets[0]) == len(update_ns)
+        if (loose or usable) and jitter < 0.1 * period:
+            # a change seen between two reads happened anywhere between them: on a regular sensor,
+            # its place on the grid the instants fit is far closer than halfway (a read delayed by a
+            # busy host leaves a bracket of tens of ms, and a window placed in its middle that far off
+            # a load changing every ms is a misfit of several W), and within the bracket it must be
             k = np.round((update_ns / 1e9 - phase) / period)
             update_ns = np.round((phase + k * period) * 1e9).astype(np.int64)
+            if usable:
+                update_ns = np.clip(update_ns, np.asarray(brackets[0], np.int64), np.asarray(brackets[1], np.int64))
+        if loose and jitter < 0.1 * period:
             notes.append(f"the log's readings are {bracket_ns / 1e6:.0f} ms apart: each update is placed on the "
                          f"sensor's fitted {period * 1e3:.2f} ms grid (the instants' RMS jitter around it "
                          f"{jitter * 1e3:.1f} ms), not halfway between the rows around it")
@@ -190,7 +201,7 @@ def fit_run_sensor(timeline: Timeline, update_ns, update_w, prior: SensorModel, 
     def fits(ls: np.ndarray, ws: np.ndarray) -> np.ndarray:
         return np.array([[r_at(a, b) for b in ws] for a in ls]).reshape(len(ls), len(ws))
 
-    for _ in range(8):
+    for _ in range(REFINE_STEPS):
         ls, ws = around(lag, win, dl, ratio, 2)
         grid = fits(ls, ws)
         if not np.isfinite(grid).any():

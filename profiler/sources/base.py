@@ -275,13 +275,18 @@ class PowerLog:
         median span (ns) from the last read showing an old value to the first showing the new
         one (about the polling interval: ~1 ms for phprof's sampler, a log's row gap for a
         CSV, whose reads have no bracket of their own). None without updates."""
+        brackets = self.update_brackets(device)
+        if brackets is None or not len(brackets[0]):
+            return None
+        return int(np.median(brackets[1] - brackets[0]))
+
+    def update_brackets(self, device: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each update of :meth:`windowed_power`'s field bracketed (``value_changes``): the
+        (lo, hi) instants (ns) it lies between, in the order of its updates. None without updates."""
         found = self.windowed_power(device)
         if found is None:
             return None
-        r = self.of(f"{device}.{found[0]}")
-        r = r[r["status"] == 0]
-        changed = np.flatnonzero(np.diff(r["value"]) != 0) + 1
-        return int(np.median(r["t_after_ns"][changed] - r["t_before_ns"][changed - 1])) if len(changed) else None
+        return value_changes(self.of(f"{device}.{found[0]}"))
 
     @property
     def devices(self) -> list[str]:

@@ -34,7 +34,9 @@ def compare(path: Path, fake, tags: dict, calibration: Path | None = None) -> di
     true_j = np.array([fake.true_energy(0, int(a), int(b)) for a, b in zip(timeline.starts_ns, timeline.ends_ns)])
     label_truth = np.bincount(timeline.labels, true_j, len(timeline.names))
     inferences_j = results.inferences_energy.joules
-    layers = [x for x in results.layers if x.role is not Role.BETWEEN_INFERENCES]  # in the timeline's order
+    # the inferences' labels, in the timeline's order (phprof's own work between windows, warm-up steps and
+    # saves, follows them there, and has rows of its own outside the inferences, as the time between them)
+    layers = [x for x in results.layers if not x.role.between_inferences]
     # each resolved group and its labels; without resolved groups (a split by time) each label with its bounds
     by_time = results.method is Method.TIME_PROPORTIONAL
     members: dict[str, list[int]] = {}
@@ -43,7 +45,7 @@ def compare(path: Path, fake, tags: dict, calibration: Path | None = None) -> di
     groups = {g.label: g for g in results.groups}
     seconds = sum(x.seconds for x in layers)
     idle = next(x for x in results.layers if x.role is Role.BETWEEN_INFERENCES)
-    active = results.total.joules - idle.energy.joules
+    active = results.total.joules - sum(x.energy.joules for x in results.layers if x.role.between_inferences)
     rows = []
     tag_gap = []
     outside = None
