@@ -95,7 +95,7 @@ def validate(out: Path, calibration: Path | None, quick: bool) -> None:
     results = phprof.results(path, calibration=calibration)
     layers = {x.label: x for x in results.layers}
     per_inference_active = results.inferences_energy.joules
-    own_time = sum(x.seconds for x in results.layers if x.role.name != "BETWEEN_INFERENCES")
+    own_time = sum(x.seconds for x in results.layers if not x.role.between_inferences)
     rows = []
     for label, fn in work.items():
         alone_j, alone_s = isolated_energy(torch, fn, 2.0 if quick else 6.0)

@@ -44,7 +44,7 @@ def component_times(path: Path) -> tuple[dict[tuple[str, str], float], dict, int
     results = phprof.results(path, store=False)
     out: dict[tuple[str, str], float] = defaultdict(float)
     for x in results.layers:
-        if x.role is not Role.BETWEEN_INFERENCES and x.seconds > 0:
+        if not x.role.between_inferences and x.seconds > 0:
             out[(x.stack or "-", x.component)] += x.seconds
     phases: dict[str, int] = defaultdict(int)
     for name in t.phases["name"]:
