@@ -254,7 +254,8 @@ def _calibration_since(stored: Results, sensor) -> bool:
     stored results were not attributed with (they were computed before it was written)."""
     if sensor is None:
         return False
-    models = [stored.sensor] if stored.sensor is not None else [d.sensor for d in stored.devices]  # several GPUs: each
+    # several GPUs: each one's model
+    models = [stored.sensor] if stored.sensor is not None else [d.sensor for d in stored.attributed_devices]
     return not any(m is not None and m.source.startswith(sensor.source) for m in models)
 
 

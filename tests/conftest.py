@@ -28,6 +28,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Reports pick up the calibrations of the user's calibration directory (phprof.store.calibration):
 # the tests, and the processes they start, see none but those they write themselves.
 os.environ["PHPROF_CALIBRATION_DIR"] = tempfile.mkdtemp(prefix="phprof-test-calibrations-")
+# A GPU run with --source auto reads the host's RAPL counters beside the (fake) GPU: the tests, and the
+# processes they start, see no host's but those of the fake powercap trees they make (PHPROF_POWERCAP_ROOT).
+os.environ["PHPROF_POWERCAP_ROOT"] = str(Path(tempfile.mkdtemp(prefix="phprof-test-powercap-")) / "none")
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))

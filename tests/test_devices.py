@@ -11,6 +11,7 @@ each layer tagged in the fake. Its sensors are read at 1 kHz at the instants the
 have read them (the fake's readings are a function of time), so the test runs in no real time."""
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -44,12 +45,13 @@ def _x(cat, name, ts_ns, dur_ns, base_ns, pid=100, tid=10, **args):
             "dur": f"{dur_ns / 1e3:.3f}", "args": args}
 
 
-def two_gpu_run(fake, path, n=260, seed=7, windows=2):
+def two_gpu_run(fake, path, n=260, seed=7, windows=2, host_w=None):
     """The trace file of ``n`` pipelined inferences on the fake's GPUs 0 and 1, recorded by
     phprof's recorder from ``windows`` synthetic Kineto windows (each inference's CPU side
     launches its four layers' kernels in their module scopes; GPU 0 runs stage 0's, then GPU 1
     stage 1's), and the truth: the fake's energy per layer (its tag), per GPU over the
-    inferences' span, and each GPU's busy time."""
+    inferences' span, and each GPU's busy time. ``host_w``: the host's RAPL package counter read
+    beside them, rising at that power (its truth over the span in ``span_j["package-0"]``)."""
     import json
     import tempfile
     from pathlib import Path
@@ -124,6 +126,14 @@ def two_gpu_run(fake, path, n=260, seed=7, windows=2):
             r["value"] = [at(gpu, int(x)) for x in reads]
             r["seq"], r["channel"] = np.arange(len(reads)), c
             rows.append(r)
+    if host_w is not None:  # a RAPL counter (uJ) read by the same thread, one update a millisecond
+        channels.append(Channel("rapl.package-0", "package-0", "energy", "uJ", "fake RAPL", wrap=2**38,
+                                status_codes="errno"))
+        r = np.zeros(len(reads), READING_DTYPE)
+        r["t_before_ns"], r["t_after_ns"] = reads - 10_000, reads + 10_000
+        r["value"] = (reads - reads[0]) * host_w / 1e3
+        r["seq"], r["channel"] = np.arange(len(reads)), len(channels) - 1
+        rows.append(r)
     readings = np.concatenate(rows)
     readings = readings[np.argsort(readings["t_after_ns"], kind="stable")]
     writer.append_power(PowerLog("nvml", tuple(channels), readings))  # (the recorder's own source reads nothing)
@@ -137,7 +147,8 @@ def two_gpu_run(fake, path, n=260, seed=7, windows=2):
     fake.set_power_at(0, IDLE_W, end + 400 * MS)  # close the last intervals, so that every tag is counted
     fake.set_power_at(1, IDLE_W, end + 400 * MS)
     truth = {"layers": {name: fake.tag_energy(gpu, k + 1) for k, (name, gpu, _) in enumerate(LAYERS)},
-             "span": span, "span_j": {g: fake.true_energy(g, *span) for g in (0, 1)},
+             "span": span, "span_j": {g: fake.true_energy(g, *span) for g in (0, 1)}
+             | ({"package-0": host_w * (span[1] - span[0]) / 1e9} if host_w is not None else {}),
              "busy_s": {g: busy[g] / 1e9 for g in (0, 1)}, "kernel_devices": dict(rec.kernel_devices)}
     return path, truth
 
@@ -283,6 +294,37 @@ def test_compare_shows_each_gpus_part(two_gpus, tmp_path):
 
 
 # ------------------------------------------------------------------ recording two GPUs (one process)
+
+
+def test_a_host_zone_beside_two_gpus_is_kept_whole(fake_lib, tmp_path):
+    """Two GPUs and the host's package counter (50 W) in one log: the package is a device row of
+    its own, kept whole (no layers, no kernels), its energy the counter's over the span within its
+    bound of the truth; the run stays attributed over two devices, its total theirs, and all
+    devices added are the three; the device table, JSON, comparison and flamegraph take the row."""
+    from fake_nvml import FakeNvml
+
+    with FakeNvml(fake_lib, tmp_path / "state", n_devices=2, preset="a100", seed=11) as fake:
+        for gpu, uuid in UUIDS.items():
+            fake.set_uuid(gpu, uuid)
+        path, truth = two_gpu_run(fake, tmp_path / "host.h5", n=60, host_w=50.0)
+    r = attribute(load(path))
+    assert [d.device for d in r.devices] == ["gpu0", "gpu1", "package-0"] and r.several_devices
+    host = r.device_row("package-0")
+    assert host.kept_whole and host.cuda == "" and host.inferences_energy is None and host.sensor is None
+    assert host.total.measured and host.total.low_j <= truth["span_j"]["package-0"] <= host.total.high_j
+    assert {x.device for x in r.layers} == {"gpu0", "gpu1"}
+    assert r.total.joules == pytest.approx(sum(d.total.joules for d in r.attributed_devices), rel=1e-12)
+    assert r.run_total.joules == pytest.approx(r.total.joules + host.total.joules, rel=1e-12)
+    text = phprof.render(phprof.report(path), "text")
+    row = next(line for line in text.splitlines() if line.strip().startswith("package-0") and "kept whole" in line
+               and " - " in line)  # the device table's row: no inferences' own, no busy time
+    assert joules(host.total.joules) in row
+    assert re.search(r"^all devices\s+" + re.escape(joules(r.run_total.joules)), text, re.M), text
+    js = json.loads(phprof.render(phprof.report(path), "json"))["summary"]
+    assert [d["kept_whole"] is not None for d in js["devices"]] == [False, False, True]
+    info = phprof.compare([path, path]).runs[0]
+    assert list(info.devices) == ["gpu0 (cuda:0)", "gpu1 (cuda:1)"]
+    assert "package-0" not in phprof.render(phprof.flamegraph(path), "folded")
 
 
 def test_a_session_on_two_gpus_samples_each_on_its_own_board(four_gpus, monkeypatch, tmp_path):

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import h5py
 import numpy as np
@@ -216,7 +216,11 @@ def synthetic_results() -> Results:
                               SensorModel(0.1, 0.025, 0.002, "fitted to the run"), 20, 1.5, 1.03125, 50.0, 0.75, 0.125,
                               Energy(6.25, method=Method.AT_LAYER_POWER)),
                  DeviceEnergy("gpu1", "", "NVIDIA A100-SXM4-80GB — fake", "cuda:1",
-                              Energy(5.0, method=Method.ESTIMATE_SUM), None, None, Method.TIME_PROPORTIONAL, None, 11, None, 1.0, None, 0.25, 0.5)],
+                              Energy(5.0, method=Method.ESTIMATE_SUM), None, None, Method.TIME_PROPORTIONAL, None, 11, None, 1.0, None, 0.25, 0.5),
+                 DeviceEnergy("package-0", "node0/package-0", "CPU package (RAPL)", "",
+                              Energy(8.0, 7.5, 8.5, Method.COUNTER, bound=True), 0.5,
+                              kept_whole="the host's whole draw: no layer's share of it is measured")],
+        run_total=Energy(33.5, 32.5, 34.5, Method.COUNTER, bound=True),
     )
 
 
@@ -252,9 +256,16 @@ def test_results_round_trip(tmp_path, make):
     assert back == original
     # field by field too, so that a failure names the table that differs
     for name in ("layers", "leaves", "groups", "per_inference", "phases", "components", "stack_components",
-                 "kernels", "notes"):
+                 "kernels", "notes", "devices", "run_total"):
         assert getattr(back, name) == getattr(original, name), name
     assert [x.role for x in back.layers] == [x.role for x in original.layers]
+    if not original.devices:
+        return
+    # a host zone measured beside the GPUs comes back kept whole, and is not one of the attributed devices
+    assert [d.kept_whole != "" for d in back.devices] == [False, False, True]
+    assert [d.device for d in back.attributed_devices] == ["gpu0", "gpu1"] and back.several_devices
+    one = replace(back, devices=[back.devices[0], back.devices[2]])
+    assert not one.several_devices and [d.device for d in one.kept_whole] == ["package-0"]
 
 
 def test_every_role_and_method_kind_is_in_the_round_trip():

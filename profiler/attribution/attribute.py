@@ -22,6 +22,7 @@ import numpy as np
 from ..clock import clock_steps, utc_text
 from ..energy import Energy, Method
 from ..errors import PhprofError
+from ..sources import add_measurements
 from ..sources.sensors import (NOMINAL_AVERAGE, NOMINAL_INSTANT, SensorModel, nominal_sensor, phase_coverage,
                                published_power_limit_w)
 from ..store import DEVICE_KINDS, Kind, ProfilerWork, phase_kind
@@ -126,7 +127,44 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
         notes.extend(f"{dev}: {n}" if several else n for n in own)
         fits.append(fitted)
     _waiting(fits)
-    return _with_passes(_results(trace, what, span, fits, notes=notes), trace, [f.device for f in fits])
+    out = _results(trace, what, span, fits, notes=notes)
+    if out.devices:
+        _kept_whole(trace, fits, span, out)
+    return _with_passes(out, trace, [f.device for f in fits])
+
+
+KEPT_WHOLE = ("the whole host's draw (every process, the OS), its CPU work ahead of the kernels: no layer's share "
+              "measured")
+WHY_KEPT_WHOLE = ("a CPU package's draw is the whole host's (every process and thread, the OS), and a GPU run's CPU "
+                  "work runs ahead of its kernels, so no layer's share of it is measured")
+
+
+def _kept_whole(trace, fits: list[_DeviceFit], span: tuple[int, int], out: Results) -> None:
+    """Each host zone the log measured beside the attributed devices (a CPU package, DRAM:
+    RAPL), over the same span (shifted as the first device's readings where its fit shifted
+    the clock: one sampling thread stamps them all), as a row kept whole; and every device's
+    energy added (``Results.run_total``). Nothing without such a zone."""
+    log = trace.power
+    attributed = {f.device for f in fits}
+    zones = list(dict.fromkeys(c.device for c in log.channels
+                               if c.name.startswith("rapl.") and c.device not in attributed))
+    if not zones:
+        return
+    shift = fits[0].shift_ns
+    names = (trace.meta.get("sensor") or {}).get("devices") or {}
+    ids = trace.meta.get("device_ids") or {}
+    beside = [log.energy_between(z, span[0] + shift, span[1] + shift) for z in zones]
+    for m in beside:
+        out.devices.append(DeviceEnergy(m.device, ids.get(m.device, ""), names.get(m.device, ""), "", m.energy,
+                                        m.uncertainty_j, kept_whole=KEPT_WHOLE))
+        out.notes.extend(n for n in m.notes if n not in out.notes)
+    gpus = ", ".join(f.device for f in fits)
+    out.notes.append(f"{', '.join(zones)} measured beside {gpus} over the same span"
+                     + (f" (shifted {shift / 1e6:+.0f} ms as {fits[0].device}'s counter)" if shift else "")
+                     + f", shown apart and kept whole: {WHY_KEPT_WHOLE}; all devices' energy is the sum of the "
+                     f"{len(fits) + len(zones)}")
+    parts = [f.measured for f in fits] + beside
+    out.run_total = add_measurements(parts, "+".join(m.device for m in parts), seconds=out.span_s).energy
 
 
 @dataclass
@@ -143,6 +181,8 @@ class _DeviceFit:
     idle_w: float | None = None
     busy_s: float = 0.0
     waiting_s: float = 0.0
+    measured: object = None  # its counter's Measurement over the span (shifted with the fit's clock)
+    shift_ns: int = 0  # the clock shift the fit found between its readings and the kernels
 
 
 def device_pairs(trace, notes: list[str] | None = None) -> list[tuple[int | None, str]]:
@@ -202,7 +242,7 @@ def _fit_device(trace, timeline, span, device: str, ordinal, sensor, fit, option
     meta_sensor = trace.meta.get("sensor") or {}
     gpu_name = (meta_sensor.get("devices") or {}).get(device) or trace.meta.get("device_name") or ""
     updates = log.windowed_power(device)
-    prior, fitted = None, None
+    prior, fitted, shift_ns = None, None, 0
     if updates is None:
         field, instants, watts = "", np.zeros(0, np.int64), np.zeros(0)
         notes.append(f"no power readings of {device} that a sensor model could place (channels: "
@@ -220,7 +260,7 @@ def _fit_device(trace, timeline, span, device: str, ordinal, sensor, fit, option
                              f"from ({prior.source})")
             prior, instants = fitted.model, fitted.update_ns
             if fitted.shift_s:  # the log's counter is on the same shifted clock as its power readings
-                shift = round(fitted.shift_s * 1e9)
+                shift = shift_ns = round(fitted.shift_s * 1e9)
                 measured = log.energy_between(device, span[0] + shift, span[1] + shift)
                 notes.extend(n for n in measured.notes if n not in notes)
                 notes.append(f"the energy counter is read over the inferences' span shifted the same "
@@ -263,7 +303,7 @@ def _fit_device(trace, timeline, span, device: str, ordinal, sensor, fit, option
         total = Energy(est.total_j, measured.low_j, measured.high_j, measured.method, measured.detail, bound=True)
     notes.extend(est.notes)
     return _DeviceFit(device, ordinal, timeline, est, total, measured.uncertainty_j,
-                      prior if updates is not None else None, idle_w)
+                      prior if updates is not None else None, idle_w, measured=measured, shift_ns=shift_ns)
 
 
 def _waiting(fits: list[_DeviceFit]) -> None:

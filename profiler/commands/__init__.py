@@ -64,8 +64,10 @@ def recording_options(f):
     anti-aliasing pauses and the idle period sampled first."""
     for option in reversed((
         click.option("--source", type=click.Choice(["auto", "nvml", "rapl", "none"]), default="auto",
-                     show_default=True, help="Power source (auto: NVML for a GPU, an error without a working NVML; "
-                     "RAPL for the CPU when readable, else time only; none: time only). On a GPU the NVML board "
+                     show_default=True, help="Power source (auto: NVML for a GPU, an error without a working NVML, "
+                     "with the host's RAPL package and DRAM counters beside it where readable (shown apart, kept "
+                     "whole, added to the run's total); RAPL for the CPU when readable, else time only; nvml: the GPUs "
+                     "alone; none: time only). On a GPU the NVML board "
                      "is the CUDA device's own, matched by UUID under CUDA_VISIBLE_DEVICES; a MIG slice is "
                      "refused. The summary says which device and source were used."),
         click.option("--anti-alias/--no-anti-alias", default=True, show_default=True,

@@ -56,7 +56,8 @@ def frame_tree(results: Results, title: str | None = None) -> dict:
             "self_j": 0.0 if energy else None, "seconds": 0.0, "self_s": 0.0, "low_j": None, "high_j": None,
             "calls": results.inferences, "method": results.method.text() if energy else TIME_ONLY, "children": []}
     if several and energy:
-        root["method"] += " (each GPU against its own sensor: " + ", ".join(d.device for d in results.devices) + ")"
+        root["method"] += (" (each GPU against its own sensor: "
+                           + ", ".join(d.device for d in results.attributed_devices) + ")")
     attached = set()
     for x in results.layers:
         if x.label not in frames or x.label in attached:

@@ -53,6 +53,7 @@ def summary_lines(r: Results, roll: Rollups) -> list[tuple[str, str]]:
                               ": the loop's or program's own work, anti-aliasing pauses, profiler warm-up steps "
                               "and saves)"),
     ]
+    lines += device_lines(r)
     if r.idle_w is not None:
         lines.append(("  static / active", f"{joules(r.static_j)} static (idle {r.idle_w:.1f} W, measured before "
                                            f"the run) / {joules(r.active_j)} active"))
@@ -89,7 +90,7 @@ def summary_lines(r: Results, roll: Rollups) -> list[tuple[str, str]]:
     if sensor is not None:
         lines.append(("sensor model", f"{sensor.describe()}: {sensor.source}"))
     if r.several_devices:
-        for d in r.devices:
+        for d in r.attributed_devices:
             fit = "" if d.residual_w is None else f", RMS residual {d.residual_w:.2f} W"
             model = "no sensor model (its counter split by time)" if d.sensor is None else \
                 f"{d.sensor.describe()}: {d.sensor.source}"
@@ -108,6 +109,9 @@ def device_rows(r: Results) -> tuple[list[str], list[list[str]]]:
         unc = "" if d.total_uncertainty_j is None else f" +- {joules(d.total_uncertainty_j)}"
         total = f"{joules(d.total.joules)}{unc}" if d.total is not None else "-"
         how = "-" if d.total is None else f"{d.total.kind} ({d.total.method_text})"
+        if not d.attributed:  # measured beside the GPUs: its energy only, no layers, kernels or waits
+            rows.append([d.device, "-", d.name or "-", total, how, "-", "kept whole", "-", "-"])
+            continue
         rows.append([d.device, d.cuda or "-", d.name or "-", total, how, amount(d.inferences_energy),
                      d.method.text() if d.method else "-", f"{d.busy_s:.3f} s",
                      f"{d.waiting_s:.3f} s" + ("" if d.waiting is None else f" ({joules(d.waiting.joules)})")])
@@ -121,6 +125,25 @@ def _device_text(r: Results) -> list[str]:
                 "inferences, none of its kernels running while another device runs one, and its draw meanwhile, "
                 "estimated):"] + \
         ["  " + x for x in aligned(*device_rows(r))]
+
+
+def device_lines(r: Results) -> list[tuple[str, str]]:
+    """With devices measured beside the attributed ones (a host's RAPL zones): each device's
+    energy, split by layer or kept whole (and why), and all of them added; none without."""
+    if not r.kept_whole:
+        return []
+    out = []
+    for d in r.devices:
+        e = d.total
+        what = "split by layer below" if d.attributed else f"kept whole, not per layer: {d.kept_whole}"
+        figure = "-" if e is None else f"{joules(e.joules)} {e.kind} ({e.method_text})"
+        out.append((f"  {d.device}", figure + (f", {d.name}" if d.name else "") + f": {what}"))
+    t = r.run_total
+    if t is not None:
+        rng = f" [{joules(t.low_j)}, {joules(t.high_j)}]" if t.has_range else ""
+        out.append(("all devices", f"{joules(t.joules)}{rng} {t.kind} ({t.method_text}): the sum of "
+                                   f"{', '.join(d.device for d in r.devices)}, over the same {r.span_s:.1f} s"))
+    return out
 
 
 def pass_lines(r: Results) -> list[tuple[str, str]]:
@@ -296,7 +319,9 @@ def _summary_json(r: Results) -> dict:
                      "sensor": None if d.sensor is None else dataclasses.asdict(d.sensor),
                      "sensor_updates": d.sensor_updates, "residual_w": d.residual_w, "scale": d.scale,
                      "idle_w": d.idle_w, "busy_s": d.busy_s, "waiting_s": d.waiting_s,
-                     "waiting": _energy_json(d.waiting)} for d in r.devices],
+                     "waiting": _energy_json(d.waiting), "split_by_layer": d.attributed,
+                     "kept_whole": d.kept_whole or None} for d in r.devices],
+        "run_total": _energy_json(r.run_total),  # all devices added (null without a device kept whole: total)
         "notes": r.notes,
     }
 

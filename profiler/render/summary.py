@@ -42,6 +42,10 @@ def summary_lines(s) -> list[str]:
         gaps = s.span_s - s.inference_s
         out.append(f"energy: {e.joules:.4g}{pm} over the profiler windows' {s.span_s:.2f} s ({e.kind}: "
                    f"{e.energy.method_text}, {e.device}), {gaps:.2f} s between inferences included")
+        if len(s.device_energy) > 1:
+            out.append("  the sum of: " + "; ".join(
+                f"{d.device} {'-' if d.joules is None else f'{d.joules:.4g} J'} ({d.kind}: {d.energy.method_text})"
+                for d in s.device_energy))
         out.append(f"  that is {j:.4g} J per inference, {j * 1000:.4g} J = {j * 1000 / 3.6e6:.3g} kWh per 1,000, "
                    "gaps included; `phprof report` gives the inferences' own")
     out += measured_lines(s)

@@ -37,7 +37,7 @@ from .base import (
 )
 from .none import TimeOnlySource
 from .nvml import NvmlSource
-from .rapl import RaplSource
+from .rapl import RaplSource, default_zones
 from .sensors import NOMINAL_INSTANT, SensorModel
 
 SOURCES: dict[str, type[PowerSource]] = {
@@ -56,8 +56,10 @@ def open_source(name: str, device: str = "cpu", interval_s: float | None = 1e-3,
         -> PowerSource:
     """The power source ``name`` for a run on ``device`` (``cpu``, ``cuda``,
     ``cuda:N``). ``auto``: NVML for a CUDA device (an error when NVML is missing
-    or fails: a GPU run measured by nothing is asked for with ``none``), RAPL for
-    the CPU when its counters are readable, else time only. ``gpu``: the NVML
+    or fails: a GPU run measured by nothing is asked for with ``none``), with the
+    host's RAPL package and DRAM counters beside it, read by the same thread, where
+    they are readable (``phprof.sources.rapl.default_zones`` says why not); RAPL for the CPU when
+    its counters are readable, else time only. ``nvml`` is the GPU alone. ``gpu``: the NVML
     index that measures the device (for a CUDA device ``phprof.tracing.cudadevice``
     finds it; default: the CUDA ordinal; a list: the boards of a model split over
     GPUs, each sampled), or the GPU whose sensor reads a CPU run
@@ -74,7 +76,7 @@ def open_source(name: str, device: str = "cpu", interval_s: float | None = 1e-3,
             if not found.available:
                 raise SourceError(f"--source auto on {device}" + (f" read off GPU {gpu}" if read_off_a_gpu else "")
                                   + f": NVML cannot measure it: {found.reason} (--source none records time only)")
-            name = "nvml"
+            return NvmlSource(gpus=several or [gpu], interval_s=interval_s, host_zones=default_zones()[0])
         elif device == "cpu" and RaplSource.probe().available:
             name = "rapl"
         else:

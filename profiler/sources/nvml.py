@@ -7,9 +7,11 @@ the driver's ``libnvidia-ml.so.1`` is used.
 from __future__ import annotations
 
 import os
+import platform
 
 from .base import Availability, Channel
 from .native import NativeSource, native_module
+from .rapl import Zone, zone_channels, zone_names
 from .sensors import NOMINAL_INSTANT, SensorModel, nominal_behaviour, nominal_sensor
 
 LIBRARY_ENV = "PHPROF_NVML_LIB"
@@ -47,6 +49,10 @@ class NvmlSource(NativeSource):
     each with the last unchanged reading before it, so every sensor update
     stays bracketed. ``capacity``: readings buffered between drains; when it is
     full, new readings are dropped and counted (``PowerLog.dropped``).
+    ``host_zones``: RAPL zones of the host (``phprof.sources.rapl.default_zones``)
+    whose counters the same thread reads in each poll, after the GPUs' fields, as
+    channels of their own (``rapl.package-0``): a GPU run's CPU package and DRAM
+    energy beside its GPU's.
     """
 
     name = "nvml"
@@ -59,8 +65,10 @@ class NvmlSource(NativeSource):
         changed_only: bool = False,
         capacity: int = 1 << 20,
         library: str | None = None,
+        host_zones: list[Zone] = (),
     ) -> None:
         native = native_module()
+        host_zones = list(host_zones)
         library = library or library_path()
         gpus = list(gpus)
         if not gpus:
@@ -77,6 +85,7 @@ class NvmlSource(NativeSource):
                 library=library,
                 gpus=list(gpus),
                 fields=list(fields),
+                files=[str(z.energy_file) for z in host_zones],
                 interval_ns=interval_ns,
                 changed_only=changed_only,
                 capacity=capacity,
@@ -84,8 +93,10 @@ class NvmlSource(NativeSource):
         except native.NvmlUnavailable as e:
             raise native.NvmlUnavailable(f"{e}. {_unavailable_hint(library)}") from None
         channels = tuple(
-            Channel(f"gpu{gpu}.{field}", f"gpu{gpu}", *FIELDS[field]) for _, gpu, field in sampler.channels
-        )
+            Channel(f"gpu{gpu}.{field}", f"gpu{gpu}", *FIELDS[field])
+            for kind, gpu, field in sampler.channels if kind == "nvml"
+        ) + zone_channels(host_zones)
+        self._host_zones = host_zones
         settings = {
             "library": library,
             "gpus": list(gpus),
@@ -93,6 +104,8 @@ class NvmlSource(NativeSource):
             "interval_ns": interval_ns,
             "changed_only": changed_only,
             "capacity": sampler.stats()["capacity"],
+            **({"rapl_zones": [z.device for z in host_zones], "rapl_root": str(host_zones[0].path.parent)}
+               if host_zones else {}),
         }
         super().__init__(sampler, channels, settings)
 
@@ -121,11 +134,14 @@ class NvmlSource(NativeSource):
 
     def device_names(self) -> tuple[dict[str, str], str | None]:
         found = self._found()
-        return {f"gpu{d['index']}": d["name"] for d in found}, (found[0]["driver"] if found else None)
+        return ({f"gpu{d['index']}": d["name"] for d in found} | zone_names(self._host_zones),
+                found[0]["driver"] if found else None)
 
     def device_ids(self) -> dict[str, str]:
-        """Each measured GPU's UUID, as NVML reports it."""
-        return {f"gpu{d['index']}": d["uuid"] for d in self._found()}
+        """Each measured GPU's UUID, as NVML reports it; a host zone's, the host's name and its own."""
+        host = platform.node()
+        return {f"gpu{d['index']}": d["uuid"] for d in self._found()} | \
+            {z.device: f"{host}/{z.device}" for z in self._host_zones}
 
     def power_limits(self) -> dict[str, float]:
         return {f"gpu{d['index']}": d["power_limit_w"] for d in self._found() if d.get("power_limit_w")}

@@ -75,6 +75,38 @@ def find_zones(root: Path | None = None) -> tuple[list[Zone], str]:
     return [], why
 
 
+def default_zones(root: Path | None = None) -> tuple[list[Zone], str]:
+    """The zones sampled by default (package and DRAM: see ``DEFAULT_ZONES``), and, when
+    there are none, why."""
+    found, why = find_zones(root)
+    chosen = [z for z in found if z.kind in DEFAULT_ZONES]
+    if found and not chosen:
+        why = f"no package or DRAM zone (zones: {', '.join(z.device for z in found)})"
+    return chosen, why
+
+
+def zone_channels(zones: list[Zone]) -> tuple[Channel, ...]:
+    """One channel per zone's counter file, in the order the sampler is given the files."""
+    return tuple(
+        Channel(
+            f"rapl.{z.device}",
+            z.device,
+            "energy",
+            "uJ",
+            f"RAPL {z.kind} energy counter ({z.energy_file})",
+            wrap=z.max_energy_range_uj,
+            status_codes="errno",
+        )
+        for z in zones
+    )
+
+
+def zone_names(zones: list[Zone]) -> dict[str, str]:
+    """What each zone measures, in words: the "product" of a host device."""
+    what = {"package": "CPU package (RAPL)", "dram": "DRAM (RAPL)"}
+    return {z.device: what.get(z.kind, f"RAPL {z.kind}") for z in zones}
+
+
 class RaplSource(NativeSource):
     """Samples RAPL energy counters (package and DRAM zones by default)."""
 
@@ -102,18 +134,8 @@ class RaplSource(NativeSource):
             changed_only=changed_only,
             capacity=capacity,
         )
-        channels = tuple(
-            Channel(
-                f"rapl.{z.device}",
-                z.device,
-                "energy",
-                "uJ",
-                f"RAPL {z.kind} energy counter ({z.energy_file})",
-                wrap=z.max_energy_range_uj,
-                status_codes="errno",
-            )
-            for z in chosen
-        )
+        channels = zone_channels(chosen)
+        self._zones = chosen
         settings = {
             "root": str(root or powercap_root()),
             "zones": [z.device for z in chosen],
@@ -121,6 +143,9 @@ class RaplSource(NativeSource):
             "changed_only": changed_only,
         }
         super().__init__(sampler, channels, settings)
+
+    def device_names(self) -> tuple[dict[str, str], str | None]:
+        return zone_names(self._zones), None
 
     @classmethod
     def for_measuring(cls, found: Availability, interval_s: float | None = None) -> RaplSource:

@@ -34,7 +34,7 @@ from ..carbon import joules_to_kwh, joules_to_wh
 from ..energy import Energy, Method
 from ..sources.sensors import SensorModel
 
-RESULTS_VERSION = 8  # 8: a device dimension (several GPUs, each against its own sensor); 7: the measurement pass and the profiled pass; 6: sensor models with intervals, fitted periods, bounded powers; 5: typed rows (roles, methods by name); 4: stack_components; 3: taxonomy
+RESULTS_VERSION = 9  # 9: devices measured beside the attributed ones, kept whole (a host's RAPL zones), run_total; 8: a device dimension (several GPUs, each against its own sensor); 7: the measurement pass and the profiled pass; 6: sensor models with intervals, fitted periods, bounded powers; 5: typed rows (roles, methods by name); 4: stack_components; 3: taxonomy
 
 
 class Role(Enum):
@@ -144,7 +144,12 @@ class DeviceEnergy:
     layers (the :class:`Layer` rows with its ``device``) and its energy, measured or
     estimated as it is. The run's figures are these devices' added up. ``device`` is the
     name of its readings in the file, ``id`` its physical identity (a GPU's UUID), as in
-    the rank merge's per-device rows (``phprof.attribution.ranks.DeviceRow``)."""
+    the rank merge's per-device rows (``phprof.attribution.ranks.DeviceRow``).
+
+    Or a device measured beside them and kept whole (``kept_whole`` says why: a host's
+    RAPL package or DRAM zone): its counter's energy over the same span in ``total``, no
+    layers, no estimate (``cuda`` "", ``inferences_energy`` None); not in ``Results.total``,
+    only in ``Results.run_total``."""
 
     device: str  # its readings' name in the file ("gpu2")
     id: str  # the GPU's UUID as NVML reports it ("" : not recorded)
@@ -162,6 +167,13 @@ class DeviceEnergy:
     busy_s: float = 0.0  # inside the inferences, time with a kernel (or copy) of the run on it
     waiting_s: float = 0.0  # inside the inferences, time with none on it while another device runs one
     waiting: Energy | None = None  # its draw while it waits: that time at its no-kernel power (estimated)
+    kept_whole: str = ""  # why it is not split by layer, in words: a device measured beside the attributed ones
+    # (a CPU package, DRAM: RAPL) has its energy only, no layers ("" for an attributed device)
+
+    @property
+    def attributed(self) -> bool:
+        """Its energy is split by layer (a GPU of the run), not kept whole."""
+        return not self.kept_whole
 
 
 class PerInference:
@@ -226,12 +238,24 @@ class Results:
     notes: list[str] = field(default_factory=list)
     measurement_pass: PassEnergy | None = None  # the inferences run with the profiler off, if any
     profiled_pass: PassEnergy | None = None  # the same figures of the profiled inferences, beside it
-    devices: list[DeviceEnergy] = field(default_factory=list)  # each power device attributed, its own sensor
+    devices: list[DeviceEnergy] = field(default_factory=list)  # each power device: attributed, its own sensor,
+    # then any measured beside them and kept whole (``kept_whole``: a host's RAPL zones)
+    run_total: Energy | None = None  # every device's energy added (None without a device kept whole: ``total``)
+
+    @property
+    def attributed_devices(self) -> list[DeviceEnergy]:
+        """The devices whose energy is split by layer (``total`` is theirs)."""
+        return [d for d in self.devices if d.attributed]
+
+    @property
+    def kept_whole(self) -> list[DeviceEnergy]:
+        """The devices measured beside the attributed ones, their energy whole, not per layer."""
+        return [d for d in self.devices if not d.attributed]
 
     @property
     def several_devices(self) -> bool:
         """Attributed over several devices: every row says which (``device``), the run's figures add them up."""
-        return len(self.devices) > 1
+        return len(self.attributed_devices) > 1
 
     def device_row(self, device: str) -> DeviceEnergy | None:
         return next((d for d in self.devices if d.device == device), None)

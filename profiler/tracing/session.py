@@ -122,8 +122,9 @@ class TraceSummary(PerInference):
     inferences: int
     inference_s: float  # the stored inferences' own time, added up
     span_s: float  # the windows' spans, first to last inference: also the gaps between inferences
-    energy: Measurement | None  # over the windows' spans; None without a sensor
+    energy: Measurement | None  # over the windows' spans, every measured device's added; None without a sensor
     notes: list[str] = field(default_factory=list)
+    device_energy: list[Measurement] = field(default_factory=list)  # ``energy`` by device (a GPU, package-0...)
     device: str = ""  # where the work ran: cpu, cuda:0...
     device_name: str = ""
     device_chosen: bool = False  # by phprof (the first CUDA device, else the CPU), not by the caller
@@ -142,7 +143,9 @@ class TraceSummary(PerInference):
                            inference_rule=self.inference_rule, recording_s=self.recording_s,
                            recording_j=add_measurements(self.recording_energy, "all").joules
                            if self.recording_energy else None, paused_s=self.paused_s,
-                           window_saves_s=float(sum(self.window_saves_s)), **_measured_dict(self.measured))
+                           window_saves_s=float(sum(self.window_saves_s)), **_measured_dict(self.measured),
+                           **({"energy_by_device_j": {m.device: m.joules for m in self.device_energy}}
+                              if len(self.device_energy) > 1 else {}))
 
 
 def _measured_dict(m: MeasuredPass | None) -> dict:
@@ -817,7 +820,8 @@ class Profile:
         idle = [f"{dev} ({cuda})" for cuda, dev in self._cuda_devices.items() if dev not in used]
         if idle and notes is not None:
             notes.append(f"{', '.join(idle)} ran none of the run's device events: not in its energy")
-        return [p for p in parts if p.device in used]
+        gpus = set(self._cuda_devices.values())  # a host zone measured beside them (RAPL) stays
+        return [p for p in parts if p.device in used or p.device not in gpus]
 
     def _unmeasured_devices(self, kernel_devices: dict[int, int]) -> list[str]:
         """Where the kernels ran that this run did not measure (a model over several GPUs
@@ -832,6 +836,22 @@ class Profile:
         return [f"device events ran on {', '.join(f'cuda:{d} ({n})' for d, n in missed.items())}, which this run "
                 f"did not measure: their energy is not in the run's (record every device the model uses: --gpus "
                 f"{every})"]
+
+    def _host_notes(self, power: PowerSource) -> list[str]:
+        """What a GPU run recorded of its host besides the GPU, or why not."""
+        gpus = [d for d in dict.fromkeys(c.device for c in power.channels) if d.startswith("gpu")]
+        host = [d for d in dict.fromkeys(c.device for c in power.channels) if not d.startswith("gpu")]
+        if not gpus:
+            return []
+        if host:
+            return [f"the host's {', '.join(host)} energy (RAPL counters, read by the same thread) is recorded "
+                    f"beside {', '.join(gpus)}: the energy is their sum; `phprof report` keeps the CPU's whole, "
+                    "not per layer"]
+        if self.source_name == "auto":
+            from ..sources.rapl import default_zones
+
+            return [f"no CPU or DRAM energy recorded: {default_zones()[1]}"]
+        return []
 
     def _rule_text(self) -> str:
         counts = {k: v for k, v in self._counts.items() if v}
@@ -897,6 +917,7 @@ class Profile:
                              "ranks of one host by its clock, not those of other hosts")
         if not power.channels:
             notes.append("no power sensor (source 'none'): time only, energy not measured")
+        notes += self._host_notes(power)
         if rec.instant_updates and rec.spans and sensor is not None:
             updates = np.concatenate(rec.instant_updates)
             centres = updates - int((sensor.lag_s + sensor.window_s / 2) * 1e9)
@@ -915,9 +936,10 @@ class Profile:
         source = source_text(power)
         meta = self.meta
         model = meta.get("model") or self._meta_at_end().get("model", "")
+        used = self._used(rec.energies, notes)
         return TraceSummary(
             self.path, status, model, meta.get("task", ""), rec.inferences_written, own, span,
-            _sum_energy(self._used(rec.energies, notes)), notes, device=",".join(self.devices),
+            _sum_energy(used), notes, device_energy=_by_device(used), device=",".join(self.devices),
             device_name=" + ".join(dict.fromkeys(_device_name(d) for d in self.devices)),
             device_chosen=self.device_chosen,
             source=source, inference_rule=self._rule_text(), recording_s=recording_s,
@@ -949,6 +971,12 @@ def _device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device).index or 0)
     return platform.processor() or platform.machine()
+
+
+def _by_device(parts: list[Measurement]) -> list[Measurement]:
+    """The windows' energies added up per device, in the order the devices come."""
+    devices = list(dict.fromkeys(p.device for p in parts))
+    return [add_measurements([p for p in parts if p.device == d], d) for d in devices]
 
 
 def _sum_energy(parts: list[Measurement], over: str | None = None) -> Measurement | None:
