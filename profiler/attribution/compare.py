@@ -409,8 +409,11 @@ def _warnings(runs: Sequence[Run], facts: list[_Facts]) -> list[str]:
             out.append(f"device differs: {a.name!r} ran on {ia.device} ({oa.get('device')}), {b.name!r} on "
                        f"{ib.device} ({ob.get('device')})")
         sa, sb = _sensor(a), _sensor(b)
-        if sa != sb:
-            out.append(f"sensor differs: {a.name!r} {sa}; {b.name!r} {sb}")
+        pa, pb = (r.results.sensor.period_s if r.results.sensor is not None else None for r in (a, b))
+        # two fits of one sensor's period differ by a few tenths of a ms (a poll's jitter): not a different sensor
+        same_period = pa == pb or (pa and pb and abs(pa - pb) <= PERIOD_TOLERANCE * max(pa, pb))
+        if sa != sb or not same_period:
+            out.append(f"sensor differs: {a.name!r} {sa}{_period(pa)}; {b.name!r} {sb}{_period(pb)}")
         if ia.method != ib.method:
             ma, mb = (None if m is None else m.text() for m in (ia.method, ib.method))
             out.append(f"attribution method differs between {pair}: {ma!r} vs {mb!r}" +
@@ -428,9 +431,14 @@ def _sensor(run: Run) -> str:
     parts = [f"source {s.get('source') or (model.source if model else None)!r}"]
     if devices:
         parts.append(devices)
-    if model is not None and model.period_s:
-        parts.append(f"update {model.period_s * 1e3:.0f} ms")
     return ", ".join(parts)
+
+
+PERIOD_TOLERANCE = 0.05  # fitted update periods this close (relative) are one sensor's
+
+
+def _period(period_s: float | None) -> str:
+    return f", update {period_s * 1e3:.0f} ms" if period_s else ""
 
 
 def _option(key: str, v) -> str:
