@@ -379,17 +379,7 @@ def test_kernels_on_a_gpu_no_readings_measure_are_said(two_gpus, tmp_path):
     """A file whose readings measure GPU 0 only (a run recorded with the default --gpus auto):
     the kernels of cuda:1 are not given GPU 0's power; the note says their energy is missing and
     how to record it."""
-    import h5py
-    import shutil
-
-    path, _ = two_gpus
-    one = tmp_path / "one.h5"
-    shutil.copy(path, one)
-    with h5py.File(one, "r+") as f:
-        f["meta"].attrs["cuda_devices"] = '{"cuda:0": "gpu0"}'
-        if "results" in f:
-            del f["results"]
-    r = attribute(load(one))
+    r = attribute(load(_with_cuda_map(two_gpus[0], tmp_path / "one.h5", {"cuda:0": "gpu0"})))
     assert [d.device for d in r.devices] == ["gpu0"]
     assert {x.label for x in r.layers if x.role is Role.MODULE} == {"stage0.attn", "stage0.mlp"}
     assert any(n.startswith("520 kernels ran on cuda:1, which no power readings in the file measure: its energy is "
@@ -435,18 +425,24 @@ def test_a_recorded_gpu_the_run_did_not_use_is_not_in_its_energy(tmp_path):
 def test_kernels_on_a_gpu_whose_board_is_not_in_the_file_get_no_other_boards_power(two_gpus, tmp_path):
     """The file's readings measure cuda:0 only, and every kernel ran on cuda:1 (a model moved to
     another GPU than the one recorded): no energy, and why; never cuda:0's board's power."""
-    import h5py
-    import shutil
-
-    path, _ = two_gpus
-    moved = tmp_path / "moved.h5"
-    shutil.copy(path, moved)
-    with h5py.File(moved, "r+") as f:
-        f["meta"].attrs["cuda_devices"] = '{"cuda:2": "gpu0"}'
-        if "results" in f:
-            del f["results"]
-    r = attribute(load(moved))
+    r = attribute(load(_with_cuda_map(two_gpus[0], tmp_path / "moved.h5", {"cuda:2": "gpu0"})))
     assert not r.has_energy and r.devices == []
     assert r.why_no_energy.startswith("none of the file's power readings measure a device the run's kernels ran on: "
                                       "520 kernels ran on cuda:0")
     assert {x.label for x in r.layers if x.role is Role.MODULE} >= {"stage0.attn", "stage0.mlp"}  # times kept
+
+
+def _with_cuda_map(path, copy, cuda_devices: dict):
+    """A copy of the trace at ``path`` whose map of CUDA devices to readings is ``cuda_devices``
+    (its stored results dropped)."""
+    import json
+    import shutil
+
+    import h5py
+
+    shutil.copy(path, copy)
+    with h5py.File(copy, "r+") as f:
+        f["meta"].attrs["cuda_devices"] = json.dumps(cuda_devices)
+        if "results" in f:
+            del f["results"]
+    return copy

@@ -16,18 +16,13 @@ from phprof import load
 from phprof.attribution import attribute
 from phprof.sources import NvmlSource, open_source
 from phprof.sources.rapl import ROOT_ENV, default_zones
-
-MAX_RANGE = 262143328850
+from test_rapl import make_zone
 
 
 def make_powercap(root):
     """A package zone, its core subzone (not sampled) and a DRAM zone, counters at 0."""
     for dirname, name in (("intel-rapl:0", "package-0"), ("intel-rapl:0:0", "core"), ("intel-rapl:0:1", "dram")):
-        z = root / dirname
-        z.mkdir(parents=True)
-        (z / "name").write_text(name + "\n")
-        (z / "max_energy_range_uj").write_text(f"{MAX_RANGE}\n")
-        (z / "energy_uj").write_text(f"{0:020d}\n")
+        make_zone(root, dirname, name)
     return root
 
 
