@@ -78,9 +78,13 @@ def test_attribution_conserves_the_measured_energy_and_says_how(gpt2_trace):
     resolved = [x for x in rows if x.energy.method is Method.WLS]
     by_time = [x for x in rows if x.energy.method.by_time]
     assert resolved and len(resolved) + len(by_time) == len(rows)
+    # (a label inside too few of the sensor's windows keeps its estimate, with the bounds physics allows,
+    # and the note names it)
+    few = next((n for n in r.notes if "so the data do not pin them" in n), "")
     for x in resolved:
         e = x.energy
-        assert not e.bound and e.has_range and e.low_j <= e.joules <= e.high_j, x
+        assert (not e.bound or x.label in few.split(": inside")[0].split(", ")) and e.has_range \
+            and e.low_j <= e.joules <= e.high_j, x
     for x in by_time:
         e = x.energy
         assert e.method is Method.WITHIN_GROUP and x.group != x.label, x  # a member of a merged group

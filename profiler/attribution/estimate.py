@@ -44,6 +44,7 @@ from .kernelmodel import FEW_WINDOWS, KernelModel, Work, _nnls_gram, fit_kernel_
 BLOCK_S = 1.0  # the bootstrap's blocks of updates: at least this long,
 BLOCK_WINDOWS = 3  # and this many windows and periods (a 1 s average's updates share a misfit for ~1 s)
 IDLE = Role.BETWEEN_INFERENCES.label  # the time no label covers: between the inferences
+SAVE = Role.WINDOW_SAVE.label  # phprof's own window saves (a label of their own: tracing stores their spans)
 
 
 @dataclass(frozen=True)
@@ -308,10 +309,15 @@ def estimate_label_power(
     if method != Method.WLS or unseen.any():
         # the updates cannot separate the labels: idle power from the windows that
         # saw no activity (else the smallest update), active energy split by time
-        groups = np.array([0]) if n else np.array([], int)
-        group_of = np.zeros(n, int)
-        col = np.zeros(n, int)
-        g_seconds = np.array([seconds.sum(), idle_s])
+        # phprof's window saves run none of the run's work: in a split by time they draw the idle
+        # power, as the time between inferences does (as the layers' power they would take theirs)
+        saving = np.array([name == SAVE for name in timeline.names], bool)
+        work = ~saving
+        group_of = np.where(saving, int(np.argmax(saving)), int(np.argmax(work))) if n else np.zeros(0, int)
+        groups = np.unique(group_of)
+        col = np.searchsorted(groups, group_of)
+        g_seconds = np.append(np.bincount(col, seconds, len(groups)), idle_s)
+        g_saving = np.array([bool(saving[g]) for g in groups], bool)
         design = _design(label_s.sum(axis=1, keepdims=True), windows)
         idle_rows = design[:, -1] > 0.99
         if len(y):
@@ -319,16 +325,16 @@ def estimate_label_power(
             # the labels drew no less than the time between inferences: idle power above the run's mean
             # (an idle reading taken while the device still cooled down) would leave them negative energy
             p_idle = min(p_idle, float(np.mean(y)))
-            active_j = max(float(np.mean(y)) * (t1 - t0) / 1e9 - p_idle * idle_s, 0.0)
-            p = np.array([active_j / max(seconds.sum(), 1e-12), p_idle])
+            active_j = max(float(np.mean(y)) * (t1 - t0) / 1e9 - p_idle * (idle_s + seconds[saving].sum()), 0.0)
+            p = np.append(np.where(g_saving, p_idle, active_j / max(seconds[work].sum(), 1e-12)), p_idle)
             notes.append(f"{len(y)} sensor updates for {n} labels and idle: too few, or labels that the windows "
                          "never saw or cannot tell apart; the split is by time, with bounds instead of intervals")
         else:  # no update at all: one power level for all the time
-            p = np.full(2, (measured_j or 0.0) / max((t1 - t0) / 1e9, 1e-12))
+            p = np.full(len(groups) + 1, (measured_j or 0.0) / max((t1 - t0) / 1e9, 1e-12))
             notes.append("no power reading inside the span: " + ("the measured energy is split by time alone (every "
                          "label, and the time between inferences, at the run's mean power)" if measured_j else
                          "no energy can be given"))
-        draws = np.full((1, 2), np.nan)
+        draws = np.full((1, len(groups) + 1), np.nan)
         e_draws, p_label, total = None, None, 1.0
         residual = float("nan")
         method = Method.TIME_PROPORTIONAL
