@@ -73,6 +73,8 @@ def test_warm_up_steps_between_windows_do_not_bias_the_layers(tmp_path, monkeypa
     assert rows[Role.WINDOW_SAVE].seconds > 0
     assert not any(g.label in (Role.WINDOW_WARMUP.label, Role.WINDOW_SAVE.label) for g in r.groups)
     assert sum(c.energy.joules for c in r.components) == pytest.approx(r.inferences_energy.joules, rel=1e-6)
+    # the report's groups are the inferences' (each layer's share of them at most 100%), also in a split by time
+    assert sum(g.energy.joules for g in r.groups) == pytest.approx(r.inferences_energy.joules, rel=1e-6)
 
     modules = [j for j, name in enumerate(timeline.names) if name not in {x.label for x in r.layers
                                                                            if x.role is not Role.MODULE}]

@@ -45,6 +45,7 @@ BLOCK_S = 1.0  # the bootstrap's blocks of updates: at least this long,
 BLOCK_WINDOWS = 3  # and this many windows and periods (a 1 s average's updates share a misfit for ~1 s)
 IDLE = Role.BETWEEN_INFERENCES.label  # the time no label covers: between the inferences
 SAVE = Role.WINDOW_SAVE.label  # phprof's own window saves (a label of their own: tracing stores their spans)
+PROFILER_WORK = (Role.WINDOW_WARMUP.label, SAVE)  # phprof's work between windows, outside the inferences
 
 
 @dataclass(frozen=True)
@@ -311,9 +312,12 @@ def estimate_label_power(
         # saw no activity (else the smallest update), active energy split by time
         # phprof's window saves run none of the run's work: in a split by time they draw the idle
         # power, as the time between inferences does (as the layers' power they would take theirs)
+        # (and each kind of phprof's work is a group of its own, outside the inferences' group)
         saving = np.array([name == SAVE for name in timeline.names], bool)
         work = ~saving
-        group_of = np.where(saving, int(np.argmax(saving)), int(np.argmax(work))) if n else np.zeros(0, int)
+        kind = [name if name in PROFILER_WORK else "" for name in timeline.names]
+        first = {k: j for j, k in reversed(list(enumerate(kind)))}
+        group_of = np.array([first[k] for k in kind], int)
         groups = np.unique(group_of)
         col = np.searchsorted(groups, group_of)
         g_seconds = np.append(np.bincount(col, seconds, len(groups)), idle_s)
