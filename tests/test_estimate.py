@@ -255,3 +255,44 @@ def test_a_label_may_draw_less_than_the_power_between_inferences_but_not_less_th
     assert est.idle.power_w == pytest.approx(100.0, rel=0.03)
     for x in est.labels:  # never below the measured idle power
         assert x.power_w >= 60.0 - 1e-6 and x.energy.low_j >= 60.0 * x.seconds * (1 - 1e-9)
+
+
+def test_a_split_by_time_bounds_every_label_by_the_whole_active_energy():
+    """Too few updates for the fit (11 for 4 labels and idle): a split by time, which assumes
+    phprof's window save draws the idle power. Here it draws 120 W (a GPU still ramping down):
+    the estimate is off, and the bounds, from the whole active energy, still hold every truth."""
+    power = [200.0, 300.0, 250.0, 120.0]  # l0, l1, a warm-up step, a save
+    idle_w = 60.0
+    t, starts, ends, labels = 0.0, [], [], []
+
+    def span(seconds, label):
+        nonlocal t
+        starts.append(t)
+        t += seconds
+        ends.append(t)
+        labels.append(label)
+
+    for k in range(12):
+        span(0.008, 0)
+        span(0.012, 1)
+        t += 0.05
+        if k % 4 == 3:
+            span(0.02, 2)
+            span(0.08, 3)
+            t += 0.01
+    s, e = (np.round(np.array(x) * 1e9).astype(np.int64) for x in (starts, ends))
+    timeline = Timeline(s, e, np.array(labels), ["l0", "l1", "(window warm-up)", "(window save)"], np.full(4, -1))
+    run = (int(s[0]), int(e[-1]))
+    b = np.round(np.arange(0.1, (run[1] - run[0]) / 1e9, 0.1) * 1e9).astype(np.int64)
+    busy = timeline.seconds_in(b - 25_000_000, b)
+    watts = (busy @ np.array(power) + (0.025 - busy.sum(axis=1)) * idle_w) / 0.025
+    seconds = timeline.seconds_in(np.array([run[0]]), np.array([run[1]]))[0]
+    truth = seconds * np.array(power)
+    measured = truth.sum() + idle_w * ((run[1] - run[0]) / 1e9 - seconds.sum())
+    est = estimate_label_power(timeline, instant_windows(b, watts, SensorModel(0.1, 0.025), run), run,
+                               measured_j=measured)
+    assert est.method is Method.TIME_PROPORTIONAL
+    for x, true_j in zip(est.labels, truth):
+        assert x.energy.bound and x.energy.low_j <= true_j <= x.energy.high_j, (x, true_j)
+        assert x.energy.low_j <= x.energy.joules <= x.energy.high_j
+    assert any("window saves are taken to draw the idle power" in n for n in est.notes)

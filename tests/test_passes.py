@@ -103,7 +103,7 @@ def test_the_rollups_are_the_profiled_split_scaled_to_the_measurement_pass():
     roll = rollups(r, custom(400.0))
     assert roll.per_inference.joules == pytest.approx(100.0 * 0.8 / 10)
     assert roll.per_1000.joules == pytest.approx(100.0 * 0.8 * 100)
-    assert roll.per_inference.low_j == pytest.approx(95.0 * 0.8 / 10)
+    assert roll.per_inference.low_j is None  # the measurement pass has no bound: the scaled range is not known
     unscaled = rollups(_results(None, None), custom(400.0))
     assert unscaled.per_inference.joules == pytest.approx(10.0)
 

@@ -71,6 +71,9 @@ def test_warm_up_steps_between_windows_do_not_bias_the_layers(tmp_path, monkeypa
     assert rows[Role.WINDOW_WARMUP].seconds == pytest.approx(
         float((warm["end_ns"][inside] - warm["start_ns"][inside]).sum()) / 1e9, rel=1e-6)
     assert rows[Role.WINDOW_SAVE].seconds > 0
+    for role in (Role.WINDOW_WARMUP, Role.WINDOW_SAVE):  # what the fit assumes of them is not a point
+        e = rows[role].energy
+        assert e.low_j <= e.joules < e.high_j, (role, e)
     assert not any(g.label in (Role.WINDOW_WARMUP.label, Role.WINDOW_SAVE.label) for g in r.groups)
     assert sum(c.energy.joules for c in r.components) == pytest.approx(r.inferences_energy.joules, rel=1e-6)
     # the report's groups are the inferences' (each layer's share of them at most 100%), also in a split by time

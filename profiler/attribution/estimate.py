@@ -406,6 +406,22 @@ def estimate_label_power(
             rows[j] = LabelEstimate(names[j], float(seconds[j]), e / max(seconds[j], 1e-12),
                                     Energy(float(e), lo, hi, how, detail, bound=True),
                                     group_rows[k].label if wls else names[j])
+    if not wls and n:
+        # a split by time assumes each label's power (phprof's saves at the idle power, the rest at one
+        # level): its bounds are the whole active energy's, not its group's, which holds only by that
+        # assumption; each label drew at least the floor, and at most what the others leave above theirs
+        pool = float(np.sum(p[:-1] * g_seconds[:-1]))
+        pool_s = max(float(seconds.sum()), 1e-12)
+        floor_pool = min(floor_w, max(pool, 0.0) / pool_s)
+        for j in range(n):
+            e = rows[j].energy
+            lo = min(floor_pool * seconds[j], e.joules)
+            hi = max(pool - floor_pool * (pool_s - seconds[j]), e.joules)
+            rows[j] = replace(rows[j], energy=replace(e, low_j=float(lo), high_j=float(hi)))
+        if saving.any():
+            notes.append("split by time: phprof's window saves are taken to draw the idle power (they run none of "
+                         "the run's work), the other labels one power; each label's bounds are the whole active "
+                         "energy's")
     # a label's power: its energy over the time it was active (overlapping kernels each drew theirs)
     rows = [replace(r, power_w=r.energy.joules / max(busy_s[j], r.seconds, 1e-12)) for j, r in enumerate(rows)]
     if wls:

@@ -53,7 +53,7 @@ def profiler_overhead(measured, profiled, measured_energy, profiled_energy, on_g
     dt = p_s - m_s
     how = ("approximate (the clock; on a GPU each measured inference ends at a synchronize, a profiled one at "
            "its last kernel)") if on_gpu else "measured (the clock)"
-    text = f"{1e3 * dt:+.3f} ms per inference ({dt / m_s:+.0%}), {how}"
+    text = f"{1e3 * dt:+.3f} ms per inference" + (f" ({dt / m_s:+.0%})" if m_s > 0 else "") + f", {how}"
     m, p = measured_energy, profiled_energy
     if m is None or p is None or m.joules is None or p.joules is None:
         return text
@@ -62,7 +62,7 @@ def profiler_overhead(measured, profiled, measured_energy, profiled_energy, on_g
     kind = "measured" if m.measured and p.measured else "estimated"
     bound = interval(p.low_j / n_p - m.high_j / n_m, p.high_j / n_p - m.low_j / n_m) \
         if m.has_range and p.has_range else "-"
-    return (text + f"; {joules(dj, signed=True)} per inference ({dj * n_m / m.joules:+.0%})"
+    return (text + f"; {joules(dj, signed=True)} per inference" + (f" ({dj * n_m / m.joules:+.0%})" if m.joules else "")
             + ("" if bound == "-" else f" {bound}") + f", {kind}: the difference of the two passes")
 
 

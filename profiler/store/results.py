@@ -302,17 +302,17 @@ class Results:
         run without the profiler drew it, times ``factor`` (1/n for per inference):
         ``e x split_scale``. The split is shares of the profiled pass's energy, whose
         uncertainty is already in ``e``'s range; the measurement pass's own bound is
-        not, so the range is widened by it: ``[low x m_low / p, high x m_high / p]``.
-        Without a measurement pass, ``e x factor``."""
+        not, so the range is widened by it: ``[low x m_low / p, high x m_high / p]``; an
+        end the pass's bound lacks (no counter) is lacking here too. Without a measurement
+        pass, ``e x factor``."""
         k = self.split_scale
         if k is None:
             return e.scaled(factor)
         m, p = self.measurement_pass, self.profiled_pass
         per_p = p.joules_per_inference
 
-        def times(x, m_j):  # x scaled by the measurement pass's figure m_j (an end of its bound)
-            m_j = m.energy.joules if m_j is None else m_j
-            return None if x is None else x * factor * (m_j / m.inferences) / per_p
+        def times(x, m_j):  # x scaled by the measurement pass's figure m_j (an end of its bound; None: unknown)
+            return None if x is None or m_j is None else x * factor * (m_j / m.inferences) / per_p
 
         return replace(e, joules=None if e.joules is None else e.joules * k * factor,
                        low_j=times(e.low_j, m.energy.low_j), high_j=times(e.high_j, m.energy.high_j))
