@@ -432,6 +432,16 @@ def test_kernels_on_a_gpu_whose_board_is_not_in_the_file_get_no_other_boards_pow
     assert {x.label for x in r.layers if x.role is Role.MODULE} >= {"stage0.attn", "stage0.mlp"}  # times kept
 
 
+def test_a_device_asked_for_that_ran_no_kernel_is_refused_not_given_another_ones(two_gpus, tmp_path):
+    """gpu1 measured, but by the file's map no kernel ran on it: `attribute(device="gpu1")` is an
+    error, not cuda:0's kernels fitted against gpu1's readings."""
+    from phprof.attribution import AttributionError
+
+    one = load(_with_cuda_map(two_gpus[0], tmp_path / "one.h5", {"cuda:0": "gpu0"}))
+    with pytest.raises(AttributionError, match="gpu1 measures none of the devices the run's kernels ran on"):
+        attribute(one, device="gpu1")
+
+
 def _with_cuda_map(path, copy, cuda_devices: dict):
     """A copy of the trace at ``path`` whose map of CUDA devices to readings is ``cuda_devices``
     (its stored results dropped)."""

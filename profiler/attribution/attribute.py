@@ -99,7 +99,11 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
         pairs = [(None, device)]
     if device is not None:
         left = [f"cuda:{k} ({d})" for k, d in pairs if d != device and k is not None]
-        pairs = [p for p in pairs if p[1] == device] or [(pairs[0][0], device)]
+        mine = [p for p in pairs if p[1] == device]
+        if not mine:  # another device's kernels are never read off this one's sensor
+            raise AttributionError(f"{device} measures none of the devices the run's kernels ran on (those are "
+                                   f"{', '.join(left)}): nothing of the run to attribute against it")
+        pairs = mine
         if left:
             notes.append(f"attributed against {device} only: the kernels of {', '.join(left)} and their energy are "
                          "left out")
@@ -133,10 +137,13 @@ def attribute(trace, sensor: SensorModel | None = None, device: str | None = Non
     return _with_passes(out, trace, [f.device for f in fits])
 
 
-KEPT_WHOLE = ("the whole host's draw (every process, the OS), its CPU work ahead of the kernels: no layer's share "
-              "measured")
-WHY_KEPT_WHOLE = ("a CPU package's draw is the whole host's (every process and thread, the OS), and a GPU run's CPU "
-                  "work runs ahead of its kernels, so no layer's share of it is measured")
+def _why_kept_whole(on_gpu: bool) -> str:
+    """Why a host zone measured beside the attributed devices is not split by layer."""
+    if on_gpu:
+        return ("the whole host's draw (every process and thread, the OS), and a GPU run's CPU work runs ahead of "
+                "its kernels: no layer's share of it is measured")
+    return ("the whole host's draw (every process and thread, the OS); a CPU run's layers are attributed against "
+            "one zone's readings only")
 
 
 def _kept_whole(trace, fits: list[_DeviceFit], span: tuple[int, int], out: Results) -> None:
@@ -154,14 +161,15 @@ def _kept_whole(trace, fits: list[_DeviceFit], span: tuple[int, int], out: Resul
     names = (trace.meta.get("sensor") or {}).get("devices") or {}
     ids = trace.meta.get("device_ids") or {}
     beside = [log.energy_between(z, span[0] + shift, span[1] + shift) for z in zones]
+    why = _why_kept_whole(fits[0].ordinal is not None)
     for m in beside:
         out.devices.append(DeviceEnergy(m.device, ids.get(m.device, ""), names.get(m.device, ""), "", m.energy,
-                                        m.uncertainty_j, kept_whole=KEPT_WHOLE))
+                                        m.uncertainty_j, kept_whole=why))
         out.notes.extend(n for n in m.notes if n not in out.notes)
     gpus = ", ".join(f.device for f in fits)
     out.notes.append(f"{', '.join(zones)} measured beside {gpus} over the same span"
                      + (f" (shifted {shift / 1e6:+.0f} ms as {fits[0].device}'s counter)" if shift else "")
-                     + f", shown apart and kept whole: {WHY_KEPT_WHOLE}; all devices' energy is the sum of the "
+                     + f", shown apart and kept whole: {why}; all devices' energy is the sum of the "
                      f"{len(fits) + len(zones)}")
     parts = [f.measured for f in fits] + beside
     out.run_total = add_measurements(parts, "+".join(m.device for m in parts), seconds=out.span_s).energy

@@ -373,7 +373,10 @@ def fit_kernel_model(model: KernelModel, designs: list[np.ndarray], y: np.ndarra
     penalised = g_all + strength[0] * g_label + strength[1] * g_kernel + model.pinned
     widen = _few_blocks_factor(g_all, penalised, n_blocks)
     draws = point + (draws - point) * widen
-    if widen > 1.2:
+    if widen >= MAX_WIDEN:
+        notes.append(f"{n_blocks} blocks of updates for about as many of the fit's unknowns: the bootstrap's spread "
+                     f"is widened {MAX_WIDEN:.0f}x, its most, and the intervals may still be too narrow")
+    elif widen > 1.2:
         notes.append(f"{n_blocks} blocks of updates for the fit's unknowns: the bootstrap's spread is widened "
                      f"{widen:.2f}x (a fit over few blocks follows their noise)")
     residual = float(np.sqrt(np.mean((x @ p - y) ** 2)))

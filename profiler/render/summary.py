@@ -46,8 +46,11 @@ def summary_lines(s) -> list[str]:
             out.append("  the sum of: " + "; ".join(
                 f"{d.device} {'-' if d.joules is None else f'{d.joules:.4g} J'} ({d.kind}: {d.energy.method_text})"
                 for d in s.device_energy))
+        host = any(not d.device.startswith("gpu") for d in s.device_energy) and \
+            any(d.device.startswith("gpu") for d in s.device_energy)
         out.append(f"  that is {j:.4g} J per inference, {j * 1000:.4g} J = {j * 1000 / 3.6e6:.3g} kWh per 1,000, "
-                   "gaps included; `phprof report` gives the inferences' own")
+                   + ("gaps and the host's zones included; `phprof report` gives the inferences' own on the GPUs, "
+                      "the host's apart" if host else "gaps included; `phprof report` gives the inferences' own"))
     out += measured_lines(s)
     for note in dict.fromkeys(list(s.notes) + (list(e.notes) if e else [])):
         out.append(f"  note: {note}")
