@@ -31,7 +31,7 @@ from .components import Component, Taxonomy
 from .estimate import Estimate, estimate_label_power, instant_windows
 from .passes import passes
 from .runfit import fit_run_sensor, windows_of
-from .timeline import trace_timeline
+from .timeline import interval_union, trace_timeline
 
 _ROLE_OF_LABEL = {r.label: r for r in Role if r is not Role.MODULE}
 
@@ -322,28 +322,15 @@ def _waiting(fits: list[_DeviceFit]) -> None:
     for f in fits:
         tl = f.timeline
         seg = tl.events >= 0 if tl.events is not None else np.zeros(len(tl.starts_ns), bool)
-        busy[f.device] = _union(tl.starts_ns[seg], tl.ends_ns[seg])
+        busy[f.device] = interval_union(tl.starts_ns[seg], tl.ends_ns[seg])
         f.busy_s = _length(busy[f.device]) / 1e9
     for f in fits:
         others = [busy[g.device] for g in fits if g is not f]
         if not others:
             continue
-        o = _union(np.concatenate([x[0] for x in others]), np.concatenate([x[1] for x in others]))
-        both = _union(np.concatenate([o[0], busy[f.device][0]]), np.concatenate([o[1], busy[f.device][1]]))
+        o = interval_union(np.concatenate([x[0] for x in others]), np.concatenate([x[1] for x in others]))
+        both = interval_union(np.concatenate([o[0], busy[f.device][0]]), np.concatenate([o[1], busy[f.device][1]]))
         f.waiting_s = (_length(both) - _length(busy[f.device])) / 1e9
-
-
-def _union(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Intervals [start, end) merged into disjoint, sorted ones."""
-    order = np.argsort(starts, kind="stable")
-    s, e = np.asarray(starts, np.int64)[order], np.asarray(ends, np.int64)[order]
-    if not len(s):
-        return s, e
-    reach = np.maximum.accumulate(e)
-    new = np.r_[True, s[1:] > reach[:-1]]
-    first = np.flatnonzero(new)
-    last = np.r_[first[1:] - 1, len(s) - 1]
-    return s[first], reach[last]
 
 
 def _length(intervals: tuple[np.ndarray, np.ndarray]) -> int:

@@ -208,7 +208,7 @@ def with_profiler_work(timeline: Timeline, trace) -> Timeline:
     inf = trace.inferences
     if not len(inf):
         return timeline
-    busy_s, busy_e = _union(inf["start_ns"], inf["end_ns"])
+    busy_s, busy_e = interval_union(inf["start_ns"], inf["end_ns"])
     # inside the inferences' span only (the warm-up steps before the first window lie before it)
     work = work[(work["end_ns"] > busy_s[0]) & (work["start_ns"] < busy_e[-1])]
     names, parents = list(timeline.names), list(timeline.parents)
@@ -235,7 +235,7 @@ def with_profiler_work(timeline: Timeline, trace) -> Timeline:
                     None if events is None else events[order], timeline.work)
 
 
-def _union(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def interval_union(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The union of intervals [start, end) (they may overlap), as sorted disjoint intervals."""
     if not len(start):
         return start.astype(np.int64), end.astype(np.int64)
