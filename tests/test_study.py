@@ -217,11 +217,12 @@ def test_ctrl_c_stops_the_running_cell_after_its_inference_and_the_study_continu
             proc.code = 130  # `phprof trace` stops after its current inference, marked interrupted
         proc.polls = 1 if proc.signals or model != victim.model else 2
 
+    before = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN in a shell's background job
     out, launched = _run(tmp_path, launcher=_Launcher(on_poll=interrupt, polls=2))
     assert out.interrupted and [c.model for c in out.done] == [c.model for c in CELLS[:2]]
     assert [c.model for c in out.left] == [c.model for c in CELLS[2:]] and not out.failed
     assert [a["outcome"] for a in _manifest(tmp_path, victim)["attempts"]] == ["interrupted"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    assert signal.getsignal(signal.SIGINT) is before  # put back
     again, launched = _run(tmp_path)
     assert len(again.done) == len(CELLS) - 2 and launched.launched[0][0] == victim.model
 
